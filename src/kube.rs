@@ -1,0 +1,399 @@
+//! How we talk to the Kubernetes API: a small client over the shared HTTP
+//! transport, configured in-cluster (service-account token, CA, namespace
+//! files) or from a kubeconfig. It covers only what the provider needs:
+//! TokenRequest for pods whose volume context carries no token, and the
+//! Secret holding the object-version key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderName, Method};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::http::{self as transport, Endpoint, HttpClient, HttpError, Request, TlsOptions};
+
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// A failed Kubernetes API call.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The API server answered with a `Status` failure.
+    #[error("Kubernetes API answered {code} {reason}: {message}")]
+    Status {
+        /// HTTP status code.
+        code: u16,
+        /// The `Status.reason` (Forbidden, NotFound, AlreadyExists, ...).
+        reason: String,
+        /// The `Status.message`.
+        message: String,
+    },
+    /// The API server could not be reached or did not answer in time.
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Unreachable(String),
+    /// The answer was not what the API promises.
+    #[error("unexpected response from the Kubernetes API: {0}")]
+    BadResponse(String),
+}
+
+impl KubeError {
+    /// HTTP status, when the server answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            KubeError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Credentials {
+    /// Re-read on every call: projected tokens are rotated by kubelet.
+    TokenFile(PathBuf),
+    Token(Arc<str>),
+    /// Client certificate (in the TLS config) or nothing.
+    None,
+}
+
+/// A Kubernetes API client.
+#[derive(Clone)]
+pub struct KubeClient {
+    http: HttpClient,
+    credentials: Credentials,
+    namespace: String,
+    server: String,
+}
+
+/// A token minted by the TokenRequest API.
+pub struct IssuedToken {
+    /// The JWT. Never logged.
+    pub token: String,
+    /// Its expiry, as the API server reported it.
+    pub expires: Option<SystemTime>,
+}
+
+impl KubeClient {
+    /// A kubeconfig when given, else the in-cluster configuration.
+    pub fn load(kubeconfig: Option<&Path>, timeout: Duration) -> Result<KubeClient, String> {
+        match kubeconfig {
+            Some(p) => Self::from_kubeconfig(p, timeout),
+            None => Self::in_cluster(timeout),
+        }
+    }
+
+    /// The configuration every pod gets: `KUBERNETES_SERVICE_HOST`/`PORT` and
+    /// the mounted service-account files.
+    pub fn in_cluster(timeout: Duration) -> Result<KubeClient, String> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST")
+            .map_err(|_| "not in a cluster (KUBERNETES_SERVICE_HOST unset) and no -kubeconfig given".to_string())?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_string());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let server = format!("https://{host}:{port}");
+        let dir = Path::new(SA_DIR);
+        let roots = transport::read_pem_certs(&dir.join("ca.crt"))?;
+        let namespace = std::fs::read_to_string(dir.join("namespace"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "default".to_string());
+        let tls = TlsOptions {
+            roots,
+            ..Default::default()
+        };
+        Self::build(
+            &server,
+            &tls,
+            Credentials::TokenFile(dir.join("token")),
+            namespace,
+            timeout,
+        )
+    }
+
+    /// Loads the current context of a kubeconfig file.
+    pub fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<KubeClient, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+        let kc: Kubeconfig =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("kubeconfig {} is not valid: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let ctx_name = kc.current_context.clone().ok_or("kubeconfig has no current-context")?;
+        let ctx = kc
+            .contexts
+            .iter()
+            .find(|c| c.name == ctx_name)
+            .map(|c| &c.context)
+            .ok_or_else(|| format!("kubeconfig context {ctx_name:?} not found"))?;
+        let cluster = kc
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.cluster)
+            .map(|c| &c.cluster)
+            .ok_or_else(|| format!("kubeconfig cluster {:?} not found", ctx.cluster))?;
+        let user = match &ctx.user {
+            Some(u) => kc
+                .users
+                .iter()
+                .find(|x| &x.name == u)
+                .map(|x| x.user.clone())
+                .unwrap_or_default(),
+            None => KcUser::default(),
+        };
+        let resolve = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                base.join(p)
+            }
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+
+        let mut tls = TlsOptions {
+            server_name: cluster.tls_server_name.clone(),
+            skip_verify: cluster.insecure_skip_tls_verify,
+            ..Default::default()
+        };
+        if let Some(data) = &cluster.certificate_authority_data {
+            let pem = b64
+                .decode(data.trim())
+                .map_err(|e| format!("certificate-authority-data: {e}"))?;
+            tls.roots = transport::parse_pem_certs(&pem, "certificate-authority-data")?;
+        } else if let Some(file) = &cluster.certificate_authority {
+            tls.roots = transport::read_pem_certs(&resolve(file))?;
+        }
+        let cert = match (&user.client_certificate_data, &user.client_certificate) {
+            (Some(d), _) => Some(transport::parse_pem_certs(
+                &b64.decode(d.trim())
+                    .map_err(|e| format!("client-certificate-data: {e}"))?,
+                "client-certificate-data",
+            )?),
+            (None, Some(f)) => Some(transport::read_pem_certs(&resolve(f))?),
+            _ => None,
+        };
+        let key = match (&user.client_key_data, &user.client_key) {
+            (Some(d), _) => Some(transport::parse_pem_key(
+                &b64.decode(d.trim()).map_err(|e| format!("client-key-data: {e}"))?,
+                "client-key-data",
+            )?),
+            (None, Some(f)) => Some(transport::read_pem_key(&resolve(f))?),
+            _ => None,
+        };
+        if let (Some(c), Some(k)) = (cert, key) {
+            tls.client_auth = Some((c, Arc::new(k)));
+        }
+        if user.exec.is_some() || user.auth_provider.is_some() {
+            return Err("kubeconfig users with exec or auth-provider plugins are not supported: use a token or client certificate".to_string());
+        }
+        let credentials = match (&user.token, &user.token_file) {
+            (Some(t), _) => Credentials::Token(Arc::from(t.as_str())),
+            (None, Some(f)) => Credentials::TokenFile(resolve(f)),
+            _ => Credentials::None,
+        };
+        let namespace = ctx.namespace.clone().unwrap_or_else(|| "default".to_string());
+        Self::build(&cluster.server, &tls, credentials, namespace, timeout)
+    }
+
+    fn build(
+        server: &str,
+        tls: &TlsOptions,
+        credentials: Credentials,
+        namespace: String,
+        timeout: Duration,
+    ) -> Result<KubeClient, String> {
+        let endpoint = Endpoint::parse(server).map_err(|e| format!("Kubernetes API server address: {e}"))?;
+        let http = HttpClient::new(&endpoint, tls, timeout, MAX_RESPONSE)?;
+        Ok(KubeClient {
+            http,
+            credentials,
+            namespace,
+            server: server.to_string(),
+        })
+    }
+
+    /// The namespace the provider runs in (or the kubeconfig context's).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The API server URL, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn call(&self, method: Method, path: String, body: Option<Json>) -> Result<(u16, Json), KubeError> {
+        let mut headers = vec![(http::header::ACCEPT, "application/json".to_string())];
+        let token = match &self.credentials {
+            Credentials::TokenFile(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        KubeError::Unreachable(format!("cannot read service-account token {}: {e}", p.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            Credentials::Token(t) => Some(t.to_string()),
+            Credentials::None => None,
+        };
+        if let Some(t) = token {
+            headers.push((HeaderName::from_static("authorization"), format!("Bearer {t}")));
+        }
+        let req = Request {
+            method,
+            path_and_query: path,
+            headers,
+            body: body.map(|b| (Bytes::from(b.to_string()), "application/json")),
+        };
+        let resp = self.http.send(req).await.map_err(|e| match e {
+            HttpError::Build(m) => KubeError::BadResponse(m),
+            other => KubeError::Unreachable(other.to_string()),
+        })?;
+        let json: Json = if resp.body.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&resp.body)
+                .map_err(|e| KubeError::BadResponse(format!("HTTP {}: body is not JSON: {e}", resp.status)))?
+        };
+        if (200..300).contains(&resp.status) {
+            return Ok((resp.status, json));
+        }
+        let text = |k: &str| json.get(k).and_then(Json::as_str).unwrap_or_default().to_string();
+        Err(KubeError::Status {
+            code: resp.status,
+            reason: text("reason"),
+            message: text("message"),
+        })
+    }
+
+    /// Mints a pod-bound service-account token (TokenRequest API).
+    pub async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audiences: &[String],
+        expiration_seconds: u64,
+        pod_name: &str,
+        pod_uid: &str,
+    ) -> Result<IssuedToken, KubeError> {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": expiration_seconds,
+                "boundObjectRef": { "kind": "Pod", "apiVersion": "v1", "name": pod_name, "uid": pod_uid },
+            }
+        });
+        let path = format!(
+            "/api/v1/namespaces/{}/serviceaccounts/{}/token",
+            seg(namespace),
+            seg(service_account)
+        );
+        let (_, json) = self.call(Method::POST, path, Some(body)).await?;
+        let status = json
+            .get("status")
+            .ok_or_else(|| KubeError::BadResponse("TokenRequest without status".into()))?;
+        let token = status
+            .get("token")
+            .and_then(Json::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| KubeError::BadResponse("TokenRequest without status.token".into()))?;
+        let expires = status
+            .get("expirationTimestamp")
+            .and_then(Json::as_str)
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok());
+        Ok(IssuedToken {
+            token: token.to_string(),
+            expires,
+        })
+    }
+
+    /// Reads a Secret; `Ok(None)` when it does not exist.
+    pub async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Json>, KubeError> {
+        let path = format!("/api/v1/namespaces/{}/secrets/{}", seg(namespace), seg(name));
+        match self.call(Method::GET, path, None).await {
+            Ok((_, json)) => Ok(Some(json)),
+            Err(KubeError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a Secret; `Ok(None)` when one of that name already exists.
+    pub async fn create_secret(&self, namespace: &str, secret: Json) -> Result<Option<Json>, KubeError> {
+        let path = format!("/api/v1/namespaces/{}/secrets", seg(namespace));
+        match self.call(Method::POST, path, Some(secret)).await {
+            Ok((_, json)) => Ok(Some(json)),
+            Err(KubeError::Status { code: 409, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Escapes a name for use as one URL path segment. Kubernetes names are
+/// DNS labels already; this only guards against malformed input.
+fn seg(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[derive(Deserialize)]
+struct Kubeconfig {
+    #[serde(rename = "current-context")]
+    current_context: Option<String>,
+    #[serde(default)]
+    contexts: Vec<Named<KcContext>>,
+    #[serde(default)]
+    clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    users: Vec<NamedUser>,
+}
+
+#[derive(Deserialize)]
+struct Named<T> {
+    name: String,
+    context: T,
+}
+
+#[derive(Deserialize)]
+struct KcContext {
+    cluster: String,
+    user: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NamedCluster {
+    name: String,
+    cluster: KcCluster,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct KcCluster {
+    server: String,
+    certificate_authority: Option<String>,
+    certificate_authority_data: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    tls_server_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NamedUser {
+    name: String,
+    #[serde(default)]
+    user: KcUser,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "kebab-case")]
+struct KcUser {
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<String>,
+    client_certificate: Option<String>,
+    client_certificate_data: Option<String>,
+    client_key: Option<String>,
+    client_key_data: Option<String>,
+    exec: Option<serde_yaml_ng::Value>,
+    auth_provider: Option<serde_yaml_ng::Value>,
+}

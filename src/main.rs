@@ -1,0 +1,167 @@
+//! `vault-csi-provider`: flags, logging, build, serve, wait for SIGTERM or
+//! SIGINT, drain under a timeout.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use vault_csi_provider::config::{Flags, LogFormat};
+use vault_csi_provider::http::Endpoint;
+use vault_csi_provider::kube::KubeClient;
+use vault_csi_provider::mount::{Mounter, Settings};
+use vault_csi_provider::server::{self, health, ProviderService};
+use vault_csi_provider::spc::{Defaults, TlsConfig, VaultConfig};
+use vault_csi_provider::versions::Versions;
+
+/// Exit code for unusable configuration (BSD `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+/// How often the object-version key Secret is re-checked.
+const KEY_REFRESH: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let flags = match Flags::parse_args(std::env::args()) {
+        Ok(f) => f,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("vault-csi-provider: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&flags);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vault-csi-provider: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("vault-csi-provider: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging(flags: &Flags) {
+    let filter = tracing_subscriber::EnvFilter::new(flags.effective_log_level().directive());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match flags.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+fn defaults(flags: &Flags) -> anyhow::Result<Defaults> {
+    let endpoint = Endpoint::parse(&flags.vault_addr).map_err(|e| anyhow::anyhow!("-vault-addr: {e}"))?;
+    let client_cert = match (&flags.vault_tls_client_cert, &flags.vault_tls_client_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => anyhow::bail!("-vault-tls-client-cert and -vault-tls-client-key must be set together"),
+    };
+    Ok(Defaults {
+        vault: VaultConfig {
+            endpoint,
+            namespace: flags.vault_namespace.clone().filter(|n| !n.is_empty()),
+            tls: TlsConfig {
+                ca_cert: flags.vault_tls_ca_cert.clone(),
+                ca_directory: flags.vault_tls_ca_directory.clone(),
+                server_name: flags.vault_tls_server_name.clone().filter(|n| !n.is_empty()),
+                client_cert,
+                skip_verify: flags.vault_tls_skip_verify,
+            },
+        },
+        auth_mount: flags.vault_mount.clone(),
+    })
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let defaults = defaults(&flags)?;
+    let kube = KubeClient::load(flags.kubeconfig.as_deref(), flags.request_timeout)
+        .map_err(|e| anyhow::anyhow!("Kubernetes API configuration: {e}"))?;
+    let key_namespace = flags
+        .hmac_secret_namespace
+        .clone()
+        .unwrap_or_else(|| kube.namespace().to_string());
+    let versions = Arc::new(Versions::from_secret(
+        kube.clone(),
+        key_namespace,
+        flags.hmac_secret_name.clone(),
+        KEY_REFRESH,
+    ));
+    let settings = Settings {
+        defaults,
+        request_timeout: flags.request_timeout,
+        fetch_concurrency: usize::from(flags.fetch_concurrency),
+        cache_size: usize::try_from(flags.cache_size).unwrap_or(0),
+    };
+    let mounter = Arc::new(Mounter::new(settings, Some(kube), versions.clone()));
+    let health = health::Health::new(versions.clone());
+
+    if !flags.health_addr.is_empty() {
+        let addr = health::parse_addr(&flags.health_addr).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding health server on {addr}"))?;
+        let router = health::router(health.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "health server stopped");
+            }
+        });
+    }
+
+    // Load the key in the background so readiness reflects it, without
+    // holding up the socket: a mount loads it on demand anyway.
+    let preload = versions.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match preload.key().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "object-version key not available yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+
+    let listener =
+        server::bind_socket(&flags.endpoint).with_context(|| format!("binding {}", flags.endpoint.display()))?;
+    tracing::info!(endpoint = %flags.endpoint.display(), version = env!("CARGO_PKG_VERSION"), "serving the CSI driver");
+    health.set_serving(true);
+    let service = ProviderService::new(mounter, flags.mount_timeout);
+    let result = server::serve(listener, service, shutdown_signal(), flags.shutdown_grace).await;
+    health.set_serving(false);
+    if let Err(e) = std::fs::remove_file(&flags.endpoint) {
+        tracing::warn!(error = %e, "could not remove the socket");
+    }
+    tracing::info!("stopped");
+    result.context("gRPC server failed")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining in-flight mounts"),
+        _ = int.recv() => tracing::info!("SIGINT: draining in-flight mounts"),
+    }
+}

@@ -1,0 +1,440 @@
+//! How a mount works: parse the request, get the version key, log in to
+//! Vault as the pod (reusing a cached token while it is valid), fetch every
+//! distinct read once and concurrently, and turn responses into files with
+//! modes and versions.
+//!
+//! This is the domain core: it knows nothing of gRPC (the server module
+//! translates) and talks to Vault and Kubernetes only through their clients.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::kube::{KubeClient, KubeError};
+use crate::spc::{self, Defaults, Encoding, MountSpec, ObjectSpec, Pod, ReadKey, VaultConfig};
+use crate::vault::{VaultClient, VaultError, VaultToken};
+use crate::versions::Versions;
+
+/// Lifetime of a token we request ourselves (the incumbent's choice; the
+/// TokenRequest minimum is 600 s).
+const REQUESTED_TOKEN_SECONDS: u64 = 900;
+/// A cached Vault token this close to expiry is not used for a new mount.
+const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// Vault clients kept (one per distinct connection configuration).
+const MAX_CLIENTS: usize = 64;
+
+/// Tunables of the mount logic.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Flag and environment defaults.
+    pub defaults: Defaults,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Concurrent Vault reads within one mount.
+    pub fetch_concurrency: usize,
+    /// Token cache capacity; 0 disables caching.
+    pub cache_size: usize,
+}
+
+/// The raw fields of a Mount request.
+#[derive(Debug, Clone, Default)]
+pub struct MountInput {
+    /// JSON attributes.
+    pub attributes: String,
+    /// JSON of the node-publish secret.
+    pub secrets: String,
+    /// Decimal default file mode.
+    pub permission: String,
+}
+
+/// One file to hand to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutFile {
+    /// Relative path.
+    pub path: String,
+    /// Mode bits.
+    pub mode: u32,
+    /// Content. Secret: never logged.
+    pub contents: Vec<u8>,
+}
+
+impl std::fmt::Debug for OutFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .field("len", &self.contents.len())
+            .finish()
+    }
+}
+
+/// What a successful mount returns.
+#[derive(Debug, Clone)]
+pub struct MountOutput {
+    /// Files, in SPC order.
+    pub files: Vec<OutFile>,
+    /// (object id, version) pairs, in SPC order.
+    pub versions: Vec<(String, String)>,
+}
+
+/// Identity a Vault token is cached under: the pod, how it logs in, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    pod: Pod,
+    role: String,
+    auth_mount: String,
+    audience: Option<String>,
+    vault: VaultConfig,
+}
+
+/// The provider's mount logic and its caches.
+pub struct Mounter {
+    settings: Settings,
+    kube: Option<KubeClient>,
+    versions: Arc<Versions>,
+    tokens: Option<Mutex<lru::LruCache<TokenKey, VaultToken>>>,
+    clients: Mutex<HashMap<VaultConfig, VaultClient>>,
+}
+
+impl Mounter {
+    /// Builds the mount logic. Without a Kubernetes client, pods must carry
+    /// their token in the volume context.
+    pub fn new(settings: Settings, kube: Option<KubeClient>, versions: Arc<Versions>) -> Mounter {
+        let tokens = NonZeroUsize::new(settings.cache_size).map(|n| Mutex::new(lru::LruCache::new(n)));
+        Mounter {
+            settings,
+            kube,
+            versions,
+            tokens,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The version key store (for readiness).
+    pub fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    /// Number of cached Vault tokens.
+    pub fn cached_tokens(&self) -> usize {
+        self.tokens.as_ref().map(|t| lock(t).len()).unwrap_or(0)
+    }
+
+    /// Performs one mount, giving up at `deadline`.
+    pub async fn mount(&self, input: &MountInput, deadline: Instant) -> Result<MountOutput> {
+        let spec = spc::parse_mount(
+            &input.attributes,
+            &input.secrets,
+            &input.permission,
+            &self.settings.defaults,
+        )?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let what = format!(
+            "mount for pod {}/{} timed out after {:?}",
+            spec.pod.namespace, spec.pod.name, remaining
+        );
+        match tokio::time::timeout(remaining, self.mount_spec(&spec)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(format!("{what} (is Vault or the Kubernetes API slow?)"))),
+        }
+    }
+
+    async fn mount_spec(&self, spec: &MountSpec) -> Result<MountOutput> {
+        // The key first: a Kubernetes outage then fails the mount before any
+        // credential is minted, so the driver may safely retry it.
+        let key = self.versions.key().await?;
+        let client = self.client(&spec.vault)?;
+        let responses = self.fetch_all(spec, &client).await?;
+
+        let mut files = Vec::with_capacity(spec.objects.len());
+        let mut versions = Vec::with_capacity(spec.objects.len());
+        for object in &spec.objects {
+            let response = responses
+                .get(&object.read)
+                .ok_or_else(|| Error::Internal(format!("no response for object {:?}", object.name)))?;
+            let contents = render(object, response)?;
+            versions.push((object.name.clone(), key.version(&object.config_digest_input, &contents)));
+            files.push(OutFile {
+                path: object.name.clone(),
+                mode: object.mode,
+                contents,
+            });
+        }
+        Ok(MountOutput { files, versions })
+    }
+
+    fn client(&self, cfg: &VaultConfig) -> Result<VaultClient> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(cfg) {
+            return Ok(c.clone());
+        }
+        let client = VaultClient::new(cfg, self.settings.request_timeout)
+            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", cfg.endpoint)))?;
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(cfg.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Reads every distinct request once. A 403 with a cached token (revoked
+    /// or expired early in Vault) earns one fresh login and one more try.
+    async fn fetch_all(&self, spec: &MountSpec, client: &VaultClient) -> Result<HashMap<ReadKey, Json>> {
+        let mut reads: BTreeMap<&ReadKey, &ObjectSpec> = BTreeMap::new();
+        for o in &spec.objects {
+            reads.entry(&o.read).or_insert(o);
+        }
+        let key = token_key(spec);
+        let (token, cached) = self.token(spec, &key, client).await?;
+        let all: Vec<ReadKey> = reads.keys().map(|k| (*k).clone()).collect();
+        let mut results = self.fetch(client, &token, all).await;
+
+        let denied: Vec<ReadKey> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(e) if e.status() == Some(403)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if cached && !denied.is_empty() {
+            tracing::info!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "cached Vault token was refused; logging in again");
+            self.forget(&key);
+            let (fresh, _) = self.token(spec, &key, client).await?;
+            let retried = self.fetch(client, &fresh, denied).await;
+            results.extend(retried);
+        }
+
+        let mut out = HashMap::with_capacity(results.len());
+        for (read, object) in reads {
+            match results.remove(read) {
+                Some(Ok(json)) => {
+                    out.insert(read.clone(), json);
+                }
+                Some(Err(e)) => return Err(read_error(spec, object, e)),
+                None => return Err(Error::Internal(format!("read {read} was not performed"))),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(
+        &self,
+        client: &VaultClient,
+        token: &VaultToken,
+        reads: Vec<ReadKey>,
+    ) -> HashMap<ReadKey, std::result::Result<Json, VaultError>> {
+        stream::iter(reads)
+            .map(|read| async move {
+                let result = client.read(&token.token, &read).await;
+                (read, result)
+            })
+            .buffer_unordered(self.settings.fetch_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    fn forget(&self, key: &TokenKey) {
+        if let Some(t) = &self.tokens {
+            lock(t).pop(key);
+        }
+    }
+
+    /// A valid Vault token for the pod: cached, or from a fresh login.
+    async fn token(&self, spec: &MountSpec, key: &TokenKey, client: &VaultClient) -> Result<(VaultToken, bool)> {
+        if let Some(cache) = &self.tokens {
+            let mut cache = lock(cache);
+            if let Some(t) = cache.get(key) {
+                let fresh = t.expires.is_none_or(|exp| exp > Instant::now() + TOKEN_EXPIRY_MARGIN);
+                if fresh {
+                    return Ok((t.clone(), true));
+                }
+                cache.pop(key);
+            }
+        }
+        let jwt = self.service_account_token(spec).await?;
+        let token = client
+            .login(&spec.auth_mount, &spec.role, &jwt)
+            .await
+            .map_err(|e| login_error(spec, e))?;
+        tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %token.accessor, "logged in to Vault");
+        if let Some(cache) = &self.tokens {
+            lock(cache).put(key.clone(), token.clone());
+        }
+        Ok((token, false))
+    }
+
+    /// The pod's JWT: from kubelet's `serviceAccount.tokens`, else minted
+    /// through the TokenRequest API, bound to the pod.
+    async fn service_account_token(&self, spec: &MountSpec) -> Result<String> {
+        if let Some(t) = &spec.provided_token {
+            if t.expires.is_some_and(|e| e <= SystemTime::now()) {
+                tracing::warn!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "the service-account token from kubelet has expired; Vault will refuse it");
+            }
+            return Ok(t.token.clone());
+        }
+        let pod = &spec.pod;
+        let Some(kube) = &self.kube else {
+            return Err(Error::InvalidRequest(format!(
+                "no service-account token for audience {:?} in the volume context of pod {}/{}, and no Kubernetes API access to request one: add tokenRequests: [{{audience: {}}}] to the CSIDriver object",
+                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE),
+                pod.namespace,
+                pod.name,
+                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE)
+            )));
+        };
+        if pod.name.is_empty() || pod.uid.is_empty() {
+            return Err(Error::InvalidRequest(
+                "pod name and uid are missing from the volume context: set podInfoOnMount: true on the CSIDriver object".into(),
+            ));
+        }
+        let audiences: Vec<String> = spec.audience.iter().cloned().collect();
+        let issued = kube
+            .create_token(&pod.namespace, &pod.service_account, &audiences, REQUESTED_TOKEN_SECONDS, &pod.name, &pod.uid)
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "requesting a token for service account {}/{} (pod {}) from the Kubernetes API",
+                    pod.namespace, pod.service_account, pod.name
+                );
+                match e {
+                    KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
+                        "{what}: {e}. Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: vault}}] to the CSIDriver so kubelet passes the token"
+                    )),
+                    KubeError::Status { code: 404, .. } => Error::NotFound(format!("{what}: {e}")),
+                    KubeError::Status { code, .. } if code < 500 => Error::InvalidRequest(format!("{what}: {e}")),
+                    other => Error::KubeUnavailable(format!("{what}: {other}")),
+                }
+            })?;
+        Ok(issued.token)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // carrying on with it is safe.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn token_key(spec: &MountSpec) -> TokenKey {
+    TokenKey {
+        pod: spec.pod.clone(),
+        role: spec.role.clone(),
+        auth_mount: spec.auth_mount.clone(),
+        audience: spec.audience.clone(),
+        vault: spec.vault.clone(),
+    }
+}
+
+fn login_error(spec: &MountSpec, e: VaultError) -> Error {
+    let who = format!(
+        "login to Vault at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
+        spec.vault.endpoint,
+        spec.auth_mount,
+        spec.role,
+        spec.pod.namespace,
+        spec.pod.service_account,
+        spec.vault
+            .namespace
+            .as_deref()
+            .map(|n| format!(", Vault namespace {n:?}"))
+            .unwrap_or_default()
+    );
+    let lower = e.to_string().to_ascii_lowercase();
+    match e.status() {
+        Some(403) => Error::VaultDenied(format!(
+            "{who} failed: {e}. Check that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API"
+        )),
+        Some(400) if lower.contains("role") => Error::VaultRejected(format!(
+            "{who} failed: {e}. Does role {:?} exist at auth/{}/role?",
+            spec.role, spec.auth_mount
+        )),
+        Some(404) => Error::VaultRejected(format!(
+            "{who} failed: {e}. Is an auth method mounted at auth/{}?",
+            spec.auth_mount
+        )),
+        Some(s) if s >= 500 => Error::VaultUnavailable(format!("{who} failed: {e}")),
+        Some(_) => Error::VaultRejected(format!("{who} failed: {e}")),
+        None => match e {
+            VaultError::Connect(_) | VaultError::Broken(_) => Error::VaultUnavailable(format!("{who} failed: {e}")),
+            VaultError::TooLarge | VaultError::BadResponse(_) => Error::BadResponse(format!("{who} failed: {e}")),
+            VaultError::Status { .. } => Error::VaultRejected(format!("{who} failed: {e}")),
+        },
+    }
+}
+
+fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
+    let what = format!("object {:?}: {} at {}", object.name, object.read, spec.vault.endpoint);
+    match e.status() {
+        Some(403) => Error::VaultDenied(format!(
+            "{what} failed: {e}. The policies of role {:?} do not allow this path",
+            spec.role
+        )),
+        Some(404) => Error::NotFound(format!(
+            "{what} failed: {e}. Check secretPath (KV v2 reads go through <mount>/data/<path>)"
+        )),
+        Some(s) if s >= 500 => Error::VaultFailed(format!("{what} failed: {e}")),
+        Some(_) => Error::VaultRejected(format!("{what} failed: {e}")),
+        None => match e {
+            VaultError::TooLarge => Error::TooLarge(format!("{what} failed: {e}")),
+            VaultError::BadResponse(_) => Error::BadResponse(format!("{what} failed: {e}")),
+            _ => Error::VaultFailed(format!("{what} failed: {e}")),
+        },
+    }
+}
+
+/// Turns one Vault response into an object's file content.
+pub fn render(object: &ObjectSpec, response: &Json) -> Result<Vec<u8>> {
+    let Some(key) = &object.secret_key else {
+        // The whole response, minus the per-request id: it changes on every
+        // read and would make the version change although nothing did.
+        let mut whole = response.clone();
+        if let Some(map) = whole.as_object_mut() {
+            map.remove("request_id");
+        }
+        return Ok(whole.to_string().into_bytes());
+    };
+    let data = response.get("data").unwrap_or(&Json::Null);
+    let scope = match data.get("data") {
+        Some(inner @ Json::Object(_)) => inner,
+        _ => data,
+    };
+    let value = scope.get(key).ok_or_else(|| {
+        Error::NotFound(format!(
+            "object {:?}: key {key:?} not found in the response of {} (available keys: {})",
+            object.name,
+            object.read,
+            scope
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        ))
+    })?;
+    let text = match value {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match object.encoding {
+        Encoding::Utf8 => Ok(text.into_bytes()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "object {:?}: key {key:?} is not valid base64 ({e}); remove encoding: base64 or fix the value",
+                    object.name
+                ))
+            }),
+        Encoding::Hex => hex::decode(text.trim()).map_err(|e| {
+            Error::InvalidRequest(format!(
+                "object {:?}: key {key:?} is not valid hex ({e}); remove encoding: hex or fix the value",
+                object.name
+            ))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

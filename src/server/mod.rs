@@ -1,0 +1,281 @@
+//! The gRPC face of the provider: translates the driver's protocol to the
+//! mount logic and back, and owns the unix socket and its lifecycle.
+//!
+//! Every accepted connection goes through the `:authority` relay (see
+//! [`authority`]) before tonic sees it, so drivers of every generation are
+//! served.
+
+pub mod authority;
+pub mod health;
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::error::Error;
+use crate::mount::{MountInput, Mounter};
+use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
+use crate::proto::{self, MountRequest, MountResponse, VersionRequest, VersionResponse};
+
+/// The driver rejects responses above this size (its default
+/// `--max-call-recv-msg-size`).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Time kept back from the caller's deadline to send an answer in time.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The `CSIDriverProvider` service.
+pub struct ProviderService {
+    mounter: Arc<Mounter>,
+    mount_timeout: Duration,
+}
+
+impl ProviderService {
+    /// A service over the given mount logic; `mount_timeout` bounds mounts
+    /// whose caller sent no deadline.
+    pub fn new(mounter: Arc<Mounter>, mount_timeout: Duration) -> ProviderService {
+        ProviderService { mounter, mount_timeout }
+    }
+
+    /// The tonic service, ready to add to a router.
+    pub fn into_server(self) -> CsiDriverProviderServer<ProviderService> {
+        CsiDriverProviderServer::new(self)
+            .max_decoding_message_size(8 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024)
+    }
+}
+
+/// Parses the `grpc-timeout` header (`<digits><unit>`).
+fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl CsiDriverProvider for ProviderService {
+    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: "v1alpha1".to_string(),
+            runtime_name: "vault-csi-provider".to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        let started = Instant::now();
+        let budget = match grpc_timeout(request.metadata()) {
+            Some(t) => t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(100)),
+            None => self.mount_timeout,
+        };
+        let req = request.into_inner();
+        let input = MountInput {
+            attributes: req.attributes,
+            secrets: req.secrets,
+            permission: req.permission,
+        };
+        let (pod, namespace) = pod_labels(&input.attributes);
+        let span = tracing::info_span!("mount", %pod, %namespace);
+        let result = self
+            .mounter
+            .mount(&input, started + budget)
+            .instrument(span.clone())
+            .await;
+        let response = result.and_then(|out| {
+            let response = MountResponse {
+                object_version: out
+                    .versions
+                    .into_iter()
+                    .map(|(id, version)| proto::ObjectVersion { id, version })
+                    .collect(),
+                error: None,
+                files: out
+                    .files
+                    .into_iter()
+                    .map(|f| proto::File { path: f.path, mode: f.mode as i32, contents: f.contents })
+                    .collect(),
+            };
+            let size = response.encoded_len();
+            if size > MAX_RESPONSE_BYTES {
+                return Err(Error::TooLarge(format!(
+                    "the files of this mount total {size} bytes, more than the driver's {MAX_RESPONSE_BYTES}-byte limit: split the SecretProviderClass or raise the driver's --max-call-recv-msg-size"
+                )));
+            }
+            Ok(response)
+        });
+        let elapsed = started.elapsed();
+        let _entered = span.enter();
+        match response {
+            Ok(r) => {
+                tracing::info!(
+                    objects = r.object_version.len(),
+                    duration_ms = elapsed.as_millis() as u64,
+                    result = "ok",
+                    "mount"
+                );
+                Ok(Response::new(r))
+            }
+            Err(e) => {
+                tracing::warn!(duration_ms = elapsed.as_millis() as u64, result = e.kind(), error = %e, "mount failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Pod name and namespace for log fields, read leniently: a request whose
+/// attributes do not parse is still logged, with its error.
+fn pod_labels(attributes: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(attributes).unwrap_or_default();
+    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    (get(crate::spc::keys::POD_NAME), get(crate::spc::keys::POD_NAMESPACE))
+}
+
+/// Binds the provider socket: removes a stale socket left by an earlier run,
+/// and makes the socket 0600 before it becomes visible under its real name
+/// (bind under a temporary name, chmod, rename), so no other user can ever
+/// connect.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path)?;
+            tracing::info!(path = %path.display(), "removed stale socket");
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let tmp = temp_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(listener)
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Serves the driver protocol on `listener` until `shutdown` resolves, then
+/// drains in-flight mounts for at most `grace`.
+pub async fn serve(
+    listener: UnixListener,
+    service: ProviderService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<tokio::io::DuplexStream, io::Error>>(16);
+    let (stop_accepting, mut stopped) = tokio::sync::watch::channel(false);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                        tokio::spawn(async move {
+                            if let Err(e) = authority::relay(stream, ours, authority::to_localhost).await {
+                                tracing::debug!(error = %e, "driver connection ended with an error");
+                            }
+                        });
+                        if tx.send(Ok(theirs)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a driver connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    });
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_accepting.send(true);
+        let _ = drain_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal);
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = drain_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight mounts did not finish within the shutdown grace period");
+            Ok(())
+        }
+    };
+    acceptor.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", "119998m".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(119_998)));
+        m.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(2)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+
+    #[tokio::test]
+    async fn socket_is_private_and_stale_sockets_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.sock");
+        let first = bind_socket(&path).unwrap();
+        drop(first);
+        // The file is still there, like after a crash.
+        assert!(path.exists());
+        let _second = bind_socket(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let other = dir.path().join("plain");
+        std::fs::write(&other, b"x").unwrap();
+        assert!(bind_socket(&other).is_err());
+        assert_eq!(std::fs::read(&other).unwrap(), b"x");
+    }
+}

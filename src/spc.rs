@@ -1,0 +1,672 @@
+//! Parsing of a Mount request: the driver's attributes (SecretProviderClass
+//! parameters plus the pod's volume context), `secrets`, `permission` and the
+//! `objects` YAML, into a [`MountSpec`] that cannot be invalid.
+//!
+//! Everything is checked here, before any network call, and every problem is
+//! reported with the object and field it concerns. Unknown parameter keys are
+//! ignored because the driver and kubelet add their own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::config::parse_go_bool;
+use crate::error::{Error, Result};
+use crate::http::Endpoint;
+
+/// Attribute keys kubelet and the driver add to every request.
+pub mod keys {
+    /// Pod name (needs `podInfoOnMount: true` on the CSIDriver).
+    pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+    /// Pod namespace.
+    pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+    /// Pod UID.
+    pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+    /// Pod service account name.
+    pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+    /// Tokens kubelet requested for the CSIDriver's `tokenRequests`.
+    pub const SA_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+    /// Name of the SecretProviderClass (driver v1.6+ only).
+    pub const SPC_NAME: &str = "secretProviderClass";
+}
+
+/// The largest file mode we accept: permission bits only.
+const MAX_MODE: u32 = 0o777;
+/// The driver's limit for a whole `File.path`.
+const MAX_PATH_LEN: usize = 4096;
+/// The driver's (and Linux's) limit for one path element.
+const MAX_ELEMENT_LEN: usize = 255;
+/// Audience of the kubelet token used when the SPC names none.
+pub const DEFAULT_AUDIENCE: &str = "vault";
+
+/// Provider-wide defaults (flags and environment) that SPC parameters override.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Vault address, namespace and TLS settings.
+    pub vault: VaultConfig,
+    /// Auth mount path.
+    pub auth_mount: String,
+}
+
+/// How to reach one Vault server. Part of the token cache key, so two SPCs
+/// pointing at different servers never share a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VaultConfig {
+    /// Where Vault listens.
+    pub endpoint: Endpoint,
+    /// `X-Vault-Namespace` for every request, login included.
+    pub namespace: Option<String>,
+    /// TLS options.
+    pub tls: TlsConfig,
+}
+
+/// TLS settings for the connection to Vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of PEM CA files.
+    pub ca_directory: Option<PathBuf>,
+    /// Name to verify the server certificate against (and send as SNI).
+    pub server_name: Option<String>,
+    /// Client certificate and key for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate.
+    pub skip_verify: bool,
+}
+
+/// The pod a Mount is for, from the volume context.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pod {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Service account the pod runs as.
+    pub service_account: String,
+}
+
+/// A service-account token kubelet handed over in the volume context.
+#[derive(Clone)]
+pub struct ProvidedToken {
+    /// The JWT. Never logged.
+    pub token: String,
+    /// When it expires, if kubelet said.
+    pub expires: Option<std::time::SystemTime>,
+}
+
+impl std::fmt::Debug for ProvidedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvidedToken")
+            .field("token", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// A fully validated Mount request.
+#[derive(Debug, Clone)]
+pub struct MountSpec {
+    /// The pod the files are for.
+    pub pod: Pod,
+    /// SecretProviderClass name, when the driver sends it.
+    pub spc_name: Option<String>,
+    /// Vault role for login.
+    pub role: String,
+    /// Auth mount path, without slashes at either end.
+    pub auth_mount: String,
+    /// Audience named by the SPC, if any.
+    pub audience: Option<String>,
+    /// Vault connection.
+    pub vault: VaultConfig,
+    /// Token from kubelet for the audience, when present.
+    pub provided_token: Option<ProvidedToken>,
+    /// The objects to fetch, in SPC order.
+    pub objects: Vec<ObjectSpec>,
+}
+
+/// Value decoding applied to an extracted `secretKey` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Written as is.
+    Utf8,
+    /// Standard base64, decoded before writing.
+    Base64,
+    /// Hexadecimal, decoded before writing.
+    Hex,
+}
+
+/// One HTTP request to Vault. Objects with equal `ReadKey`s share one request
+/// per Mount, so `username` and `password` of one database read match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReadKey {
+    /// `GET`, `PUT` or `POST`.
+    pub method: String,
+    /// API path starting with `/v1/`.
+    pub path: String,
+    /// Query parameters, sorted.
+    pub query: Vec<(String, String)>,
+    /// Canonical JSON of `secretArgs` (keys sorted), sent as the body.
+    pub body: Option<String>,
+}
+
+impl std::fmt::Display for ReadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        if !self.query.is_empty() {
+            let q: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, "?{}", q.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One validated entry of `objects`.
+#[derive(Debug, Clone)]
+pub struct ObjectSpec {
+    /// File path relative to the mount; also the ObjectVersion id.
+    pub name: String,
+    /// The Vault request that produces it.
+    pub read: ReadKey,
+    /// Key to extract from the response data; `None` writes the whole response.
+    pub secret_key: Option<String>,
+    /// Decoding of the extracted value.
+    pub encoding: Encoding,
+    /// File mode.
+    pub mode: u32,
+    /// Canonical text of the object's configuration, hashed into its version.
+    pub config_digest_input: String,
+}
+
+/// The `objects` entry as users write it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawObject {
+    object_name: Option<String>,
+    secret_path: Option<String>,
+    secret_key: Option<String>,
+    method: Option<String>,
+    secret_args: Option<serde_yaml_ng::Value>,
+    encoding: Option<String>,
+    file_permission: Option<serde_yaml_ng::Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// Parses and validates everything a Mount request carries.
+pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: &Defaults) -> Result<MountSpec> {
+    let attrs: HashMap<String, String> = serde_json::from_str(attributes)
+        .map_err(|e| invalid(format!("attributes are not a JSON object of strings: {e}")))?;
+    let secrets = parse_secrets(secrets)?;
+    let default_mode = parse_permission(permission)?;
+
+    let get = |k: &str| attrs.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+
+    let pod = Pod {
+        name: get(keys::POD_NAME).unwrap_or_default().to_string(),
+        namespace: get(keys::POD_NAMESPACE)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
+                    keys::POD_NAMESPACE
+                ))
+            })?
+            .to_string(),
+        uid: get(keys::POD_UID).unwrap_or_default().to_string(),
+        service_account: get(keys::SERVICE_ACCOUNT)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
+                    keys::SERVICE_ACCOUNT
+                ))
+            })?
+            .to_string(),
+    };
+
+    let role = get("roleName")
+        .ok_or_else(|| invalid("parameter roleName is missing: name the Vault role to log in with".to_string()))?
+        .to_string();
+
+    let auth_mount =
+        match (get("vaultKubernetesMountPath"), get("vaultAuthMountPath")) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "parameters vaultKubernetesMountPath and vaultAuthMountPath are both set: they are aliases, keep one"
+                    .to_string(),
+            )),
+            (Some(m), None) | (None, Some(m)) => m.to_string(),
+            (None, None) => defaults.auth_mount.clone(),
+        };
+    let auth_mount = auth_mount.trim_matches('/').to_string();
+    if auth_mount.is_empty() {
+        return Err(invalid("the auth mount path is empty".to_string()));
+    }
+
+    let vault = parse_vault_config(&get, defaults)?;
+    let audience = get("audience").map(str::to_string);
+
+    let token_json = attrs
+        .get(keys::SA_TOKENS)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| secrets.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
+    let provided_token = match token_json {
+        Some(json) => select_token(json, audience.as_deref().unwrap_or(DEFAULT_AUDIENCE))?,
+        None => None,
+    };
+
+    let objects_yaml =
+        get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
+    let objects = parse_objects(objects_yaml, default_mode)?;
+
+    Ok(MountSpec {
+        pod,
+        spc_name: get(keys::SPC_NAME).map(str::to_string),
+        role,
+        auth_mount,
+        audience,
+        vault,
+        provided_token,
+        objects,
+    })
+}
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidRequest(msg)
+}
+
+fn parse_secrets(secrets: &str) -> Result<HashMap<String, String>> {
+    let trimmed = secrets.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Ok(HashMap::new());
+    }
+    serde_json::from_str(trimmed).map_err(|e| invalid(format!("secrets are not a JSON object of strings: {e}")))
+}
+
+fn parse_permission(permission: &str) -> Result<u32> {
+    let p = permission.trim();
+    if p.is_empty() {
+        return Ok(0o644);
+    }
+    let mode: u32 = p
+        .parse()
+        .map_err(|_| invalid(format!("permission {p:?} is not a decimal file mode such as \"420\"")))?;
+    if mode > MAX_MODE {
+        return Err(invalid(format!("permission {p} is larger than 0777")));
+    }
+    Ok(mode)
+}
+
+fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Defaults) -> Result<VaultConfig> {
+    let endpoint = match get("vaultAddress") {
+        Some(addr) => Endpoint::parse(addr).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?,
+        None => defaults.vault.endpoint.clone(),
+    };
+    let mut tls = defaults.vault.tls.clone();
+    if let Some(p) = get("vaultCACertPath") {
+        tls.ca_cert = Some(PathBuf::from(p));
+    }
+    if let Some(p) = get("vaultCADirectory") {
+        tls.ca_directory = Some(PathBuf::from(p));
+    }
+    if let Some(n) = get("vaultTLSServerName") {
+        tls.server_name = Some(n.to_string());
+    }
+    match (get("vaultTLSClientCertPath"), get("vaultTLSClientKeyPath")) {
+        (Some(c), Some(k)) => tls.client_cert = Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => {}
+        _ => {
+            return Err(invalid(
+                "vaultTLSClientCertPath and vaultTLSClientKeyPath must be set together".to_string(),
+            ))
+        }
+    }
+    if let Some(v) = get("vaultSkipTLSVerify") {
+        tls.skip_verify = parse_go_bool(v).map_err(|e| invalid(format!("parameter vaultSkipTLSVerify: {e}")))?;
+    }
+    let namespace = get("vaultNamespace")
+        .map(str::to_string)
+        .or_else(|| defaults.vault.namespace.clone());
+    Ok(VaultConfig {
+        endpoint,
+        namespace,
+        tls,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawToken {
+    token: String,
+    expiration_timestamp: Option<String>,
+}
+
+fn select_token(json: &str, audience: &str) -> Result<Option<ProvidedToken>> {
+    let tokens: HashMap<String, RawToken> = serde_json::from_str(json).map_err(|e| {
+        invalid(format!(
+            "attribute {} is not a JSON map of audience to token: {e}",
+            keys::SA_TOKENS
+        ))
+    })?;
+    let Some(raw) = tokens.get(audience) else {
+        return Ok(None);
+    };
+    let expires = match raw.expiration_timestamp.as_deref().filter(|s| !s.is_empty()) {
+        Some(ts) => Some(humantime::parse_rfc3339_weak(ts).map_err(|e| {
+            invalid(format!(
+                "token for audience {audience:?} has a bad expirationTimestamp {ts:?}: {e}"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Some(ProvidedToken {
+        token: raw.token.clone(),
+        expires,
+    }))
+}
+
+/// Parses the `objects` YAML into validated objects, reporting every problem
+/// found rather than only the first.
+pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<Vec<ObjectSpec>> {
+    let raw: Vec<RawObject> = serde_yaml_ng::from_str(yaml)
+        .map_err(|e| invalid(format!("parameter objects is not a YAML list of objects: {e}")))?;
+    if raw.is_empty() {
+        return Err(invalid("parameter objects lists no objects".to_string()));
+    }
+    let mut problems = Vec::new();
+    let mut objects = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        match parse_object(i, r, default_mode) {
+            Ok(o) => objects.push(o),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    problems.extend(check_names(&objects));
+    if problems.is_empty() {
+        Ok(objects)
+    } else {
+        Err(invalid(problems.join("; ")))
+    }
+}
+
+fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::Result<ObjectSpec, Vec<String>> {
+    let label = match r.object_name.as_deref() {
+        Some(n) => format!("object {n:?} (#{})", index + 1),
+        None => format!("object #{}", index + 1),
+    };
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, msg: String| problems.push(format!("{label}: {field}: {msg}"));
+
+    if !r.unknown.is_empty() {
+        let names: Vec<&str> = r.unknown.keys().map(String::as_str).collect();
+        tracing::warn!(object = %label, fields = ?names, "ignoring unknown fields in objects entry");
+    }
+
+    let name = match r.object_name.as_deref() {
+        None | Some("") => {
+            problem("objectName", "missing".to_string());
+            None
+        }
+        Some(n) => match check_object_path(n) {
+            Ok(()) => Some(n.to_string()),
+            Err(e) => {
+                problem("objectName", e);
+                None
+            }
+        },
+    };
+
+    let path = match r.secret_path.as_deref().map(str::trim) {
+        None | Some("") => {
+            problem("secretPath", "missing".to_string());
+            None
+        }
+        Some(p) => match parse_secret_path(p) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problem("secretPath", e);
+                None
+            }
+        },
+    };
+
+    let method = match r.method.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        None => Some("GET".to_string()),
+        Some(m) => {
+            let up = m.to_ascii_uppercase();
+            if matches!(up.as_str(), "GET" | "PUT" | "POST") {
+                Some(up)
+            } else {
+                problem("method", format!("{m:?} is not supported (use GET, PUT or POST)"));
+                None
+            }
+        }
+    };
+
+    let body = match r.secret_args {
+        None | Some(serde_yaml_ng::Value::Null) => None,
+        Some(v @ serde_yaml_ng::Value::Mapping(_)) => match serde_json::to_value(&v) {
+            Ok(Json::Object(map)) => Some(Json::Object(map).to_string()),
+            Ok(_) | Err(_) => {
+                problem("secretArgs", "must be a map with string keys".to_string());
+                None
+            }
+        },
+        Some(_) => {
+            problem("secretArgs", "must be a map of argument names to values".to_string());
+            None
+        }
+    };
+
+    let secret_key = r.secret_key.filter(|k| !k.is_empty());
+    let encoding = match r
+        .encoding
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("utf-8") | Some("utf8") => Some(Encoding::Utf8),
+        Some("base64") => Some(Encoding::Base64),
+        Some("hex") => Some(Encoding::Hex),
+        Some(other) => {
+            problem(
+                "encoding",
+                format!("unknown encoding {other:?} (use utf-8, base64 or hex)"),
+            );
+            None
+        }
+    };
+    if secret_key.is_none() && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex)) {
+        problem(
+            "encoding",
+            "only applies to a value selected with secretKey".to_string(),
+        );
+    }
+
+    let mode = match r.file_permission.as_ref().map(parse_mode).transpose() {
+        Ok(None) | Ok(Some(0)) => Some(default_mode),
+        Ok(Some(m)) => Some(m),
+        Err(e) => {
+            problem("filePermission", e);
+            None
+        }
+    };
+
+    match (name, path, method, encoding, mode) {
+        (Some(name), Some((path, query)), Some(method), Some(encoding), Some(mode)) if problems.is_empty() => {
+            let read = ReadKey {
+                method,
+                path,
+                query,
+                body,
+            };
+            let config_digest_input = serde_json::json!({
+                "objectName": name,
+                "secretPath": read.to_string(),
+                "secretArgs": read.body,
+                "secretKey": secret_key,
+                "encoding": format!("{encoding:?}"),
+                "mode": mode,
+            })
+            .to_string();
+            Ok(ObjectSpec {
+                name,
+                read,
+                secret_key,
+                encoding,
+                mode,
+                config_digest_input,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+/// Parses a YAML `filePermission`. Users write `0600` meaning octal (YAML 1.1);
+/// the YAML 1.2 parser hands such a leading-zero scalar over as a string, so
+/// strings are read as octal when they start with `0`, like Go's yaml did.
+fn parse_mode(v: &serde_yaml_ng::Value) -> std::result::Result<u32, String> {
+    let mode = match v {
+        serde_yaml_ng::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("{n} is not a file mode"))?,
+        serde_yaml_ng::Value::String(s) => {
+            let s = s.trim();
+            let parsed = if let Some(o) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+                u32::from_str_radix(o, 8)
+            } else if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                u32::from_str_radix(h, 16)
+            } else if s.len() > 1 && s.starts_with('0') {
+                u32::from_str_radix(&s[1..], 8)
+            } else {
+                s.parse()
+            };
+            parsed.map_err(|_| format!("{s:?} is not a file mode such as 0600"))?
+        }
+        _ => return Err("must be a number such as 0600".to_string()),
+    };
+    if mode > MAX_MODE {
+        return Err(format!("{mode:#o} is larger than 0777"));
+    }
+    Ok(mode)
+}
+
+/// Applies the driver's rules for `File.path`, so a bad `objectName` fails
+/// here with a clear message instead of after every secret was read.
+pub fn check_object_path(p: &str) -> std::result::Result<(), String> {
+    if p.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if p.len() > MAX_PATH_LEN {
+        return Err(format!("is longer than {MAX_PATH_LEN} bytes"));
+    }
+    if p.contains('\0') {
+        return Err("contains a NUL byte".to_string());
+    }
+    if p.starts_with('/') {
+        return Err(format!("{p:?} must be a relative path"));
+    }
+    for (i, element) in p.split('/').enumerate() {
+        match element {
+            "" => return Err(format!("{p:?} is not a clean path (empty element or trailing slash)")),
+            "." => return Err(format!("{p:?} is not a clean path (\".\" element)")),
+            ".." => return Err(format!("{p:?} must not contain \"..\"")),
+            e if i == 0 && e.starts_with("..") => return Err(format!("{p:?} must not start with \"..\"")),
+            e if e.len() > MAX_ELEMENT_LEN => {
+                return Err(format!("{p:?} has an element longer than {MAX_ELEMENT_LEN} bytes"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Duplicate names, and a name that is also another's directory (`a` and
+/// `a/b`), would make the driver fail after the secrets were read.
+fn check_names(objects: &[ObjectSpec]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        seen.entry(o.name.as_str()).or_default().push(i + 1);
+    }
+    for (name, at) in &seen {
+        if at.len() > 1 {
+            problems.push(format!(
+                "objectName {name:?} is used more than once; each objectName must be unique"
+            ));
+        }
+    }
+    for name in seen.keys() {
+        for (slash, _) in name.match_indices('/') {
+            let dir = &name[..slash];
+            if seen.contains_key(dir) {
+                problems.push(format!(
+                    "objectName {dir:?} is a file but {name:?} needs it to be a directory"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Normalises `secretPath`: `/v1/x`, `v1/x`, `/x` and `x` all mean `/v1/x`;
+/// a `?query` suffix becomes sorted query parameters.
+fn parse_secret_path(p: &str) -> std::result::Result<(String, Vec<(String, String)>), String> {
+    let (path, query) = match p.split_once('?') {
+        Some((a, b)) => (a, Some(b)),
+        None => (p, None),
+    };
+    let path = path.trim_start_matches('/');
+    let path = path.strip_prefix("v1/").unwrap_or(path);
+    let path = path.trim_start_matches('/');
+    if path.is_empty() || path == "v1" {
+        return Err(format!("{p:?} names no Vault path"));
+    }
+    for element in path.split('/') {
+        if element == "." || element == ".." {
+            return Err(format!("{p:?} must not contain \".\" or \"..\" elements"));
+        }
+    }
+    if path.chars().any(|c| c.is_control() || c == '#') {
+        return Err(format!("{p:?} contains a control character or '#'"));
+    }
+    let mut pairs = Vec::new();
+    if let Some(q) = query {
+        if !q.is_empty() {
+            for part in q.split('&') {
+                check_percent_escapes(part).map_err(|e| format!("query {q:?}: {e}"))?;
+                let (k, _) = part.split_once('=').unwrap_or((part, ""));
+                if k.is_empty() {
+                    return Err(format!("query {q:?} has a parameter without a name"));
+                }
+            }
+            pairs = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+            pairs.sort();
+        }
+    }
+    Ok((format!("/v1/{path}"), pairs))
+}
+
+fn check_percent_escapes(s: &str) -> std::result::Result<(), String> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok = i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(format!("bad percent-escape in {s:?}"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+use super::*;
+
+fn defaults() -> Defaults {
+    Defaults {
+        vault: VaultConfig {
+            endpoint: Endpoint::parse("https://127.0.0.1:8200").unwrap(),
+            namespace: None,
+            tls: TlsConfig::default(),
+        },
+        auth_mount: "kubernetes".to_string(),
+    }
+}
+
+fn attrs(extra: &[(&str, &str)], objects: &str) -> String {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    m.insert(keys::POD_NAME.into(), "web-0".into());
+    m.insert(keys::POD_NAMESPACE.into(), "default".into());
+    m.insert(keys::POD_UID.into(), "uid-1".into());
+    m.insert(keys::SERVICE_ACCOUNT.into(), "app".into());
+    m.insert("roleName".into(), "app".into());
+    m.insert("objects".into(), objects.into());
+    for (k, v) in extra {
+        m.insert((*k).into(), (*v).into());
+    }
+    serde_json::to_string(&m).unwrap()
+}
+
+const ONE: &str = "- objectName: a\n  secretPath: secret/data/a\n  secretKey: k\n";
+
+fn err(attributes: &str) -> String {
+    match parse_mount(attributes, "", "420", &defaults()) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => {
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+            e.to_string()
+        }
+    }
+}
+
+fn objects_err(yaml: &str) -> String {
+    err(&attrs(&[], yaml))
+}
+
+#[test]
+fn a_full_request_parses() {
+    let yaml = r#"
+- objectName: db/password
+  secretPath: /v1/database/creds/app
+  secretKey: password
+  filePermission: 0600
+- objectName: cert
+  secretPath: pki/issue/web
+  method: put
+  secretArgs: {common_name: web.example, ttl: 1h}
+  secretKey: certificate
+- objectName: bin
+  secretPath: v1/secret/data/app?version=2
+  secretKey: blob
+  encoding: BASE64
+  filePermission: 420
+"#;
+    let a = attrs(
+        &[
+            ("vaultAddress", "unix:///var/run/vault/agent.sock"),
+            ("vaultNamespace", "team"),
+            ("audience", "custom"),
+        ],
+        yaml,
+    );
+    let spec = parse_mount(&a, "null", "420", &defaults()).unwrap();
+    assert_eq!(spec.role, "app");
+    assert_eq!(spec.auth_mount, "kubernetes");
+    assert_eq!(spec.audience.as_deref(), Some("custom"));
+    assert_eq!(spec.vault.endpoint, Endpoint::Unix("/var/run/vault/agent.sock".into()));
+    assert_eq!(spec.vault.namespace.as_deref(), Some("team"));
+    let o = &spec.objects;
+    assert_eq!(o[0].name, "db/password");
+    assert_eq!(o[0].read.path, "/v1/database/creds/app");
+    assert_eq!(o[0].read.method, "GET");
+    assert_eq!(o[0].mode, 0o600, "YAML 1.1 octal");
+    assert_eq!(o[1].read.method, "PUT");
+    assert_eq!(
+        o[1].read.body.as_deref(),
+        Some(r#"{"common_name":"web.example","ttl":"1h"}"#)
+    );
+    assert_eq!(o[1].mode, 0o644, "default from permission");
+    assert_eq!(o[2].read.path, "/v1/secret/data/app");
+    assert_eq!(o[2].read.query, vec![("version".to_string(), "2".to_string())]);
+    assert_eq!(o[2].encoding, Encoding::Base64);
+    assert_eq!(o[2].mode, 420, "a plain YAML integer is decimal");
+}
+
+#[test]
+fn secrets_field_accepts_every_empty_form() {
+    for s in ["", "null", "{}", "  "] {
+        parse_mount(&attrs(&[], ONE), s, "420", &defaults()).unwrap();
+    }
+    let e = parse_mount(&attrs(&[], ONE), "[1]", "420", &defaults()).unwrap_err();
+    assert!(e.to_string().contains("secrets are not a JSON object"), "{e}");
+}
+
+#[test]
+fn secret_path_forms_are_equivalent() {
+    for p in [
+        "/v1/secret/data/x",
+        "v1/secret/data/x",
+        "/secret/data/x",
+        "secret/data/x",
+    ] {
+        assert_eq!(parse_secret_path(p).unwrap().0, "/v1/secret/data/x", "{p}");
+    }
+    assert!(parse_secret_path("secret/x?%zz=1").is_err());
+    assert!(parse_secret_path("secret/x?=1").is_err());
+    assert!(parse_secret_path("secret/../sys").is_err());
+    assert!(parse_secret_path("/v1/").is_err());
+}
+
+#[test]
+fn modes() {
+    let m = |y: &str| parse_mode(&serde_yaml_ng::from_str(y).unwrap());
+    assert_eq!(m("0600"), Ok(0o600));
+    assert_eq!(m("\"0640\""), Ok(0o640));
+    assert_eq!(m("0o755"), Ok(0o755));
+    assert_eq!(m("420"), Ok(420));
+    assert!(m("0800").is_err());
+    assert!(m("07777").is_err());
+    assert!(m("rw").is_err());
+    assert!(m("-1").is_err());
+}
+
+#[test]
+fn bad_attributes_are_clear_errors() {
+    assert!(err("{not json").contains("attributes are not a JSON object"));
+    assert!(err(r#"{"objects": 5}"#).contains("attributes are not a JSON object"));
+    let no_role = attrs(&[("roleName", "")], ONE);
+    assert!(err(&no_role).contains("roleName is missing"));
+    let both = attrs(
+        &[("vaultKubernetesMountPath", "k8s"), ("vaultAuthMountPath", "jwt")],
+        ONE,
+    );
+    assert!(err(&both).contains("both set"));
+    let skip = attrs(&[("vaultSkipTLSVerify", "sure")], ONE);
+    assert!(err(&skip).contains("vaultSkipTLSVerify"));
+    let addr = attrs(&[("vaultAddress", "vault:8200")], ONE);
+    assert!(err(&addr).contains("vaultAddress"));
+    let half_mtls = attrs(&[("vaultTLSClientCertPath", "/c.pem")], ONE);
+    assert!(err(&half_mtls).contains("must be set together"));
+    let e = parse_mount(&attrs(&[], ONE), "", "abc", &defaults()).unwrap_err();
+    assert!(e.to_string().contains("permission"), "{e}");
+}
+
+#[test]
+fn bad_objects_name_the_object_and_field() {
+    assert!(objects_err("- objectName: [").contains("not a YAML list"));
+    assert!(objects_err("[]").contains("no objects"));
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n  secretKey: k\n  encoding: base32\n");
+    assert!(
+        e.contains("object \"a\" (#1): encoding: unknown encoding \"base32\""),
+        "{e}"
+    );
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n  encoding: hex\n");
+    assert!(e.contains("only applies to a value selected with secretKey"), "{e}");
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n- objectName: a\n  secretPath: s/b\n");
+    assert!(e.contains("objectName \"a\" is used more than once"), "{e}");
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n- objectName: a/b\n  secretPath: s/b\n");
+    assert!(e.contains("is a file but"), "{e}");
+    let e = objects_err("- secretPath: s/a\n");
+    assert!(e.contains("object #1: objectName: missing"), "{e}");
+    let e = objects_err("- objectName: a\n");
+    assert!(e.contains("secretPath: missing"), "{e}");
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n  method: DELETE\n");
+    assert!(e.contains("method: \"DELETE\" is not supported"), "{e}");
+    let e = objects_err("- objectName: a\n  secretPath: s/a\n  secretArgs: [1]\n");
+    assert!(e.contains("secretArgs"), "{e}");
+    // Every problem is reported, not just the first.
+    let e = objects_err("- objectName: ../x\n  secretPath: s/a\n- objectName: b\n  encoding: rot13\n");
+    assert!(
+        e.contains("\"../x\"") && e.contains("secretPath: missing") && e.contains("rot13"),
+        "{e}"
+    );
+}
+
+#[test]
+fn object_names_follow_the_driver_path_rules() {
+    for bad in ["../x", "/x", "a//b", "./a", "a/", "a/./b", "a/../b", "..a", ""] {
+        assert!(check_object_path(bad).is_err(), "{bad:?} should be rejected");
+    }
+    for good in ["a", "dir/file", "a..b", "x/..y", ".hidden", "tls.crt"] {
+        assert!(check_object_path(good).is_ok(), "{good:?} should be accepted");
+    }
+    assert!(check_object_path(&"a".repeat(256)).is_err());
+    assert!(check_object_path(&["a"; 2100].join("/")).is_err());
+    assert!(check_object_path(&"a".repeat(255)).is_ok());
+}
+
+#[test]
+fn equal_reads_share_a_key_and_different_args_do_not() {
+    let yaml = r#"
+- {objectName: u, secretPath: database/creds/app, secretKey: username}
+- {objectName: p, secretPath: /v1/database/creds/app, secretKey: password}
+- {objectName: c1, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example}}
+- {objectName: c2, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: b.example}}
+"#;
+    let o = parse_objects(yaml, 0o644).unwrap();
+    assert_eq!(o[0].read, o[1].read);
+    assert_ne!(o[2].read, o[3].read);
+}
+
+#[test]
+fn tokens_are_taken_by_audience() {
+    let tokens = r#"{"vault":{"token":"jwt-v","expirationTimestamp":"2030-01-01T00:00:00Z"},"custom":{"token":"jwt-c","expirationTimestamp":""}}"#;
+    let spec = parse_mount(&attrs(&[(keys::SA_TOKENS, tokens)], ONE), "", "420", &defaults()).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
+    let spec = parse_mount(
+        &attrs(&[(keys::SA_TOKENS, tokens), ("audience", "custom")], ONE),
+        "",
+        "420",
+        &defaults(),
+    )
+    .unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-c");
+    let spec = parse_mount(
+        &attrs(&[(keys::SA_TOKENS, tokens), ("audience", "other")], ONE),
+        "",
+        "420",
+        &defaults(),
+    )
+    .unwrap();
+    assert!(spec.provided_token.is_none());
+    // Kubernetes 1.35+ may pass the tokens in `secrets` instead.
+    let secrets = serde_json::json!({ keys::SA_TOKENS: tokens }).to_string();
+    let spec = parse_mount(&attrs(&[], ONE), &secrets, "420", &defaults()).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
+    assert!(
+        !format!("{:?}", spec.provided_token).contains("jwt-v"),
+        "tokens must not appear in Debug output"
+    );
+    assert!(err(&attrs(&[(keys::SA_TOKENS, "{bad")], ONE)).contains("serviceAccount.tokens"));
+}
+
+#[test]
+fn missing_pod_info_explains_pod_info_on_mount() {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    m.insert("roleName".into(), "r".into());
+    m.insert("objects".into(), ONE.into());
+    assert!(err(&serde_json::to_string(&m).unwrap()).contains("podInfoOnMount"));
+}

@@ -1,0 +1,7 @@
+//! Test bed: the parts that stand in for a cluster in tests and the demo.
+//! A Kubernetes API double, a driver-like gRPC client, and launchers for a
+//! real OpenBao and PostgreSQL. The provider binary does not use any of it.
+
+pub mod driver;
+pub mod openbao;
+pub mod postgres;

@@ -1,0 +1,316 @@
+//! How we talk to Vault (or OpenBao): login with a service-account JWT, and
+//! the reads an SPC's objects name. Retries are limited to what cannot
+//! duplicate work: requests that never reached Vault, and GETs of a failed
+//! or broken exchange.
+//!
+//! Nothing here knows about gRPC or the driver; errors carry what Vault
+//! answered and the caller adds who and what was being tried.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderName, Method};
+use serde_json::Value as Json;
+
+use crate::http::{self as transport, HttpClient, HttpError, Request, TlsOptions};
+use crate::spc::{ReadKey, VaultConfig};
+
+/// Largest Vault response we accept. The driver takes at most 4 MiB of files
+/// per mount, so anything larger could never be delivered anyway.
+pub const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// What went wrong talking to Vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Vault answered with an error status.
+    #[error("Vault answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Vault's `errors`, joined (they never echo request values).
+        message: String,
+    },
+    /// No connection could be made (nothing was sent).
+    #[error("cannot connect to Vault: {0}")]
+    Connect(String),
+    /// The exchange broke or timed out after the request was sent.
+    #[error("{0}")]
+    Broken(String),
+    /// The response was not what Vault's API promises.
+    #[error("unexpected response from Vault: {0}")]
+    BadResponse(String),
+    /// The response exceeded [`MAX_RESPONSE`].
+    #[error("Vault's response is larger than {MAX_RESPONSE} bytes")]
+    TooLarge,
+}
+
+impl VaultError {
+    /// HTTP status, when Vault answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            VaultError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A Vault token obtained by login.
+#[derive(Clone)]
+pub struct VaultToken {
+    /// The token itself. Never logged or put in an error.
+    pub token: String,
+    /// Accessor, safe to log: identifies the token without granting anything.
+    pub accessor: String,
+    /// When the token expires (`None` for a token without TTL).
+    pub expires: Option<Instant>,
+    /// Whether it may be renewed.
+    pub renewable: bool,
+}
+
+impl std::fmt::Debug for VaultToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultToken")
+            .field("accessor", &self.accessor)
+            .field("expires", &self.expires)
+            .field("renewable", &self.renewable)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client for one Vault server and TLS configuration.
+#[derive(Clone)]
+pub struct VaultClient {
+    http: HttpClient,
+    namespace: Option<String>,
+}
+
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
+
+impl VaultClient {
+    /// Builds a client, reading CA and client certificate files now so that a
+    /// bad path fails before anything is sent.
+    pub fn new(cfg: &VaultConfig, timeout: Duration) -> Result<VaultClient, String> {
+        let mut tls = TlsOptions {
+            server_name: cfg.tls.server_name.clone(),
+            skip_verify: cfg.tls.skip_verify,
+            ..Default::default()
+        };
+        if let Some(p) = &cfg.tls.ca_cert {
+            tls.roots.extend(transport::read_pem_certs(p)?);
+        }
+        if let Some(d) = &cfg.tls.ca_directory {
+            tls.roots.extend(transport::read_pem_dir(d)?);
+        }
+        if let Some((cert, key)) = &cfg.tls.client_cert {
+            let chain = transport::read_pem_certs(cert)?;
+            let key = transport::read_pem_key(key)?;
+            tls.client_auth = Some((chain, std::sync::Arc::new(key)));
+        }
+        let http = HttpClient::new(&cfg.endpoint, &tls, timeout, MAX_RESPONSE)?;
+        Ok(VaultClient {
+            http,
+            namespace: cfg.namespace.clone(),
+        })
+    }
+
+    fn request(&self, method: Method, path: String, token: Option<&str>, body: Option<Bytes>) -> Request {
+        let mut headers = vec![(HeaderName::from_static("x-vault-request"), "true".to_string())];
+        if let Some(ns) = &self.namespace {
+            headers.push((HeaderName::from_static("x-vault-namespace"), ns.clone()));
+        }
+        if let Some(t) = token {
+            headers.push((HeaderName::from_static("x-vault-token"), t.to_string()));
+        }
+        Request {
+            method,
+            path_and_query: path,
+            headers,
+            body: body.map(|b| (b, "application/json")),
+        }
+    }
+
+    /// Sends with bounded retries: a request that never left is always safe to
+    /// resend; one that may have reached Vault only when `idempotent`.
+    async fn send(&self, req: Request, idempotent: bool) -> Result<Json, VaultError> {
+        let mut attempt = 0;
+        loop {
+            let result = self.http.send(req.clone()).await;
+            let retry = match &result {
+                Err(HttpError::Connect(_)) => true,
+                Err(HttpError::Broken(_)) | Err(HttpError::Timeout(_)) => idempotent,
+                Ok(r) if r.status >= 500 && r.status != 501 => idempotent,
+                _ => false,
+            };
+            if retry && attempt < RETRY_DELAYS.len() {
+                tracing::debug!(attempt, path = %req.path_and_query, "retrying Vault request");
+                tokio::time::sleep(RETRY_DELAYS[attempt]).await;
+                attempt += 1;
+                continue;
+            }
+            return interpret(result);
+        }
+    }
+
+    /// Logs in at `auth/<mount>/login` with a JWT and a role.
+    pub async fn login(&self, mount: &str, role: &str, jwt: &str) -> Result<VaultToken, VaultError> {
+        let body = serde_json::json!({ "jwt": jwt, "role": role }).to_string();
+        let started = Instant::now();
+        let req = self.request(
+            Method::POST,
+            format!("/v1/auth/{mount}/login"),
+            None,
+            Some(Bytes::from(body)),
+        );
+        // A login only creates a token; resending after a broken exchange at
+        // worst leaves one unused token to expire, so it counts as idempotent.
+        let json = self.send(req, true).await?;
+        let auth = json
+            .get("auth")
+            .filter(|a| a.is_object())
+            .ok_or_else(|| VaultError::BadResponse("login response has no auth section".to_string()))?;
+        let token = auth
+            .get("client_token")
+            .and_then(Json::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| VaultError::BadResponse("login response has no client_token".to_string()))?;
+        let ttl = auth.get("lease_duration").and_then(Json::as_u64).unwrap_or(0);
+        Ok(VaultToken {
+            token: token.to_string(),
+            accessor: auth
+                .get("accessor")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            expires: (ttl > 0).then(|| started + Duration::from_secs(ttl)),
+            renewable: auth.get("renewable").and_then(Json::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Performs the request an object names and returns Vault's JSON response.
+    pub async fn read(&self, token: &str, key: &ReadKey) -> Result<Json, VaultError> {
+        let mut path = encode_path(&key.path);
+        if !key.query.is_empty() {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(key.query.iter())
+                .finish();
+            path = format!("{path}?{q}");
+        }
+        let method = Method::from_bytes(key.method.as_bytes()).map_err(|e| VaultError::BadResponse(e.to_string()))?;
+        let idempotent = method == Method::GET;
+        let body = key.body.clone().map(Bytes::from);
+        let req = self.request(method, path, Some(token), body);
+        self.send(req, idempotent).await
+    }
+
+    /// Revokes the token itself (and with it every lease it created).
+    pub async fn revoke_self(&self, token: &str) -> Result<(), VaultError> {
+        let req = self.request(
+            Method::POST,
+            "/v1/auth/token/revoke-self".to_string(),
+            Some(token),
+            None,
+        );
+        self.send(req, true).await.map(|_| ())
+    }
+}
+
+/// Percent-encodes characters that may not appear raw in a URL path, keeping
+/// `/` as the separator.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        let keep = b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn interpret(result: Result<transport::Response, HttpError>) -> Result<Json, VaultError> {
+    let response = match result {
+        Ok(r) => r,
+        Err(HttpError::Connect(m)) => return Err(VaultError::Connect(m)),
+        Err(HttpError::Broken(m)) => return Err(VaultError::Broken(format!("connection to Vault broke: {m}"))),
+        Err(HttpError::Timeout(d)) => return Err(VaultError::Broken(format!("Vault did not answer within {d:?}"))),
+        Err(HttpError::TooLarge(_)) => return Err(VaultError::TooLarge),
+        Err(HttpError::Build(m)) => return Err(VaultError::BadResponse(m)),
+    };
+    if (200..300).contains(&response.status) {
+        if response.body.is_empty() {
+            return Ok(Json::Null);
+        }
+        return serde_json::from_slice(&response.body)
+            .map_err(|e| VaultError::BadResponse(format!("response is not JSON: {e}")));
+    }
+    let mut message = match serde_json::from_slice::<Json>(&response.body) {
+        Ok(j) => j
+            .get("errors")
+            .and_then(Json::as_array)
+            .map(|errs| errs.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    if (300..400).contains(&response.status) {
+        let location = response
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        message = format!(
+            "redirect to {location} (a standby node?): point vaultAddress at the active node or a load balancer"
+        );
+    }
+    if message.is_empty() {
+        message = match response.status {
+            404 => "not found".to_string(),
+            _ => http::StatusCode::from_u16(response.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_string(),
+        };
+    }
+    message.truncate(500);
+    Err(VaultError::Status {
+        status: response.status,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_but_keep_slashes() {
+        assert_eq!(encode_path("/v1/secret/data/my app"), "/v1/secret/data/my%20app");
+        assert_eq!(encode_path("/v1/pki/issue/web-server"), "/v1/pki/issue/web-server");
+        assert_eq!(encode_path("/v1/a?b#c"), "/v1/a%3Fb%23c");
+    }
+
+    fn resp(status: u16, body: &str) -> Result<transport::Response, HttpError> {
+        Ok(transport::Response {
+            status,
+            headers: Default::default(),
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn vault_errors_are_extracted() {
+        let e = interpret(resp(403, r#"{"errors":["permission denied"]}"#)).unwrap_err();
+        assert_eq!(e.to_string(), "Vault answered 403: permission denied");
+        let e = interpret(resp(404, r#"{"errors":[]}"#)).unwrap_err();
+        assert_eq!(e.to_string(), "Vault answered 404: not found");
+        let e = interpret(resp(502, "<html>bad gateway</html>")).unwrap_err();
+        assert_eq!(e.to_string(), "Vault answered 502: Bad Gateway");
+        assert_eq!(interpret(resp(204, "")).unwrap(), Json::Null);
+        assert!(matches!(
+            interpret(resp(200, "{not json")),
+            Err(VaultError::BadResponse(_))
+        ));
+    }
+}

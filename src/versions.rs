@@ -1,0 +1,255 @@
+//! Object versions: HMAC-SHA256 over an object's configuration and content,
+//! keyed by 32 random bytes kept in a Kubernetes Secret.
+//!
+//! Keyed, because the driver stores versions in a SecretProviderClassPodStatus
+//! that more principals can read than the secret itself; shared through the
+//! Secret, so every node and every restart computes the same version for the
+//! same content. The key is held in memory and re-checked at most once per
+//! refresh interval, so deleting the Secret rotates the key without every
+//! mount paying for an API call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ring::hmac;
+use ring::rand::SecureRandom as _;
+use serde_json::Value as Json;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::kube::{KubeClient, KubeError};
+
+/// Data key of the HMAC Secret.
+const KEY_FIELD: &str = "key";
+const KEY_LEN: usize = 32;
+
+/// Where the key comes from.
+enum Source {
+    /// The Kubernetes Secret `namespace/name`.
+    Secret {
+        kube: Box<KubeClient>,
+        namespace: String,
+        name: String,
+    },
+    /// A fixed key (the offline `check`/tests; never used by the server).
+    Fixed,
+}
+
+struct Loaded {
+    key: hmac::Key,
+    /// Fingerprint of the raw key, to log rotations without logging the key.
+    fingerprint: String,
+    checked: Instant,
+}
+
+/// Computes object versions with the shared key.
+pub struct Versions {
+    source: Source,
+    refresh: Duration,
+    state: Mutex<Option<Arc<Loaded>>>,
+}
+
+impl Versions {
+    /// Versions keyed by the Secret `namespace/name`, created on first use.
+    pub fn from_secret(kube: KubeClient, namespace: String, name: String, refresh: Duration) -> Versions {
+        Versions {
+            source: Source::Secret { kube: Box::new(kube), namespace, name },
+            refresh,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Versions keyed by fixed bytes.
+    pub fn fixed(key: &[u8]) -> Versions {
+        let loaded = Loaded {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            fingerprint: fingerprint(key),
+            checked: Instant::now(),
+        };
+        Versions {
+            source: Source::Fixed,
+            refresh: Duration::MAX,
+            state: Mutex::new(Some(Arc::new(loaded))),
+        }
+    }
+
+    /// Whether a key has been loaded (for readiness).
+    pub async fn is_loaded(&self) -> bool {
+        self.state.lock().await.is_some()
+    }
+
+    /// The current key, loading or re-checking it when due. A failed re-check
+    /// keeps the key already held (the API server being briefly down must not
+    /// fail mounts); a failed first load fails the mount, since versions
+    /// without the key would leak content hashes.
+    pub async fn key(&self) -> Result<VersionKey> {
+        let mut state = self.state.lock().await;
+        if let Some(loaded) = state.as_ref() {
+            if loaded.checked.elapsed() < self.refresh {
+                return Ok(VersionKey(loaded.clone()));
+            }
+        }
+        let Source::Secret { kube, namespace, name } = &self.source else {
+            return state
+                .as_ref()
+                .map(|l| VersionKey(l.clone()))
+                .ok_or_else(|| Error::Internal("no version key".into()));
+        };
+        match load_or_create(kube, namespace, name).await {
+            Ok(raw) => {
+                let fp = fingerprint(&raw);
+                if let Some(old) = state.as_ref() {
+                    if old.fingerprint != fp {
+                        tracing::warn!(secret = %format!("{namespace}/{name}"), "object-version key changed: versions of every object will change once");
+                    }
+                } else {
+                    tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %fp, "object-version key loaded");
+                }
+                let loaded = Arc::new(Loaded {
+                    key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
+                    fingerprint: fp,
+                    checked: Instant::now(),
+                });
+                *state = Some(loaded.clone());
+                Ok(VersionKey(loaded))
+            }
+            Err(e) => match state.as_ref() {
+                Some(old) if !matches!(e, Error::KubeDenied(_)) => {
+                    tracing::warn!(error = %e, "cannot re-check the object-version key; keeping the one in memory");
+                    Ok(VersionKey(old.clone()))
+                }
+                _ => Err(e),
+            },
+        }
+    }
+}
+
+/// A loaded key, ready to compute versions.
+#[derive(Clone)]
+pub struct VersionKey(Arc<Loaded>);
+
+impl VersionKey {
+    /// The version of one object: HMAC over its configuration, a separator,
+    /// then its content, as lowercase hex.
+    pub fn version(&self, config: &str, content: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.0.key);
+        ctx.update(&(config.len() as u64).to_be_bytes());
+        ctx.update(config.as_bytes());
+        ctx.update(content);
+        hex::encode(ctx.sign().as_ref())
+    }
+}
+
+fn fingerprint(raw: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, raw);
+    hex::encode(&d.as_ref()[..6])
+}
+
+fn kube_error(e: KubeError, namespace: &str, name: &str, verb: &str) -> Error {
+    let what = format!("cannot {verb} the object-version key Secret {namespace}/{name}");
+    match e {
+        KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
+            "{what}: {e}. The provider's service account needs get on that Secret and create on secrets in {namespace} (see deploy/)"
+        )),
+        KubeError::Unreachable(_) => Error::KubeUnavailable(format!("{what}: {e}")),
+        KubeError::Status { code, .. } if code >= 500 => Error::KubeUnavailable(format!("{what}: {e}")),
+        other => Error::BadResponse(format!("{what}: {other}")),
+    }
+}
+
+fn key_from_secret(secret: &Json, namespace: &str, name: &str) -> Result<Vec<u8>> {
+    let b64 = secret
+        .get("data")
+        .and_then(|d| d.get(KEY_FIELD))
+        .and_then(Json::as_str)
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "Secret {namespace}/{name} has no data.{KEY_FIELD}: delete it to have a new key created"
+            ))
+        })?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| {
+        Error::Internal(format!(
+            "Secret {namespace}/{name}: data.{KEY_FIELD} is not base64: {e}"
+        ))
+    })?;
+    if raw.len() < KEY_LEN {
+        return Err(Error::Internal(format!(
+            "Secret {namespace}/{name}: the key is {} bytes, at least {KEY_LEN} are needed: delete it to have a new key created",
+            raw.len()
+        )));
+    }
+    Ok(raw)
+}
+
+/// Gets the key Secret, creating it (immutable) when missing. Two providers
+/// racing to create it both end up with the winner's key.
+async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Result<Vec<u8>> {
+    if let Some(secret) = kube
+        .get_secret(namespace, name)
+        .await
+        .map_err(|e| kube_error(e, namespace, name, "read"))?
+    {
+        return key_from_secret(&secret, namespace, name);
+    }
+    let mut raw = [0u8; KEY_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| Error::Internal("no randomness available for the object-version key".into()))?;
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { "app.kubernetes.io/managed-by": "vault-csi-provider" },
+        },
+        "type": "Opaque",
+        "immutable": true,
+        "data": { KEY_FIELD: base64::engine::general_purpose::STANDARD.encode(raw) },
+    });
+    match kube
+        .create_secret(namespace, body)
+        .await
+        .map_err(|e| kube_error(e, namespace, name, "create"))?
+    {
+        Some(created) => {
+            tracing::info!(secret = %format!("{namespace}/{name}"), "created the object-version key Secret");
+            key_from_secret(&created, namespace, name)
+        }
+        None => {
+            let secret = kube
+                .get_secret(namespace, name)
+                .await
+                .map_err(|e| kube_error(e, namespace, name, "read"))?
+                .ok_or_else(|| {
+                    Error::KubeUnavailable(format!(
+                        "Secret {namespace}/{name} was created by another provider but cannot be read back"
+                    ))
+                })?;
+            key_from_secret(&secret, namespace, name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn versions_depend_on_key_config_and_content() {
+        let a = Versions::fixed(&[1u8; 32]).key().await.unwrap();
+        let b = Versions::fixed(&[2u8; 32]).key().await.unwrap();
+        let v = a.version("cfg", b"content");
+        assert_eq!(v, a.version("cfg", b"content"));
+        assert_eq!(v.len(), 64);
+        assert_ne!(v, a.version("cfg", b"other"));
+        assert_ne!(v, a.version("cfg2", b"content"));
+        assert_ne!(v, b.version("cfg", b"content"));
+        // The length prefix keeps config and content apart.
+        assert_ne!(a.version("ab", b"c"), a.version("a", b"bc"));
+        // Not a plain hash of the content.
+        let plain = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"content").as_ref());
+        assert_ne!(v, plain);
+    }
+}
