@@ -12,7 +12,13 @@ use clap::{Parser, ValueEnum};
 
 /// Flags of the `vault-csi-provider` binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "vault-csi-provider", version, about, disable_help_subcommand = true)]
+#[command(
+    name = "vault-csi-provider",
+    version,
+    about,
+    disable_help_subcommand = true,
+    args_override_self = true
+)]
 pub struct Flags {
     /// Path of the unix socket the CSI driver connects to.
     #[arg(long, default_value = "/tmp/vault.sock")]

@@ -54,7 +54,11 @@ impl Versions {
     /// Versions keyed by the Secret `namespace/name`, created on first use.
     pub fn from_secret(kube: KubeClient, namespace: String, name: String, refresh: Duration) -> Versions {
         Versions {
-            source: Source::Secret { kube: Box::new(kube), namespace, name },
+            source: Source::Secret {
+                kube: Box::new(kube),
+                namespace,
+                name,
+            },
             refresh,
             state: Mutex::new(None),
         }

@@ -1,1 +1,119 @@
-fn main() {}
+//! `csi-testbed demo`: the whole path on one machine. Starts a real OpenBao
+//! dev server and the Kubernetes API double, wires Vault's kubernetes auth to
+//! it, starts the real `vault-csi-provider` binary, and mounts a
+//! SecretProviderClass for a pod through the unix socket exactly as the CSI
+//! driver would, then prints the files the driver would write.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context as _};
+use serde_json::json;
+use vault_csi_provider::testbed::world::{params, World};
+
+const OBJECTS: &str = r#"
+- objectName: db/username
+  secretPath: secret/data/demo
+  secretKey: username
+- objectName: db/password
+  secretPath: secret/data/demo
+  secretKey: password
+  filePermission: 0600
+- objectName: demo.json
+  secretPath: secret/data/demo
+"#;
+
+fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    if command != "demo" {
+        eprintln!("usage: csi-testbed demo");
+        return ExitCode::from(64);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("csi-testbed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("csi-testbed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("csi-testbed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
+    let binary = provider_binary()?;
+    println!("starting OpenBao (dev server) and the Kubernetes API double ...");
+    let world = World::start(dir).await?;
+    world
+        .bao
+        .kv2_put(
+            "secret",
+            "demo",
+            json!({"username": "demo-user", "password": "correct horse battery staple"}),
+        )
+        .await?;
+    println!(
+        "  OpenBao at {}; Kubernetes API double at {}",
+        world.bao.addr(),
+        world.kube.url()
+    );
+    println!("  kubernetes auth: role \"app\" binds service account default/app (audience vault)");
+
+    let provider = world.provider(&binary, "vault", &["-log-level=info"]).await?;
+    println!("provider serving {}", provider.socket.display());
+
+    let pod = world.pod("default", "web-0", "app")?;
+    println!("mounting SecretProviderClass \"demo\" for pod default/web-0 (service account app) ...");
+    let response = provider
+        .mount(&params(OBJECTS, &[]), &pod)
+        .await
+        .map_err(|s| anyhow!("mount failed: {:?}: {}", s.code(), s.message()))?;
+    println!();
+    for file in &response.files {
+        println!(
+            "== {}  (mode {:04o}, {} bytes)",
+            file.path,
+            file.mode,
+            file.contents.len()
+        );
+        println!("{}", String::from_utf8_lossy(&file.contents));
+    }
+    println!();
+    for v in &response.object_version {
+        println!("version {:<12} {}", v.id, v.version);
+    }
+    provider.sigterm();
+    let mut provider = provider;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), provider.child.wait()).await;
+    println!("\nprovider log:\n{}", provider.logs());
+    Ok(())
+}
+
+/// The provider binary built next to this one (`cargo build` puts both in
+/// the same directory).
+fn provider_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating csi-testbed")?;
+    let path = me.with_file_name("vault-csi-provider");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(anyhow!(
+            "{} not found: build it with cargo build --bins",
+            path.display()
+        ))
+    }
+}

@@ -3,5 +3,7 @@
 //! real OpenBao and PostgreSQL. The provider binary does not use any of it.
 
 pub mod driver;
+pub mod kube_double;
 pub mod openbao;
 pub mod postgres;
+pub mod world;

@@ -1,0 +1,286 @@
+//! In-memory objects of the double, their JSON rendering, label and field
+//! selectors, and the RBAC grants table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::secrets::Secret;
+use super::status::Status;
+
+/// Everything the server knows, behind one mutex (never held across an await).
+#[derive(Default)]
+pub(super) struct State {
+    /// The global resourceVersion counter: bumped by every write of any object.
+    pub resource_version: u64,
+    pub service_accounts: BTreeMap<(String, String), ServiceAccount>,
+    pub pods: BTreeMap<(String, String), Pod>,
+    /// Every pod change since start; watches replay from here.
+    pub pod_events: Vec<PodEvent>,
+    pub secrets: BTreeMap<(String, String), Secret>,
+    pub grants: Vec<Grant>,
+    pub requests: Vec<(String, String)>,
+    pub delay: Duration,
+    pub unavailable: bool,
+}
+
+impl State {
+    /// Takes the next resourceVersion.
+    pub fn bump(&mut self) -> u64 {
+        self.resource_version += 1;
+        self.resource_version
+    }
+}
+
+/// A ServiceAccount: only its identity matters to token validation.
+#[derive(Clone)]
+pub(super) struct ServiceAccount {
+    pub uid: String,
+}
+
+/// A Pod as far as the provider and TokenReview look at it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub service_account: String,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub owner_references: Vec<Value>,
+    pub resource_version: u64,
+    pub created: String,
+}
+
+impl Pod {
+    /// The object as the API server returns it (without kind/apiVersion, which
+    /// lists omit on items and single GETs add).
+    pub fn to_json(&self) -> Value {
+        let mut meta = Map::new();
+        meta.insert("name".into(), json!(self.name));
+        meta.insert("namespace".into(), json!(self.namespace));
+        meta.insert("uid".into(), json!(self.uid));
+        meta.insert("resourceVersion".into(), json!(self.resource_version.to_string()));
+        meta.insert("creationTimestamp".into(), json!(self.created));
+        if !self.labels.is_empty() {
+            meta.insert("labels".into(), json!(self.labels));
+        }
+        if !self.owner_references.is_empty() {
+            meta.insert("ownerReferences".into(), json!(self.owner_references));
+        }
+        json!({
+            "metadata": meta,
+            "spec": {
+                "serviceAccountName": self.service_account,
+                "serviceAccount": self.service_account,
+                "nodeName": self.node,
+                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+            },
+            "status": {"phase": "Running"},
+        })
+    }
+
+    /// The full object with `kind` and `apiVersion`.
+    pub fn to_json_with_kind(&self) -> Value {
+        with_kind(self.to_json(), "Pod")
+    }
+
+    /// Values for the field selectors the API server supports on pods.
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "metadata.name" => self.name.clone(),
+            "metadata.namespace" => self.namespace.clone(),
+            "spec.nodeName" => self.node.clone(),
+            "spec.serviceAccountName" => self.service_account.clone(),
+            "status.phase" => "Running".to_owned(),
+            _ => return None,
+        })
+    }
+
+    /// Whether the pod passes the namespace restriction and both selectors.
+    pub fn matches(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> bool {
+        namespace.is_none_or(|ns| ns == self.namespace)
+            && labels.matches(|k| self.labels.get(k).cloned())
+            && fields.matches(|k| self.field(k))
+    }
+}
+
+/// Adds `kind`/`apiVersion: v1` in front of an object's fields.
+pub(super) fn with_kind(object: Value, kind: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("kind".into(), json!(kind));
+    m.insert("apiVersion".into(), json!("v1"));
+    if let Value::Object(o) = object {
+        m.extend(o);
+    }
+    Value::Object(m)
+}
+
+/// Watch event types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    /// The `type` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One recorded pod change; `old` lets a filtered watch turn a MODIFIED into
+/// ADDED/DELETED when the pod enters or leaves the selection, as the real one does.
+#[derive(Clone, Debug)]
+pub(super) struct PodEvent {
+    pub resource_version: u64,
+    pub kind: EventKind,
+    pub old: Option<Pod>,
+    pub object: Pod,
+}
+
+impl PodEvent {
+    /// The event as a watcher with this filter would see it, if at all.
+    pub fn filtered(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> Option<(EventKind, &Pod)> {
+        let now = self.object.matches(namespace, labels, fields);
+        match self.kind {
+            EventKind::Added | EventKind::Deleted => now.then_some((self.kind, &self.object)),
+            EventKind::Modified => {
+                let before = self.old.as_ref().is_some_and(|o| o.matches(namespace, labels, fields));
+                match (before, now) {
+                    (true, true) => Some((EventKind::Modified, &self.object)),
+                    (false, true) => Some((EventKind::Added, &self.object)),
+                    (true, false) => Some((EventKind::Deleted, &self.object)),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+/// One requirement of a label or field selector.
+#[derive(Clone, Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+/// Equality-based selector (`a=b,c!=d,e,!f`); set-based syntax is refused.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Selector {
+    reqs: Vec<Requirement>,
+}
+
+impl Selector {
+    /// Parses a `labelSelector`.
+    pub fn labels(text: Option<&str>) -> Result<Self, Status> {
+        Self::parse(text.unwrap_or(""), None)
+    }
+
+    /// Parses a `fieldSelector`, accepting only `allowed` keys like the API
+    /// server (which answers 400 for unknown field labels).
+    pub fn fields(text: Option<&str>, allowed: &[&str]) -> Result<Self, Status> {
+        Self::parse(text.unwrap_or(""), Some(allowed))
+    }
+
+    fn parse(text: &str, allowed: Option<&[&str]>) -> Result<Self, Status> {
+        let mut reqs = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==") {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('=') {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else if part.contains(' ') || part.contains('(') {
+                return Err(Status::bad_request(format!(
+                    "unable to parse requirement: set-based selector {part:?} is not supported by the test double"
+                )));
+            } else {
+                Requirement::Exists(part.into())
+            };
+            if let Some(allowed) = allowed {
+                let key = match &req {
+                    Requirement::Equals(k, _) | Requirement::NotEquals(k, _) => k,
+                    Requirement::Exists(k) | Requirement::NotExists(k) => {
+                        return Err(Status::bad_request(format!(
+                            "invalid selector: '{k}'; can't understand '{k}'"
+                        )))
+                    }
+                };
+                if !allowed.contains(&key.as_str()) {
+                    return Err(Status::bad_request(format!("field label not supported: {key}")));
+                }
+            }
+            reqs.push(req);
+        }
+        Ok(Selector { reqs })
+    }
+
+    /// Evaluates the selector against a value lookup.
+    pub fn matches(&self, get: impl Fn(&str) -> Option<String>) -> bool {
+        self.reqs.iter().all(|r| match r {
+            Requirement::Equals(k, v) => get(k).as_deref() == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k).as_deref() != Some(v.as_str()),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+        })
+    }
+}
+
+/// One RBAC permission of a service account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Grant {
+    pub sa_namespace: String,
+    pub sa_name: String,
+    pub verb: String,
+    pub resource: String,
+    /// `None`: every namespace and cluster-scoped resources (a ClusterRoleBinding).
+    pub namespace: Option<String>,
+    /// `None`: any object; `Some` matches only requests naming that object.
+    pub resource_name: Option<String>,
+}
+
+impl Grant {
+    /// RBAC rule matching, with `*` wildcards for verb and resource.
+    pub fn allows(
+        &self,
+        caller: (&str, &str),
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> bool {
+        let ns_ok = match (&self.namespace, namespace) {
+            (None, _) => true,
+            (Some(g), Some(r)) => g == r,
+            (Some(_), None) => false,
+        };
+        // resourceNames never match list/watch/create-without-name, as in RBAC.
+        let name_ok = match (&self.resource_name, name) {
+            (None, _) => true,
+            (Some(g), Some(r)) => g == r,
+            (Some(_), None) => false,
+        };
+        self.sa_namespace == caller.0
+            && self.sa_name == caller.1
+            && (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+            && ns_ok
+            && name_ok
+    }
+}
+
+/// Field paths (`["data","key"]`) an object sets, for managedFields bookkeeping.
+pub(super) type FieldSet = BTreeSet<Vec<String>>;
