@@ -93,6 +93,35 @@ pub struct Flags {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Reuse leased responses (database credentials, certificates) across
+    /// mounts of the same pod, renewing and rotating them; false re-reads on
+    /// every mount like the incumbent.
+    #[arg(long = "lease-reuse", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "true")]
+    pub lease_reuse: bool,
+
+    /// Fraction of a TTL after which tokens and leases are renewed, and
+    /// non-extendable credentials rotated.
+    #[arg(long = "renew-threshold", default_value_t = 0.67, value_parser = parse_threshold)]
+    pub renew_threshold: f64,
+
+    /// How long replaced credentials stay valid before they are revoked.
+    #[arg(long = "rotation-grace", default_value = "2m", value_parser = parse_duration)]
+    pub rotation_grace: Duration,
+
+    /// Encrypted ledger state file for restart safety; default: next to the
+    /// socket; `off` keeps the ledger in memory only.
+    #[arg(long = "state-file")]
+    pub state_file: Option<String>,
+
+    /// Revoke a pod's Vault token and leases when the pod is deleted (needs
+    /// list/watch on pods and the node name).
+    #[arg(long = "revoke-on-pod-delete", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "true")]
+    pub revoke_on_pod_delete: bool,
+
+    /// This node's name (from the downward API), to watch its pods.
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// How long in-flight mounts may finish after SIGTERM/SIGINT.
     #[arg(long = "shutdown-grace", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -174,6 +203,15 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.1..=0.95).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0.1..0.95"))
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 20s or 2m: {e}"))
 }
@@ -186,6 +224,20 @@ impl Flags {
         T: Into<String>,
     {
         Flags::try_parse_from(go_style_args(args.into_iter().map(Into::into)))
+    }
+
+    /// Where the ledger state lives: `None` when disabled.
+    pub fn state_path(&self) -> Option<PathBuf> {
+        match self.state_file.as_deref() {
+            Some("off") | Some("") => None,
+            Some(p) => Some(PathBuf::from(p)),
+            None => Some(
+                self.endpoint
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("vault-csi-provider.state"),
+            ),
+        }
     }
 
     /// The effective log level, taking the deprecated `-debug` into account.

@@ -30,7 +30,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// Where a server listens: a URL, or a unix socket (`unix:///path`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Endpoint {
     /// `http://` or `https://` host and port, with an optional path prefix.
     Tcp {
@@ -504,6 +504,28 @@ impl HttpClient {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl HttpClient {
+    /// Sends a request and returns the status and the body as it arrives,
+    /// for long-lived responses (watches). Only the wait for the response
+    /// head is bounded by the timeout.
+    pub async fn send_streaming(&self, req: Request) -> Result<(u16, hyper::body::Incoming), HttpError> {
+        let uri = format!("{}{}", self.base, req.path_and_query);
+        let mut builder = http::Request::builder().method(req.method).uri(uri);
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| HttpError::Build(e.to_string()))?;
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok((response.status().as_u16(), response.into_body())),
+            Ok(Err(e)) if e.is_connect() => Err(HttpError::Connect(describe(&e))),
+            Ok(Err(e)) => Err(HttpError::Broken(describe(&e))),
             Err(_) => Err(HttpError::Timeout(self.timeout)),
         }
     }

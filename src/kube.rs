@@ -221,7 +221,7 @@ impl KubeClient {
         &self.server
     }
 
-    async fn call(&self, method: Method, path: String, body: Option<Json>) -> Result<(u16, Json), KubeError> {
+    fn auth_headers(&self) -> Result<Vec<(HeaderName, String)>, KubeError> {
         let mut headers = vec![(http::header::ACCEPT, "application/json".to_string())];
         let token = match &self.credentials {
             Credentials::TokenFile(p) => Some(
@@ -238,6 +238,11 @@ impl KubeClient {
         if let Some(t) = token {
             headers.push((HeaderName::from_static("authorization"), format!("Bearer {t}")));
         }
+        Ok(headers)
+    }
+
+    async fn call(&self, method: Method, path: String, body: Option<Json>) -> Result<(u16, Json), KubeError> {
+        let headers = self.auth_headers()?;
         let req = Request {
             method,
             path_and_query: path,
@@ -326,6 +331,106 @@ impl KubeClient {
             Err(KubeError::Status { code: 409, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl KubeClient {
+    /// Lists the pods scheduled to `node`: the list's resourceVersion and
+    /// the UIDs present.
+    pub async fn list_node_pods(&self, node: &str) -> Result<(String, Vec<String>), KubeError> {
+        let selector: String = form_urlencoded::byte_serialize(format!("spec.nodeName={node}").as_bytes()).collect();
+        let (_, json) = self
+            .call(Method::GET, format!("/api/v1/pods?fieldSelector={selector}"), None)
+            .await?;
+        let rv = json
+            .pointer("/metadata/resourceVersion")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let uids = json
+            .get("items")
+            .and_then(Json::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|p| p.pointer("/metadata/uid").and_then(Json::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((rv, uids))
+    }
+
+    /// Watches the pods of `node` from `resource_version`, calling `deleted`
+    /// with the UID of every pod that goes away, until the server ends the
+    /// watch (after `timeout`) or the connection breaks.
+    pub async fn watch_node_pods(
+        &self,
+        node: &str,
+        resource_version: &str,
+        timeout: Duration,
+        mut deleted: impl FnMut(String),
+    ) -> Result<(), KubeError> {
+        use http_body_util::BodyExt as _;
+        let selector: String = form_urlencoded::byte_serialize(format!("spec.nodeName={node}").as_bytes()).collect();
+        let path = format!(
+            "/api/v1/pods?watch=true&fieldSelector={selector}&resourceVersion={}&timeoutSeconds={}&allowWatchBookmarks=true",
+            seg(resource_version),
+            timeout.as_secs()
+        );
+        let req = Request {
+            method: Method::GET,
+            path_and_query: path,
+            headers: self.auth_headers()?,
+            body: None,
+        };
+        let (status, mut body) = self
+            .http
+            .send_streaming(req)
+            .await
+            .map_err(|e| KubeError::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(KubeError::Status {
+                code: status,
+                reason: String::new(),
+                message: "watch refused".into(),
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| KubeError::Unreachable(format!("watch broke: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            if buf.len() > MAX_RESPONSE {
+                return Err(KubeError::BadResponse("watch event too large".into()));
+            }
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<Json>(&line) else {
+                    continue;
+                };
+                match event.get("type").and_then(Json::as_str) {
+                    Some("DELETED") => {
+                        if let Some(uid) = event.pointer("/object/metadata/uid").and_then(Json::as_str) {
+                            deleted(uid.to_string());
+                        }
+                    }
+                    Some("ERROR") => {
+                        let code = event.pointer("/object/code").and_then(Json::as_u64).unwrap_or(500) as u16;
+                        let message = event
+                            .pointer("/object/message")
+                            .and_then(Json::as_str)
+                            .unwrap_or_default();
+                        return Err(KubeError::Status {
+                            code,
+                            reason: "WatchError".into(),
+                            message: message.into(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,13 +10,19 @@ use anyhow::Context as _;
 use vault_csi_provider::config::{Flags, LogFormat};
 use vault_csi_provider::http::Endpoint;
 use vault_csi_provider::kube::KubeClient;
+use vault_csi_provider::ledger::{Ledger, LedgerSettings, SystemClock};
 use vault_csi_provider::mount::{Mounter, Settings};
+use vault_csi_provider::podwatch;
 use vault_csi_provider::server::{self, health, ProviderService};
 use vault_csi_provider::spc::{Defaults, TlsConfig, VaultConfig};
+use vault_csi_provider::vault::VaultPool;
 use vault_csi_provider::versions::Versions;
 
 /// Exit code for unusable configuration (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
+/// How often the ledger looks for renewals and revocations due: short
+/// enough for TTLs of a few seconds, cheap when nothing is due.
+const LEDGER_TICK: Duration = Duration::from_millis(250);
 /// How often the object-version key Secret is re-checked.
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -105,9 +111,26 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         defaults,
         request_timeout: flags.request_timeout,
         fetch_concurrency: usize::from(flags.fetch_concurrency),
-        cache_size: usize::try_from(flags.cache_size).unwrap_or(0),
     };
-    let mounter = Arc::new(Mounter::new(settings, Some(kube), versions.clone()));
+    let ledger = Arc::new(Ledger::new(
+        LedgerSettings {
+            reuse: flags.lease_reuse,
+            threshold: flags.renew_threshold,
+            grace: flags.rotation_grace,
+            capacity: usize::try_from(flags.cache_size).unwrap_or(0),
+            state_file: flags.state_path(),
+        },
+        Arc::new(SystemClock),
+    ));
+    let pool = Arc::new(VaultPool::new(flags.request_timeout));
+    let mounter = Arc::new(Mounter::new(
+        settings,
+        Some(kube.clone()),
+        versions.clone(),
+        ledger.clone(),
+        pool.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let health = health::Health::new(versions.clone());
 
     if !flags.health_addr.is_empty() {
@@ -123,22 +146,39 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         });
     }
 
-    // Load the key in the background so readiness reflects it, without
-    // holding up the socket: a mount loads it on demand anyway.
-    let preload = versions.clone();
-    tokio::spawn(async move {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match preload.key().await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "object-version key not available yet; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-            }
+    // The key decrypts the ledger's state file, so a restart resumes its
+    // credentials before the first mount. If Kubernetes is slow, serve
+    // anyway: the background task loads the key and restores the ledger.
+    let restored = match tokio::time::timeout(Duration::from_secs(10), versions.key()).await {
+        Ok(Ok(key)) => {
+            ledger.restore(&key.state_key());
+            true
         }
-    });
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "object-version key not available yet");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("object-version key not loaded within 10 s; continuing");
+            false
+        }
+    };
+    tokio::spawn(background(
+        versions.clone(),
+        ledger.clone(),
+        pool.clone(),
+        restored,
+        stop_rx.clone(),
+    ));
+    match (&flags.node_name, flags.revoke_on_pod_delete) {
+        (Some(node), true) if !node.is_empty() => {
+            tokio::spawn(podwatch::run(kube.clone(), node.clone(), ledger.clone(), pool.clone(), stop_rx.clone()));
+        }
+        (_, true) => tracing::warn!(
+            "NODE_NAME is not set: credentials of deleted pods will not be revoked early (set it from the downward API, spec.nodeName)"
+        ),
+        (_, false) => tracing::info!("revocation on pod deletion is off"),
+    }
 
     let listener =
         server::bind_socket(&flags.endpoint).with_context(|| format!("binding {}", flags.endpoint.display()))?;
@@ -147,11 +187,48 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let service = ProviderService::new(mounter, flags.mount_timeout);
     let result = server::serve(listener, service, shutdown_signal(), flags.shutdown_grace).await;
     health.set_serving(false);
+    let _ = stop_tx.send(true);
+    if let Ok(key) = versions.key().await {
+        ledger.persist(&key.state_key());
+    }
     if let Err(e) = std::fs::remove_file(&flags.endpoint) {
         tracing::warn!(error = %e, "could not remove the socket");
     }
     tracing::info!("stopped");
     result.context("gRPC server failed")
+}
+
+/// Restores the ledger once the version key is there (if start-up could
+/// not), then renews, retires and persists credentials every tick.
+async fn background(
+    versions: Arc<Versions>,
+    ledger: Arc<Ledger>,
+    pool: Arc<VaultPool>,
+    mut restored: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(LEDGER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match versions.key().await {
+            Ok(key) => {
+                if !restored {
+                    ledger.restore(&key.state_key());
+                    restored = true;
+                }
+                ledger.tick(&pool).await;
+                ledger.persist(&key.state_key());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "object-version key not available yet");
+                ledger.tick(&pool).await;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -7,8 +7,7 @@
 //! translates) and talks to Vault and Kubernetes only through their clients.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -17,17 +16,14 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
-use crate::spc::{self, Defaults, Encoding, MountSpec, ObjectSpec, Pod, ReadKey, VaultConfig};
-use crate::vault::{VaultClient, VaultError, VaultToken};
+use crate::ledger::{Ledger, TokenKey};
+use crate::spc::{self, Defaults, Encoding, MountSpec, ObjectSpec, ReadKey};
+use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
 
 /// Lifetime of a token we request ourselves (the incumbent's choice; the
 /// TokenRequest minimum is 600 s).
 const REQUESTED_TOKEN_SECONDS: u64 = 900;
-/// A cached Vault token this close to expiry is not used for a new mount.
-const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
-/// Vault clients kept (one per distinct connection configuration).
-const MAX_CLIENTS: usize = 64;
 
 /// Tunables of the mount logic.
 #[derive(Debug, Clone)]
@@ -38,8 +34,6 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Concurrent Vault reads within one mount.
     pub fetch_concurrency: usize,
-    /// Token cache capacity; 0 disables caching.
-    pub cache_size: usize,
 }
 
 /// The raw fields of a Mount request.
@@ -83,36 +77,31 @@ pub struct MountOutput {
     pub versions: Vec<(String, String)>,
 }
 
-/// Identity a Vault token is cached under: the pod, how it logs in, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TokenKey {
-    pod: Pod,
-    role: String,
-    auth_mount: String,
-    audience: Option<String>,
-    vault: VaultConfig,
-}
-
 /// The provider's mount logic and its caches.
 pub struct Mounter {
     settings: Settings,
     kube: Option<KubeClient>,
     versions: Arc<Versions>,
-    tokens: Option<Mutex<lru::LruCache<TokenKey, VaultToken>>>,
-    clients: Mutex<HashMap<VaultConfig, VaultClient>>,
+    ledger: Arc<Ledger>,
+    pool: Arc<VaultPool>,
 }
 
 impl Mounter {
     /// Builds the mount logic. Without a Kubernetes client, pods must carry
     /// their token in the volume context.
-    pub fn new(settings: Settings, kube: Option<KubeClient>, versions: Arc<Versions>) -> Mounter {
-        let tokens = NonZeroUsize::new(settings.cache_size).map(|n| Mutex::new(lru::LruCache::new(n)));
+    pub fn new(
+        settings: Settings,
+        kube: Option<KubeClient>,
+        versions: Arc<Versions>,
+        ledger: Arc<Ledger>,
+        pool: Arc<VaultPool>,
+    ) -> Mounter {
         Mounter {
             settings,
             kube,
             versions,
-            tokens,
-            clients: Mutex::new(HashMap::new()),
+            ledger,
+            pool,
         }
     }
 
@@ -121,9 +110,9 @@ impl Mounter {
         &self.versions
     }
 
-    /// Number of cached Vault tokens.
-    pub fn cached_tokens(&self) -> usize {
-        self.tokens.as_ref().map(|t| lock(t).len()).unwrap_or(0)
+    /// The credential ledger (tokens and leased responses per pod).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Performs one mount, giving up at `deadline`.
@@ -149,7 +138,7 @@ impl Mounter {
         // The key first: a Kubernetes outage then fails the mount before any
         // credential is minted, so the driver may safely retry it.
         let key = self.versions.key().await?;
-        let client = self.client(&spec.vault)?;
+        let client = self.client(spec)?;
         let responses = self.fetch_all(spec, &client).await?;
 
         let mut files = Vec::with_capacity(spec.objects.len());
@@ -169,21 +158,14 @@ impl Mounter {
         Ok(MountOutput { files, versions })
     }
 
-    fn client(&self, cfg: &VaultConfig) -> Result<VaultClient> {
-        let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(cfg) {
-            return Ok(c.clone());
-        }
-        let client = VaultClient::new(cfg, self.settings.request_timeout)
-            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", cfg.endpoint)))?;
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(cfg.clone(), client.clone());
-        Ok(client)
+    fn client(&self, spec: &MountSpec) -> Result<VaultClient> {
+        self.pool
+            .client(&spec.vault)
+            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", spec.vault.endpoint)))
     }
 
-    /// Reads every distinct request once. A 403 with a cached token (revoked
+    /// Reads every distinct request once, reusing leased responses the
+    /// ledger still holds for this pod. A 403 with a cached token (revoked
     /// or expired early in Vault) earns one fresh login and one more try.
     async fn fetch_all(&self, spec: &MountSpec, client: &VaultClient) -> Result<HashMap<ReadKey, Json>> {
         let mut reads: BTreeMap<&ReadKey, &ObjectSpec> = BTreeMap::new();
@@ -192,8 +174,20 @@ impl Mounter {
         }
         let key = token_key(spec);
         let (token, cached) = self.token(spec, &key, client).await?;
-        let all: Vec<ReadKey> = reads.keys().map(|k| (*k).clone()).collect();
-        let mut results = self.fetch(client, &token, all).await;
+        let mut out = HashMap::with_capacity(reads.len());
+        let mut missing: Vec<ReadKey> = Vec::new();
+        for read in reads.keys() {
+            match self.ledger.reusable(&key, read) {
+                Some(held) => {
+                    out.insert((*read).clone(), held);
+                }
+                None => missing.push((*read).clone()),
+            }
+        }
+        if !out.is_empty() {
+            tracing::debug!(reused = out.len(), "returning held credentials");
+        }
+        let mut results = self.fetch(client, &token, missing).await;
 
         let denied: Vec<ReadKey> = results
             .iter()
@@ -202,16 +196,21 @@ impl Mounter {
             .collect();
         if cached && !denied.is_empty() {
             tracing::info!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "cached Vault token was refused; logging in again");
-            self.forget(&key);
+            self.ledger.forget_token(&key);
             let (fresh, _) = self.token(spec, &key, client).await?;
-            let retried = self.fetch(client, &fresh, denied).await;
-            results.extend(retried);
+            // Held credentials died with the refused token: fetch all anew.
+            let all: Vec<ReadKey> = reads.keys().map(|k| (*k).clone()).collect();
+            out.clear();
+            results = self.fetch(client, &fresh, all).await;
         }
 
-        let mut out = HashMap::with_capacity(results.len());
         for (read, object) in reads {
+            if out.contains_key(read) {
+                continue;
+            }
             match results.remove(read) {
                 Some(Ok(json)) => {
+                    self.ledger.store_response(&key, read, &json);
                     out.insert(read.clone(), json);
                 }
                 Some(Err(e)) => return Err(read_error(spec, object, e)),
@@ -237,23 +236,10 @@ impl Mounter {
             .await
     }
 
-    fn forget(&self, key: &TokenKey) {
-        if let Some(t) = &self.tokens {
-            lock(t).pop(key);
-        }
-    }
-
-    /// A valid Vault token for the pod: cached, or from a fresh login.
+    /// A valid Vault token for the pod: held by the ledger, or from a fresh login.
     async fn token(&self, spec: &MountSpec, key: &TokenKey, client: &VaultClient) -> Result<(VaultToken, bool)> {
-        if let Some(cache) = &self.tokens {
-            let mut cache = lock(cache);
-            if let Some(t) = cache.get(key) {
-                let fresh = t.expires.is_none_or(|exp| exp > Instant::now() + TOKEN_EXPIRY_MARGIN);
-                if fresh {
-                    return Ok((t.clone(), true));
-                }
-                cache.pop(key);
-            }
+        if let Some(t) = self.ledger.token(key) {
+            return Ok((t, true));
         }
         let jwt = self.service_account_token(spec).await?;
         let token = client
@@ -261,9 +247,7 @@ impl Mounter {
             .await
             .map_err(|e| login_error(spec, e))?;
         tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %token.accessor, "logged in to Vault");
-        if let Some(cache) = &self.tokens {
-            lock(cache).put(key.clone(), token.clone());
-        }
+        self.ledger.store_token(key, token.clone());
         Ok((token, false))
     }
 
@@ -311,12 +295,6 @@ impl Mounter {
             })?;
         Ok(issued.token)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind;
-    // carrying on with it is safe.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn token_key(spec: &MountSpec) -> TokenKey {

@@ -52,7 +52,7 @@ pub struct Defaults {
 
 /// How to reach one Vault server. Part of the token cache key, so two SPCs
 /// pointing at different servers never share a token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct VaultConfig {
     /// Where Vault listens.
     pub endpoint: Endpoint,
@@ -63,7 +63,7 @@ pub struct VaultConfig {
 }
 
 /// TLS settings for the connection to Vault.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct TlsConfig {
     /// PEM file of CA certificates.
     pub ca_cert: Option<PathBuf>,
@@ -78,7 +78,7 @@ pub struct TlsConfig {
 }
 
 /// The pod a Mount is for, from the volume context.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct Pod {
     /// Pod name.
     pub name: String,
@@ -142,7 +142,7 @@ pub enum Encoding {
 
 /// One HTTP request to Vault. Objects with equal `ReadKey`s share one request
 /// per Mount, so `username` and `password` of one database read match.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct ReadKey {
     /// `GET`, `PUT` or `POST`.
     pub method: String,

@@ -6,7 +6,7 @@
 //! Nothing here knows about gRPC or the driver; errors carry what Vault
 //! answered and the caller adds who and what was being tried.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method};
@@ -55,14 +55,18 @@ impl VaultError {
 }
 
 /// A Vault token obtained by login.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct VaultToken {
     /// The token itself. Never logged or put in an error.
     pub token: String,
     /// Accessor, safe to log: identifies the token without granting anything.
     pub accessor: String,
-    /// When the token expires (`None` for a token without TTL).
-    pub expires: Option<Instant>,
+    /// When the login happened.
+    pub issued: SystemTime,
+    /// TTL granted at login (zero for a token without TTL).
+    pub ttl: Duration,
+    /// When the token expires (`None` for a token without TTL); moves with renewals.
+    pub expires: Option<SystemTime>,
     /// Whether it may be renewed.
     pub renewable: bool,
 }
@@ -75,6 +79,15 @@ impl std::fmt::Debug for VaultToken {
             .field("renewable", &self.renewable)
             .finish_non_exhaustive()
     }
+}
+
+/// The outcome of a renewal.
+#[derive(Debug, Clone, Copy)]
+pub struct Renewed {
+    /// The TTL Vault granted from now.
+    pub ttl: Duration,
+    /// Whether it may be renewed again.
+    pub renewable: bool,
 }
 
 /// A client for one Vault server and TLS configuration.
@@ -154,7 +167,7 @@ impl VaultClient {
     /// Logs in at `auth/<mount>/login` with a JWT and a role.
     pub async fn login(&self, mount: &str, role: &str, jwt: &str) -> Result<VaultToken, VaultError> {
         let body = serde_json::json!({ "jwt": jwt, "role": role }).to_string();
-        let started = Instant::now();
+        let started = SystemTime::now();
         let req = self.request(
             Method::POST,
             format!("/v1/auth/{mount}/login"),
@@ -181,6 +194,8 @@ impl VaultClient {
                 .and_then(Json::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            issued: started,
+            ttl: Duration::from_secs(ttl),
             expires: (ttl > 0).then(|| started + Duration::from_secs(ttl)),
             renewable: auth.get("renewable").and_then(Json::as_bool).unwrap_or(false),
         })
@@ -200,6 +215,54 @@ impl VaultClient {
         let body = key.body.clone().map(Bytes::from);
         let req = self.request(method, path, Some(token), body);
         self.send(req, idempotent).await
+    }
+
+    /// Extends the token's TTL by `increment`; returns the TTL Vault granted
+    /// (shorter than asked once the token reaches its max TTL).
+    pub async fn renew_self(&self, token: &str, increment: Duration) -> Result<Renewed, VaultError> {
+        let body = serde_json::json!({ "increment": format!("{}s", increment.as_secs()) }).to_string();
+        let req = self.request(
+            Method::POST,
+            "/v1/auth/token/renew-self".to_string(),
+            Some(token),
+            Some(Bytes::from(body)),
+        );
+        let json = self.send(req, true).await?;
+        let auth = json
+            .get("auth")
+            .ok_or_else(|| VaultError::BadResponse("renewal response has no auth section".into()))?;
+        Ok(Renewed {
+            ttl: Duration::from_secs(auth.get("lease_duration").and_then(Json::as_u64).unwrap_or(0)),
+            renewable: auth.get("renewable").and_then(Json::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Extends a lease by `increment`; returns the duration Vault granted.
+    pub async fn renew_lease(&self, token: &str, lease_id: &str, increment: Duration) -> Result<Renewed, VaultError> {
+        let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() }).to_string();
+        let req = self.request(
+            Method::PUT,
+            "/v1/sys/leases/renew".to_string(),
+            Some(token),
+            Some(Bytes::from(body)),
+        );
+        let json = self.send(req, true).await?;
+        Ok(Renewed {
+            ttl: Duration::from_secs(json.get("lease_duration").and_then(Json::as_u64).unwrap_or(0)),
+            renewable: json.get("renewable").and_then(Json::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Revokes one lease now.
+    pub async fn revoke_lease(&self, token: &str, lease_id: &str) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "lease_id": lease_id }).to_string();
+        let req = self.request(
+            Method::PUT,
+            "/v1/sys/leases/revoke".to_string(),
+            Some(token),
+            Some(Bytes::from(body)),
+        );
+        self.send(req, true).await.map(|_| ())
     }
 
     /// Revokes the token itself (and with it every lease it created).
@@ -312,5 +375,41 @@ mod tests {
             interpret(resp(200, "{not json")),
             Err(VaultError::BadResponse(_))
         ));
+    }
+}
+
+/// Vault clients shared by mounts and background renewals, one per
+/// connection configuration (so connections are pooled per server).
+#[derive(Default)]
+pub struct VaultPool {
+    clients: std::sync::Mutex<std::collections::HashMap<VaultConfig, VaultClient>>,
+    timeout: Duration,
+}
+
+/// More distinct Vault connection configurations than this is unusual; the
+/// pool is then simply rebuilt on demand.
+const MAX_POOLED_CLIENTS: usize = 64;
+
+impl VaultPool {
+    /// An empty pool whose clients use `timeout` per request.
+    pub fn new(timeout: Duration) -> VaultPool {
+        VaultPool {
+            clients: Default::default(),
+            timeout,
+        }
+    }
+
+    /// The client for `cfg`, built on first use.
+    pub fn client(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(cfg) {
+            return Ok(c.clone());
+        }
+        let client = VaultClient::new(cfg, self.timeout)?;
+        if clients.len() >= MAX_POOLED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(cfg.clone(), client.clone());
+        Ok(client)
     }
 }

@@ -38,6 +38,9 @@ enum Source {
 
 struct Loaded {
     key: hmac::Key,
+    /// Encryption key for the ledger state file, derived from the shared key
+    /// so that nothing on the node's disk can decrypt that file.
+    state_key: [u8; 32],
     /// Fingerprint of the raw key, to log rotations without logging the key.
     fingerprint: String,
     checked: Instant,
@@ -68,6 +71,7 @@ impl Versions {
     pub fn fixed(key: &[u8]) -> Versions {
         let loaded = Loaded {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            state_key: derive_state_key(key),
             fingerprint: fingerprint(key),
             checked: Instant::now(),
         };
@@ -112,6 +116,7 @@ impl Versions {
                 }
                 let loaded = Arc::new(Loaded {
                     key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
+                    state_key: derive_state_key(&raw),
                     fingerprint: fp,
                     checked: Instant::now(),
                 });
@@ -134,6 +139,11 @@ impl Versions {
 pub struct VersionKey(Arc<Loaded>);
 
 impl VersionKey {
+    /// The key that encrypts the ledger state file.
+    pub fn state_key(&self) -> [u8; 32] {
+        self.0.state_key
+    }
+
     /// The version of one object: HMAC over its configuration, a separator,
     /// then its content, as lowercase hex.
     pub fn version(&self, config: &str, content: &[u8]) -> String {
@@ -143,6 +153,14 @@ impl VersionKey {
         ctx.update(content);
         hex::encode(ctx.sign().as_ref())
     }
+}
+
+fn derive_state_key(raw: &[u8]) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, raw);
+    let tag = hmac::sign(&k, b"vault-csi-provider ledger state key v1");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&tag.as_ref()[..32]);
+    out
 }
 
 fn fingerprint(raw: &[u8]) -> String {

@@ -527,8 +527,8 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
             &["default"],
             &[READ_ALL],
             Some("vault"),
-            "13s",
-            "1h",
+            "4s",
+            "4s",
         )
         .await
         .unwrap();
@@ -557,20 +557,19 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
     assert_eq!(text(&r, "k"), "v");
     assert_eq!(token_reviews(&bed.world.kube), 2);
 
-    // A token near its TTL is not used: with a 13 s TTL and a 10 s margin,
-    // a mount 4 s later logs in again.
+    // A token that cannot be extended (at its max TTL) is replaced before
+    // it expires: with a 4 s TTL and max TTL, the background renewal finds
+    // it capped, and a mount after the threshold logs in again.
     let short = params(objects, &[("roleName", "short")]);
     p.mount(&short, &pod).await.unwrap();
     let reviews = token_reviews(&bed.world.kube);
     p.mount(&short, &pod).await.unwrap();
     assert_eq!(token_reviews(&bed.world.kube), reviews, "still fresh");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     p.mount(&short, &pod).await.unwrap();
-    assert_eq!(
-        token_reviews(&bed.world.kube),
-        reviews + 1,
-        "near-expiry token replaced"
-    );
+    // (Vault's kubernetes auth may also review the JWT again when the
+    // background renewal renews the token, so count at least one login.)
+    assert!(token_reviews(&bed.world.kube) > reviews, "near-expiry token replaced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,8 @@ impl World {
         kube.grant(PROVIDER_NS, PROVIDER_SA, "get", "secrets", Some(PROVIDER_NS), None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "secrets", Some(PROVIDER_NS), None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "serviceaccounts/token", None, None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "list", "pods", None, None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "watch", "pods", None, None);
 
         bao.enable_auth("kubernetes", "kubernetes").await?;
         bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), &reviewer)
@@ -119,6 +121,7 @@ path "pki/issue/*" { capabilities = ["create", "update"] }
             format!("-vault-addr={}", self.bao.addr()),
             format!("-kubeconfig={}", kubeconfig.display()),
             format!("-hmac-secret-namespace={PROVIDER_NS}"),
+            format!("-state-file={}", self.dir.join(format!("{name}.state")).display()),
             "-health-addr=127.0.0.1:0".to_string(),
             "-log-level=debug".to_string(),
         ];

@@ -2,7 +2,7 @@
 //! API double (with OpenBao's kubernetes auth configured against it, so every
 //! login is a genuine TokenReview), and the real provider binary serving a
 //! unix socket, driven by the driver-like client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

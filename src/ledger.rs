@@ -1,0 +1,711 @@
+//! The credential ledger: per pod, the Vault token it logged in with and the
+//! leased responses (dynamic database credentials, PKI certificates) it was
+//! given, so that
+//!
+//! - a republish returns the **same** credentials (same content, same
+//!   version, no new lease) while they are comfortably valid;
+//! - a background task **renews** the token and renewable leases at a
+//!   threshold of their TTL, so pods that are never republished keep working
+//!   credentials;
+//! - credentials that cannot be extended (max TTL, non-renewable, PKI
+//!   `expiration`, a token at its max TTL) are **rotated** on the first Mount
+//!   after the threshold, and the old ones live out a grace period before
+//!   they are revoked;
+//! - a deleted pod's token is **revoked** (which revokes every lease it
+//!   created) — see [`crate::podwatch`];
+//! - a provider restart **resumes** from an encrypted state file.
+//!
+//! A lease dies with the token that created it, so a credential's real
+//! lifetime is the earlier of its own expiry and its token's; every decision
+//! here uses that. Decisions are pure functions of the entry and the clock,
+//! which tests can set.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ring::aead;
+use ring::rand::SecureRandom as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::spc::{Pod, ReadKey, VaultConfig};
+use crate::vault::{VaultPool, VaultToken};
+
+/// A source of the current time, replaceable in tests.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Identity a token (and its credentials) belongs to: the pod, how it logs
+/// in, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenKey {
+    /// The pod.
+    pub pod: Pod,
+    /// Vault role.
+    pub role: String,
+    /// Auth mount.
+    pub auth_mount: String,
+    /// Audience of the pod token.
+    pub audience: Option<String>,
+    /// Vault connection.
+    pub vault: VaultConfig,
+}
+
+/// Tunables, from flags.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// Reuse leased responses across mounts (off: every mount reads anew).
+    pub reuse: bool,
+    /// Fraction of a TTL after which to renew or rotate (default 2/3).
+    pub threshold: f64,
+    /// How long replaced credentials stay valid before they are revoked.
+    pub grace: Duration,
+    /// Entries kept (pods × connection configs); the least recently used is
+    /// dropped beyond it (its credentials then simply expire).
+    pub capacity: usize,
+    /// Where the encrypted state lives; `None` keeps it in memory only.
+    pub state_file: Option<PathBuf>,
+}
+
+/// A Vault token is not handed to a new mount this close to its expiry
+/// (less for very short TTLs, see [`margin`]).
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+/// A credential is never returned with less than this left (idem).
+const CREDENTIAL_MARGIN: Duration = Duration::from_secs(2);
+
+/// One leased response.
+#[derive(Clone, Serialize, Deserialize)]
+struct Credential {
+    read: ReadKey,
+    /// Vault's response, returned as is on reuse. Secret: never logged.
+    response: Json,
+    /// Empty for PKI certificates, which are not leases.
+    lease_id: String,
+    issued: SystemTime,
+    /// Lifetime at issue: the basis of the rotation threshold.
+    lifetime: Duration,
+    expires: SystemTime,
+    renewable: bool,
+    /// TTL granted by the last issue or renewal.
+    last_ttl: Duration,
+    last_renewed: SystemTime,
+    /// Vault granted less than asked: the lease is at its max TTL.
+    capped: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct TokenState {
+    token: VaultToken,
+    last_renewed: SystemTime,
+    last_ttl: Duration,
+    capped: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Entry {
+    key: TokenKey,
+    token: TokenState,
+    credentials: Vec<Credential>,
+    last_used: SystemTime,
+}
+
+/// Something to revoke later: a replaced lease, or a replaced token (with
+/// every lease it created).
+#[derive(Clone, Serialize, Deserialize)]
+struct Retirement {
+    pod_uid: String,
+    vault: VaultConfig,
+    /// The token used for the call (the replaced token itself for `Token`).
+    token: String,
+    lease_id: Option<String>,
+    at: SystemTime,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    entries: Vec<Entry>,
+    retiring: Vec<Retirement>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<TokenKey, Entry>,
+    retiring: Vec<Retirement>,
+    dirty: bool,
+}
+
+/// What the ledger holds, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Pods (entries) with a token.
+    pub tokens: usize,
+    /// Leased credentials held.
+    pub credentials: usize,
+    /// Replaced credentials and tokens waiting for revocation.
+    pub retiring: usize,
+    /// Seconds until the soonest credential expiry.
+    pub soonest_expiry: Option<Duration>,
+}
+
+/// The ledger. Cheap to share (`Arc`).
+pub struct Ledger {
+    settings: LedgerSettings,
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Inner>,
+}
+
+fn add(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d).unwrap_or(t)
+}
+
+fn left(until: SystemTime, now: SystemTime) -> Duration {
+    until.duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+/// The safety margin for something with `lifetime`: `max`, but never more
+/// than half the window between the renewal threshold and expiry, or short
+/// TTLs would be treated as expired long before they are.
+fn margin(max: Duration, lifetime: Duration, threshold: f64) -> Duration {
+    max.min(scale(lifetime, (1.0 - threshold) / 2.0))
+}
+
+fn scale(d: Duration, f: f64) -> Duration {
+    Duration::from_secs_f64((d.as_secs_f64() * f).max(0.0))
+}
+
+/// A spread of ±5 % so that pods mounted together do not renew together.
+fn jitter(seed: &str) -> f64 {
+    let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+    let b = d.as_ref()[0] as f64 / 255.0;
+    0.95 + 0.1 * b
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new(settings: LedgerSettings, clock: Arc<dyn Clock>) -> Ledger {
+        Ledger {
+            settings,
+            clock,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Whether leased responses are reused.
+    pub fn reuse(&self) -> bool {
+        self.settings.reuse
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token to use for `key`, if one is held and not due for
+    /// replacement. A token that cannot be extended any more (max TTL or not
+    /// renewable) is replaced once past the threshold, and with it every
+    /// credential it created, which die with it.
+    pub fn token(&self, key: &TokenKey) -> Option<VaultToken> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let entry = inner.entries.get_mut(key)?;
+        let t = &entry.token;
+        let usable = match t.token.expires {
+            None => true,
+            Some(exp) => {
+                let remaining = left(exp, now);
+                let extendable = t.token.renewable && !t.capped;
+                remaining > margin(TOKEN_MARGIN, t.token.ttl, self.settings.threshold)
+                    && (extendable || remaining > scale(t.token.ttl, 1.0 - self.settings.threshold))
+            }
+        };
+        if usable {
+            entry.last_used = now;
+            return Some(entry.token.token.clone());
+        }
+        None
+    }
+
+    /// Records a fresh login for `key`. A different token held before is
+    /// retired: revoked after the grace period (or when it expires), taking
+    /// its leases with it.
+    pub fn store_token(&self, key: &TokenKey, token: VaultToken) {
+        let now = self.clock.now();
+        let grace = self.settings.grace;
+        let mut inner = self.lock();
+        let fresh = TokenState {
+            last_renewed: now,
+            last_ttl: token.ttl,
+            capped: false,
+            token,
+        };
+        let old = inner.entries.insert(
+            key.clone(),
+            Entry {
+                key: key.clone(),
+                token: fresh,
+                credentials: Vec::new(),
+                last_used: now,
+            },
+        );
+        if let Some(old) = old {
+            let at = old
+                .token
+                .token
+                .expires
+                .map(|e| e.min(add(now, grace)))
+                .unwrap_or(add(now, grace));
+            inner.retiring.push(Retirement {
+                pod_uid: key.pod.uid.clone(),
+                vault: key.vault.clone(),
+                token: old.token.token.token.clone(),
+                lease_id: None,
+                at,
+            });
+        }
+        self.evict(&mut inner);
+        inner.dirty = true;
+    }
+
+    /// Forgets the token for `key` without revoking it (Vault refused it).
+    pub fn forget_token(&self, key: &TokenKey) {
+        let mut inner = self.lock();
+        inner.entries.remove(key);
+        inner.dirty = true;
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.entries.len() > self.settings.capacity.max(1) {
+            let Some(oldest) = inner
+                .entries
+                .values()
+                .min_by_key(|e| e.last_used)
+                .map(|e| e.key.clone())
+            else {
+                break;
+            };
+            tracing::debug!(pod = %oldest.pod.name, namespace = %oldest.pod.namespace, "ledger full: dropping the least recently used pod; its credentials will expire on their own");
+            inner.entries.remove(&oldest);
+        }
+    }
+
+    /// A held response for `read` that is still comfortably valid.
+    pub fn reusable(&self, key: &TokenKey, read: &ReadKey) -> Option<Json> {
+        if !self.settings.reuse {
+            return None;
+        }
+        let now = self.clock.now();
+        let inner = self.lock();
+        let entry = inner.entries.get(key)?;
+        let c = entry.credentials.iter().find(|c| &c.read == read)?;
+        let until = match entry.token.token.expires {
+            Some(t) => c.expires.min(t),
+            None => c.expires,
+        };
+        let remaining = left(until, now);
+        if remaining <= margin(CREDENTIAL_MARGIN, c.lifetime, self.settings.threshold) {
+            return None;
+        }
+        let extendable = c.renewable && !c.capped && !c.lease_id.is_empty();
+        if !extendable && remaining <= scale(c.lifetime, 1.0 - self.settings.threshold) {
+            return None;
+        }
+        Some(c.response.clone())
+    }
+
+    /// Keeps a fresh response if it is leased (a `lease_id`) or a
+    /// certificate (`data.expiration`); a credential it replaces is retired.
+    pub fn store_response(&self, key: &TokenKey, read: &ReadKey, response: &Json) {
+        if !self.settings.reuse {
+            return;
+        }
+        let now = self.clock.now();
+        let Some((lease_id, ttl, renewable)) = lease_of(response, now) else {
+            return;
+        };
+        let grace = self.settings.grace;
+        let mut inner = self.lock();
+        let Inner {
+            entries,
+            retiring,
+            dirty,
+        } = &mut *inner;
+        let Some(entry) = entries.get_mut(key) else {
+            return;
+        };
+        let credential = Credential {
+            read: read.clone(),
+            response: response.clone(),
+            lease_id,
+            issued: now,
+            lifetime: ttl,
+            expires: add(now, ttl),
+            renewable,
+            last_ttl: ttl,
+            last_renewed: now,
+            capped: false,
+        };
+        if let Some(i) = entry.credentials.iter().position(|c| &c.read == read) {
+            let old = entry.credentials.remove(i);
+            if !old.lease_id.is_empty() {
+                retiring.push(Retirement {
+                    pod_uid: key.pod.uid.clone(),
+                    vault: key.vault.clone(),
+                    token: entry.token.token.token.clone(),
+                    lease_id: Some(old.lease_id.clone()),
+                    at: old.expires.min(add(now, grace)),
+                });
+            }
+        }
+        entry.credentials.push(credential);
+        *dirty = true;
+    }
+
+    /// Removes every entry of the pod with `uid` and returns what must be
+    /// revoked now: its tokens (which takes their leases along).
+    pub fn remove_pod(&self, uid: &str) -> Vec<(VaultConfig, String)> {
+        let mut inner = self.lock();
+        let keys: Vec<TokenKey> = inner.entries.keys().filter(|k| k.pod.uid == uid).cloned().collect();
+        let mut revoke = Vec::new();
+        for k in keys {
+            if let Some(e) = inner.entries.remove(&k) {
+                revoke.push((k.vault.clone(), e.token.token.token));
+            }
+        }
+        let (gone, keep): (Vec<Retirement>, Vec<Retirement>) = inner.retiring.drain(..).partition(|r| r.pod_uid == uid);
+        inner.retiring = keep;
+        revoke.extend(
+            gone.into_iter()
+                .filter(|r| r.lease_id.is_none())
+                .map(|r| (r.vault, r.token)),
+        );
+        if !revoke.is_empty() {
+            inner.dirty = true;
+        }
+        revoke
+    }
+
+    /// UIDs of the pods the ledger holds tokens for, with when their token
+    /// was issued.
+    pub fn pod_uids(&self) -> Vec<(String, SystemTime)> {
+        let inner = self.lock();
+        inner
+            .entries
+            .values()
+            .map(|e| (e.key.pod.uid.clone(), e.token.token.issued))
+            .collect()
+    }
+
+    /// Counts for metrics.
+    pub fn summary(&self) -> Summary {
+        let now = self.clock.now();
+        let inner = self.lock();
+        let credentials: Vec<&Credential> = inner.entries.values().flat_map(|e| e.credentials.iter()).collect();
+        Summary {
+            tokens: inner.entries.len(),
+            credentials: credentials.len(),
+            retiring: inner.retiring.len(),
+            soonest_expiry: credentials.iter().map(|c| left(c.expires, now)).min(),
+        }
+    }
+
+    /// One round of background work: drop what has expired, renew what is
+    /// due, revoke retired credentials whose grace is over. Network calls
+    /// happen outside the lock.
+    pub async fn tick(&self, pool: &VaultPool) {
+        let now = self.clock.now();
+        let threshold = self.settings.threshold;
+        enum Job {
+            Token {
+                key: TokenKey,
+                token: String,
+                increment: Duration,
+            },
+            Lease {
+                key: TokenKey,
+                token: String,
+                lease_id: String,
+                increment: Duration,
+            },
+        }
+        let (jobs, due) = {
+            let mut inner = self.lock();
+            let before = inner.entries.len();
+            inner
+                .entries
+                .retain(|_, e| e.token.token.expires.is_none_or(|x| x > now));
+            let mut changed = inner.entries.len() != before;
+            for e in inner.entries.values_mut() {
+                let n = e.credentials.len();
+                let token_expiry = e.token.token.expires;
+                e.credentials
+                    .retain(|c| c.expires > now && token_expiry.is_none_or(|t| t > now));
+                changed |= e.credentials.len() != n;
+            }
+            let mut jobs = Vec::new();
+            for e in inner.entries.values() {
+                let t = &e.token;
+                if t.token.renewable && !t.capped && t.token.expires.is_some() {
+                    let due = add(t.last_renewed, scale(t.last_ttl, threshold * jitter(&t.token.accessor)));
+                    if now >= due {
+                        jobs.push(Job::Token {
+                            key: e.key.clone(),
+                            token: t.token.token.clone(),
+                            increment: t.token.ttl,
+                        });
+                    }
+                }
+                for c in &e.credentials {
+                    if c.renewable && !c.capped && !c.lease_id.is_empty() {
+                        let due = add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id)));
+                        if now >= due {
+                            jobs.push(Job::Lease {
+                                key: e.key.clone(),
+                                token: t.token.token.clone(),
+                                lease_id: c.lease_id.clone(),
+                                increment: c.lifetime,
+                            });
+                        }
+                    }
+                }
+            }
+            let (due, keep): (Vec<Retirement>, Vec<Retirement>) = inner.retiring.drain(..).partition(|r| r.at <= now);
+            inner.retiring = keep;
+            changed |= !due.is_empty();
+            inner.dirty |= changed;
+            (jobs, due)
+        };
+
+        for job in jobs {
+            match job {
+                Job::Token { key, token, increment } => {
+                    let Ok(client) = pool.client(&key.vault) else { continue };
+                    match client.renew_self(&token, increment).await {
+                        Ok(r) => self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment),
+                        Err(e) => {
+                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
+                            if e.status() == Some(403) {
+                                // Revoked in Vault: the next mount logs in again.
+                                self.forget_token(&key);
+                            }
+                        }
+                    }
+                }
+                Job::Lease {
+                    key,
+                    token,
+                    lease_id,
+                    increment,
+                } => {
+                    let Ok(client) = pool.client(&key.vault) else { continue };
+                    match client.renew_lease(&token, &lease_id, increment).await {
+                        Ok(r) => self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment),
+                        Err(e) => {
+                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");
+                            self.mark_capped(&key, &lease_id);
+                        }
+                    }
+                }
+            }
+        }
+        for r in due {
+            let Ok(client) = pool.client(&r.vault) else { continue };
+            let result = match &r.lease_id {
+                Some(id) => client.revoke_lease(&r.token, id).await,
+                None => client.revoke_self(&r.token).await,
+            };
+            match result {
+                Ok(()) => tracing::debug!(
+                    kind = if r.lease_id.is_some() { "lease" } else { "token" },
+                    "revoked replaced credentials after their grace period"
+                ),
+                // Expired or revoked already: nothing left to do.
+                Err(e) if e.status() == Some(403) || e.status() == Some(400) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "revoking replaced credentials failed; they will expire on their own")
+                }
+            }
+        }
+    }
+
+    fn apply_token_renewal(&self, key: &TokenKey, token: &str, ttl: Duration, renewable: bool, asked: Duration) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(key) {
+            if e.token.token.token == token {
+                e.token.last_renewed = now;
+                e.token.last_ttl = ttl;
+                e.token.token.expires = Some(add(now, ttl));
+                e.token.token.renewable = renewable;
+                e.token.capped = ttl + Duration::from_secs(1) < asked;
+                tracing::debug!(pod = %key.pod.name, ttl_s = ttl.as_secs(), capped = e.token.capped, "renewed the pod's Vault token");
+            }
+        }
+        inner.dirty = true;
+    }
+
+    fn apply_lease_renewal(&self, key: &TokenKey, lease_id: &str, ttl: Duration, renewable: bool, asked: Duration) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if let Some(c) = inner
+            .entries
+            .get_mut(key)
+            .and_then(|e| e.credentials.iter_mut().find(|c| c.lease_id == lease_id))
+        {
+            c.last_renewed = now;
+            c.last_ttl = ttl;
+            c.expires = add(now, ttl);
+            c.renewable = renewable;
+            c.capped = ttl + Duration::from_secs(1) < asked;
+            tracing::debug!(pod = %key.pod.name, ttl_s = ttl.as_secs(), capped = c.capped, "renewed a lease");
+        }
+        inner.dirty = true;
+    }
+
+    fn mark_capped(&self, key: &TokenKey, lease_id: &str) {
+        let mut inner = self.lock();
+        if let Some(c) = inner
+            .entries
+            .get_mut(key)
+            .and_then(|e| e.credentials.iter_mut().find(|c| c.lease_id == lease_id))
+        {
+            c.capped = true;
+        }
+    }
+
+    /// Writes the state file if anything changed, encrypted with `key`.
+    pub fn persist(&self, key: &[u8; 32]) {
+        let Some(path) = &self.settings.state_file else { return };
+        let state = {
+            let mut inner = self.lock();
+            if !inner.dirty {
+                return;
+            }
+            inner.dirty = false;
+            State {
+                entries: inner.entries.values().cloned().collect(),
+                retiring: inner.retiring.clone(),
+            }
+        };
+        if let Err(e) = write_state(path, key, &state) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the ledger state file");
+            self.lock().dirty = true;
+        }
+    }
+
+    /// Loads the state file written by an earlier run. A missing file is
+    /// normal; a corrupt or foreign one (another key, tampering) is reported
+    /// and ignored.
+    pub fn restore(&self, key: &[u8; 32]) {
+        let Some(path) = &self.settings.state_file else { return };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the ledger state file; starting empty");
+                return;
+            }
+        };
+        match open_state(key, &bytes) {
+            Ok(state) => {
+                let now = self.clock.now();
+                let mut inner = self.lock();
+                let mut restored = 0;
+                for e in state.entries {
+                    // Entries made by mounts since start-up are newer: keep them.
+                    if e.token.token.expires.is_none_or(|x| x > now) && !inner.entries.contains_key(&e.key) {
+                        restored += 1;
+                        inner.entries.insert(e.key.clone(), e);
+                    }
+                }
+                inner.retiring.extend(state.retiring);
+                tracing::info!(pods = restored, path = %path.display(), "resumed the credential ledger from the state file");
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "ignoring the ledger state file (corrupt, tampered with, or written with another key); credentials will be issued afresh");
+            }
+        }
+    }
+}
+
+/// The lease facts of a response: a `lease_id` with a TTL, or a PKI
+/// certificate's `data.expiration`. `None` for static secrets.
+fn lease_of(response: &Json, now: SystemTime) -> Option<(String, Duration, bool)> {
+    let lease_id = response.get("lease_id").and_then(Json::as_str).unwrap_or_default();
+    let duration = response.get("lease_duration").and_then(Json::as_u64).unwrap_or(0);
+    if !lease_id.is_empty() && duration > 0 {
+        let renewable = response.get("renewable").and_then(Json::as_bool).unwrap_or(false);
+        return Some((lease_id.to_string(), Duration::from_secs(duration), renewable));
+    }
+    let expiration = response.get("data")?.get("expiration")?.as_u64()?;
+    let until = SystemTime::UNIX_EPOCH + Duration::from_secs(expiration);
+    let ttl = until.duration_since(now).ok()?;
+    Some((String::new(), ttl, false))
+}
+
+const MAGIC: &[u8] = b"VCPLEDGER1";
+
+fn write_state(path: &std::path::Path, key: &[u8; 32], state: &State) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let plain = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    let mut nonce = [0u8; 12];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| std::io::Error::other("no randomness"))?;
+    let sealing = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| std::io::Error::other("bad key"))?,
+    );
+    let mut data = plain;
+    sealing
+        .seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(MAGIC),
+            &mut data,
+        )
+        .map_err(|_| std::io::Error::other("encryption failed"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(MAGIC)?;
+    f.write_all(&nonce)?;
+    f.write_all(&data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn open_state(key: &[u8; 32], bytes: &[u8]) -> Result<State, &'static str> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or("not a ledger state file")?;
+    if rest.len() < 12 + aead::AES_256_GCM.tag_len() {
+        return Err("truncated");
+    }
+    let (nonce, sealed) = rest.split_at(12);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
+    let opening = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| "bad key")?);
+    let mut data = sealed.to_vec();
+    let plain = opening
+        .open_in_place(nonce, aead::Aad::from(MAGIC), &mut data)
+        .map_err(|_| "authentication failed")?;
+    serde_json::from_slice(plain).map_err(|_| "unreadable content")
+}
+
+#[cfg(test)]
+mod tests;
