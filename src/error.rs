@@ -56,6 +56,10 @@ pub enum Error {
     #[error("{0}")]
     Timeout(String),
 
+    /// A Secret to sync exists and is not ours, or another manager owns it.
+    #[error("{0}")]
+    SyncRefused(String),
+
     /// The files would exceed what the driver accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -75,7 +79,7 @@ impl Error {
             Error::InvalidRequest(_) => Code::InvalidArgument,
             Error::VaultDenied(_) | Error::KubeDenied(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
-            Error::VaultRejected(_) => Code::FailedPrecondition,
+            Error::VaultRejected(_) | Error::SyncRefused(_) => Code::FailedPrecondition,
             Error::VaultUnavailable(_) | Error::KubeUnavailable(_) => Code::Unavailable,
             Error::VaultFailed(_) => Code::Aborted,
             Error::BadResponse(_) | Error::Internal(_) => Code::Internal,
@@ -98,6 +102,7 @@ impl Error {
             Error::BadResponse(_) => "bad_response",
             Error::Timeout(_) => "timeout",
             Error::TooLarge(_) => "too_large",
+            Error::SyncRefused(_) => "sync_refused",
             Error::Internal(_) => "internal",
         }
     }
@@ -117,6 +122,7 @@ impl Error {
             Error::BadResponse(m) => Error::BadResponse(wrap(m)),
             Error::Timeout(m) => Error::Timeout(wrap(m)),
             Error::TooLarge(m) => Error::TooLarge(wrap(m)),
+            Error::SyncRefused(m) => Error::SyncRefused(wrap(m)),
             Error::Internal(m) => Error::Internal(wrap(m)),
         }
     }
@@ -150,6 +156,7 @@ mod tests {
             (Error::Internal(String::new()), Code::Internal),
             (Error::Timeout(String::new()), Code::DeadlineExceeded),
             (Error::TooLarge(String::new()), Code::ResourceExhausted),
+            (Error::SyncRefused(String::new()), Code::FailedPrecondition),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{}", err.kind());

@@ -249,6 +249,10 @@ impl KubeClient {
             headers,
             body: body.map(|b| (Bytes::from(b.to_string()), "application/json")),
         };
+        self.exchange(req).await
+    }
+
+    async fn exchange(&self, req: Request) -> Result<(u16, Json), KubeError> {
         let resp = self.http.send(req).await.map_err(|e| match e {
             HttpError::Build(m) => KubeError::BadResponse(m),
             other => KubeError::Unreachable(other.to_string()),
@@ -335,6 +339,44 @@ impl KubeClient {
 }
 
 impl KubeClient {
+    /// Reads a pod; `Ok(None)` when it does not exist.
+    pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Json>, KubeError> {
+        let path = format!("/api/v1/namespaces/{}/pods/{}", seg(namespace), seg(name));
+        match self.call(Method::GET, path, None).await {
+            Ok((_, json)) => Ok(Some(json)),
+            Err(KubeError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Server-side apply of a Secret under `field_manager`, without force:
+    /// fields another manager owns make it fail with 409 rather than be
+    /// taken over.
+    pub async fn apply_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        field_manager: &str,
+        secret: Json,
+    ) -> Result<Json, KubeError> {
+        let path = format!(
+            "/api/v1/namespaces/{}/secrets/{}?fieldManager={}",
+            seg(namespace),
+            seg(name),
+            seg(field_manager)
+        );
+        let headers = self.auth_headers()?;
+        // JSON is YAML, so the body needs no YAML encoder.
+        let req = Request {
+            method: Method::PATCH,
+            path_and_query: path,
+            headers,
+            body: Some((Bytes::from(secret.to_string()), "application/apply-patch+yaml")),
+        };
+        let (_, json) = self.exchange(req).await?;
+        Ok(json)
+    }
+
     /// Lists the pods scheduled to `node`: the list's resourceVersion and
     /// the UIDs present.
     pub async fn list_node_pods(&self, node: &str) -> Result<(String, Vec<String>), KubeError> {

@@ -19,6 +19,7 @@ pub mod mount;
 pub mod podwatch;
 pub mod server;
 pub mod spc;
+pub mod sync;
 pub mod testbed;
 pub mod vault;
 pub mod versions;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
 use crate::ledger::{Ledger, TokenKey};
 use crate::spc::{self, Defaults, Encoding, MountSpec, ObjectSpec, ReadKey};
+use crate::sync::Syncer;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
 
@@ -84,6 +85,7 @@ pub struct Mounter {
     versions: Arc<Versions>,
     ledger: Arc<Ledger>,
     pool: Arc<VaultPool>,
+    syncer: Syncer,
 }
 
 impl Mounter {
@@ -96,12 +98,14 @@ impl Mounter {
         ledger: Arc<Ledger>,
         pool: Arc<VaultPool>,
     ) -> Mounter {
+        let syncer = Syncer::new(kube.clone());
         Mounter {
             settings,
             kube,
             versions,
             ledger,
             pool,
+            syncer,
         }
     }
 
@@ -155,6 +159,7 @@ impl Mounter {
                 contents,
             });
         }
+        self.syncer.sync(spec, &files, &key).await?;
         Ok(MountOutput { files, versions })
     }
 

@@ -1,0 +1,262 @@
+//! Provider-side sync of mounted objects into Kubernetes Secrets
+//! (`syncSecrets`), for workloads that can only read a Secret.
+//!
+//! Unlike the driver's own `secretObjects` sync, it writes only into the
+//! mounting pod's namespace, only Secrets it manages (a Secret of that name
+//! created by anyone else is never touched), only when the content changed
+//! (compared by a keyed HMAC kept in an annotation, never plaintext), and
+//! with owner references to the pod's controller so garbage collection
+//! removes it with its workloads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value as Json};
+
+use crate::error::{Error, Result};
+use crate::kube::{KubeClient, KubeError};
+use crate::mount::OutFile;
+use crate::spc::{MountSpec, Pod, SyncSecret};
+use crate::versions::VersionKey;
+
+/// Field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "vault-csi-provider";
+/// Label marking the Secrets this provider manages.
+pub const MANAGED_LABEL: &str = "vault-csi-provider.io/managed";
+/// Annotation holding the keyed HMAC of the applied content.
+pub const HMAC_ANNOTATION: &str = "vault-csi-provider.io/content-hmac";
+/// A Secret may not exceed 1 MiB; leave room for metadata.
+const MAX_DATA_BYTES: usize = 1024 * 1024 - 16 * 1024;
+/// How long an applied HMAC is trusted without looking at the Secret again
+/// (a Secret deleted by hand is recreated at most this late).
+const VERIFY_AFTER: Duration = Duration::from_secs(60);
+
+/// Writes `syncSecrets`.
+pub struct Syncer {
+    kube: Option<KubeClient>,
+    applied: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+impl Syncer {
+    /// A syncer; without a Kubernetes client any `syncSecrets` fails clearly.
+    pub fn new(kube: Option<KubeClient>) -> Syncer {
+        Syncer {
+            kube,
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered(&self, ns: &str, name: &str, hmac: &str) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(applied.get(&(ns.to_string(), name.to_string())), Some((h, at)) if h == hmac && at.elapsed() < VERIFY_AFTER)
+    }
+
+    fn remember(&self, ns: &str, name: &str, hmac: String) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if applied.len() > 10_000 {
+            applied.clear();
+        }
+        applied.insert((ns.to_string(), name.to_string()), (hmac, Instant::now()));
+    }
+
+    /// Writes every Secret of `spec.sync` whose content changed.
+    pub async fn sync(&self, spec: &MountSpec, files: &[OutFile], key: &VersionKey) -> Result<()> {
+        if spec.sync.is_empty() {
+            return Ok(());
+        }
+        let Some(kube) = &self.kube else {
+            return Err(Error::Internal("syncSecrets needs access to the Kubernetes API".into()));
+        };
+        let contents: HashMap<&str, &[u8]> = files.iter().map(|f| (f.path.as_str(), f.contents.as_slice())).collect();
+        let mut owners: Option<Vec<Json>> = None;
+        for secret in &spec.sync {
+            let data = build_data(secret, &contents)?;
+            validate(secret, &data)?;
+            let ns = spec.pod.namespace.as_str();
+            let config = json!({
+                "type": secret.secret_type, "labels": secret.labels, "annotations": secret.annotations, "keep": secret.keep,
+                "keys": data.keys().collect::<Vec<_>>(),
+            })
+            .to_string();
+            let mut all = Vec::new();
+            for (k, v) in &data {
+                all.extend_from_slice(&(k.len() as u64).to_be_bytes());
+                all.extend_from_slice(k.as_bytes());
+                all.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                all.extend_from_slice(v);
+            }
+            let hmac = key.version(&config, &all);
+            if self.remembered(ns, &secret.name, &hmac) {
+                continue;
+            }
+            let what = format!("Secret {ns}/{}", secret.name);
+            let existing = kube
+                .get_secret(ns, &secret.name)
+                .await
+                .map_err(|e| kube_error(e, &what, ns))?;
+            let mut refs: Vec<Json> = Vec::new();
+            if let Some(existing) = &existing {
+                let managed = existing.pointer(&format!("/metadata/labels/{}", MANAGED_LABEL.replace('/', "~1")));
+                if managed.and_then(Json::as_str) != Some("true") {
+                    return Err(Error::SyncRefused(format!(
+                        "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
+                    )));
+                }
+                let current =
+                    existing.pointer(&format!("/metadata/annotations/{}", HMAC_ANNOTATION.replace('/', "~1")));
+                if current.and_then(Json::as_str) == Some(hmac.as_str()) {
+                    self.remember(ns, &secret.name, hmac);
+                    continue;
+                }
+                if let Some(r) = existing.pointer("/metadata/ownerReferences").and_then(Json::as_array) {
+                    refs.extend(r.iter().cloned());
+                }
+            }
+            if !secret.keep {
+                if owners.is_none() {
+                    owners = Some(owner_of(kube, &spec.pod).await?);
+                }
+                for o in owners.iter().flatten() {
+                    if !refs.iter().any(|r| r.get("uid") == o.get("uid")) {
+                        refs.push(o.clone());
+                    }
+                }
+            }
+            let body = apply_body(secret, ns, &data, &hmac, &refs);
+            kube.apply_secret(ns, &secret.name, FIELD_MANAGER, body)
+                .await
+                .map_err(|e| kube_error(e, &what, ns))?;
+            tracing::info!(secret = %what, keys = data.len(), "synced Secret");
+            self.remember(ns, &secret.name, hmac);
+        }
+        Ok(())
+    }
+}
+
+fn build_data<'a>(secret: &SyncSecret, contents: &HashMap<&str, &'a [u8]>) -> Result<BTreeMap<String, &'a [u8]>> {
+    let mut data = BTreeMap::new();
+    for (key, object) in &secret.data {
+        let bytes = contents.get(object.as_str()).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "syncSecrets Secret {:?}: key {key:?}: object {object:?} produced no file",
+                secret.name
+            ))
+        })?;
+        data.insert(key.clone(), *bytes);
+    }
+    Ok(data)
+}
+
+/// Checks content against the Secret type, naming the Secret and key.
+fn validate(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>) -> Result<()> {
+    let bad = |key: &str, why: String| {
+        Error::InvalidRequest(format!("syncSecrets Secret {:?}: key {key:?}: {why}", secret.name))
+    };
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_DATA_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "syncSecrets Secret {:?}: {size} bytes of data, more than a Secret can hold (1 MiB)",
+            secret.name
+        )));
+    }
+    match secret.secret_type.as_str() {
+        "kubernetes.io/tls" => {
+            let cert = data.get("tls.crt").copied().unwrap_or_default();
+            let key = data.get("tls.key").copied().unwrap_or_default();
+            let chain = crate::http::parse_pem_certs(cert, "tls.crt").map_err(|e| bad("tls.crt", e))?;
+            let private = crate::http::parse_pem_key(key, "tls.key").map_err(|e| bad("tls.key", e))?;
+            let provider = rustls::crypto::ring::default_provider();
+            let signing = provider
+                .key_provider
+                .load_private_key(private)
+                .map_err(|e| bad("tls.key", format!("unusable private key: {e}")))?;
+            rustls::sign::CertifiedKey::new(chain, signing)
+                .keys_match()
+                .map_err(|_| bad("tls.key", "does not match the certificate in tls.crt".to_string()))?;
+        }
+        "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
+            let key = if secret.secret_type.ends_with("json") {
+                ".dockerconfigjson"
+            } else {
+                ".dockercfg"
+            };
+            let raw = data.get(key).copied().unwrap_or_default();
+            let parsed: Json = serde_json::from_slice(raw).map_err(|e| bad(key, format!("is not valid JSON: {e}")))?;
+            let ok = if key == ".dockerconfigjson" {
+                parsed.get("auths").is_some_and(Json::is_object)
+            } else {
+                parsed.is_object()
+            };
+            if !ok {
+                return Err(bad(
+                    key,
+                    "is not a Docker config (expected an object with \"auths\")".to_string(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The pod's controller (ReplicaSet, StatefulSet, DaemonSet, Job, ...) as
+/// owner, or the pod itself when it has none.
+async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<Json>> {
+    let what = format!("pod {}/{}", pod.namespace, pod.name);
+    let found = kube
+        .get_pod(&pod.namespace, &pod.name)
+        .await
+        .map_err(|e| kube_error(e, &what, &pod.namespace))?;
+    let Some(found) = found else {
+        return Err(Error::NotFound(format!(
+            "{what} not found: cannot set the owner of its synced Secrets"
+        )));
+    };
+    let controller = found
+        .pointer("/metadata/ownerReferences")
+        .and_then(Json::as_array)
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r.get("controller").and_then(Json::as_bool) == Some(true))
+        });
+    let owner = match controller {
+        Some(c) => json!({
+            "apiVersion": c.get("apiVersion"), "kind": c.get("kind"), "name": c.get("name"), "uid": c.get("uid"),
+        }),
+        None => json!({
+            "apiVersion": "v1", "kind": "Pod", "name": pod.name,
+            "uid": found.pointer("/metadata/uid").and_then(Json::as_str).unwrap_or(pod.uid.as_str()),
+        }),
+    };
+    Ok(vec![owner])
+}
+
+fn apply_body(secret: &SyncSecret, ns: &str, data: &BTreeMap<String, &[u8]>, hmac: &str, owners: &[Json]) -> Json {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut labels = secret.labels.clone();
+    labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+    let mut annotations = secret.annotations.clone();
+    annotations.insert(HMAC_ANNOTATION.to_string(), hmac.to_string());
+    let encoded: BTreeMap<&String, String> = data.iter().map(|(k, v)| (k, b64.encode(v))).collect();
+    let mut metadata = json!({ "name": secret.name, "namespace": ns, "labels": labels, "annotations": annotations });
+    if !owners.is_empty() {
+        metadata["ownerReferences"] = Json::Array(owners.to_vec());
+    }
+    json!({ "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": secret.secret_type, "data": encoded })
+}
+
+fn kube_error(e: KubeError, what: &str, ns: &str) -> Error {
+    match e {
+        KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
+            "syncing {what}: {e}. The provider may not write Secrets in namespace {ns}: bind the ClusterRole vault-csi-provider-secret-sync to the provider's service account with a RoleBinding in {ns} (see deploy/components/secret-sync)"
+        )),
+        KubeError::Status { code: 409, .. } => Error::SyncRefused(format!(
+            "syncing {what}: {e}. Another field manager owns fields of this Secret; it is not changed"
+        )),
+        KubeError::Status { code: 422, .. } => Error::InvalidRequest(format!("syncing {what}: {e}")),
+        KubeError::Unreachable(_) => Error::KubeUnavailable(format!("syncing {what}: {e}")),
+        other => Error::BadResponse(format!("syncing {what}: {other}")),
+    }
+}
