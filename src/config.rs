@@ -135,7 +135,7 @@ pub struct Flags {
     pub request_timeout: Duration,
 
     /// How many objects of one Mount are fetched from Vault at the same time.
-    #[arg(long = "fetch-concurrency", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long = "fetch-concurrency", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub fetch_concurrency: u16,
 }
 

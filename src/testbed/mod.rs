@@ -6,4 +6,5 @@ pub mod driver;
 pub mod kube_double;
 pub mod openbao;
 pub mod postgres;
+pub mod vault_proxy;
 pub mod world;
