@@ -638,3 +638,129 @@ async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     assert!(status.success(), "{status}: {}", p.logs());
     assert!(!p.socket.exists(), "socket removed on shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_options_and_unix_socket_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = vault_csi_provider::testbed::world::World::start_tls(dir.path())
+        .await
+        .expect("TLS world");
+    world.bao.kv2_put("secret", "app", json!({"k": "tls"})).await.unwrap();
+    let ca = world.bao.ca_cert_path().expect("dev CA");
+    let ca_dir = dir.path().join("cas");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(&ca, ca_dir.join("ca.pem")).unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"));
+    let p = world.provider(binary, "p", &[]).await.unwrap();
+    let pod = world.pod("default", "web-0", "app").unwrap();
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let addr = world.bao.addr();
+    let ca_s = ca.display().to_string();
+    let ca_dir_s = ca_dir.display().to_string();
+    let localhost_addr = addr.replace("127.0.0.1", "localhost");
+
+    let ok: Vec<Vec<(&str, &str)>> = vec![
+        vec![("vaultAddress", &addr), ("vaultCACertPath", &ca_s)],
+        vec![("vaultAddress", &addr), ("vaultCADirectory", &ca_dir_s)],
+        vec![("vaultAddress", &addr), ("vaultSkipTLSVerify", "true")],
+        vec![
+            ("vaultAddress", &localhost_addr),
+            ("vaultCACertPath", &ca_s),
+            ("vaultTLSServerName", "localhost"),
+        ],
+    ];
+    for extra in ok {
+        let r = p.mount(&params(objects, &extra), &pod).await;
+        assert_eq!(
+            text(&r.unwrap_or_else(|e| panic!("{extra:?}: {}", e.message())), "k"),
+            "tls",
+            "{extra:?}"
+        );
+    }
+    // No CA: the certificate is not trusted, and the error says so.
+    let e = p
+        .mount(&params(objects, &[("vaultAddress", &addr)]), &pod)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
+    // A server name the certificate does not carry.
+    let e = p
+        .mount(
+            &params(
+                objects,
+                &[
+                    ("vaultAddress", &addr),
+                    ("vaultCACertPath", &ca_s),
+                    ("vaultTLSServerName", "vault.example"),
+                ],
+            ),
+            &pod,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
+    // A CA file that does not exist is a configuration error.
+    let e = p
+        .mount(
+            &params(
+                objects,
+                &[("vaultAddress", &addr), ("vaultCACertPath", "/nonexistent/ca.pem")],
+            ),
+            &pod,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("/nonexistent/ca.pem"), "{}", e.message());
+
+    // unix:// — a socket in front of the TLS listener is not possible with
+    // plain HTTP, so relay a unix socket to a plain-HTTP OpenBao.
+    let plain = vault_csi_provider::testbed::openbao::OpenBao::start().await.unwrap();
+    plain.kv2_put("secret", "app", json!({"k": "unix"})).await.unwrap();
+    plain.enable_auth("kubernetes", "kubernetes").await.unwrap();
+    world.kube.add_service_account("kube-system", "vault-reviewer");
+    let reviewer = world
+        .kube
+        .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(3600));
+    plain
+        .configure_kubernetes_auth("kubernetes", &world.kube.url(), &world.kube.ca_pem(), &reviewer)
+        .await
+        .unwrap();
+    plain
+        .kubernetes_role(
+            "kubernetes",
+            "app",
+            &["app"],
+            &["default"],
+            &[READ_ALL],
+            Some("vault"),
+            "1h",
+            "2h",
+        )
+        .await
+        .unwrap();
+    plain
+        .put_policy(READ_ALL, r#"path "secret/*" { capabilities = ["read"] }"#)
+        .await
+        .unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let upstream = plain.addr().trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut t) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                }
+            });
+        }
+    });
+    let unix = format!("unix://{}", sock.display());
+    let r = p
+        .mount(&params(objects, &[("vaultAddress", &unix)]), &pod)
+        .await
+        .expect("unix:// address");
+    assert_eq!(text(&r, "k"), "unix");
+}

@@ -37,10 +37,21 @@ impl World {
     /// Starts OpenBao and the Kubernetes double, wires kubernetes auth, and
     /// creates role `app` for service account `default/app` (audience `vault`).
     pub async fn start(dir: &Path) -> anyhow::Result<World> {
+        let bao = OpenBao::start().await.context("starting OpenBao")?;
+        Self::with(dir, bao).await
+    }
+
+    /// The same world with OpenBao serving TLS (its dev CA at
+    /// `bao.ca_cert_path()`).
+    pub async fn start_tls(dir: &Path) -> anyhow::Result<World> {
+        let bao = OpenBao::start_tls().await.context("starting OpenBao with TLS")?;
+        Self::with(dir, bao).await
+    }
+
+    async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
         let kube = KubeDouble::start()
             .await
             .context("starting the Kubernetes API double")?;
-        let bao = OpenBao::start().await.context("starting OpenBao")?;
 
         // Vault's TokenReview identity.
         kube.add_service_account("kube-system", "vault-reviewer");
