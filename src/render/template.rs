@@ -110,7 +110,8 @@ fn subscript_references(source: &str) -> Vec<String> {
                 continue;
             }
         };
-        let body_end = after.find(close).unwrap_or(after.len());
+        // Search after the opening delimiter's second character, so `{%}` is not a whole tag.
+        let body_end = after[1..].find(close).map_or(after.len(), |i| i + 1);
         let mut body = &after[1..body_end];
         while let Some(at) = body.find("objects") {
             let before_ok = body[..at]

@@ -391,6 +391,20 @@ async fn templates_cannot_read_files_or_run_away() {
     assert!(m.contains("object \"f\": template"), "{m}");
     let m = t("{{ 'x' * 100000000 }}").await;
     assert!(m.contains("did more work") || m.contains("larger than"), "{m}");
+    // Odd but valid templates do not trip the reference scanner.
+    for tpl in ["{% raw %}{%}{{}}{% endraw %}", "{{ '{%}' }}", "{#{%}#}"] {
+        assert!(
+            parse_objects(
+                &format!(
+                    "- objectName: f\n  secretPath: kv/x\n  template: {}\n",
+                    serde_json::to_string(tpl).unwrap()
+                ),
+                0o644
+            )
+            .is_ok(),
+            "{tpl}"
+        );
+    }
     let m = t("{{ env }}{{ range }}").await;
     assert!(m.contains("undefined value"), "no env global: {m}");
 }
