@@ -3,7 +3,8 @@
 //! SecretProviderClass names, and returns them to the driver as files.
 //!
 //! Module map: [`config`] (flags), [`spc`] (parsing a Mount request),
-//! [`mount`] (how a mount works), [`vault`] (talking to Vault), [`kube`]
+//! [`mount`] (how a mount works), [`render`] (how files and versions are
+//! made), [`vault`] (talking to Vault), [`kube`]
 //! (talking to Kubernetes), [`versions`] (object versions), [`http`] (the
 //! shared transport), [`server`] (gRPC, socket, health), [`error`] (error
 //! kinds and their gRPC codes), [`testbed`] (test doubles and harness
@@ -17,6 +18,7 @@ pub mod kube;
 pub mod ledger;
 pub mod mount;
 pub mod podwatch;
+pub mod render;
 pub mod server;
 pub mod spc;
 pub mod sync;

@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
 use crate::ledger::{Ledger, TokenKey};
-use crate::spc::{self, Defaults, Encoding, MountSpec, ObjectSpec, ReadKey};
+use crate::render;
+use crate::spc::{self, Defaults, MountSpec, ObjectSpec, ReadKey};
 use crate::sync::Syncer;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
@@ -144,23 +144,12 @@ impl Mounter {
         let key = self.versions.key().await?;
         let client = self.client(spec)?;
         let responses = self.fetch_all(spec, &client).await?;
-
-        let mut files = Vec::with_capacity(spec.objects.len());
-        let mut versions = Vec::with_capacity(spec.objects.len());
-        for object in &spec.objects {
-            let response = responses
-                .get(&object.read)
-                .ok_or_else(|| Error::Internal(format!("no response for object {:?}", object.name)))?;
-            let contents = render(object, response)?;
-            versions.push((object.name.clone(), key.version(&object.config_digest_input, &contents)));
-            files.push(OutFile {
-                path: object.name.clone(),
-                mode: object.mode,
-                contents,
-            });
-        }
-        self.syncer.sync(spec, &files, &key).await?;
-        Ok(MountOutput { files, versions })
+        let rendered = render::render_all(&spec.objects, &spec.templates, &responses, &key)?;
+        self.syncer.sync(spec, &rendered.files, &key).await?;
+        Ok(MountOutput {
+            files: rendered.files,
+            versions: rendered.versions,
+        })
     }
 
     fn client(&self, spec: &MountSpec) -> Result<VaultClient> {
@@ -368,56 +357,3 @@ fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
         },
     }
 }
-
-/// Turns one Vault response into an object's file content.
-pub fn render(object: &ObjectSpec, response: &Json) -> Result<Vec<u8>> {
-    let Some(key) = &object.secret_key else {
-        // The whole response, minus the per-request id: it changes on every
-        // read and would make the version change although nothing did.
-        let mut whole = response.clone();
-        if let Some(map) = whole.as_object_mut() {
-            map.remove("request_id");
-        }
-        return Ok(whole.to_string().into_bytes());
-    };
-    let data = response.get("data").unwrap_or(&Json::Null);
-    let scope = match data.get("data") {
-        Some(inner @ Json::Object(_)) => inner,
-        _ => data,
-    };
-    let value = scope.get(key).ok_or_else(|| {
-        Error::NotFound(format!(
-            "object {:?}: key {key:?} not found in the response of {} (available keys: {})",
-            object.name,
-            object.read,
-            scope
-                .as_object()
-                .map(|m| m.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-        ))
-    })?;
-    let text = match value {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match object.encoding {
-        Encoding::Utf8 => Ok(text.into_bytes()),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| {
-                Error::InvalidRequest(format!(
-                    "object {:?}: key {key:?} is not valid base64 ({e}); remove encoding: base64 or fix the value",
-                    object.name
-                ))
-            }),
-        Encoding::Hex => hex::decode(text.trim()).map_err(|e| {
-            Error::InvalidRequest(format!(
-                "object {:?}: key {key:?} is not valid hex ({e}); remove encoding: hex or fix the value",
-                object.name
-            ))
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests;

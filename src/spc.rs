@@ -16,6 +16,9 @@ use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 
+mod output;
+pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
+
 /// Attribute keys kubelet and the driver add to every request.
 pub mod keys {
     /// Pod name (needs `podInfoOnMount: true` on the CSIDriver).
@@ -125,10 +128,13 @@ pub struct MountSpec {
     pub vault: VaultConfig,
     /// Token from kubelet for the audience, when present.
     pub provided_token: Option<ProvidedToken>,
-    /// The objects to fetch, in SPC order.
+    /// The objects that read Vault, in SPC order.
     pub objects: Vec<ObjectSpec>,
     /// Kubernetes Secrets to write from the objects (`syncSecrets`).
     pub sync: Vec<SyncSecret>,
+    /// The objects without a `secretPath`: rendered from a template over
+    /// the responses of `objects`.
+    pub templates: Vec<TemplateObject>,
 }
 
 /// Secret types the sync accepts (the ones the driver's own sync knows).
@@ -185,10 +191,22 @@ struct RawSyncData {
 
 /// Parses `syncSecrets` against the objects it may reference, reporting
 /// every problem at once.
-pub fn parse_sync(yaml: &str, objects: &[ObjectSpec]) -> Result<Vec<SyncSecret>> {
+pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObject]) -> Result<Vec<SyncSecret>> {
     let raw: Vec<RawSyncSecret> = serde_yaml_ng::from_str(yaml)
         .map_err(|e| invalid(format!("parameter syncSecrets is not a YAML list of Secrets: {e}")))?;
-    let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    // The files the objects produce: plain and template objects by name,
+    // expanded objects as `<name>/<key>` (keys are known only after reading).
+    let names: std::collections::HashSet<&str> = objects
+        .iter()
+        .filter(|o| o.output.writes_files() && !matches!(o.output, Output::Expand { .. }))
+        .map(|o| o.name.as_str())
+        .chain(templates.iter().map(|t| t.name.as_str()))
+        .collect();
+    let expanded: Vec<String> = objects
+        .iter()
+        .filter(|o| matches!(o.output, Output::Expand { .. }))
+        .map(|o| format!("{}/", o.name))
+        .collect();
     let mut problems = Vec::new();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -228,7 +246,7 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec]) -> Result<Vec<SyncSecret>>
             } else if !keys.insert(key.clone()) {
                 problems.push(format!("{label}: key {key:?} is listed more than once"));
             }
-            if !names.contains(object.as_str()) {
+            if !names.contains(object.as_str()) && !expanded.iter().any(|e| object.starts_with(e.as_str())) {
                 problems.push(format!(
                     "{label}: key {key:?}: objectName {object:?} is not one of the objects"
                 ));
@@ -348,14 +366,49 @@ pub struct ObjectSpec {
     pub name: String,
     /// The Vault request that produces it.
     pub read: ReadKey,
-    /// Key to extract from the response data; `None` writes the whole response.
-    pub secret_key: Option<String>,
-    /// Decoding of the extracted value.
-    pub encoding: Encoding,
+    /// How the response becomes file content.
+    pub output: Output,
     /// File mode.
     pub mode: u32,
     /// Canonical text of the object's configuration, hashed into its version.
     pub config_digest_input: String,
+}
+
+/// An `objects` entry with a `template` and no `secretPath`: its file is
+/// rendered from the responses of the other objects only.
+#[derive(Debug, Clone)]
+pub struct TemplateObject {
+    /// File path relative to the mount; also the ObjectVersion id.
+    pub name: String,
+    /// The template.
+    pub template: TemplateSource,
+    /// File mode.
+    pub mode: u32,
+    /// Canonical text of the object's configuration, hashed into its version.
+    pub config_digest_input: String,
+}
+
+/// The parsed `objects` list, split by whether an entry reads Vault.
+#[derive(Debug, Clone)]
+pub struct ObjectSet {
+    /// Entries with a `secretPath`, in SPC order.
+    pub objects: Vec<ObjectSpec>,
+    /// Entries with only a `template`, in SPC order.
+    pub templates: Vec<TemplateObject>,
+}
+
+enum Parsed {
+    Read(ObjectSpec),
+    Template(TemplateObject),
+}
+
+impl Parsed {
+    fn name(&self) -> &str {
+        match self {
+            Parsed::Read(o) => &o.name,
+            Parsed::Template(t) => &t.name,
+        }
+    }
 }
 
 /// The `objects` entry as users write it.
@@ -369,6 +422,11 @@ struct RawObject {
     secret_args: Option<serde_yaml_ng::Value>,
     encoding: Option<String>,
     file_permission: Option<serde_yaml_ng::Value>,
+    secret_key_pointer: Option<String>,
+    format: Option<String>,
+    expand_keys: Option<serde_yaml_ng::Value>,
+    template: Option<String>,
+    write_file: Option<serde_yaml_ng::Value>,
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -435,9 +493,9 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
 
     let objects_yaml =
         get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
-    let objects = parse_objects(objects_yaml, default_mode)?;
+    let ObjectSet { objects, templates } = parse_objects(objects_yaml, default_mode)?;
     let sync = match get("syncSecrets") {
-        Some(yaml) => parse_sync(yaml, &objects)?,
+        Some(yaml) => parse_sync(yaml, &objects, &templates)?,
         None => Vec::new(),
     };
 
@@ -451,6 +509,7 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
         provided_token,
         objects,
         sync,
+        templates,
     })
 }
 
@@ -550,29 +609,94 @@ fn select_token(json: &str, audience: &str) -> Result<Option<ProvidedToken>> {
 
 /// Parses the `objects` YAML into validated objects, reporting every problem
 /// found rather than only the first.
-pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<Vec<ObjectSpec>> {
+pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<ObjectSet> {
     let raw: Vec<RawObject> = serde_yaml_ng::from_str(yaml)
         .map_err(|e| invalid(format!("parameter objects is not a YAML list of objects: {e}")))?;
     if raw.is_empty() {
         return Err(invalid("parameter objects lists no objects".to_string()));
     }
     let mut problems = Vec::new();
-    let mut objects = Vec::new();
+    let mut parsed = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         match parse_object(i, r, default_mode) {
-            Ok(o) => objects.push(o),
+            Ok(o) => parsed.push(o),
             Err(mut p) => problems.append(&mut p),
         }
     }
-    problems.extend(check_names(&objects));
+    problems.extend(check_names(&parsed));
+    problems.extend(check_references(&parsed));
+    let mut set = ObjectSet {
+        objects: Vec::new(),
+        templates: Vec::new(),
+    };
+    for p in parsed {
+        match p {
+            Parsed::Read(o) => set.objects.push(o),
+            Parsed::Template(t) => set.templates.push(t),
+        }
+    }
+    if problems.is_empty() && set.templates.is_empty() && !set.objects.iter().any(|o| o.output.writes_files()) {
+        problems.push("every object has writeFile: false, so nothing would be mounted".to_string());
+    }
     if problems.is_empty() {
-        Ok(objects)
+        Ok(set)
     } else {
         Err(invalid(problems.join("; ")))
     }
 }
 
-fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::Result<ObjectSpec, Vec<String>> {
+/// Templates may use the responses of objects that read Vault, by name.
+/// They never see another template's output, so references cannot form a
+/// cycle; what is checked here is that every literal reference names an
+/// object with a `secretPath`.
+fn check_references(parsed: &[Parsed]) -> Vec<String> {
+    let reads: Vec<&str> = parsed
+        .iter()
+        .filter_map(|p| match p {
+            Parsed::Read(o) => Some(o.name.as_str()),
+            Parsed::Template(_) => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for p in parsed {
+        let (name, template) = match p {
+            Parsed::Read(ObjectSpec {
+                name,
+                output: Output::Template(t),
+                ..
+            }) => (name, t),
+            Parsed::Template(t) => (&t.name, &t.template),
+            Parsed::Read(_) => continue,
+        };
+        for r in &template.references {
+            if reads.contains(&r.as_str()) {
+                continue;
+            }
+            if parsed.iter().any(|q| q.name() == r) {
+                problems.push(format!(
+                    "object {name:?}: template: objects[{r:?}] has no secretPath; a template can use only objects that read Vault"
+                ));
+            } else {
+                problems.push(format!(
+                    "object {name:?}: template: objects[{r:?}] names no object (objects that read Vault: {})",
+                    reads.join(", ")
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Reads a YAML boolean; a quoted `"true"` is accepted too.
+fn parse_flag(v: &serde_yaml_ng::Value) -> std::result::Result<bool, String> {
+    match v {
+        serde_yaml_ng::Value::Bool(b) => Ok(*b),
+        serde_yaml_ng::Value::String(s) => parse_go_bool(s).map_err(|_| format!("{s:?} is not true or false")),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::Result<Parsed, Vec<String>> {
     let label = match r.object_name.as_deref() {
         Some(n) => format!("object {n:?} (#{})", index + 1),
         None => format!("object #{}", index + 1),
@@ -599,9 +723,12 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
         },
     };
 
+    let has_template = r.template.is_some();
     let path = match r.secret_path.as_deref().map(str::trim) {
         None | Some("") => {
-            problem("secretPath", "missing".to_string());
+            if !has_template {
+                problem("secretPath", "missing (or give a template)".to_string());
+            }
             None
         }
         Some(p) => match parse_secret_path(p) {
@@ -660,10 +787,114 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
             None
         }
     };
-    if secret_key.is_none() && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex)) {
+    let pointer = match r.secret_key_pointer.as_deref().map(JsonPointer::parse) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            problem("secretKeyPointer", e);
+            None
+        }
+    };
+    let format = match r.format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        None => None,
+        Some(f) => match Format::parse(f) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                problem("format", e);
+                None
+            }
+        },
+    };
+    let mut flag = |field: &str, v: Option<&serde_yaml_ng::Value>, default: bool| match v.map(parse_flag) {
+        None => default,
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            problem(field, e);
+            default
+        }
+    };
+    let expand = flag("expandKeys", r.expand_keys.as_ref(), false);
+    let write_file = flag("writeFile", r.write_file.as_ref(), true);
+    let template = match r.template.as_deref() {
+        None => None,
+        Some(t) if t.trim().is_empty() => {
+            problem("template", "is empty".to_string());
+            None
+        }
+        Some(t) => match crate::render::scan_template(name.as_deref().unwrap_or("template"), t) {
+            Ok(references) => Some(TemplateSource {
+                source: t.to_string(),
+                references,
+            }),
+            Err(e) => {
+                problem("template", e);
+                None
+            }
+        },
+    };
+
+    // Which fields were written, to refuse combinations that mean nothing.
+    let has_encoding = r.encoding.as_deref().is_some_and(|e| !e.trim().is_empty());
+    let given: Vec<&str> = [
+        ("secretKey", secret_key.is_some()),
+        ("secretKeyPointer", r.secret_key_pointer.is_some()),
+        ("format", r.format.is_some()),
+        ("expandKeys", expand),
+        ("encoding", has_encoding),
+    ]
+    .into_iter()
+    .filter_map(|(f, set)| set.then_some(f))
+    .collect();
+    if secret_key.is_some() && r.secret_key_pointer.is_some() {
+        problem(
+            "secretKeyPointer",
+            "cannot be used together with secretKey; keep one".to_string(),
+        );
+    }
+    if has_template && !given.is_empty() {
+        problem(
+            "template",
+            format!("renders the whole file; remove {}", given.join(", ")),
+        );
+    }
+    if !write_file {
+        let mut extra = given.clone();
+        if has_template {
+            extra.push("template");
+        }
+        if r.file_permission.is_some() {
+            extra.push("filePermission");
+        }
+        if !extra.is_empty() {
+            problem(
+                "writeFile",
+                format!(
+                    "false makes the object only an input of templates; remove {}",
+                    extra.join(", ")
+                ),
+            );
+        }
+        if path.is_none() && has_template {
+            problem("writeFile", "false needs a secretPath to read".to_string());
+        }
+    }
+    if format.is_some() && expand {
+        problem(
+            "format",
+            "cannot be combined with expandKeys (each expanded key is written as its value)".to_string(),
+        );
+    }
+    if format.is_some() && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex)) {
+        problem("encoding", "cannot be combined with format".to_string());
+    }
+    if secret_key.is_none()
+        && pointer.is_none()
+        && !expand
+        && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex))
+    {
         problem(
             "encoding",
-            "only applies to a value selected with secretKey".to_string(),
+            "only applies to a value selected with secretKey (or secretKeyPointer, or expandKeys)".to_string(),
         );
     }
 
@@ -676,34 +907,88 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
         }
     };
 
-    match (name, path, method, encoding, mode) {
-        (Some(name), Some((path, query)), Some(method), Some(encoding), Some(mode)) if problems.is_empty() => {
-            let read = ReadKey {
-                method,
-                path,
-                query,
-                body,
-            };
-            let config_digest_input = serde_json::json!({
-                "objectName": name,
-                "secretPath": read.to_string(),
-                "secretArgs": read.body,
-                "secretKey": secret_key,
-                "encoding": format!("{encoding:?}"),
-                "mode": mode,
-            })
-            .to_string();
-            Ok(ObjectSpec {
-                name,
-                read,
-                secret_key,
-                encoding,
-                mode,
-                config_digest_input,
-            })
-        }
-        _ => Err(problems),
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    let (Some(name), Some(method), Some(encoding), Some(mode)) = (name, method, encoding, mode) else {
+        return Err(problems);
+    };
+    let Some((path, query)) = path else {
+        // No secretPath: a template over other objects (checked above).
+        let Some(template) = template else {
+            return Err(problems);
+        };
+        let config_digest_input = serde_json::json!({
+            "objectName": name,
+            "template": template.source,
+            "mode": mode,
+        })
+        .to_string();
+        return Ok(Parsed::Template(TemplateObject {
+            name,
+            template,
+            mode,
+            config_digest_input,
+        }));
+    };
+    let read = ReadKey {
+        method,
+        path,
+        query,
+        body,
+    };
+    // Exactly the fields every object had before issue 7, so existing
+    // objects keep their versions; the new fields only when written.
+    let mut digest = serde_json::json!({
+        "objectName": name,
+        "secretPath": read.to_string(),
+        "secretArgs": read.body,
+        "secretKey": secret_key,
+        "encoding": format!("{encoding:?}"),
+        "mode": mode,
+    });
+    if let Some(map) = digest.as_object_mut() {
+        if let Some(p) = &pointer {
+            map.insert("secretKeyPointer".into(), Json::from(p.as_str()));
+        }
+        if let Some(f) = format {
+            map.insert("format".into(), Json::from(f.name()));
+        }
+        if expand {
+            map.insert("expandKeys".into(), Json::from(true));
+        }
+        if let Some(t) = &template {
+            map.insert("template".into(), Json::from(t.source.as_str()));
+        }
+        if !write_file {
+            map.insert("writeFile".into(), Json::from(false));
+        }
+    }
+    let select = match (secret_key, pointer) {
+        (Some(k), _) => Select::Key(k),
+        (None, Some(p)) => Select::Pointer(p),
+        (None, None) => Select::Data,
+    };
+    let output = if !write_file {
+        Output::Hidden
+    } else if let Some(t) = template {
+        Output::Template(t)
+    } else if expand {
+        Output::Expand { select, encoding }
+    } else if let Some(format) = format {
+        Output::Formatted { select, format }
+    } else if select == Select::Data {
+        Output::Envelope
+    } else {
+        Output::Value { select, encoding }
+    };
+    Ok(Parsed::Read(ObjectSpec {
+        name,
+        read,
+        output,
+        mode,
+        config_digest_input: digest.to_string(),
+    }))
 }
 
 /// Parses a YAML `filePermission`. Users write `0600` meaning octal (YAML 1.1);
@@ -767,24 +1052,36 @@ pub fn check_object_path(p: &str) -> std::result::Result<(), String> {
 }
 
 /// Duplicate names, and a name that is also another's directory (`a` and
-/// `a/b`), would make the driver fail after the secrets were read.
-fn check_names(objects: &[ObjectSpec]) -> Vec<String> {
+/// `a/b`), would make the driver fail after the secrets were read. Objects
+/// with `writeFile: false` write nothing, so only their names must be unique.
+fn check_names(parsed: &[Parsed]) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut seen: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, o) in objects.iter().enumerate() {
-        seen.entry(o.name.as_str()).or_default().push(i + 1);
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    // Written names, and whether each is a directory (expandKeys) or a file.
+    let mut written: BTreeMap<&str, bool> = BTreeMap::new();
+    for p in parsed {
+        *seen.entry(p.name()).or_default() += 1;
+        match p {
+            Parsed::Read(o) if !o.output.writes_files() => {}
+            Parsed::Read(o) => {
+                written.insert(&o.name, matches!(o.output, Output::Expand { .. }));
+            }
+            Parsed::Template(t) => {
+                written.insert(&t.name, false);
+            }
+        }
     }
-    for (name, at) in &seen {
-        if at.len() > 1 {
+    for (name, n) in &seen {
+        if *n > 1 {
             problems.push(format!(
                 "objectName {name:?} is used more than once; each objectName must be unique"
             ));
         }
     }
-    for name in seen.keys() {
+    for name in written.keys() {
         for (slash, _) in name.match_indices('/') {
             let dir = &name[..slash];
-            if seen.contains_key(dir) {
+            if written.get(dir) == Some(&false) {
                 problems.push(format!(
                     "objectName {dir:?} is a file but {name:?} needs it to be a directory"
                 ));

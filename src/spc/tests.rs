@@ -86,7 +86,13 @@ fn a_full_request_parses() {
     assert_eq!(o[1].mode, 0o644, "default from permission");
     assert_eq!(o[2].read.path, "/v1/secret/data/app");
     assert_eq!(o[2].read.query, vec![("version".to_string(), "2".to_string())]);
-    assert_eq!(o[2].encoding, Encoding::Base64);
+    assert!(matches!(
+        o[2].output,
+        Output::Value {
+            encoding: Encoding::Base64,
+            ..
+        }
+    ));
     assert_eq!(o[2].mode, 420, "a plain YAML integer is decimal");
 }
 
@@ -201,7 +207,7 @@ fn equal_reads_share_a_key_and_different_args_do_not() {
 - {objectName: c1, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example}}
 - {objectName: c2, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: b.example}}
 "#;
-    let o = parse_objects(yaml, 0o644).unwrap();
+    let o = parse_objects(yaml, 0o644).unwrap().objects;
     assert_eq!(o[0].read, o[1].read);
     assert_ne!(o[2].read, o[3].read);
 }
@@ -244,4 +250,145 @@ fn missing_pod_info_explains_pod_info_on_mount() {
     m.insert("roleName".into(), "r".into());
     m.insert("objects".into(), ONE.into());
     assert!(err(&serde_json::to_string(&m).unwrap()).contains("podInfoOnMount"));
+}
+
+#[test]
+fn shaping_fields_become_typed_outputs() {
+    let yaml = r#"
+- {objectName: whole, secretPath: s/data/a}
+- {objectName: key, secretPath: s/data/a, secretKey: k}
+- {objectName: ptr, secretPath: s/data/a, secretKeyPointer: /a/b~1c}
+- {objectName: env, secretPath: s/data/a, format: DOTENV}
+- {objectName: sub.yaml, secretPath: s/data/a, secretKeyPointer: /a, format: yaml}
+- {objectName: keys, secretPath: s/data/a, expandKeys: true, encoding: base64}
+- {objectName: in, secretPath: s/data/a, writeFile: "false"}
+- {objectName: t, secretPath: s/data/a, template: "{{ data.k }}{{ objects.in.data.x }}"}
+- {objectName: only-template, template: "{{ objects['key'].data.k }}", filePermission: 0600}
+"#;
+    let set = parse_objects(yaml, 0o644).unwrap();
+    let out: Vec<&Output> = set.objects.iter().map(|o| &o.output).collect();
+    assert_eq!(*out[0], Output::Envelope);
+    assert_eq!(
+        *out[1],
+        Output::Value {
+            select: Select::Key("k".into()),
+            encoding: Encoding::Utf8
+        }
+    );
+    assert!(matches!(out[2], Output::Value { select: Select::Pointer(p), .. } if p.tokens() == ["a", "b/c"]));
+    assert!(matches!(
+        out[3],
+        Output::Formatted {
+            select: Select::Data,
+            format: Format::Dotenv
+        }
+    ));
+    assert!(matches!(
+        out[4],
+        Output::Formatted {
+            select: Select::Pointer(_),
+            format: Format::Yaml
+        }
+    ));
+    assert!(matches!(
+        out[5],
+        Output::Expand {
+            select: Select::Data,
+            encoding: Encoding::Base64
+        }
+    ));
+    assert_eq!(*out[6], Output::Hidden);
+    assert!(matches!(out[7], Output::Template(t) if t.references == ["in"]));
+    assert_eq!(set.templates.len(), 1);
+    assert_eq!(set.templates[0].name, "only-template");
+    assert_eq!(set.templates[0].template.references, ["key"]);
+    assert_eq!(set.templates[0].mode, 0o600);
+}
+
+#[test]
+fn existing_objects_keep_their_version_input() {
+    // The digest input of an object without new fields is exactly what it
+    // was before issue 7 (and so is its version).
+    let o = parse_objects(
+        "- {objectName: a, secretPath: s/data/a?version=2, secretKey: k, encoding: hex, filePermission: 0600}",
+        0o644,
+    )
+    .unwrap();
+    assert_eq!(
+        o.objects[0].config_digest_input,
+        r#"{"encoding":"Hex","mode":384,"objectName":"a","secretArgs":null,"secretKey":"k","secretPath":"GET /v1/s/data/a?version=2"}"#
+    );
+}
+
+#[test]
+fn shaping_field_problems_are_all_reported() {
+    let cases = [
+        (
+            "- {objectName: a, secretPath: s/a, secretKeyPointer: a/b}",
+            "secretKeyPointer: \"a/b\" is not a JSON Pointer",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, secretKeyPointer: /a~x}",
+            "not followed by 0 or 1",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, secretKey: k, secretKeyPointer: /k}",
+            "cannot be used together with secretKey",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, format: toml}",
+            "format: unknown format \"toml\"",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, format: json, expandKeys: true}",
+            "cannot be combined with expandKeys",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, format: json, encoding: hex}",
+            "encoding: cannot be combined with format",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, expandKeys: maybe}",
+            "expandKeys: \"maybe\" is not true or false",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, template: '{{ x }', secretKey: k}",
+            "object \"a\" (#1): template: line 1: syntax error",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, template: 'x', secretKey: k, format: json}",
+            "renders the whole file; remove secretKey, format",
+        ),
+        ("- {objectName: a, template: ''}", "template: is empty"),
+        (
+            "- {objectName: a, secretPath: s/a, writeFile: false, secretKey: k}\n- {objectName: b, secretPath: s/b}",
+            "false makes the object only an input of templates; remove secretKey",
+        ),
+        (
+            "- {objectName: a, secretPath: s/a, writeFile: false}",
+            "every object has writeFile: false",
+        ),
+        (
+            "- {objectName: a, template: '{{ objects.nope.data }}'}",
+            "objects[\"nope\"] names no object",
+        ),
+        (
+            "- {objectName: a, template: '{{ objects[\"b\"].data }}'}\n- {objectName: b, template: 'x'}",
+            "objects[\"b\"] has no secretPath",
+        ),
+        (
+            "- {objectName: a, template: \"{% if x %}{{ objects['self'] }}{% endif %}\"}",
+            "objects[\"self\"] names no object",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = objects_err(yaml);
+        assert!(e.contains(want), "{yaml}: expected {want:?} in {e}");
+    }
+    // A hidden object may share a directory-like name with a file.
+    parse_objects(
+        "- {objectName: db, secretPath: s/a, writeFile: false}\n- {objectName: db/url, template: \"{{ objects.db.data.u }}\"}",
+        0o644,
+    )
+    .unwrap();
 }

@@ -13,6 +13,7 @@ use vault_csi_provider::proto::MountResponse;
 use vault_csi_provider::testbed::driver::PodContext;
 use vault_csi_provider::testbed::kube_double::KubeDouble;
 
+#[allow(unused_imports)]
 pub use vault_csi_provider::testbed::world::{params, Provider, World, PROVIDER_NS, READ_ALL};
 
 /// One test's world, with its scratch directory.

@@ -1,0 +1,402 @@
+//! How files and versions are made: a pure function from the parsed objects
+//! and the Vault responses of one mount to the files and their versions.
+//!
+//! Pure on purpose: the same responses (a fresh read, or a lease reused from
+//! an earlier mount) always give the same bytes and so the same versions.
+
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine as _;
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::mount::OutFile;
+use crate::spc::{Encoding, Format, ObjectSpec, Output, ReadKey, Select, TemplateObject};
+use crate::versions::VersionKey;
+
+pub use template::scan_template;
+
+/// Files and `(object id, version)` pairs of one mount.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// Files, in SPC order (expanded keys sorted within their object).
+    pub files: Vec<OutFile>,
+    /// One version per file, with the file path as the id.
+    pub versions: Vec<(String, String)>,
+}
+
+/// Renders every object. `responses` must hold the response of every read
+/// of `objects`; templates see those responses by object name.
+pub fn render_all(
+    objects: &[ObjectSpec],
+    templates: &[TemplateObject],
+    responses: &HashMap<ReadKey, Json>,
+    key: &VersionKey,
+) -> Result<Rendered> {
+    let mut out = Rendered::default();
+    let response_of = |o: &ObjectSpec| {
+        responses
+            .get(&o.read)
+            .ok_or_else(|| Error::Internal(format!("no response for object {:?}", o.name)))
+    };
+    let needs_context = !templates.is_empty() || objects.iter().any(|o| matches!(o.output, Output::Template(_)));
+    let context = if needs_context {
+        let mut inputs = BTreeMap::new();
+        for o in objects {
+            inputs.insert(o.name.as_str(), response_of(o)?);
+        }
+        Some(template::Renderer::new(&inputs))
+    } else {
+        None
+    };
+    let renderer = || {
+        context
+            .as_ref()
+            .ok_or_else(|| Error::Internal("template context missing".into()))
+    };
+
+    for object in objects {
+        let response = response_of(object)?;
+        let mut push = |path: String, config: &str, contents: Vec<u8>| {
+            out.versions.push((path.clone(), key.version(config, &contents)));
+            out.files.push(OutFile {
+                path,
+                mode: object.mode,
+                contents,
+            });
+        };
+        match &object.output {
+            Output::Hidden => {}
+            Output::Expand { select, encoding } => {
+                for (k, contents) in expand(object, response, select, *encoding)? {
+                    let config = format!("{}\n{k}", object.config_digest_input);
+                    push(format!("{}/{k}", object.name), &config, contents);
+                }
+            }
+            Output::Template(t) => {
+                let contents = renderer()?.render(&object.name, &t.source, Some(&object.name))?;
+                push(object.name.clone(), &object.config_digest_input, contents);
+            }
+            _ => {
+                let contents = render(object, response)?;
+                push(object.name.clone(), &object.config_digest_input, contents);
+            }
+        }
+    }
+    for t in templates {
+        let contents = renderer()?.render(&t.name, &t.template.source, None)?;
+        out.versions
+            .push((t.name.clone(), key.version(&t.config_digest_input, &contents)));
+        out.files.push(OutFile {
+            path: t.name.clone(),
+            mode: t.mode,
+            contents,
+        });
+    }
+    check_paths(&out.files)?;
+    if out.files.is_empty() {
+        return Err(Error::NotFound(
+            "no files to write: every object with expandKeys expanded to no keys".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Turns one Vault response into the content of an object that writes one
+/// file without a template.
+pub fn render(object: &ObjectSpec, response: &Json) -> Result<Vec<u8>> {
+    match &object.output {
+        Output::Envelope => Ok(envelope(response).to_string().into_bytes()),
+        Output::Value { select, encoding } => {
+            let value = selected(object, response, select)?;
+            decode(object, select, *encoding, value_text(value))
+        }
+        Output::Formatted { select, format } => formatted(object, selected(object, response, select)?, *format),
+        Output::Expand { .. } | Output::Template(_) | Output::Hidden => Err(Error::Internal(format!(
+            "object {:?} does not render to a single file",
+            object.name
+        ))),
+    }
+}
+
+/// The whole response minus the per-request id: it changes on every read
+/// and would make the version change although nothing did.
+fn envelope(response: &Json) -> Json {
+    let mut whole = response.clone();
+    if let Some(map) = whole.as_object_mut() {
+        map.remove("request_id");
+    }
+    whole
+}
+
+/// The data a selection starts from: `data.data` when it is an object (KV
+/// v2), else `data`.
+fn kv_data(response: &Json) -> &Json {
+    let data = response.get("data").unwrap_or(&Json::Null);
+    match data.get("data") {
+        Some(inner @ Json::Object(_)) => inner,
+        _ => data,
+    }
+}
+
+fn key_list(scope: &Json) -> String {
+    scope
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// The value an object selects. Errors name the object, the key or pointer,
+/// and where the lookup stopped; never a value.
+fn selected<'a>(object: &ObjectSpec, response: &'a Json, select: &Select) -> Result<&'a Json> {
+    let scope = kv_data(response);
+    match select {
+        Select::Data => Ok(scope),
+        Select::Key(key) => scope.get(key).ok_or_else(|| {
+            Error::NotFound(format!(
+                "object {:?}: key {key:?} not found in the response of {} (available keys: {})",
+                object.name,
+                object.read,
+                key_list(scope)
+            ))
+        }),
+        Select::Pointer(pointer) => {
+            let mut at = scope;
+            let mut walked = String::new();
+            for token in pointer.tokens() {
+                let next = match at {
+                    Json::Object(map) => map.get(token),
+                    Json::Array(items) => array_index(token).and_then(|i| items.get(i)),
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    let place = if walked.is_empty() {
+                        "the data".to_string()
+                    } else {
+                        format!("{walked:?}")
+                    };
+                    let why = match at {
+                        Json::Object(_) => format!("{place} has no key {token:?} (available keys: {})", key_list(at)),
+                        Json::Array(items) => format!(
+                            "{place} is an array of {} items; {token:?} is not an index in it",
+                            items.len()
+                        ),
+                        other => format!("{place} is {}, not an object or array", kind(other)),
+                    };
+                    return Err(Error::NotFound(format!(
+                        "object {:?}: secretKeyPointer {pointer} not found in the response of {}: {why}",
+                        object.name, object.read
+                    )));
+                };
+                walked.push('/');
+                walked.push_str(&token.replace('~', "~0").replace('/', "~1"));
+                at = next;
+            }
+            Ok(at)
+        }
+    }
+}
+
+/// An RFC 6901 array index: digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let ok =
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) && (token == "0" || !token.starts_with('0'));
+    if ok {
+        token.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Strings raw, anything else as compact JSON (the `secretKey` rule).
+fn value_text(value: &Json) -> String {
+    match value {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn what(select: &Select) -> String {
+    match select {
+        Select::Data => "the data".to_string(),
+        Select::Key(k) => format!("key {k:?}"),
+        Select::Pointer(p) => format!("secretKeyPointer {p}"),
+    }
+}
+
+fn decode(object: &ObjectSpec, select: &Select, encoding: Encoding, text: String) -> Result<Vec<u8>> {
+    match encoding {
+        Encoding::Utf8 => Ok(text.into_bytes()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "object {:?}: {} is not valid base64 ({e}); remove encoding: base64 or fix the value",
+                    object.name,
+                    what(select)
+                ))
+            }),
+        Encoding::Hex => hex::decode(text.trim()).map_err(|e| {
+            Error::InvalidRequest(format!(
+                "object {:?}: {} is not valid hex ({e}); remove encoding: hex or fix the value",
+                object.name,
+                what(select)
+            ))
+        }),
+    }
+}
+
+fn formatted(object: &ObjectSpec, value: &Json, format: Format) -> Result<Vec<u8>> {
+    match format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(value)
+                .map_err(|e| Error::Internal(format!("object {:?}: JSON output: {e}", object.name)))?;
+            text.push('\n');
+            Ok(text.into_bytes())
+        }
+        Format::Yaml => serde_yaml_ng::to_string(value)
+            .map(String::into_bytes)
+            .map_err(|e| Error::Internal(format!("object {:?}: YAML output: {e}", object.name))),
+        Format::Dotenv => dotenv(object, value),
+    }
+}
+
+/// `KEY=value` lines, keys sorted. A value without `'`, `\` or a line break
+/// is single-quoted (literal for shells and every dotenv reader); any other
+/// is double-quoted with `\\`, `\"`, `\$`, `` \` ``, `\n` and `\r` escapes.
+fn dotenv(object: &ObjectSpec, value: &Json) -> Result<Vec<u8>> {
+    let Json::Object(map) = value else {
+        return Err(Error::InvalidRequest(format!(
+            "object {:?}: format dotenv needs a map of keys, but the selected value is {}",
+            object.name,
+            kind(value)
+        )));
+    };
+    let bad: Vec<&str> = map.keys().map(String::as_str).filter(|k| !is_env_name(k)).collect();
+    if !bad.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "object {:?}: format dotenv: keys {} of {} are not valid environment variable names (letters, digits and _, not starting with a digit)",
+            object.name,
+            bad.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "),
+            object.read
+        )));
+    }
+    let mut out = String::new();
+    for (k, v) in map {
+        let text = value_text(v);
+        if text.contains('\0') {
+            return Err(Error::InvalidRequest(format!(
+                "object {:?}: format dotenv: the value of {k:?} contains a NUL byte, which no environment can hold",
+                object.name
+            )));
+        }
+        out.push_str(k);
+        out.push('=');
+        if text.contains(['\'', '\\', '\n', '\r']) {
+            out.push('"');
+            for c in text.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '$' => out.push_str("\\$"),
+                    '`' => out.push_str("\\`"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        } else {
+            out.push('\'');
+            out.push_str(&text);
+            out.push('\'');
+        }
+        out.push('\n');
+    }
+    Ok(out.into_bytes())
+}
+
+fn is_env_name(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `(key, contents)` for every key of the selected map, keys sorted. A key
+/// that cannot be one file name fails the whole object.
+fn expand(object: &ObjectSpec, response: &Json, select: &Select, encoding: Encoding) -> Result<Vec<(String, Vec<u8>)>> {
+    let value = selected(object, response, select)?;
+    let Json::Object(map) = value else {
+        return Err(Error::InvalidRequest(format!(
+            "object {:?}: expandKeys needs a map of keys, but {} of {} is {}",
+            object.name,
+            what(select),
+            object.read,
+            kind(value)
+        )));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let why = if k.is_empty() {
+            Some("it is empty".to_string())
+        } else if k.contains('/') {
+            Some("it contains \"/\"".to_string())
+        } else if k == "." || k == ".." {
+            Some(format!("it is {k:?}"))
+        } else {
+            crate::spc::check_object_path(&format!("{}/{k}", object.name))
+                .err()
+                .map(|e| format!("the file path {e}"))
+        };
+        if let Some(why) = why {
+            return Err(Error::InvalidRequest(format!(
+                "object {:?}: expandKeys: key {k:?} of {} cannot be a file name: {why}; select keys one by one with secretKey instead",
+                object.name, object.read
+            )));
+        }
+        let select = Select::Key(k.clone());
+        out.push((k.clone(), decode(object, &select, encoding, value_text(v))?));
+    }
+    Ok(out)
+}
+
+/// Expanded keys can collide with other objects' files only once the keys
+/// are known: the same path twice, or a file where another needs a directory.
+fn check_paths(files: &[OutFile]) -> Result<()> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in files {
+        *seen.entry(f.path.as_str()).or_default() += 1;
+    }
+    for (path, n) in &seen {
+        if *n > 1 {
+            return Err(Error::InvalidRequest(format!(
+                "file {path:?} would be written by more than one object (check expandKeys objects against the other objectNames)"
+            )));
+        }
+        for (slash, _) in path.match_indices('/') {
+            let dir = &path[..slash];
+            if seen.contains_key(dir) {
+                return Err(Error::InvalidRequest(format!(
+                    "file {dir:?} is written, but {path:?} needs it to be a directory (check expandKeys objects against the other objectNames)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
