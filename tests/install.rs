@@ -31,7 +31,7 @@ const COMPONENTS: &[&str] = &[
     "non-root",
 ];
 /// The example scenarios, each a directory under `examples/`, each mounted below.
-const EXAMPLES: &[&str] = &["kv", "database", "pki", "jwt-auth", "custom-audience"];
+const EXAMPLES: &[&str] = &["kv", "database", "pki", "jwt-auth", "custom-audience", "sync"];
 
 // ---------------------------------------------------------------- rendering
 
@@ -182,9 +182,14 @@ fn every_variant_and_example_matches_the_kubernetes_schemas_with_no_unknown_fiel
     // The examples' Kubernetes objects (the SecretProviderClass is a CRD the
     // validator has no schema for; it is checked field by field below).
     for ex in EXAMPLES {
-        let file = Path::new(REPO).join("examples").join(ex).join("pod.yaml");
-        expected += yaml_docs(&std::fs::read_to_string(&file).unwrap()).len();
-        files.push(file);
+        for entry in std::fs::read_dir(Path::new(REPO).join("examples").join(ex)).unwrap() {
+            let file = entry.unwrap().path();
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".yaml") && name != "secretproviderclass.yaml" {
+                expected += yaml_docs(&std::fs::read_to_string(&file).unwrap()).len();
+                files.push(file);
+            }
+        }
     }
     for version in KUBERNETES_VERSIONS {
         let (ok, out) = validate(&files, version);
@@ -352,10 +357,12 @@ fn needed(component: &str) -> BTreeSet<Grant> {
         ],
         "token-request" => vec![g("cluster", "serviceaccounts/token", "", "create")],
         "revoke-on-pod-delete" => vec![g("cluster", "pods", "", "list"), g("cluster", "pods", "", "watch")],
-        "secret-sync" => ["get", "create", "patch", "update"]
-            .iter()
-            .map(|verb| g("unbound/vault-csi-provider-secret-sync", "secrets", "", verb))
-            .collect(),
+        "secret-sync" => vec![
+            g("unbound/vault-csi-provider-secret-sync", "secrets", "", "get"),
+            g("unbound/vault-csi-provider-secret-sync", "secrets", "", "create"),
+            g("unbound/vault-csi-provider-secret-sync", "secrets", "", "patch"),
+            g("unbound/vault-csi-provider-secret-sync", "pods", "", "get"),
+        ],
         "metrics" | "non-root" => vec![],
         other => panic!("no RBAC expectation for component {other}"),
     };
@@ -474,9 +481,13 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             .map(|e| e["name"].as_str().unwrap())
             .collect();
         let revoke = n == "revoke-on-pod-delete" || n == "all";
+        let flag = format!("-revoke-on-pod-delete={revoke}");
+        let args = strings(&c["args"]);
         assert_eq!(
-            strings(&c["args"]).contains(&"-revoke-on-pod-delete".to_string()),
-            revoke,
+            args.iter()
+                .filter(|a| a.contains("revoke-on-pod-delete"))
+                .collect::<Vec<_>>(),
+            vec![&flag],
             "{n}"
         );
         assert_eq!(env.contains(&"NODE_NAME"), revoke, "{n}");
@@ -491,11 +502,21 @@ fn the_daemonset_is_locked_down_in_every_variant() {
 /// Applies a rendered variant's grants to a service account of the double,
 /// as the API server would enforce them.
 fn enforce(bed: &Bed, sa_ns: &str, sa: &str, grants: &BTreeSet<Grant>) {
+    enforce_in(bed, sa_ns, sa, grants, None);
+}
+
+/// As [`enforce`], with the unbound ClusterRoles bound in `bound_in` (an
+/// admin's RoleBinding).
+fn enforce_in(bed: &Bed, sa_ns: &str, sa: &str, grants: &BTreeSet<Grant>, bound_in: Option<&str>) {
     for gr in grants {
-        let ns = gr.scope.strip_prefix("namespace/");
-        if gr.scope.starts_with("unbound/") {
-            continue;
-        }
+        let ns = if gr.scope.starts_with("unbound/") {
+            match bound_in {
+                Some(ns) => Some(ns),
+                None => continue,
+            }
+        } else {
+            gr.scope.strip_prefix("namespace/")
+        };
         let name = (!gr.name.is_empty()).then_some(gr.name.as_str());
         bed.world.kube.grant(sa_ns, sa, &gr.verb, &gr.resource, ns, name);
     }
@@ -1019,4 +1040,40 @@ async fn example_custom_audience() {
         .await
         .expect("mount via TokenRequest");
     assert_eq!(text(&r, "db-password"), "aud");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_sync() {
+    let bed = Bed::start().await;
+    let ex = example("sync");
+    ex.role(&bed, Some("vault")).await;
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"username": "app", "password": "synced"}))
+        .await
+        .unwrap();
+    // The example's RoleBinding binds the secret-sync component's ClusterRole
+    // for the provider in the pod's namespace; grant exactly that.
+    let binding =
+        &yaml_docs(&std::fs::read_to_string(Path::new(REPO).join("examples/sync/rolebinding.yaml")).unwrap())[0];
+    assert_eq!(binding["roleRef"]["name"], "vault-csi-provider-secret-sync");
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["namespace"], PROVIDER_NS);
+    let ns = binding["metadata"]["namespace"].as_str().unwrap();
+    let sync_grants: BTreeSet<Grant> = grants(&render("secret-sync", &["secret-sync"]))
+        .into_iter()
+        .filter(|g| g.scope.starts_with("unbound/"))
+        .collect();
+    let sa = subject["name"].as_str().unwrap();
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod(ns, &ex.pod_name, &ex.service_account);
+    // Without the binding the mount fails and says so.
+    let e = p.mount(&ex.params_for(&bed), &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    enforce_in(&bed, PROVIDER_NS, sa, &sync_grants, Some(ns));
+    let r = p.mount(&ex.params_for(&bed), &pod).await.expect("sync example mounts");
+    assert_eq!(text(&r, "password"), "synced");
+    let secret = bed.world.kube.secret(ns, "app-credentials").expect("the synced Secret");
+    assert_eq!(secret["type"], "kubernetes.io/basic-auth");
+    assert_eq!(secret["data"]["password"], "c3luY2Vk", "base64 of the Vault value");
 }
