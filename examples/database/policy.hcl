@@ -1,0 +1,4 @@
+# vault policy write db-app examples/database/policy.hcl
+path "database/creds/app" {
+  capabilities = ["read"]
+}

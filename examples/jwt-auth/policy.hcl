@@ -1,0 +1,4 @@
+# vault policy write jwt-app examples/jwt-auth/policy.hcl
+path "secret/data/app" {
+  capabilities = ["read"]
+}

@@ -1,0 +1,4 @@
+# vault policy write kv-app examples/kv/policy.hcl
+path "secret/data/app" {
+  capabilities = ["read"]
+}

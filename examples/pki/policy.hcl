@@ -1,0 +1,4 @@
+# vault policy write web examples/pki/policy.hcl
+path "pki/issue/web" {
+  capabilities = ["update"]
+}

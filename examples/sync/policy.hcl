@@ -1,0 +1,4 @@
+# vault policy write sync-app examples/sync/policy.hcl
+path "secret/data/app" {
+  capabilities = ["read"]
+}
