@@ -113,8 +113,14 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     );
     let pool = Arc::new(VaultPool::new(flags.request_timeout).with_metrics(metrics.clone()));
     let mounter = Arc::new(
-        Mounter::new(settings, Some(kube.clone()), versions.clone(), ledger.clone(), pool.clone())
-            .with_metrics(metrics.clone()),
+        Mounter::new(
+            settings,
+            Some(kube.clone()),
+            versions.clone(),
+            ledger.clone(),
+            pool.clone(),
+        )
+        .with_metrics(metrics.clone()),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Gauges of what the ledger holds are read when scraped, never stale.

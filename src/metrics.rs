@@ -219,13 +219,24 @@ impl Metrics {
         m.credential_expiry.set(f64::NAN);
         // A family is only exported once it has a series; create the common
         // ones at zero so dashboards and alerts see them from the start.
-        let _ = m.mounts.get_or_create(&MountLabels { result: "ok", code: "OK" });
+        let _ = m.mounts.get_or_create(&MountLabels {
+            result: "ok",
+            code: "OK",
+        });
         for outcome in ["ok", "error"] {
             let _ = m.mount_duration.get_or_create(&OutcomeLabels { outcome });
         }
-        for op in [VaultOperation::Login, VaultOperation::Read, VaultOperation::Renew, VaultOperation::Revoke] {
+        for op in [
+            VaultOperation::Login,
+            VaultOperation::Read,
+            VaultOperation::Renew,
+            VaultOperation::Revoke,
+        ] {
             let operation = op.label();
-            let _ = m.vault_requests.get_or_create(&VaultLabels { operation, status: "2xx" });
+            let _ = m.vault_requests.get_or_create(&VaultLabels {
+                operation,
+                status: "2xx",
+            });
             let _ = m.vault_duration.get_or_create(&OperationLabels { operation });
         }
         for result in ["ok", "failed"] {

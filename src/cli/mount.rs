@@ -251,7 +251,8 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
     }
     report.push_str(&listing(&output));
     if revoked > 0 {
-        report.push_str("the Vault token of this dry run was revoked, and with it any dynamic credentials it created\n");
+        report
+            .push_str("the Vault token of this dry run was revoked, and with it any dynamic credentials it created\n");
     }
     if let Some(note) = key_note {
         report.push_str(&format!("note: {note}\n"));

@@ -158,7 +158,12 @@ mod tests {
 
     #[tokio::test]
     async fn ready_needs_socket_and_key() {
-        let h = Health::new(Arc::new(Versions::fixed(&[0u8; 32])), Arc::new(Metrics::new()), None, None);
+        let h = Health::new(
+            Arc::new(Versions::fixed(&[0u8; 32])),
+            Arc::new(Metrics::new()),
+            None,
+            None,
+        );
         assert_eq!(h.readiness().await, Err("driver socket not served yet"));
         h.set_serving(true);
         assert_eq!(h.readiness().await, Ok(()));
