@@ -585,3 +585,39 @@ fn check_passes_on_every_example() {
     let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_metrics_follow_held_credentials_and_renewals() {
+    let pg = vault_csi_provider::testbed::postgres::Postgres::from_env()
+        .expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
+    let bed = Bed::start().await;
+    bed.world
+        .bao
+        .setup_database("database", &pg, "app", "3s", "1h")
+        .await
+        .unwrap();
+    let p = bed.provider("p", &[]).await;
+    let addr = health_addr(&p);
+    let pod = bed.pod("default", "web-0", "app");
+    let objects = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n";
+    p.mount(&params(objects, &[]), &pod).await.expect("mount");
+    let m = scrape(addr).await;
+    assert_eq!(value(&m, "vault_csi_provider_credentials_held"), 1.0);
+    let expiry = value(&m, "vault_csi_provider_credential_soonest_expiry_seconds");
+    assert!(expiry > 0.0 && expiry <= 3.0, "{expiry}");
+    // With a 3 s lease the ledger renews it within about 2 s.
+    eventually(Duration::from_secs(10), "a lease renewal", || async {
+        value(
+            &scrape(addr).await,
+            r#"vault_csi_provider_credential_renewals_total{result="ok"}"#,
+        ) >= 1.0
+    })
+    .await;
+    let m = scrape(addr).await;
+    assert!(
+        value(
+            &m,
+            r#"vault_csi_provider_vault_requests_total{operation="renew",status="2xx"}"#
+        ) >= 1.0
+    );
+}
