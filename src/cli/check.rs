@@ -30,7 +30,7 @@ pub struct CheckArgs {
 
 /// The parameters the provider reads; others are ignored by it (the driver
 /// adds its own), so a misspelt one is worth a warning.
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "roleName",
     "objects",
     "vaultAddress",
@@ -44,17 +44,20 @@ const KNOWN: [&str; 13] = [
     "vaultTLSClientCertPath",
     "vaultTLSClientKeyPath",
     "vaultSkipTLSVerify",
+    "syncSecrets",
 ];
 
 /// Parameter groups validated on their own, so one bad parameter does not
 /// hide the next: `parse_mount` stops at the first problem it meets.
-const GROUPS: [&[&str]; 6] = [
+const GROUPS: [&[&str]; 7] = [
     &["roleName"],
     &["vaultKubernetesMountPath", "vaultAuthMountPath"],
     &["vaultAddress"],
     &["vaultTLSClientCertPath", "vaultTLSClientKeyPath"],
     &["vaultSkipTLSVerify"],
     &["audience"],
+    // Checked against the class's own objects, when those parse.
+    &["syncSecrets"],
 ];
 
 /// A placeholder that always parses, standing in for `objects` while the
@@ -175,6 +178,15 @@ fn check_document(doc: &SpcDocument) -> Vec<Located> {
         params.insert("objects".to_string(), PLACEHOLDER_OBJECTS.to_string());
         if group == ["roleName"] {
             params.remove("roleName");
+        }
+        if group == ["syncSecrets"] {
+            match doc.parameters.get("objects") {
+                Some(o) if spc::check_objects(o, DEFAULT_MODE).is_ok() => {
+                    params.insert("objects".to_string(), o.clone());
+                }
+                // The objects' own problems are reported below.
+                _ => continue,
+            }
         }
         for k in group {
             if let Some(v) = doc.parameters.get(*k) {
@@ -389,5 +401,12 @@ fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
     }
     for (secret, refs) in &doc.secret_objects {
         let _ = writeln!(out, "  synced by the driver to Secret {secret:?}: {}", refs.join(", "));
+    }
+    for s in &spec.sync {
+        let _ = writeln!(
+            out,
+            "  synced by the provider to Secret {:?} (type {}) in the pod's namespace",
+            s.name, s.secret_type
+        );
     }
 }
