@@ -179,7 +179,8 @@ impl LogLevel {
     }
 }
 
-fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+/// Parses a log level name as `-log-level` accepts it.
+pub fn parse_log_level(s: &str) -> Result<LogLevel, String> {
     match s.to_ascii_lowercase().as_str() {
         "trace" => Ok(LogLevel::Trace),
         "debug" => Ok(LogLevel::Debug),
@@ -238,6 +239,32 @@ impl Flags {
                     .join("vault-csi-provider.state"),
             ),
         }
+    }
+
+    /// The Vault connection and auth mount defaults these flags (and their
+    /// environment fallbacks) give every SecretProviderClass.
+    pub fn defaults(&self) -> Result<crate::spc::Defaults, String> {
+        use crate::spc::{Defaults, TlsConfig, VaultConfig};
+        let endpoint = crate::http::Endpoint::parse(&self.vault_addr).map_err(|e| format!("-vault-addr: {e}"))?;
+        let client_cert = match (&self.vault_tls_client_cert, &self.vault_tls_client_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err("-vault-tls-client-cert and -vault-tls-client-key must be set together".to_string()),
+        };
+        Ok(Defaults {
+            vault: VaultConfig {
+                endpoint,
+                namespace: self.vault_namespace.clone().filter(|n| !n.is_empty()),
+                tls: TlsConfig {
+                    ca_cert: self.vault_tls_ca_cert.clone(),
+                    ca_directory: self.vault_tls_ca_directory.clone(),
+                    server_name: self.vault_tls_server_name.clone().filter(|n| !n.is_empty()),
+                    client_cert,
+                    skip_verify: self.vault_tls_skip_verify,
+                },
+            },
+            auth_mount: self.vault_mount.clone(),
+        })
     }
 
     /// The effective log level, taking the deprecated `-debug` into account.

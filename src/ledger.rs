@@ -165,6 +165,7 @@ pub struct Ledger {
     settings: LedgerSettings,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn add(t: SystemTime, d: Duration) -> SystemTime {
@@ -200,7 +201,19 @@ impl Ledger {
             settings,
             clock,
             inner: Mutex::new(Inner::default()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
+    }
+
+    /// Counts evictions, renewals, rotations and revocations in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Ledger {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the ledger counts what it does (also for the pod watcher).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Whether leased responses are reused.
@@ -297,6 +310,7 @@ impl Ledger {
             };
             tracing::debug!(pod = %oldest.pod.name, namespace = %oldest.pod.namespace, "ledger full: dropping the least recently used pod; its credentials will expire on their own");
             inner.entries.remove(&oldest);
+            self.metrics.token_cache_evicted();
         }
     }
 
@@ -357,6 +371,7 @@ impl Ledger {
             capped: false,
         };
         if let Some(i) = entry.credentials.iter().position(|c| &c.read == read) {
+            self.metrics.credential_rotated();
             let old = entry.credentials.remove(i);
             if !old.lease_id.is_empty() {
                 retiring.push(Retirement {
@@ -492,8 +507,12 @@ impl Ledger {
                 Job::Token { key, token, increment } => {
                     let Ok(client) = pool.client(&key.vault) else { continue };
                     match client.renew_self(&token, increment).await {
-                        Ok(r) => self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment),
+                        Ok(r) => {
+                            self.metrics.credential_renewed();
+                            self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment)
+                        }
                         Err(e) => {
+                            self.metrics.credential_renewal_failed();
                             tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
                             if e.status() == Some(403) {
                                 // Revoked in Vault: the next mount logs in again.
@@ -510,8 +529,12 @@ impl Ledger {
                 } => {
                     let Ok(client) = pool.client(&key.vault) else { continue };
                     match client.renew_lease(&token, &lease_id, increment).await {
-                        Ok(r) => self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment),
+                        Ok(r) => {
+                            self.metrics.credential_renewed();
+                            self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment)
+                        }
                         Err(e) => {
+                            self.metrics.credential_renewal_failed();
                             tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");
                             self.mark_capped(&key, &lease_id);
                         }
@@ -525,6 +548,9 @@ impl Ledger {
                 Some(id) => client.revoke_lease(&r.token, id).await,
                 None => client.revoke_self(&r.token).await,
             };
+            if result.is_ok() {
+                self.metrics.credential_revoked();
+            }
             match result {
                 Ok(()) => tracing::debug!(
                     kind = if r.lease_id.is_some() { "lease" } else { "token" },

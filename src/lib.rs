@@ -7,17 +7,23 @@
 //! made), [`vault`] (talking to Vault), [`kube`]
 //! (talking to Kubernetes), [`versions`] (object versions), [`http`] (the
 //! shared transport), [`server`] (gRPC, socket, health), [`error`] (error
-//! kinds and their gRPC codes), [`testbed`] (test doubles and harness
-//! helpers, not used by the provider binary).
+//! kinds and their gRPC codes), [`metrics`] (what Prometheus scrapes),
+//! [`logging`] (log setup, runtime level), [`probe`] (Vault reachability),
+//! [`cli`] (the `mount` and `check` subcommands), [`testbed`] (test doubles
+//! and harness helpers, not used by the provider binary).
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod kube;
 pub mod ledger;
+pub mod logging;
+pub mod metrics;
 pub mod mount;
 pub mod podwatch;
+pub mod probe;
 pub mod render;
 pub mod server;
 pub mod spc;

@@ -1,5 +1,6 @@
 //! `vault-csi-provider`: flags, logging, build, serve, wait for SIGTERM or
-//! SIGINT, drain under a timeout.
+//! SIGINT, drain under a timeout. The `mount` and `check` subcommands live
+//! in the library's `cli` module.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -7,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use vault_csi_provider::config::{Flags, LogFormat};
-use vault_csi_provider::http::Endpoint;
+use vault_csi_provider::config::Flags;
 use vault_csi_provider::kube::KubeClient;
 use vault_csi_provider::ledger::{Ledger, LedgerSettings, SystemClock};
+use vault_csi_provider::logging::{self, LogControl};
+use vault_csi_provider::metrics::Metrics;
 use vault_csi_provider::mount::{Mounter, Settings};
 use vault_csi_provider::podwatch;
 use vault_csi_provider::server::{self, health, ProviderService};
-use vault_csi_provider::spc::{Defaults, TlsConfig, VaultConfig};
 use vault_csi_provider::vault::VaultPool;
 use vault_csi_provider::versions::Versions;
 
@@ -25,9 +26,15 @@ const EXIT_USAGE: u8 = 64;
 const LEDGER_TICK: Duration = Duration::from_millis(250);
 /// How often the object-version key Secret is re-checked.
 const KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How often the default Vault's health is probed for `vault_up`.
+const VAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
-    let flags = match Flags::parse_args(std::env::args()) {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = vault_csi_provider::cli::run_subcommand(&args) {
+        return code;
+    }
+    let flags = match Flags::parse_args(args) {
         Ok(f) => f,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -41,7 +48,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(&flags);
+    let logs = match logging::init(flags.effective_log_level(), flags.log_format) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vault-csi-provider: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -49,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(flags)) {
+    match runtime.block_on(run(flags, logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -59,42 +72,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(flags: &Flags) {
-    let filter = tracing_subscriber::EnvFilter::new(flags.effective_log_level().directive());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match flags.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
-    }
-}
-
-fn defaults(flags: &Flags) -> anyhow::Result<Defaults> {
-    let endpoint = Endpoint::parse(&flags.vault_addr).map_err(|e| anyhow::anyhow!("-vault-addr: {e}"))?;
-    let client_cert = match (&flags.vault_tls_client_cert, &flags.vault_tls_client_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        (None, None) => None,
-        _ => anyhow::bail!("-vault-tls-client-cert and -vault-tls-client-key must be set together"),
-    };
-    Ok(Defaults {
-        vault: VaultConfig {
-            endpoint,
-            namespace: flags.vault_namespace.clone().filter(|n| !n.is_empty()),
-            tls: TlsConfig {
-                ca_cert: flags.vault_tls_ca_cert.clone(),
-                ca_directory: flags.vault_tls_ca_directory.clone(),
-                server_name: flags.vault_tls_server_name.clone().filter(|n| !n.is_empty()),
-                client_cert,
-                skip_verify: flags.vault_tls_skip_verify,
-            },
-        },
-        auth_mount: flags.vault_mount.clone(),
-    })
-}
-
-async fn run(flags: Flags) -> anyhow::Result<()> {
-    let defaults = defaults(&flags)?;
+async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
+    let defaults = flags.defaults().map_err(anyhow::Error::msg)?;
     let kube = KubeClient::load(flags.kubeconfig.as_deref(), flags.request_timeout)
         .map_err(|e| anyhow::anyhow!("Kubernetes API configuration: {e}"))?;
     let key_namespace = flags
@@ -112,32 +91,56 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         request_timeout: flags.request_timeout,
         fetch_concurrency: usize::from(flags.fetch_concurrency),
     };
-    let ledger = Arc::new(Ledger::new(
-        LedgerSettings {
-            reuse: flags.lease_reuse,
-            threshold: flags.renew_threshold,
-            grace: flags.rotation_grace,
-            capacity: usize::try_from(flags.cache_size).unwrap_or(0),
-            state_file: flags.state_path(),
-        },
-        Arc::new(SystemClock),
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn(vault_csi_provider::probe::watch_vault(
+        settings.defaults.vault.clone(),
+        flags.request_timeout,
+        metrics.clone(),
+        VAULT_PROBE_INTERVAL,
     ));
-    let pool = Arc::new(VaultPool::new(flags.request_timeout));
-    let mounter = Arc::new(Mounter::new(
-        settings,
-        Some(kube.clone()),
-        versions.clone(),
-        ledger.clone(),
-        pool.clone(),
-    ));
+    let ledger = Arc::new(
+        Ledger::new(
+            LedgerSettings {
+                reuse: flags.lease_reuse,
+                threshold: flags.renew_threshold,
+                grace: flags.rotation_grace,
+                capacity: usize::try_from(flags.cache_size).unwrap_or(0),
+                state_file: flags.state_path(),
+            },
+            Arc::new(SystemClock),
+        )
+        .with_metrics(metrics.clone()),
+    );
+    let pool = Arc::new(VaultPool::new(flags.request_timeout).with_metrics(metrics.clone()));
+    let mounter = Arc::new(
+        Mounter::new(
+            settings,
+            Some(kube.clone()),
+            versions.clone(),
+            ledger.clone(),
+            pool.clone(),
+        )
+        .with_metrics(metrics.clone()),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let health = health::Health::new(versions.clone());
+    // Gauges of what the ledger holds are read when scraped, never stale.
+    let held = ledger.clone();
+    let refresh: health::Refresh = Box::new(move |m: &Metrics| {
+        let s = held.summary();
+        m.set_token_cache_size(s.tokens);
+        m.set_credentials_held(s.credentials);
+        m.set_soonest_credential_expiry(s.soonest_expiry);
+    });
+    let health = health::Health::new(versions.clone(), metrics, Some(logs), Some(refresh));
 
     if !flags.health_addr.is_empty() {
         let addr = health::parse_addr(&flags.health_addr).map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding health server on {addr}"))?;
+        // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
+        let bound = listener.local_addr().context("reading the health server's address")?;
+        tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
         let router = health::router(health.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -185,7 +188,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     tracing::info!(endpoint = %flags.endpoint.display(), version = env!("CARGO_PKG_VERSION"), "serving the CSI driver");
     health.set_serving(true);
     let service = ProviderService::new(mounter, flags.mount_timeout);
-    let result = server::serve(listener, service, shutdown_signal(), flags.shutdown_grace).await;
+    // Not ready from the moment draining starts, not only once it ends.
+    let draining = health.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        draining.set_serving(false);
+    };
+    let result = server::serve(listener, service, shutdown, flags.shutdown_grace).await;
     health.set_serving(false);
     let _ = stop_tx.send(true);
     if let Ok(key) = versions.key().await {

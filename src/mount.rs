@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
 use crate::ledger::{Ledger, TokenKey};
+use crate::metrics::Metrics;
 use crate::render;
 use crate::spc::{self, Defaults, MountSpec, ObjectSpec, ReadKey};
 use crate::sync::Syncer;
@@ -86,6 +87,7 @@ pub struct Mounter {
     ledger: Arc<Ledger>,
     pool: Arc<VaultPool>,
     syncer: Syncer,
+    metrics: Arc<Metrics>,
 }
 
 impl Mounter {
@@ -106,7 +108,19 @@ impl Mounter {
             ledger,
             pool,
             syncer,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records token reuse in `metrics` (the server records mounts there).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Mounter {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where this mount logic records what it does.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The version key store (for readiness).
@@ -233,8 +247,10 @@ impl Mounter {
     /// A valid Vault token for the pod: held by the ledger, or from a fresh login.
     async fn token(&self, spec: &MountSpec, key: &TokenKey, client: &VaultClient) -> Result<(VaultToken, bool)> {
         if let Some(t) = self.ledger.token(key) {
+            self.metrics.token_cache_hit();
             return Ok((t, true));
         }
+        self.metrics.token_cache_miss();
         let jwt = self.service_account_token(spec).await?;
         let token = client
             .login(&spec.auth_mount, &spec.role, &jwt)

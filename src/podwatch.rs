@@ -93,6 +93,9 @@ async fn revoke(ledger: &Ledger, pool: &VaultPool, uid: &str) {
             Ok(c) => c.revoke_self(&token).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
+        if result.is_ok() {
+            ledger.metrics().credential_revoked();
+        }
         match result {
             Ok(()) => tracing::info!(pod_uid = %uid, "pod deleted: revoked its Vault token and leases"),
             Err(e) => {

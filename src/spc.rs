@@ -607,24 +607,62 @@ fn select_token(json: &str, audience: &str) -> Result<Option<ProvidedToken>> {
     }))
 }
 
+/// One problem found in the `objects` YAML, with what is known of where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The entry it concerns (0-based), when it concerns one.
+    pub object: Option<usize>,
+    /// The line within the `objects` text (1-based), when the YAML parser said.
+    pub line: Option<usize>,
+    /// What is wrong, naming the object and field.
+    pub message: String,
+}
+
 /// Parses the `objects` YAML into validated objects, reporting every problem
 /// found rather than only the first.
 pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<ObjectSet> {
-    let raw: Vec<RawObject> = serde_yaml_ng::from_str(yaml)
-        .map_err(|e| invalid(format!("parameter objects is not a YAML list of objects: {e}")))?;
+    check_objects(yaml, default_mode).map_err(|problems| {
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        invalid(messages.join("; "))
+    })
+}
+
+/// [`parse_objects`] with its problems kept apart and located, for the
+/// `check` command.
+pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<ObjectSet, Vec<Problem>> {
+    let raw: Vec<RawObject> = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        vec![Problem {
+            object: None,
+            line: e.location().map(|l| l.line()),
+            message: format!("parameter objects is not a YAML list of objects: {e}"),
+        }]
+    })?;
     if raw.is_empty() {
-        return Err(invalid("parameter objects lists no objects".to_string()));
+        return Err(vec![Problem {
+            object: None,
+            line: None,
+            message: "parameter objects lists no objects".to_string(),
+        }]);
     }
     let mut problems = Vec::new();
     let mut parsed = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         match parse_object(i, r, default_mode) {
             Ok(o) => parsed.push(o),
-            Err(mut p) => problems.append(&mut p),
+            Err(p) => problems.extend(p.into_iter().map(|message| Problem {
+                object: Some(i),
+                line: None,
+                message,
+            })),
         }
     }
-    problems.extend(check_names(&parsed));
-    problems.extend(check_references(&parsed));
+    let whole = |message| Problem {
+        object: None,
+        line: None,
+        message,
+    };
+    problems.extend(check_names(&parsed).into_iter().map(whole));
+    problems.extend(check_references(&parsed).into_iter().map(whole));
     let mut set = ObjectSet {
         objects: Vec::new(),
         templates: Vec::new(),
@@ -636,12 +674,14 @@ pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<ObjectSet> {
         }
     }
     if problems.is_empty() && set.templates.is_empty() && !set.objects.iter().any(|o| o.output.writes_files()) {
-        problems.push("every object has writeFile: false, so nothing would be mounted".to_string());
+        problems.push(whole(
+            "every object has writeFile: false, so nothing would be mounted".to_string(),
+        ));
     }
     if problems.is_empty() {
         Ok(set)
     } else {
-        Err(invalid(problems.join("; ")))
+        Err(problems)
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Renewed {
 pub struct VaultClient {
     http: HttpClient,
     namespace: Option<String>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
@@ -123,7 +124,14 @@ impl VaultClient {
         Ok(VaultClient {
             http,
             namespace: cfg.namespace.clone(),
+            metrics: None,
         })
+    }
+
+    /// Counts every HTTP exchange of this client in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> VaultClient {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn request(&self, method: Method, path: String, token: Option<&str>, body: Option<Bytes>) -> Request {
@@ -147,7 +155,15 @@ impl VaultClient {
     async fn send(&self, req: Request, idempotent: bool) -> Result<Json, VaultError> {
         let mut attempt = 0;
         loop {
+            let started = std::time::Instant::now();
             let result = self.http.send(req.clone()).await;
+            if let Some(m) = &self.metrics {
+                m.vault_request(
+                    &req.path_and_query,
+                    result.as_ref().ok().map(|r| r.status),
+                    started.elapsed(),
+                );
+            }
             let retry = match &result {
                 Err(HttpError::Connect(_)) => true,
                 Err(HttpError::Broken(_)) | Err(HttpError::Timeout(_)) => idempotent,
@@ -384,6 +400,7 @@ mod tests {
 pub struct VaultPool {
     clients: std::sync::Mutex<std::collections::HashMap<VaultConfig, VaultClient>>,
     timeout: Duration,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// More distinct Vault connection configurations than this is unusual; the
@@ -396,7 +413,14 @@ impl VaultPool {
         VaultPool {
             clients: Default::default(),
             timeout,
+            metrics: None,
         }
+    }
+
+    /// Counts every HTTP exchange of the pool's clients in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> VaultPool {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The client for `cfg`, built on first use.
@@ -405,7 +429,10 @@ impl VaultPool {
         if let Some(c) = clients.get(cfg) {
             return Ok(c.clone());
         }
-        let client = VaultClient::new(cfg, self.timeout)?;
+        let mut client = VaultClient::new(cfg, self.timeout)?;
+        if let Some(m) = &self.metrics {
+            client = client.with_metrics(m.clone());
+        }
         if clients.len() >= MAX_POOLED_CLIENTS {
             clients.clear();
         }

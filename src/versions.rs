@@ -180,7 +180,7 @@ fn kube_error(e: KubeError, namespace: &str, name: &str, verb: &str) -> Error {
     }
 }
 
-fn key_from_secret(secret: &Json, namespace: &str, name: &str) -> Result<Vec<u8>> {
+pub(crate) fn key_from_secret(secret: &Json, namespace: &str, name: &str) -> Result<Vec<u8>> {
     let b64 = secret
         .get("data")
         .and_then(|d| d.get(KEY_FIELD))

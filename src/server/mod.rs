@@ -93,8 +93,8 @@ impl CsiDriverProvider for ProviderService {
             secrets: req.secrets,
             permission: req.permission,
         };
-        let (pod, namespace) = pod_labels(&input.attributes);
-        let span = tracing::info_span!("mount", %pod, %namespace);
+        let (pod, namespace, spc) = pod_labels(&input.attributes);
+        let span = tracing::info_span!("mount", %pod, %namespace, %spc);
         let result = self
             .mounter
             .mount(&input, started + budget)
@@ -124,8 +124,12 @@ impl CsiDriverProvider for ProviderService {
         });
         let elapsed = started.elapsed();
         let _entered = span.enter();
+        self.mounter
+            .metrics()
+            .mount_finished(response.as_ref().map(|_| ()), elapsed);
         match response {
             Ok(r) => {
+                tracing::debug!(files = ?r.files.iter().map(|f| (f.path.as_str(), format!("{:#o}", f.mode), f.contents.len())).collect::<Vec<_>>(), "mount files (path, mode, bytes)");
                 tracing::info!(
                     objects = r.object_version.len(),
                     duration_ms = elapsed.as_millis() as u64,
@@ -142,12 +146,17 @@ impl CsiDriverProvider for ProviderService {
     }
 }
 
-/// Pod name and namespace for log fields, read leniently: a request whose
-/// attributes do not parse is still logged, with its error.
-fn pod_labels(attributes: &str) -> (String, String) {
+/// Pod name, namespace and SecretProviderClass for log fields, read
+/// leniently: a request whose attributes do not parse is still logged, with
+/// its error.
+fn pod_labels(attributes: &str) -> (String, String, String) {
     let v: serde_json::Value = serde_json::from_str(attributes).unwrap_or_default();
     let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
-    (get(crate::spc::keys::POD_NAME), get(crate::spc::keys::POD_NAMESPACE))
+    (
+        get(crate::spc::keys::POD_NAME),
+        get(crate::spc::keys::POD_NAMESPACE),
+        get(crate::spc::keys::SPC_NAME),
+    )
 }
 
 /// Binds the provider socket: removes a stale socket left by an earlier run,

@@ -1,0 +1,443 @@
+//! `vault-csi-provider check FILE...`: validates SecretProviderClass
+//! manifests offline with the provider's own parser (`spc::parse_mount`,
+//! `spc::check_objects`), reports every problem with its line, and prints the
+//! normalised plan of each valid one: which files, with which modes, from
+//! which Vault requests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::spc_file::{self, Located, SpcDocument};
+use super::{usage_error, EXIT_PROBLEMS};
+use crate::http::Endpoint;
+use crate::spc::{self, keys, Defaults, MountSpec, TlsConfig, VaultConfig};
+
+/// Arguments of `check`.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Validate SecretProviderClass YAML files offline and print what each would mount",
+    disable_help_subcommand = true
+)]
+pub struct CheckArgs {
+    /// YAML files; documents of other kinds are skipped.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// The parameters the provider reads; others are ignored by it (the driver
+/// adds its own), so a misspelt one is worth a warning.
+const KNOWN: [&str; 14] = [
+    "roleName",
+    "objects",
+    "vaultAddress",
+    "vaultKubernetesMountPath",
+    "vaultAuthMountPath",
+    "audience",
+    "vaultNamespace",
+    "vaultCACertPath",
+    "vaultCADirectory",
+    "vaultTLSServerName",
+    "vaultTLSClientCertPath",
+    "vaultTLSClientKeyPath",
+    "vaultSkipTLSVerify",
+    "syncSecrets",
+];
+
+/// Parameter groups validated on their own, so one bad parameter does not
+/// hide the next: `parse_mount` stops at the first problem it meets.
+const GROUPS: [&[&str]; 7] = [
+    &["roleName"],
+    &["vaultKubernetesMountPath", "vaultAuthMountPath"],
+    &["vaultAddress"],
+    &["vaultTLSClientCertPath", "vaultTLSClientKeyPath"],
+    &["vaultSkipTLSVerify"],
+    &["audience"],
+    // Checked against the class's own objects, when those parse.
+    &["syncSecrets"],
+];
+
+/// A placeholder that always parses, standing in for `objects` while the
+/// other parameters are checked.
+const PLACEHOLDER_OBJECTS: &str = "- {objectName: placeholder, secretPath: placeholder}";
+
+/// Entry point of `check`.
+pub fn main(argv: Vec<String>) -> ExitCode {
+    let args = match CheckArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => return usage_error(e, "check"),
+    };
+    let mut out = String::new();
+    let problems = run(&args.files, &mut out);
+    print!("{out}");
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    }
+}
+
+/// Checks `files`, appending the report to `out`; returns the number of
+/// problems found.
+pub fn run(files: &[PathBuf], out: &mut String) -> usize {
+    let mut problems = 0;
+    let mut classes = 0;
+    for file in files {
+        let loaded = match spc_file::load(file) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = writeln!(out, "{e}");
+                problems += 1;
+                continue;
+            }
+        };
+        for p in &loaded.problems {
+            report(out, &file.display().to_string(), p, None);
+            problems += 1;
+        }
+        if loaded.documents.is_empty() && loaded.problems.is_empty() {
+            let _ = writeln!(out, "{}: no SecretProviderClass in this file", file.display());
+        }
+        for (i, doc) in loaded.documents.iter().enumerate() {
+            classes += 1;
+            let mut found: Vec<Located> = loaded
+                .document_problems
+                .iter()
+                .filter(|(d, _)| *d == i)
+                .map(|(_, p)| p.clone())
+                .collect();
+            found.extend(check_document(doc));
+            found.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            problems += found.len();
+            print_document(out, doc, &found);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} SecretProviderClass{} checked, {problems} problem{}",
+        classes,
+        if classes == 1 { "" } else { "es" },
+        if problems == 1 { "" } else { "s" }
+    );
+    problems
+}
+
+fn defaults() -> Defaults {
+    Defaults {
+        vault: VaultConfig {
+            // The provider's default; only shown when a class names none.
+            endpoint: Endpoint::Tcp {
+                tls: true,
+                host: "127.0.0.1".to_string(),
+                port: 8200,
+                prefix: String::new(),
+            },
+            namespace: None,
+            tls: TlsConfig::default(),
+        },
+        auth_mount: "kubernetes".to_string(),
+    }
+}
+
+/// The attributes the driver would send for this class, for a stand-in pod.
+fn attributes(doc: &SpcDocument, params: &BTreeMap<String, String>) -> String {
+    let mut attrs: BTreeMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    attrs.insert(keys::POD_NAMESPACE, doc.namespace.as_deref().unwrap_or("default"));
+    attrs.insert(keys::SERVICE_ACCOUNT, "default");
+    attrs.insert(keys::POD_NAME, "check");
+    attrs.insert(keys::SPC_NAME, &doc.name);
+    serde_json::to_string(&attrs).unwrap_or_default()
+}
+
+fn strip_prefix(message: String) -> String {
+    message
+        .strip_prefix("invalid mount request: ")
+        .map(str::to_string)
+        .unwrap_or(message)
+}
+
+/// Every problem of one class: parameters group by group, then each object.
+fn check_document(doc: &SpcDocument) -> Vec<Located> {
+    let mut found = Vec::new();
+    let defaults = defaults();
+
+    for group in GROUPS {
+        let present: Vec<&str> = group
+            .iter()
+            .copied()
+            .filter(|k| doc.parameters.contains_key(*k))
+            .collect();
+        if present.is_empty() && group != ["roleName"] {
+            continue;
+        }
+        let mut params = BTreeMap::new();
+        params.insert("roleName".to_string(), "placeholder".to_string());
+        params.insert("objects".to_string(), PLACEHOLDER_OBJECTS.to_string());
+        if group == ["roleName"] {
+            params.remove("roleName");
+        }
+        if group == ["syncSecrets"] {
+            match doc.parameters.get("objects") {
+                Some(o) if spc::check_objects(o, DEFAULT_MODE).is_ok() => {
+                    params.insert("objects".to_string(), o.clone());
+                }
+                // The objects' own problems are reported below.
+                _ => continue,
+            }
+        }
+        for k in group {
+            if let Some(v) = doc.parameters.get(*k) {
+                params.insert((*k).to_string(), v.clone());
+            }
+        }
+        if let Err(e) = spc::parse_mount(&attributes(doc, &params), "", "", &defaults) {
+            let line = present
+                .first()
+                .and_then(|k| doc.parameter_line(k))
+                .or_else(|| doc.key_line("parameters", 1));
+            found.push(Located {
+                line,
+                message: strip_prefix(e.to_string()),
+            });
+        }
+    }
+
+    match doc
+        .parameters
+        .get("objects")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => found.push(Located {
+            line: doc.key_line("parameters", 1),
+            message: "parameter objects is missing: list the secrets to mount".to_string(),
+        }),
+        Some(objects) => {
+            if let Err(problems) = spc::check_objects(objects, DEFAULT_MODE) {
+                for p in problems {
+                    let line = p
+                        .line
+                        .and_then(|l| doc.objects_line(l))
+                        .or_else(|| p.object.and_then(|i| doc.object_line(i)))
+                        .or_else(|| doc.parameter_line("objects"));
+                    found.push(Located {
+                        line,
+                        message: p.message,
+                    });
+                }
+            }
+        }
+    }
+
+    // The driver fails to sync a Secret whose data names an unknown object.
+    // Names are read loosely here, so this is reported even when some
+    // objects have other problems.
+    if let Some(objects) = doc.parameters.get("objects") {
+        if let Ok(parsed) = serde_yaml_ng::from_str::<Vec<serde_yaml_ng::Value>>(objects) {
+            let names: BTreeSet<&str> = parsed
+                .iter()
+                .filter_map(|o| o.get("objectName").and_then(serde_yaml_ng::Value::as_str))
+                .collect();
+            for (secret, refs) in &doc.secret_objects {
+                for r in refs.iter().filter(|r| !names.contains(r.as_str())) {
+                    found.push(Located {
+                        line: doc.key_line("secretObjects", 1).and_then(|from| {
+                            doc.text
+                                .lines()
+                                .enumerate()
+                                .skip(from - doc.first_line)
+                                .find(|(_, l)| l.contains("objectName") && l.contains(r.as_str()))
+                                .map(|(i, _)| doc.first_line + i)
+                        }),
+                        message: format!(
+                            "secretObjects {secret:?}: objectName {r:?} is not one of the objects, so the driver cannot sync it"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The mode the driver asks for when an object sets none (`permission`
+/// "420").
+const DEFAULT_MODE: u32 = 0o644;
+
+fn report(out: &mut String, file: &str, p: &Located, doc: Option<&SpcDocument>) {
+    match p.line {
+        Some(line) => {
+            let _ = writeln!(out, "{file}:{line}: error: {}", p.message);
+            if let Some(text) = doc.and_then(|d| d.line_text(line)) {
+                let _ = writeln!(out, "{line:>6} | {text}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "{file}: error: {}", p.message);
+        }
+    }
+}
+
+fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
+    let file = doc.file.display().to_string();
+    let title = format!(
+        "SecretProviderClass {}/{}",
+        doc.namespace.as_deref().unwrap_or("<namespace of the pod>"),
+        doc.name
+    );
+    for key in doc.parameters.keys() {
+        if !KNOWN.contains(&key.as_str()) {
+            let hint = KNOWN
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(key))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            let line = doc.parameter_line(key).map(|l| format!("{l}:")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{file}:{line} warning: {title}: parameter {key:?} is not read by this provider{hint}"
+            );
+        }
+    }
+    if let Some(p) = doc.provider.as_deref().filter(|p| *p != "vault") {
+        let _ = writeln!(
+            out,
+            "{file}: warning: {title}: spec.provider is {p:?}; the driver only sends classes with provider \"vault\" to this provider"
+        );
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "{file}:{}: {title}: {} problem{}",
+            doc.header_line(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in problems {
+            report(out, &file, p, Some(doc));
+        }
+        return;
+    }
+    let spec = match spc::parse_mount(&attributes(doc, &doc.parameters), "", "", &defaults()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Every group passed, so this would be a combination the groups
+            // missed; still report it rather than print a wrong plan.
+            report(
+                out,
+                &file,
+                &Located {
+                    line: Some(doc.first_line),
+                    message: strip_prefix(e.to_string()),
+                },
+                Some(doc),
+            );
+            return;
+        }
+    };
+    let _ = writeln!(out, "{file}:{}: {title}: ok", doc.header_line());
+    print_plan(out, doc, &spec);
+}
+
+fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
+    let vault = if doc.parameters.contains_key("vaultAddress") {
+        spec.vault.endpoint.to_string()
+    } else {
+        "the provider's -vault-addr".to_string()
+    };
+    let auth = if doc.parameters.contains_key("vaultKubernetesMountPath")
+        || doc.parameters.contains_key("vaultAuthMountPath")
+    {
+        format!("auth/{}", spec.auth_mount)
+    } else {
+        "the provider's -vault-mount (auth/kubernetes by default)".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "  login: role {:?} at {auth}, Vault {vault}, token audience {:?}{}",
+        spec.role,
+        spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE),
+        spec.vault
+            .namespace
+            .as_deref()
+            .map(|n| format!(", Vault namespace {n:?}"))
+            .unwrap_or_default()
+    );
+    let mut reads: HashMap<&spc::ReadKey, usize> = HashMap::new();
+    for o in &spec.objects {
+        let n = reads.len() + 1;
+        reads.entry(&o.read).or_insert(n);
+    }
+    let _ = writeln!(
+        out,
+        "  {} file{} from {} Vault request{}:",
+        spec.objects.len(),
+        if spec.objects.len() == 1 { "" } else { "s" },
+        reads.len(),
+        if reads.len() == 1 { "" } else { "s" }
+    );
+    let width = spec.objects.iter().map(|o| o.name.len()).max().unwrap_or(0);
+    for o in &spec.objects {
+        let what = describe_output(&o.output);
+        let encoding = "";
+        let args = if o.read.body.is_some() { " with secretArgs" } else { "" };
+        let _ = writeln!(
+            out,
+            "    {:04o}  {:<width$}  <- request #{} {}{args}: {what}{encoding}",
+            o.mode,
+            o.name,
+            reads.get(&o.read).copied().unwrap_or(0),
+            o.read,
+        );
+    }
+    for t in &spec.templates {
+        let _ = writeln!(
+            out,
+            "    {:04o}  {:<width$}  <- template over the other objects",
+            t.mode, t.name
+        );
+    }
+    for t in &spec.templates {
+        let _ = writeln!(
+            out,
+            "    {:04o}  {:<width$}  <- template over the other objects",
+            t.mode, t.name
+        );
+    }
+    for (secret, refs) in &doc.secret_objects {
+        let _ = writeln!(out, "  synced by the driver to Secret {secret:?}: {}", refs.join(", "));
+    }
+    for s in &spec.sync {
+        let _ = writeln!(
+            out,
+            "  synced by the provider to Secret {:?} (type {}) in the pod's namespace",
+            s.name, s.secret_type
+        );
+    }
+}
+
+/// What an object's file holds, in words, for the plan.
+fn describe_output(output: &spc::Output) -> String {
+    let select = |s: &spc::Select| match s {
+        spc::Select::Data => "the data".to_string(),
+        spc::Select::Key(k) => format!("key {k:?}"),
+        spc::Select::Pointer(p) => format!("pointer {p}"),
+    };
+    let decoded = |e: &spc::Encoding| match e {
+        spc::Encoding::Utf8 => String::new(),
+        other => format!(", {} decoded", format!("{other:?}").to_ascii_lowercase()),
+    };
+    match output {
+        spc::Output::Envelope => "whole response as JSON".to_string(),
+        spc::Output::Value { select: s, encoding } => format!("{}{}", select(s), decoded(encoding)),
+        spc::Output::Formatted { select: s, format } => format!("{} as {format:?}", select(s)),
+        spc::Output::Expand { select: s, encoding } => {
+            format!("one file per key of {}{}", select(s), decoded(encoding))
+        }
+        spc::Output::Template(_) => "a template over this and the other objects".to_string(),
+        spc::Output::Hidden => "no file (input of templates only)".to_string(),
+    }
+}
