@@ -255,6 +255,71 @@ where
     Ok(())
 }
 
+/// Reads a connection up to the end of its first header block and returns
+/// every byte read (to be replayed) and that request's `:authority`, if it
+/// has one. The block is decoded with a fresh decoder: it is the first, so
+/// the client's dynamic table was empty when it was encoded.
+pub async fn first_authority<R>(client: &mut R) -> io::Result<(Vec<u8>, Option<Vec<u8>>)>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut reader = Recorder {
+        inner: client,
+        seen: Vec::new(),
+    };
+    let mut preface = [0u8; PREFACE.len()];
+    read_exact(&mut reader, &mut preface, "the connection preface").await?;
+    if &preface != PREFACE {
+        return Err(protocol_error("client did not send the HTTP/2 connection preface"));
+    }
+    let mut raw = [0u8; FRAME_HEADER_LEN];
+    loop {
+        read_exact(&mut reader, &mut raw, "a frame header").await?;
+        let frame = FrameHeader::parse(&raw);
+        if frame.kind == FRAME_HEADERS {
+            let block = read_header_block(&mut reader, &frame).await?;
+            let mut decoder = Decoder::new();
+            decoder.set_max_allowed_table_size(MAX_DYNAMIC_TABLE);
+            let mut authority = None;
+            decoder
+                .decode_with_cb(&block.fragment, |name, value| {
+                    if name.as_ref() == AUTHORITY {
+                        authority = Some(value.into_owned());
+                    }
+                })
+                .map_err(|err| protocol_error(format!("invalid HPACK header block: {err}")))?;
+            return Ok((reader.seen, authority));
+        }
+        if reader.seen.len() + frame.len > MAX_HEADER_BLOCK {
+            return Err(protocol_error("too much data before the first request"));
+        }
+        let mut payload = vec![0u8; frame.len];
+        read_exact(&mut reader, &mut payload, "a frame").await?;
+    }
+}
+
+/// Keeps a copy of everything read through it.
+struct Recorder<'a, R> {
+    inner: &'a mut R,
+    seen: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Recorder<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if result.is_ready() {
+            this.seen.extend_from_slice(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
 async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> Result<(), Failure> {
     writer.write_all(bytes).await.map_err(Failure::ServerWrite)
 }

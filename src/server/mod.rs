@@ -6,6 +6,7 @@
 //! served.
 
 pub mod authority;
+pub mod conn;
 pub mod health;
 
 use std::io;
@@ -132,14 +133,14 @@ impl CsiDriverProvider for ProviderService {
                 tracing::debug!(files = ?r.files.iter().map(|f| (f.path.as_str(), format!("{:#o}", f.mode), f.contents.len())).collect::<Vec<_>>(), "mount files (path, mode, bytes)");
                 tracing::info!(
                     objects = r.object_version.len(),
-                    duration_ms = elapsed.as_millis() as u64,
+                    duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
                     result = "ok",
                     "mount"
                 );
                 Ok(Response::new(r))
             }
             Err(e) => {
-                tracing::warn!(duration_ms = elapsed.as_millis() as u64, result = e.kind(), error = %e, "mount failed");
+                tracing::warn!(duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0, result = e.kind(), error = %e, "mount failed");
                 Err(e.into())
             }
         }
@@ -205,7 +206,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<tokio::io::DuplexStream, io::Error>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<conn::DriverConn, io::Error>>(16);
     let (stop_accepting, mut stopped) = tokio::sync::watch::channel(false);
     let acceptor = tokio::spawn(async move {
         loop {
@@ -213,15 +214,15 @@ pub async fn serve(
                 _ = stopped.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                        // Routing waits for the client's first request, so it
+                        // runs on its own task: a slow client must not hold up
+                        // the accept loop.
+                        let tx = tx.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = authority::relay(stream, ours, authority::to_localhost).await {
-                                tracing::debug!(error = %e, "driver connection ended with an error");
+                            if let Some(conn) = conn::route(stream).await {
+                                let _ = tx.send(Ok(conn)).await;
                             }
                         });
-                        if tx.send(Ok(theirs)).await.is_err() {
-                            break;
-                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a driver connection failed");
