@@ -718,30 +718,10 @@ async fn tls_options_and_unix_socket_addresses() {
     // plain HTTP, so relay a unix socket to a plain-HTTP OpenBao.
     let plain = vault_csi_provider::testbed::openbao::OpenBao::start().await.unwrap();
     plain.kv2_put("secret", "app", json!({"k": "unix"})).await.unwrap();
-    plain.enable_auth("kubernetes", "kubernetes").await.unwrap();
-    world.kube.add_service_account("kube-system", "vault-reviewer");
     let reviewer = world
         .kube
         .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(3600));
-    plain
-        .configure_kubernetes_auth("kubernetes", &world.kube.url(), &world.kube.ca_pem(), &reviewer)
-        .await
-        .unwrap();
-    plain
-        .kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &["default"],
-            &[READ_ALL],
-            Some("vault"),
-            "1h",
-            "2h",
-        )
-        .await
-        .unwrap();
-    plain
-        .put_policy(READ_ALL, r#"path "secret/*" { capabilities = ["read"] }"#)
+    vault_csi_provider::testbed::world::wire_vault(&plain, &world.kube, &reviewer)
         .await
         .unwrap();
     let sock = dir.path().join("agent.sock");

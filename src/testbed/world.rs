@@ -65,31 +65,7 @@ impl World {
         kube.grant(PROVIDER_NS, PROVIDER_SA, "list", "pods", None, None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "watch", "pods", None, None);
 
-        bao.enable_auth("kubernetes", "kubernetes").await?;
-        bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), &reviewer)
-            .await?;
-        bao.put_policy(
-            READ_ALL,
-            r#"
-path "secret/*" { capabilities = ["read"] }
-path "kv1/*" { capabilities = ["read"] }
-path "database/creds/*" { capabilities = ["read"] }
-path "pki/issue/*" { capabilities = ["create", "update"] }
-"#,
-        )
-        .await?;
-        kube.add_service_account("default", "app");
-        bao.kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &["default"],
-            &[READ_ALL],
-            Some("vault"),
-            "1h",
-            "2h",
-        )
-        .await?;
+        wire_vault(&bao, &kube, &reviewer).await?;
         Ok(World {
             bao,
             kube,
@@ -146,6 +122,38 @@ path "pki/issue/*" { capabilities = ["create", "update"] }
         args.extend(extra.iter().map(|s| s.to_string()));
         Provider::spawn(binary, &args, socket, self.dir.join(format!("{name}.log")), &[]).await
     }
+}
+
+/// Configures `bao` like every world's: kubernetes auth reviewing through
+/// `kube` with `reviewer`, the read-all policy, and role `app` for
+/// `default/app` (audience `vault`).
+pub async fn wire_vault(bao: &OpenBao, kube: &KubeDouble, reviewer: &str) -> anyhow::Result<()> {
+    bao.enable_auth("kubernetes", "kubernetes").await?;
+    bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), reviewer)
+        .await?;
+    bao.put_policy(
+        READ_ALL,
+        r#"
+path "secret/*" { capabilities = ["read"] }
+path "kv1/*" { capabilities = ["read"] }
+path "database/creds/*" { capabilities = ["read"] }
+path "pki/issue/*" { capabilities = ["create", "update"] }
+"#,
+    )
+    .await?;
+    kube.add_service_account("default", "app");
+    bao.kubernetes_role(
+        "kubernetes",
+        "app",
+        &["app"],
+        &["default"],
+        &[READ_ALL],
+        Some("vault"),
+        "1h",
+        "2h",
+    )
+    .await?;
+    Ok(())
 }
 
 /// A running provider process.
