@@ -126,7 +126,17 @@ impl Versions {
             Err(e) => match state.as_ref() {
                 Some(old) if !matches!(e, Error::KubeDenied(_)) => {
                     tracing::warn!(error = %e, "cannot re-check the object-version key; keeping the one in memory");
-                    Ok(VersionKey(old.clone()))
+                    // Count the failed attempt as the check: otherwise every
+                    // mount (serialised by this lock) would wait for the
+                    // unreachable API server until it is back.
+                    let kept = Arc::new(Loaded {
+                        key: old.key.clone(),
+                        state_key: old.state_key,
+                        fingerprint: old.fingerprint.clone(),
+                        checked: Instant::now(),
+                    });
+                    *state = Some(kept.clone());
+                    Ok(VersionKey(kept))
                 }
                 _ => Err(e),
             },
@@ -257,6 +267,41 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testbed::kube_double::KubeDouble;
+
+    /// A failed re-check keeps the key and waits a full interval before the
+    /// next attempt, so an API server that is down or slow costs one request
+    /// per interval rather than one per mount.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_recheck_is_not_repeated_by_every_mount() {
+        let kube = KubeDouble::start().await.unwrap();
+        kube.add_service_account("csi", "provider");
+        kube.grant("csi", "provider", "get", "secrets", Some("csi"), None);
+        kube.grant("csi", "provider", "create", "secrets", Some("csi"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("kubeconfig");
+        let token = kube.service_account_token("csi", "provider", &[], Duration::from_secs(3600));
+        kube.write_kubeconfig(&config, &token).unwrap();
+        let client = KubeClient::from_kubeconfig(&config, Duration::from_millis(500)).unwrap();
+        let refresh = Duration::from_millis(300);
+        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh);
+        let first = versions.key().await.unwrap().version("c", b"x");
+
+        kube.set_delay(Duration::from_secs(2));
+        tokio::time::sleep(refresh).await;
+        let started = Instant::now();
+        assert_eq!(versions.key().await.unwrap().version("c", b"x"), first, "the held key is kept");
+        assert!(started.elapsed() >= Duration::from_millis(500), "the re-check was attempted");
+        let started = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(versions.key().await.unwrap().version("c", b"x"), first);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "mounts after a failed re-check wait for nothing: {:?}",
+            started.elapsed()
+        );
+    }
 
     #[tokio::test]
     async fn versions_depend_on_key_config_and_content() {
