@@ -72,7 +72,24 @@ impl Endpoint {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // `Uri::port_u16` is `None` both without a port and for one that is
+        // not a u16, which would silently turn `:99999` into the default.
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+        let after_host = host_port.rfind(']').map_or(host_port, |i| &host_port[i..]);
+        let port = match after_host.rsplit_once(':') {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some((_, p)) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("{addr:?}: {p:?} is not a port number (1 to 65535)")),
+            },
+        };
         if uri.query().is_some() {
             return Err(format!("{addr:?} must not have a query"));
         }
@@ -579,6 +596,19 @@ mod tests {
             "https://[::1]:8200"
         );
         assert!(Endpoint::parse("vault:8200").is_err());
+        assert_eq!(
+            Endpoint::parse("http://[::1]:8201").unwrap().to_string(),
+            "http://[::1]:8201"
+        );
+        for bad in [
+            "http://vault:99999",
+            "http://vault:0",
+            "https://[::1]:70000",
+            "http://vault:",
+        ] {
+            let e = Endpoint::parse(bad).unwrap_err();
+            assert!(e.contains("is not a port number"), "{bad}: {e}");
+        }
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("unix://relative.sock").is_err());
     }
