@@ -130,8 +130,73 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
+        tonic::Status::new(e.code(), readable(&e.to_string()))
     }
+}
+
+/// Longest message handed to the driver. gRPC carries it in a header, which
+/// clients bound (a larger one reaches the driver as a bare "h2 protocol
+/// error"), and Kubernetes cuts event messages at 1 KiB anyway.
+pub const MAX_MESSAGE: usize = 4096;
+/// Longest quoted value kept whole in a message.
+const MAX_QUOTED: usize = 96;
+
+/// The message as the person reading pod events should get it: every
+/// quoted value (messages quote what users wrote, `{:?}`) longer than
+/// [`MAX_QUOTED`] shortened to its start and its length, then the whole cut
+/// to [`MAX_MESSAGE`]. So a 7 MiB `objectName` still yields a one-line
+/// message that ends with what is wrong with it.
+pub fn readable(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE));
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let quoted = &rest[open + 1..];
+        // The closing quote: the first one not escaped by a backslash.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    close = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = close.unwrap_or(quoted.len());
+        let value = &quoted[..end];
+        if value.len() > MAX_QUOTED {
+            let mut cut = MAX_QUOTED - 32;
+            while !value.is_char_boundary(cut) || value[..cut].ends_with('\\') {
+                cut -= 1;
+            }
+            out.push_str(&value[..cut]);
+            out.push_str(&format!("…({} bytes)", value.len()));
+        } else {
+            out.push_str(value);
+        }
+        match close {
+            Some(i) => {
+                out.push('"');
+                rest = &quoted[i + 1..];
+            }
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
+    if out.len() > MAX_MESSAGE {
+        let total = out.len();
+        let mut cut = MAX_MESSAGE - 48;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!(" …(message cut from {total} bytes)"));
+    }
+    out
 }
 
 /// Result alias used throughout the provider.
@@ -161,6 +226,33 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{}", err.kind());
         }
+    }
+
+    #[test]
+    fn long_quoted_values_and_long_messages_are_shortened() {
+        let name = "a".repeat(7 << 20);
+        let m = readable(&format!("object {name:?} (#1): objectName: is longer than 4096 bytes"));
+        assert!(m.len() < 200, "{m}");
+        assert!(m.starts_with("object \"aaaa"), "{m}");
+        assert!(
+            m.ends_with("…(7340032 bytes)\" (#1): objectName: is longer than 4096 bytes"),
+            "{m}"
+        );
+        // Short values, escapes and unbalanced quotes survive as they are.
+        let short = r#"key "a\"b" not found; Vault said: bad "thing"#;
+        assert_eq!(readable(short), short);
+        let escaped = format!("{:?}", format!("{}\"{}", "x".repeat(100), "y".repeat(100)));
+        let m = readable(&format!("value {escaped} is bad"));
+        assert!(m.ends_with("bytes)\" is bad"), "{m}");
+        // Many short problems: cut at the limit, saying so.
+        let many = vec!["object \"/k\" (#1): objectName: \"/k\" must be a relative path"; 10_000].join("; ");
+        let m = readable(&many);
+        assert!(
+            m.len() <= MAX_MESSAGE && m.ends_with(&format!("(message cut from {} bytes)", many.len())),
+            "{m}"
+        );
+        let s: tonic::Status = Error::InvalidRequest(many).into();
+        assert!(s.message().len() <= MAX_MESSAGE);
     }
 
     #[test]

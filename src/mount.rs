@@ -355,7 +355,12 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
 }
 
 fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
-    let what = format!("object {:?}: {} at {}", object.name, object.read, spec.vault.endpoint);
+    let mut read = object.read.to_string();
+    if read.len() > 256 {
+        // Quoted, so that `error::readable` shortens it in the message.
+        read = format!("{read:?}");
+    }
+    let what = format!("object {:?}: {read} at {}", object.name, spec.vault.endpoint);
     match e.status() {
         Some(403) => Error::VaultDenied(format!(
             "{what} failed: {e}. The policies of role {:?} do not allow this path",

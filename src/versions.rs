@@ -290,8 +290,15 @@ mod tests {
         kube.set_delay(Duration::from_secs(2));
         tokio::time::sleep(refresh).await;
         let started = Instant::now();
-        assert_eq!(versions.key().await.unwrap().version("c", b"x"), first, "the held key is kept");
-        assert!(started.elapsed() >= Duration::from_millis(500), "the re-check was attempted");
+        assert_eq!(
+            versions.key().await.unwrap().version("c", b"x"),
+            first,
+            "the held key is kept"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "the re-check was attempted"
+        );
         let started = Instant::now();
         for _ in 0..5 {
             assert_eq!(versions.key().await.unwrap().version("c", b"x"), first);

@@ -140,8 +140,11 @@ impl CsiDriverProvider for ProviderService {
                 Ok(Response::new(r))
             }
             Err(e) => {
-                tracing::warn!(duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0, result = e.kind(), error = %e, "mount failed");
-                Err(e.into())
+                // Logged as sent: shortened, so a huge bad value cannot flood the log.
+                let kind = e.kind();
+                let status: Status = e.into();
+                tracing::warn!(duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0, result = kind, error = %status.message(), "mount failed");
+                Err(status)
             }
         }
     }
