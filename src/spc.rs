@@ -192,8 +192,12 @@ struct RawSyncData {
 /// Parses `syncSecrets` against the objects it may reference, reporting
 /// every problem at once.
 pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObject]) -> Result<Vec<SyncSecret>> {
-    let raw: Vec<RawSyncSecret> = serde_yaml_ng::from_str(yaml)
-        .map_err(|e| invalid(format!("parameter syncSecrets is not a YAML list of Secrets: {e}")))?;
+    let raw: Vec<RawSyncSecret> = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        invalid(format!(
+            "parameter syncSecrets is not a YAML list of Secrets: {}",
+            plain(e)
+        ))
+    })?;
     // The files the objects produce: plain and template objects by name,
     // expanded objects as `<name>/<key>` (keys are known only after reading).
     let names: std::collections::HashSet<&str> = objects
@@ -517,6 +521,16 @@ fn invalid(msg: String) -> Error {
     Error::InvalidRequest(msg)
 }
 
+/// A serde error in the words users wrote, not the names of our structs.
+fn plain(e: impl std::fmt::Display) -> String {
+    e.to_string()
+        .replace("struct RawObject", "an object (objectName, secretPath, ...)")
+        .replace("struct RawSyncSecret", "a Secret (secretName, type, data, ...)")
+        .replace("struct RawSyncData", "a data entry (key, objectName)")
+        .replace("struct RawToken", "a token entry (token, expirationTimestamp)")
+        .replace("unit value", "null")
+}
+
 fn parse_secrets(secrets: &str) -> Result<HashMap<String, String>> {
     let trimmed = secrets.trim();
     if trimmed.is_empty() || trimmed == "null" {
@@ -586,8 +600,9 @@ struct RawToken {
 fn select_token(json: &str, audience: &str) -> Result<Option<ProvidedToken>> {
     let tokens: HashMap<String, RawToken> = serde_json::from_str(json).map_err(|e| {
         invalid(format!(
-            "attribute {} is not a JSON map of audience to token: {e}",
-            keys::SA_TOKENS
+            "attribute {} is not a JSON map of audience to token: {}",
+            keys::SA_TOKENS,
+            plain(e)
         ))
     })?;
     let Some(raw) = tokens.get(audience) else {
@@ -634,7 +649,7 @@ pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<Objec
         vec![Problem {
             object: None,
             line: e.location().map(|l| l.line()),
-            message: format!("parameter objects is not a YAML list of objects: {e}"),
+            message: format!("parameter objects is not a YAML list of objects: {}", plain(&e)),
         }]
     })?;
     if raw.is_empty() {

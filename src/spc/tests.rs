@@ -392,3 +392,20 @@ fn shaping_field_problems_are_all_reported() {
     )
     .unwrap();
 }
+
+#[test]
+fn type_errors_speak_of_what_users_wrote() {
+    let e = parse_objects("- ~\n", 0o644).unwrap_err().to_string();
+    assert!(
+        e.contains("invalid type: null, expected an object (objectName, secretPath, ...)"),
+        "{e}"
+    );
+    let e = parse_objects("- {objectName: k, secretPath: s}\n", 0o644)
+        .and_then(|o| parse_sync("- 42\n", &o.objects, &o.templates))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected a Secret (secretName, type, data, ...)"), "{e}");
+    let e = err(&attrs(&[(keys::SA_TOKENS, r#"{"vault": 1}"#)], ONE));
+    assert!(e.contains("expected a token entry (token, expirationTimestamp)"), "{e}");
+    assert!(!e.contains("Raw"), "{e}");
+}
