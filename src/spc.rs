@@ -41,6 +41,8 @@ const MAX_MODE: u32 = 0o777;
 const MAX_PATH_LEN: usize = 4096;
 /// The driver's (and Linux's) limit for one path element.
 const MAX_ELEMENT_LEN: usize = 255;
+/// Longest `secretPath` (with its query) we send to Vault.
+const MAX_SECRET_PATH_LEN: usize = 8192;
 /// Audience of the kubelet token used when the SPC names none.
 pub const DEFAULT_AUDIENCE: &str = "vault";
 
@@ -583,6 +585,14 @@ fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Def
     let namespace = get("vaultNamespace")
         .map(str::to_string)
         .or_else(|| defaults.vault.namespace.clone());
+    if let Some(ns) = &namespace {
+        // It travels as the X-Vault-Namespace header.
+        if http::HeaderValue::from_str(ns).is_err() {
+            return Err(invalid(format!(
+                "parameter vaultNamespace {ns:?} is not a valid namespace (it contains control characters)"
+            )));
+        }
+    }
     Ok(VaultConfig {
         endpoint,
         namespace,
@@ -1166,6 +1176,10 @@ fn parse_secret_path(p: &str) -> std::result::Result<(String, Vec<(String, Strin
     }
     if path.chars().any(|c| c.is_control() || c == '#') {
         return Err(format!("{p:?} contains a control character or '#'"));
+    }
+    if p.len() > MAX_SECRET_PATH_LEN {
+        // Longer URLs cannot even be sent (and Vault would refuse them).
+        return Err(format!("{p:?} is longer than {MAX_SECRET_PATH_LEN} bytes"));
     }
     let mut pairs = Vec::new();
     if let Some(q) = query {
