@@ -333,12 +333,18 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
     );
     let lower = e.to_string().to_ascii_lowercase();
     match e.status() {
+        // Vault and OpenBao also answer an unauthenticated request to a path
+        // where nothing is mounted with 403, so the mount is a suspect too.
         Some(403) => Error::VaultDenied(format!(
-            "{who} failed: {e}. Check that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API"
+            "{who} failed: {e}. Check that an auth method is mounted at auth/{}, that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API",
+            spec.auth_mount
         )),
         Some(400) if lower.contains("role") => Error::VaultRejected(format!(
             "{who} failed: {e}. Does role {:?} exist at auth/{}/role?",
             spec.role, spec.auth_mount
+        )),
+        Some(404) if lower.contains("namespace") && spec.vault.namespace.is_some() => Error::VaultRejected(format!(
+            "{who} failed: {e}. Does the Vault namespace exist (vaultNamespace, -vault-namespace)?"
         )),
         Some(404) => Error::VaultRejected(format!(
             "{who} failed: {e}. Is an auth method mounted at auth/{}?",
