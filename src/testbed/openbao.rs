@@ -553,6 +553,28 @@ impl OpenBao {
         Ok(keys.into_iter().map(|k| format!("{prefix}/{k}")).collect())
     }
 
+    /// Seals the server (`sys/seal`): every API call then answers 503 "Vault is sealed"
+    /// until [`OpenBao::unseal`]. Unlike a restart, nothing stored is lost.
+    pub async fn seal(&self) -> anyhow::Result<()> {
+        self.expect_ok("PUT", "sys/seal", None).await.map(|_| ())
+    }
+
+    /// Unseals a sealed dev server with the unseal key it printed at start.
+    pub async fn unseal(&self) -> anyhow::Result<()> {
+        let log = std::fs::read_to_string(self.log_path())?;
+        let key = log
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Unseal Key:"))
+            .last()
+            .map(str::trim)
+            .ok_or_else(|| anyhow!("no unseal key in {}", self.log_path().display()))?;
+        let json = self.expect_ok("PUT", "sys/unseal", Some(json!({ "key": key }))).await?;
+        if json["sealed"] != Value::Bool(false) {
+            bail!("still sealed after sys/unseal: {json}");
+        }
+        Ok(())
+    }
+
     /// Stops the server: SIGTERM, then up to 10 s for a clean exit, then SIGKILL.
     /// A stopped server can be brought back with [`OpenBao::restart`].
     pub async fn stop(&mut self) -> anyhow::Result<()> {

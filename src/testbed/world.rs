@@ -73,6 +73,15 @@ impl World {
         })
     }
 
+    /// Wires OpenBao to the double again (see [`wire_vault`]): after a
+    /// dev-mode restart, which forgets all configuration.
+    pub async fn configure_vault(&self) -> anyhow::Result<()> {
+        let reviewer =
+            self.kube
+                .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
+        wire_vault(&self.bao, &self.kube, &reviewer).await
+    }
+
     /// Adds a pod and returns what kubelet tells the driver about it, with a
     /// token for audience `vault` (as the CSIDriver's `tokenRequests` asks).
     pub fn pod(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
