@@ -151,7 +151,8 @@ impl VaultClient {
     }
 
     /// Sends with bounded retries: a request that never left is always safe to
-    /// resend; one that may have reached Vault only when `idempotent`.
+    /// resend; one whose exchange broke only when `idempotent`; one that timed
+    /// out never.
     async fn send(&self, req: Request, idempotent: bool) -> Result<Json, VaultError> {
         let mut attempt = 0;
         loop {
@@ -166,7 +167,12 @@ impl VaultClient {
             }
             let retry = match &result {
                 Err(HttpError::Connect(_)) => true,
-                Err(HttpError::Broken(_)) | Err(HttpError::Timeout(_)) => idempotent,
+                Err(HttpError::Broken(_)) => idempotent,
+                // A Vault slower than the timeout is not faster a moment
+                // later: resending triples the time to fail, adds load where
+                // there is too much already, and since the request did reach
+                // Vault, mints a credential per attempt that nobody sees.
+                Err(HttpError::Timeout(_)) => false,
                 Ok(r) if r.status >= 500 && r.status != 501 => idempotent,
                 _ => false,
             };
