@@ -409,3 +409,165 @@ fn type_errors_speak_of_what_users_wrote() {
     assert!(e.contains("expected a token entry (token, expirationTimestamp)"), "{e}");
     assert!(!e.contains("Raw"), "{e}");
 }
+
+/// A small deterministic generator (xorshift64*) for the random-input
+/// tests below; a fixed seed keeps failures reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A string of `len` pieces drawn from `alphabet`.
+    fn text(&mut self, alphabet: &[&str], len: usize) -> String {
+        (0..len).map(|_| alphabet[self.below(alphabet.len())]).collect()
+    }
+}
+
+/// Whatever `check_object_path` accepts satisfies the driver's rules,
+/// checked independently (the same property as the `object_path` fuzz target).
+#[test]
+fn random_object_paths_accepted_only_when_clean() {
+    let alphabet = ["a", "b", "/", ".", "..", "\0", "é", " ", "-", "_", "\\", "~"];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut accepted = 0;
+    for _ in 0..50_000 {
+        let len = rng.below(12);
+        let p = rng.text(&alphabet, len);
+        if check_object_path(&p).is_ok() {
+            accepted += 1;
+            assert!(!p.is_empty() && !p.starts_with('/') && !p.contains('\0'), "{p:?}");
+            let elements: Vec<&str> = p.split('/').collect();
+            assert!(!elements[0].starts_with(".."), "{p:?}");
+            assert!(
+                elements.iter().all(|e| !e.is_empty() && *e != "." && *e != ".."),
+                "{p:?}"
+            );
+        }
+    }
+    assert!(accepted > 1000, "the generator reaches valid paths too ({accepted})");
+}
+
+/// Random `objects` YAML never panics, and what parses obeys the rules
+/// later stages rely on (the same property as the `parse_objects` fuzz
+/// target). Entries are built from plausible and broken field values, with
+/// random characters spliced in now and then.
+#[test]
+fn random_objects_yaml_parses_or_fails_cleanly() {
+    let names = [
+        "k", "a/b", "../x", "/x", "a//b", "./a", "..a", "é", "\"a b\"", "k", "x/y/z", "",
+    ];
+    let paths = [
+        "secret/data/app",
+        "/v1/x",
+        "v1",
+        "/",
+        "a/../b",
+        "s?v=1",
+        "s?%zz",
+        "s?=1",
+        "\"s#f\"",
+        "pki/issue/web",
+    ];
+    let fields = [
+        "secretKey: k",
+        "method: PUT",
+        "method: DELETE",
+        "encoding: base64",
+        "encoding: rot13",
+        "filePermission: 0600",
+        "filePermission: 0800",
+        "filePermission: \"0o777\"",
+        "secretArgs: {a: 1}",
+        "secretArgs: [1]",
+        "extra: 1",
+    ];
+    let noise = ["{", "}", "[", ":", "\"", "&a ", "*a", "\t", "\n", "#", "!!str "];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut parsed = 0;
+    for _ in 0..20_000 {
+        let mut yaml = String::new();
+        for _ in 0..1 + rng.below(3) {
+            let mut parts = vec![
+                format!("objectName: {}", names[rng.below(names.len())]),
+                format!("secretPath: {}", paths[rng.below(paths.len())]),
+            ];
+            for _ in 0..rng.below(3) {
+                parts.push(fields[rng.below(fields.len())].to_string());
+            }
+            yaml.push_str(&format!("- {{{}}}\n", parts.join(", ")));
+        }
+        if rng.below(4) == 0 {
+            let at = rng.below(yaml.len() + 1);
+            if yaml.is_char_boundary(at) {
+                yaml.insert_str(at, noise[rng.below(noise.len())]);
+            }
+        }
+        if let Ok(objects) = parse_objects(&yaml, 0o644) {
+            parsed += 1;
+            let mut seen = std::collections::HashSet::new();
+            for o in &objects {
+                assert!(check_object_path(&o.name).is_ok(), "{yaml:?}");
+                assert!(seen.insert(o.name.clone()), "{yaml:?}");
+                assert!(o.mode <= 0o777, "{yaml:?}");
+                assert!(o.read.path.starts_with("/v1/"), "{yaml:?}");
+                assert!(!o.read.path.split('/').any(|e| e == "." || e == ".."), "{yaml:?}");
+            }
+        }
+    }
+    assert!(parsed > 100, "the generator reaches valid objects too ({parsed})");
+}
+
+/// Random attributes JSON (mostly well-formed maps with odd values) never
+/// panics `parse_mount`.
+#[test]
+fn random_attributes_parse_or_fail_cleanly() {
+    let keys_ = [
+        "roleName",
+        "objects",
+        "vaultAddress",
+        "vaultSkipTLSVerify",
+        "audience",
+        "vaultNamespace",
+        "vaultAuthMountPath",
+        "syncSecrets",
+        keys::POD_NAMESPACE,
+        keys::SERVICE_ACCOUNT,
+        keys::SA_TOKENS,
+    ];
+    let values = [
+        "",
+        "app",
+        "- {objectName: k, secretPath: s}",
+        "http://v:1",
+        "unix://x",
+        "https://[::1]:99999",
+        "true",
+        "maybe",
+        "{\"vault\":{\"token\":\"t\"}}",
+        "{\"vault\":{\"token\":\"t\",\"expirationTimestamp\":\"x\"}}",
+        "- {secretName: s, data: [{key: a, objectName: k}]}",
+        "/",
+        "ns\n",
+    ];
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for _ in 0..20_000 {
+        let mut m = serde_json::Map::new();
+        for _ in 0..rng.below(8) {
+            let k = keys_[rng.below(keys_.len())];
+            let v = values[rng.below(values.len())];
+            m.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+        }
+        let attrs = serde_json::Value::Object(m).to_string();
+        let permission = ["420", "", "511", "512", "x"][rng.below(5)];
+        let _ = parse_mount(&attrs, "{}", permission, &defaults());
+    }
+}
