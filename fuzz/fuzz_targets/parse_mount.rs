@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(spec) = spc::parse_mount(attributes, secrets, permission, &defaults) {
         assert!(!spec.role.is_empty());
-        assert!(!spec.objects.is_empty());
+        assert!(!spec.objects.is_empty() || !spec.templates.is_empty());
         for o in &spec.objects {
             assert!(spc::check_object_path(&o.name).is_ok(), "{:?}", o.name);
             assert!(o.mode <= 0o777);

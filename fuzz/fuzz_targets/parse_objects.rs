@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut names = std::collections::HashSet::new();
-    for o in &parsed {
+    for o in &parsed.objects {
         assert!(spc::check_object_path(&o.name).is_ok(), "{:?}", o.name);
         assert!(names.insert(o.name.clone()), "duplicate {:?}", o.name);
         assert!(o.mode <= 0o777);
@@ -23,6 +23,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(!o.read.path.split('/').any(|e| e == ".." || e == "."));
     }
     if let Some(sync) = sync {
-        let _ = spc::parse_sync(sync, &parsed);
+        let _ = spc::parse_sync(sync, &parsed.objects, &parsed.templates);
     }
 });

@@ -514,7 +514,7 @@ fn random_objects_yaml_parses_or_fails_cleanly() {
         if let Ok(objects) = parse_objects(&yaml, 0o644) {
             parsed += 1;
             let mut seen = std::collections::HashSet::new();
-            for o in &objects {
+            for o in &objects.objects {
                 assert!(check_object_path(&o.name).is_ok(), "{yaml:?}");
                 assert!(seen.insert(o.name.clone()), "{yaml:?}");
                 assert!(o.mode <= 0o777, "{yaml:?}");
