@@ -104,7 +104,7 @@ async fn settled(pid: u32) -> (u64, usize) {
     (rss_kib(pid), fd_count(pid))
 }
 
-async fn load(pods_n: usize, many: usize) {
+async fn load(pods_n: usize, warm_bursts: usize, many: usize) {
     let bed = Bed::start().await;
     bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
     // VCP_LOAD_PROVIDER_ENV=NAME=VALUE runs the provider with one extra
@@ -150,9 +150,9 @@ async fn load(pods_n: usize, many: usize) {
     assert_eq!(burst.ok + burst.failed.values().sum::<usize>(), pods_n);
     assert!(burst.ok * 10 >= pods_n * 9, "most mounts succeed: {:?}", burst.failed);
 
-    // Again, warm (cached tokens), twice: a leak would grow with every burst.
+    // Again, warm (cached tokens), more than once: a leak would grow with every burst.
     let mut after_warm = Vec::new();
-    for n in 1..=2 {
+    for n in 1..=warm_bursts {
         let again = round(&p, &pods, pods_n, pods_n).await;
         let (rss, fds) = settled(pid).await;
         println!(
@@ -165,7 +165,7 @@ async fn load(pods_n: usize, many: usize) {
         assert_eq!(again.ok, pods_n, "{:?}", again.failed);
         after_warm.push((rss, fds));
     }
-    let (rss2, fd2) = after_warm[1];
+    let (rss2, fd2) = after_warm[warm_bursts - 1];
 
     // Many mounts, 16 at a time, each on a fresh driver connection.
     let long = round(&p, &pods, many, 16).await;
@@ -185,17 +185,27 @@ async fn load(pods_n: usize, many: usize) {
     // more mounts add none.
     assert!(fd1 <= fd0 + 40, "fds after the burst: {fd0} -> {fd1}");
     assert!(fd3 <= fd1.max(fd2) + 4, "fds grow with mounts: {fd1} -> {fd2} -> {fd3}");
-    // Memory: the allocator keeps the heap of the largest burst (glibc does
-    // not hand freed small chunks back), so RSS settles at that high-water
-    // mark; what must not happen is growth with every burst or mount.
-    let (rss_w1, _) = after_warm[0];
+    // Memory: glibc keeps the heap a burst grew to (freed small chunks are
+    // reused, not handed back), so RSS settles near a high-water mark that
+    // creeps up with the first bursts and converges (docs/reliability.md).
+    // A leak would instead grow steadily: with every burst, and with the
+    // thousands of mounts that follow.
+    let mut previous = rss1;
+    for (n, (rss, _)) in after_warm.iter().enumerate() {
+        assert!(
+            *rss <= previous + previous / 4,
+            "burst {} grew RSS by more than 25%: {previous} -> {rss} KiB",
+            n + 1
+        );
+        previous = *rss;
+    }
     assert!(
-        rss2 <= rss_w1 + rss_w1 / 10 && rss3 <= rss_w1 + rss_w1 / 10,
-        "RSS grows with use: {rss0} -> {rss1} -> {rss_w1} -> {rss2} -> {rss3} KiB"
+        rss3 <= rss2 + rss2 / 20,
+        "{many} mounts grew RSS by more than 5%: {rss2} -> {rss3} KiB"
     );
     assert!(
-        rss1.max(rss_w1) <= rss0 + 96 * 1024,
-        "RSS after {pods_n} concurrent mounts: {rss0} -> {rss1} / {rss_w1} KiB"
+        rss1.max(rss2) <= rss0 + 96 * 1024,
+        "RSS after {pods_n} concurrent mounts: {rss0} -> {rss1} -> {rss2} KiB"
     );
     let mut p = Arc::into_inner(p).expect("sole owner");
     assert!(p.child.try_wait().unwrap().is_none(), "provider exited: {}", p.logs());
@@ -203,11 +213,11 @@ async fn load(pods_n: usize, many: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_pods_then_a_thousand_mounts() {
-    load(500, 1_000).await;
+    load(500, 2, 1_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about two minutes; the suite runs the 1,000-mount version"]
+#[ignore = "about a minute; the suite runs the 1,000-mount version"]
 async fn ten_thousand_mounts() {
-    load(500, 10_000).await;
+    load(500, 6, 10_000).await;
 }
