@@ -564,8 +564,8 @@ impl OpenBao {
         let log = std::fs::read_to_string(self.log_path())?;
         let key = log
             .lines()
-            .filter_map(|l| l.trim().strip_prefix("Unseal Key:"))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("Unseal Key:"))
             .map(str::trim)
             .ok_or_else(|| anyhow!("no unseal key in {}", self.log_path().display()))?;
         let json = self.expect_ok("PUT", "sys/unseal", Some(json!({ "key": key }))).await?;
