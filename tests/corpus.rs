@@ -943,6 +943,92 @@ fn generate() -> Vec<(String, Case)> {
         );
     }
 
+    // Shaping fields: secretKeyPointer, format, expandKeys, writeFile, template.
+    for (about, fields, message) in [
+        (
+            "secretKeyPointer without a leading slash",
+            "secretKeyPointer: a/b",
+            "secretKeyPointer:",
+        ),
+        (
+            "secretKeyPointer with a bad escape",
+            "secretKeyPointer: \"/a~2\"",
+            "secretKeyPointer:",
+        ),
+        (
+            "secretKeyPointer with secretKey",
+            "secretKey: k, secretKeyPointer: /k",
+            "cannot be used together with secretKey",
+        ),
+        ("format unknown", "format: xml", "format:"),
+        (
+            "format with expandKeys",
+            "format: json, expandKeys: true",
+            "cannot be combined with expandKeys",
+        ),
+        (
+            "format with encoding",
+            "format: json, encoding: base64",
+            "cannot be combined with format",
+        ),
+        ("expandKeys not a boolean", "expandKeys: maybe", "expandKeys:"),
+        ("writeFile not a boolean", "writeFile: perhaps", "writeFile:"),
+        (
+            "writeFile false with secretKey",
+            "writeFile: false, secretKey: k",
+            "false makes the object only an input of templates",
+        ),
+        ("template empty", "template: \"  \"", "template: is empty"),
+        ("template unclosed", "template: \"{{ data.k\"", "template:"),
+        (
+            "template with secretKey",
+            "template: \"{{ data.k }}\", secretKey: k",
+            "renders the whole file; remove secretKey",
+        ),
+        (
+            "template naming an unknown object",
+            "template: \"{{ objects.nope.data.k }}\"",
+            "names no object",
+        ),
+        (
+            "template with an include",
+            "template: \"{% include 'x' %}\"",
+            "template",
+        ),
+    ] {
+        g.object(
+            "shaping",
+            about,
+            &format!("objectName: k, secretPath: secret/data/app, {fields}"),
+            message,
+        );
+    }
+    for (about, template, message) in [
+        (
+            "template looping 10^10 times (fuel)",
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+            "did more work than a template may",
+        ),
+        (
+            "template multiplying a string to 300 MB",
+            "{{ 'x' * 300000000 }}",
+            "did more work than a template may",
+        ),
+        (
+            "template defining a macro (not supported)",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "unknown statement macro",
+        ),
+    ] {
+        g.objects(
+            "shaping",
+            about,
+            &format!("- {{objectName: k, secretPath: secret/data/app, template: {template:?}}}\n"),
+            INVALID,
+            message,
+        );
+    }
+
     // syncSecrets.
     for (about, yaml, message) in [
         (
