@@ -15,7 +15,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(parse_mount parse_objects object_path)
+  targets=(parse_mount parse_objects object_path authority_relay)
 fi
 
 if ! command -v cargo-fuzz >/dev/null; then
