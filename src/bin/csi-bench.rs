@@ -6,6 +6,10 @@
 //! same run, so results are ratios that survive a noisy machine.
 //!
 //! Run: `scripts/bench.sh` (or `cargo run --release --bin csi-bench`).
+//! `--quick` shortens every phase. For diagnosis, `BENCH_PROVIDER_ARG` sets
+//! one extra provider flag (e.g. `-log-level=warn`) and `BENCH_KEEP=1` keeps
+//! the scratch directory with the provider's log (its mount lines carry
+//! `duration_ms`).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
