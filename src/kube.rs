@@ -380,7 +380,7 @@ impl KubeClient {
     /// Lists the pods scheduled to `node`: the list's resourceVersion and
     /// the UIDs present.
     pub async fn list_node_pods(&self, node: &str) -> Result<(String, Vec<String>), KubeError> {
-        let selector: String = form_urlencoded::byte_serialize(format!("spec.nodeName={node}").as_bytes()).collect();
+        let selector = node_selector(node);
         let (_, json) = self
             .call(Method::GET, format!("/api/v1/pods?fieldSelector={selector}"), None)
             .await?;
@@ -413,7 +413,7 @@ impl KubeClient {
         mut deleted: impl FnMut(String),
     ) -> Result<(), KubeError> {
         use http_body_util::BodyExt as _;
-        let selector: String = form_urlencoded::byte_serialize(format!("spec.nodeName={node}").as_bytes()).collect();
+        let selector = node_selector(node);
         let path = format!(
             "/api/v1/pods?watch=true&fieldSelector={selector}&resourceVersion={}&timeoutSeconds={}&allowWatchBookmarks=true",
             seg(resource_version),
@@ -474,6 +474,11 @@ impl KubeClient {
         }
         Ok(())
     }
+}
+
+/// The escaped field selector for the pods scheduled to `node`.
+fn node_selector(node: &str) -> String {
+    form_urlencoded::byte_serialize(format!("spec.nodeName={node}").as_bytes()).collect()
 }
 
 /// Escapes a name for use as one URL path segment. Kubernetes names are

@@ -147,6 +147,16 @@ struct Inner {
     dirty: bool,
 }
 
+impl Inner {
+    fn credential_mut(&mut self, key: &TokenKey, lease_id: &str) -> Option<&mut Credential> {
+        self.entries
+            .get_mut(key)?
+            .credentials
+            .iter_mut()
+            .find(|c| c.lease_id == lease_id)
+    }
+}
+
 /// What the ledger holds, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -584,11 +594,7 @@ impl Ledger {
     fn apply_lease_renewal(&self, key: &TokenKey, lease_id: &str, ttl: Duration, renewable: bool, asked: Duration) {
         let now = self.clock.now();
         let mut inner = self.lock();
-        if let Some(c) = inner
-            .entries
-            .get_mut(key)
-            .and_then(|e| e.credentials.iter_mut().find(|c| c.lease_id == lease_id))
-        {
+        if let Some(c) = inner.credential_mut(key, lease_id) {
             c.last_renewed = now;
             c.last_ttl = ttl;
             c.expires = add(now, ttl);
@@ -600,12 +606,7 @@ impl Ledger {
     }
 
     fn mark_capped(&self, key: &TokenKey, lease_id: &str) {
-        let mut inner = self.lock();
-        if let Some(c) = inner
-            .entries
-            .get_mut(key)
-            .and_then(|e| e.credentials.iter_mut().find(|c| c.lease_id == lease_id))
-        {
+        if let Some(c) = self.lock().credential_mut(key, lease_id) {
             c.capped = true;
         }
     }
