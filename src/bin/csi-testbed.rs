@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context as _};
 use serde_json::json;
+use vault_csi_provider::testbed::driver::{mount_request, Generation};
 use vault_csi_provider::testbed::world::{params, World};
 
 const OBJECTS: &str = r#"
@@ -78,8 +79,9 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
 
     let pod = world.pod("default", "web-0", "app")?;
     println!("mounting SecretProviderClass \"demo\" for pod default/web-0 (service account app) ...");
+    let request = mount_request(Generation::V16, "demo", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let response = provider
-        .mount(&params(OBJECTS, &[]), &pod)
+        .mount_raw(Generation::V16, request)
         .await
         .map_err(|s| anyhow!("mount failed: {:?}: {}", s.code(), s.message()))?;
     println!();
