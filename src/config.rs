@@ -134,6 +134,10 @@ pub struct Flags {
     #[arg(long = "request-timeout", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How many Mount calls run at the same time; more wait for a free slot.
+    #[arg(long = "max-concurrent-mounts", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub max_concurrent_mounts: u16,
+
     /// How many objects of one Mount are fetched from Vault at the same time.
     #[arg(long = "fetch-concurrency", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub fetch_concurrency: u16,

@@ -187,7 +187,8 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         server::bind_socket(&flags.endpoint).with_context(|| format!("binding {}", flags.endpoint.display()))?;
     tracing::info!(endpoint = %flags.endpoint.display(), version = env!("CARGO_PKG_VERSION"), "serving the CSI driver");
     health.set_serving(true);
-    let service = ProviderService::new(mounter, flags.mount_timeout);
+    let service = ProviderService::new(mounter, flags.mount_timeout)
+        .with_max_concurrent_mounts(usize::from(flags.max_concurrent_mounts));
     // Not ready from the moment draining starts, not only once it ends.
     let draining = health.clone();
     let shutdown = async move {

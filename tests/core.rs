@@ -744,3 +744,49 @@ async fn tls_options_and_unix_socket_addresses() {
         .expect("unix:// address");
     assert_eq!(text(&r, "k"), "unix");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline() {
+    let bed = Bed::start().await;
+    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    // Every Vault answer takes 1 s, so a mount (login + read) takes over 2 s.
+    let slow = Proxy::start(&bed.world.bao.addr(), Duration::from_millis(1000)).await;
+    let p = bed
+        .provider(
+            "p",
+            &[&format!("-vault-addr={}", slow.url()), "-max-concurrent-mounts=1"],
+        )
+        .await;
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let a = bed.pod("default", "a-0", "app");
+    let b = bed.pod("default", "b-0", "app");
+    let ca = p.client(Generation::V16).await.unwrap();
+    let cb = p.client(Generation::V16).await.unwrap();
+    let ra = mount_request(Generation::V16, "spc", &params(objects, &[]), &a, false, Vec::new());
+    let rb = mount_request(Generation::V16, "spc", &params(objects, &[]), &b, false, Vec::new());
+    let started = Instant::now();
+    let first = tokio::spawn(async move { ca.mount(ra, Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The second mount waits for the only slot, past its own 3 s deadline
+    // (1 s after the 2 s margin): it fails in time, saying why.
+    let e = cb.mount(rb, Duration::from_millis(3000)).await;
+    let first = first.await.unwrap().expect("the first mount completes");
+    assert_eq!(text(&first, "k"), "v");
+    let e = match e {
+        Err(e) => e,
+        // If the first finished early enough, the second may have run: then
+        // it must have waited for the first.
+        Ok(_) => panic!(
+            "expected the waiting mount to hit its deadline: the first took {:?}",
+            started.elapsed()
+        ),
+    };
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
+    assert!(e.message().contains("-max-concurrent-mounts"), "{}", e.message());
+    // With the slot free again, the next mount succeeds.
+    let r = p
+        .mount(&params(objects, &[]), &b)
+        .await
+        .expect("mount after the slot is free");
+    assert_eq!(text(&r, "k"), "v");
+}

@@ -29,6 +29,8 @@ use crate::proto::{self, MountRequest, MountResponse, VersionRequest, VersionRes
 /// The driver rejects responses above this size (its default
 /// `--max-call-recv-msg-size`).
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Mounts running at once unless configured otherwise.
+pub const DEFAULT_MAX_CONCURRENT_MOUNTS: usize = 64;
 /// Time kept back from the caller's deadline to send an answer in time.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -36,13 +38,28 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 pub struct ProviderService {
     mounter: Arc<Mounter>,
     mount_timeout: Duration,
+    /// Bounds the mounts running at once: after a node reboot every pod
+    /// mounts together, and beyond what Vault answers in parallel, more
+    /// concurrency only adds memory and queueing inside the provider.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProviderService {
     /// A service over the given mount logic; `mount_timeout` bounds mounts
     /// whose caller sent no deadline.
     pub fn new(mounter: Arc<Mounter>, mount_timeout: Duration) -> ProviderService {
-        ProviderService { mounter, mount_timeout }
+        let slots = Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_MOUNTS));
+        ProviderService {
+            mounter,
+            mount_timeout,
+            slots,
+        }
+    }
+
+    /// Runs at most `n` mounts at once; the others wait (within their deadline).
+    pub fn with_max_concurrent_mounts(mut self, n: usize) -> ProviderService {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// The tonic service, ready to add to a router.
@@ -96,11 +113,14 @@ impl CsiDriverProvider for ProviderService {
         };
         let (pod, namespace, spc) = pod_labels(&input.attributes);
         let span = tracing::info_span!("mount", %pod, %namespace, %spc);
-        let result = self
-            .mounter
-            .mount(&input, started + budget)
-            .instrument(span.clone())
-            .await;
+        let deadline = started + budget;
+        let result = match tokio::time::timeout(budget, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(_slot)) => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
+            Ok(Err(_)) => Err(Error::Internal("the provider is shutting down".into())),
+            Err(_) => Err(Error::Timeout(format!(
+                "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy (is Vault slow?)"
+            ))),
+        };
         let response = result.and_then(|out| {
             let response = MountResponse {
                 object_version: out
