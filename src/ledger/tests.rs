@@ -199,3 +199,27 @@ fn state_files_are_encrypted_and_authenticated() {
         Some("not a ledger state file")
     );
 }
+
+#[test]
+fn a_cache_size_of_zero_means_a_login_per_mount() {
+    let clock = Arc::new(ManualClock(Mutex::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    )));
+    let (_, _, key) = setup(true);
+    let settings = LedgerSettings {
+        reuse: true,
+        threshold: 2.0 / 3.0,
+        grace: Duration::from_secs(30),
+        capacity: 0,
+        state_file: None,
+    };
+    let ledger = Ledger::new(settings, clock.clone());
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    assert!(ledger.token(&key).is_none());
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    assert_eq!(
+        ledger.summary().retiring,
+        1,
+        "the replaced token is still revoked after its grace"
+    );
+}
