@@ -1,9 +1,9 @@
 //! The gRPC face of the provider: translates the driver's protocol to the
 //! mount logic and back, and owns the unix socket and its lifecycle.
 //!
-//! Every accepted connection goes through the `:authority` relay (see
-//! [`authority`]) before tonic sees it, so drivers of every generation are
-//! served.
+//! Every accepted connection is handed to tonic at once, with the client's
+//! bytes passing through the `:authority` filter (see [`conn`] and
+//! [`authority`]), so drivers of every generation are served.
 
 pub mod authority;
 pub mod conn;
@@ -237,15 +237,11 @@ pub async fn serve(
                 _ = stopped.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        // Routing waits for the client's first request, so it
-                        // runs on its own task: a slow client must not hold up
-                        // the accept loop.
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            if let Some(conn) = conn::route(stream).await {
-                                let _ = tx.send(Ok(conn)).await;
-                            }
-                        });
+                        // Served at once: tonic sends its SETTINGS before the
+                        // client says anything, as grpc-go and C-core expect.
+                        if tx.send(Ok(conn::DriverConn::new(stream))).await.is_err() {
+                            break;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a driver connection failed");
