@@ -33,6 +33,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_MOUNTS: usize = 64;
 /// Time kept back from the caller's deadline to send an answer in time.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+/// Longest a mount may run, whatever deadline the caller sends (a
+/// `grpc-timeout` can say up to 99,999,999 hours; kubelet's is ~2 minutes).
+const MAX_MOUNT_BUDGET: Duration = Duration::from_secs(3600);
 
 /// The `CSIDriverProvider` service.
 pub struct ProviderService {
@@ -104,7 +107,8 @@ impl CsiDriverProvider for ProviderService {
         let budget = match grpc_timeout(request.metadata()) {
             Some(t) => t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(100)),
             None => self.mount_timeout,
-        };
+        }
+        .min(MAX_MOUNT_BUDGET);
         let req = request.into_inner();
         let input = MountInput {
             attributes: req.attributes,
