@@ -138,6 +138,16 @@ pub struct Flags {
     #[arg(long = "max-concurrent-mounts", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub max_concurrent_mounts: u16,
 
+    /// Most memory one mount may hold (response bytes as they arrive, their
+    /// parsed form, rendered files): bytes, or with a KiB/MiB/GiB suffix.
+    #[arg(long = "max-mount-bytes", default_value = "16MiB", value_parser = parse_size)]
+    pub max_mount_bytes: usize,
+
+    /// Most memory all running mounts together may hold; a mount that would
+    /// exceed it fails with RESOURCE_EXHAUSTED (the driver retries).
+    #[arg(long = "max-inflight-bytes", default_value = "48MiB", value_parser = parse_size)]
+    pub max_inflight_bytes: usize,
+
     /// Directories under which files a SecretProviderClass names
     /// (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath/KeyPath)
     /// must resolve; comma-separated. Empty: any path (files are always read
@@ -245,6 +255,30 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{v} is outside 0.1..0.95"))
     }
+}
+
+/// A size in bytes: `1048576`, `512KiB`, `16MiB`, `1GiB`.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 16MiB or 1048576"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        other => return Err(format!("{s:?}: unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let bytes = n.checked_mul(factor).ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 64 * 1024 {
+        return Err(format!("{s:?} is below the 64KiB minimum"));
+    }
+    Ok(bytes)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -419,6 +453,20 @@ mod tests {
         assert!(err.contains("unknown log level"), "{err}");
         assert!(Flags::parse_args(["p", "-unknown-flag=1"]).is_err());
         assert!(Flags::parse_args(["p", "-vault-tls-skip-verify=maybe"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("16MB").is_err());
+        assert!(parse_size("1KiB").is_err());
+        assert!(parse_size("huge").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        let f = parse(&[]);
+        assert_eq!((f.max_mount_bytes, f.max_inflight_bytes), (16 << 20, 48 << 20));
     }
 
     #[test]

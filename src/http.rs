@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -465,6 +465,9 @@ pub enum HttpError {
     /// The response body exceeded the limit.
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
+    /// Reading the response would take its mount over a memory limit.
+    #[error("{0}")]
+    OverBudget(crate::budget::Exceeded),
     /// The request could not be built (a bug or bad input).
     #[error("bad request: {0}")]
     Build(String),
@@ -510,6 +513,10 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
+            // What a connection may buffer before the body is read (and
+            // counted against a mount's budget): a mount runs up to
+            // -fetch-concurrency reads at once, each on its own connection.
+            .http1_max_buf_size(64 * 1024)
             .build(connector);
         Ok(HttpClient {
             client,
@@ -521,6 +528,13 @@ impl HttpClient {
 
     /// Sends a request and reads the whole response, bounded by the timeout.
     pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+        self.send_within(req, &crate::budget::Unlimited).await
+    }
+
+    /// [`send`](Self::send), counting the response body against `budget` as
+    /// it arrives: a mount over its memory limit stops reading at once
+    /// instead of holding the whole body first.
+    pub async fn send_within(&self, req: Request, budget: &dyn crate::budget::Charge) -> Result<Response, HttpError> {
         let uri = format!("{}{}", self.base, req.path_and_query);
         let mut builder = http::Request::builder().method(req.method).uri(uri);
         for (name, value) in &req.headers {
@@ -543,18 +557,42 @@ impl HttpClient {
                     HttpError::Broken(describe(&e))
                 }
             })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, max).collect().await.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    HttpError::TooLarge(max)
-                } else {
-                    HttpError::Broken(format!("reading response: {e}"))
+            let (parts, mut body) = response.into_parts();
+            let announced = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if announced.is_some_and(|n| n > max) {
+                return Err(HttpError::TooLarge(max));
+            }
+            let mut collected: Vec<u8> = Vec::new();
+            if let Some(n) = announced.filter(|n| *n > 0) {
+                budget.charge(n).map_err(HttpError::OverBudget)?;
+                collected.reserve_exact(n);
+            }
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| HttpError::Broken(format!("reading response: {e}")))?;
+                let Ok(data) = frame.into_data() else { continue };
+                let needed = collected.len() + data.len();
+                if needed > max {
+                    return Err(HttpError::TooLarge(max));
                 }
-            })?;
+                // What is counted is what is allocated: the buffer grows
+                // by doubling, and each growth is charged before it happens.
+                if needed > collected.capacity() {
+                    let grown = needed.max(collected.capacity() * 2).min(max);
+                    budget
+                        .charge(grown - collected.capacity())
+                        .map_err(HttpError::OverBudget)?;
+                    collected.reserve_exact(grown - collected.len());
+                }
+                collected.extend_from_slice(&data);
+            }
             Ok(Response {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                body: body.to_bytes(),
+                body: Bytes::from(collected),
             })
         };
         match tokio::time::timeout(self.timeout, exchange).await {

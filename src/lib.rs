@@ -13,6 +13,7 @@
 //! and harness helpers, not used by the provider binary).
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;

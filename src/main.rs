@@ -120,7 +120,11 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
             ledger.clone(),
             pool.clone(),
         )
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_memory_budget(vault_csi_provider::budget::MemoryBudget::new(
+            flags.max_mount_bytes,
+            flags.max_inflight_bytes.max(flags.max_mount_bytes),
+        )),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Gauges of what the ledger holds are read when scraped, never stale.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 
+use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
 use crate::ledger::{Ledger, TokenKey};
@@ -100,6 +101,7 @@ pub struct Mounter {
     pool: Arc<VaultPool>,
     syncer: Syncer,
     metrics: Arc<Metrics>,
+    memory: Arc<MemoryBudget>,
 }
 
 impl Mounter {
@@ -121,7 +123,14 @@ impl Mounter {
             pool,
             syncer,
             metrics: Arc::new(Metrics::new()),
+            memory: MemoryBudget::default_limits(),
         }
+    }
+
+    /// Bounds what each mount, and all mounts together, may hold in memory.
+    pub fn with_memory_budget(mut self, memory: Arc<MemoryBudget>) -> Mounter {
+        self.memory = memory;
+        self
     }
 
     /// Records token reuse in `metrics` (the server records mounts there).
@@ -169,8 +178,10 @@ impl Mounter {
         // credential is minted, so the driver may safely retry it.
         let key = self.versions.key().await?;
         let client = self.client(spec).await?;
-        let responses = self.fetch_all(spec, &client).await?;
-        let rendered = render::render_all(&spec.objects, &spec.templates, &responses, &key)?;
+        // Everything this mount holds is counted against it until it ends.
+        let budget = self.memory.mount();
+        let responses = self.fetch_all(spec, &client, &budget).await?;
+        let rendered = render::render_all(&spec.objects, &spec.templates, &responses, &key, &budget)?;
         self.syncer.sync(spec, &rendered.files, &key).await?;
         Ok(MountOutput {
             files: rendered.files,
@@ -188,7 +199,12 @@ impl Mounter {
     /// Reads every distinct request once, reusing leased responses the
     /// ledger still holds for this pod. A 403 with a cached token (revoked
     /// or expired early in Vault) earns one fresh login and one more try.
-    async fn fetch_all(&self, spec: &MountSpec, client: &VaultClient) -> Result<HashMap<ReadKey, Json>> {
+    async fn fetch_all(
+        &self,
+        spec: &MountSpec,
+        client: &VaultClient,
+        budget: &MountBudget,
+    ) -> Result<HashMap<ReadKey, Json>> {
         let mut reads: BTreeMap<&ReadKey, &ObjectSpec> = BTreeMap::new();
         for o in &spec.objects {
             reads.entry(&o.read).or_insert(o);
@@ -200,6 +216,9 @@ impl Mounter {
         for read in reads.keys() {
             match self.ledger.reusable(&key, read) {
                 Some(held) => {
+                    budget
+                        .charge(crate::budget::json_footprint(&held))
+                        .map_err(|e| Error::TooLarge(e.to_string()))?;
                     out.insert((*read).clone(), held);
                 }
                 None => missing.push((*read).clone()),
@@ -208,7 +227,7 @@ impl Mounter {
         if !out.is_empty() {
             tracing::debug!(reused = out.len(), "returning held credentials");
         }
-        let mut results = self.fetch(client, &token, missing).await;
+        let mut results = self.fetch(client, &token, missing, budget).await;
 
         let denied: Vec<ReadKey> = results
             .iter()
@@ -222,7 +241,7 @@ impl Mounter {
             // Held credentials died with the refused token: fetch all anew.
             let all: Vec<ReadKey> = reads.keys().map(|k| (*k).clone()).collect();
             out.clear();
-            results = self.fetch(client, &fresh, all).await;
+            results = self.fetch(client, &fresh, all, budget).await;
         }
 
         for (read, object) in reads {
@@ -246,10 +265,11 @@ impl Mounter {
         client: &VaultClient,
         token: &VaultToken,
         reads: Vec<ReadKey>,
+        budget: &MountBudget,
     ) -> HashMap<ReadKey, std::result::Result<Json, VaultError>> {
         stream::iter(reads)
             .map(|read| async move {
-                let result = client.read(&token.token, &read).await;
+                let result = client.read_within(&token.token, &read, budget).await;
                 (read, result)
             })
             .buffer_unordered(self.settings.fetch_concurrency.max(1))
@@ -368,6 +388,7 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
         None => match e {
             VaultError::Connect(_) | VaultError::Broken(_) => Error::VaultUnavailable(format!("{who} failed: {e}")),
             VaultError::TooLarge | VaultError::BadResponse(_) => Error::BadResponse(format!("{who} failed: {e}")),
+            VaultError::OverBudget(_) => Error::TooLarge(format!("{who} failed: {e}")),
             VaultError::Status { .. } => Error::VaultRejected(format!("{who} failed: {e}")),
         },
     }
@@ -391,7 +412,7 @@ fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
         Some(s) if s >= 500 => Error::VaultFailed(format!("{what} failed: {e}")),
         Some(_) => Error::VaultRejected(format!("{what} failed: {e}")),
         None => match e {
-            VaultError::TooLarge => Error::TooLarge(format!("{what} failed: {e}")),
+            VaultError::TooLarge | VaultError::OverBudget(_) => Error::TooLarge(format!("{what} failed: {e}")),
             VaultError::BadResponse(_) => Error::BadResponse(format!("{what} failed: {e}")),
             _ => Error::VaultFailed(format!("{what} failed: {e}")),
         },

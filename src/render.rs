@@ -13,10 +13,18 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine as _;
 use serde_json::Value as Json;
 
+use crate::budget::Charge;
 use crate::error::{Error, Result};
 use crate::mount::OutFile;
 use crate::spc::{Encoding, Format, ObjectSpec, Output, ReadKey, Select, TemplateObject};
 use crate::versions::VersionKey;
+
+/// Most files one mount may write. The driver writes each through kubelet's
+/// atomic writer; thousands of files are a mistake, not a configuration.
+pub const MAX_FILES: usize = 2048;
+/// The driver rejects responses above this size (its default
+/// `--max-call-recv-msg-size`), so files beyond it are never delivered.
+pub const MAX_FILES_BYTES: usize = 4 * 1024 * 1024;
 
 pub use template::scan_template;
 
@@ -36,8 +44,27 @@ pub fn render_all(
     templates: &[TemplateObject],
     responses: &HashMap<ReadKey, Json>,
     key: &VersionKey,
+    budget: &dyn Charge,
 ) -> Result<Rendered> {
     let mut out = Rendered::default();
+    // Each file is counted as it is made, so a mount that renders too much
+    // stops at the file that crosses a limit.
+    let account = |out: &Rendered, contents: &[u8]| -> Result<()> {
+        let total: usize = out.files.iter().map(|f| f.contents.len()).sum::<usize>() + contents.len();
+        if total > MAX_FILES_BYTES {
+            return Err(Error::TooLarge(format!(
+                "the files of this mount total more than the driver's {MAX_FILES_BYTES}-byte limit: split the SecretProviderClass or raise the driver's --max-call-recv-msg-size"
+            )));
+        }
+        if out.files.len() >= MAX_FILES {
+            return Err(Error::TooLarge(format!(
+                "this mount would write more than {MAX_FILES} files (expandKeys of a large map?)"
+            )));
+        }
+        budget
+            .charge(contents.len())
+            .map_err(|e| Error::TooLarge(e.to_string()))
+    };
     let response_of = |o: &ObjectSpec| {
         responses
             .get(&o.read)
@@ -61,34 +88,37 @@ pub fn render_all(
 
     for object in objects {
         let response = response_of(object)?;
-        let mut push = |path: String, config: &str, contents: Vec<u8>| {
+        let mut push = |path: String, config: &str, contents: Vec<u8>| -> Result<()> {
+            account(&out, &contents)?;
             out.versions.push((path.clone(), key.version(config, &contents)));
             out.files.push(OutFile {
                 path,
                 mode: object.mode,
                 contents,
             });
+            Ok(())
         };
         match &object.output {
             Output::Hidden => {}
             Output::Expand { select, encoding } => {
                 for (k, contents) in expand(object, response, select, *encoding)? {
                     let config = format!("{}\n{k}", object.config_digest_input);
-                    push(format!("{}/{k}", object.name), &config, contents);
+                    push(format!("{}/{k}", object.name), &config, contents)?;
                 }
             }
             Output::Template(t) => {
                 let contents = renderer()?.render(&object.name, &t.source, Some(&object.name))?;
-                push(object.name.clone(), &object.config_digest_input, contents);
+                push(object.name.clone(), &object.config_digest_input, contents)?;
             }
             _ => {
                 let contents = render(object, response)?;
-                push(object.name.clone(), &object.config_digest_input, contents);
+                push(object.name.clone(), &object.config_digest_input, contents)?;
             }
         }
     }
     for t in templates {
         let contents = renderer()?.render(&t.name, &t.template.source, None)?;
+        account(&out, &contents)?;
         out.versions
             .push((t.name.clone(), key.version(&t.config_digest_input, &contents)));
         out.files.push(OutFile {

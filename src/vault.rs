@@ -42,6 +42,9 @@ pub enum VaultError {
     /// The response exceeded [`MAX_RESPONSE`].
     #[error("Vault's response is larger than {MAX_RESPONSE} bytes")]
     TooLarge,
+    /// Holding the response would take the mount over a memory limit.
+    #[error("{0}")]
+    OverBudget(crate::budget::Exceeded),
 }
 
 impl VaultError {
@@ -154,10 +157,20 @@ impl VaultClient {
     /// resend; one whose exchange broke only when `idempotent`; one that timed
     /// out never.
     async fn send(&self, req: Request, idempotent: bool) -> Result<Json, VaultError> {
+        self.send_within(req, idempotent, &crate::budget::Unlimited).await
+    }
+
+    /// [`send`](Self::send), counting what is read against `budget`.
+    async fn send_within(
+        &self,
+        req: Request,
+        idempotent: bool,
+        budget: &dyn crate::budget::Charge,
+    ) -> Result<Json, VaultError> {
         let mut attempt = 0;
         loop {
             let started = std::time::Instant::now();
-            let result = self.http.send(req.clone()).await;
+            let result = self.http.send_within(req.clone(), budget).await;
             if let Some(m) = &self.metrics {
                 m.vault_request(
                     &req.path_and_query,
@@ -182,7 +195,12 @@ impl VaultClient {
                 attempt += 1;
                 continue;
             }
-            return interpret(result);
+            let json = interpret(result)?;
+            // The parsed form is held until the mount ends, too.
+            budget
+                .charge(crate::budget::json_footprint(&json))
+                .map_err(VaultError::OverBudget)?;
+            return Ok(json);
         }
     }
 
@@ -225,6 +243,16 @@ impl VaultClient {
 
     /// Performs the request an object names and returns Vault's JSON response.
     pub async fn read(&self, token: &str, key: &ReadKey) -> Result<Json, VaultError> {
+        self.read_within(token, key, &crate::budget::Unlimited).await
+    }
+
+    /// [`read`](Self::read), counting the response against a mount's budget.
+    pub async fn read_within(
+        &self,
+        token: &str,
+        key: &ReadKey,
+        budget: &dyn crate::budget::Charge,
+    ) -> Result<Json, VaultError> {
         let mut path = encode_path(&key.path);
         if !key.query.is_empty() {
             let q = form_urlencoded::Serializer::new(String::new())
@@ -236,7 +264,7 @@ impl VaultClient {
         let idempotent = method == Method::GET;
         let body = key.body.clone().map(Bytes::from);
         let req = self.request(method, path, Some(token), body);
-        self.send(req, idempotent).await
+        self.send_within(req, idempotent, budget).await
     }
 
     /// Extends the token's TTL by `increment`; returns the TTL Vault granted
@@ -321,6 +349,7 @@ fn interpret(result: Result<transport::Response, HttpError>) -> Result<Json, Vau
         Err(HttpError::Broken(m)) => return Err(VaultError::Broken(format!("connection to Vault broke: {m}"))),
         Err(HttpError::Timeout(d)) => return Err(VaultError::Broken(format!("Vault did not answer within {d:?}"))),
         Err(HttpError::TooLarge(_)) => return Err(VaultError::TooLarge),
+        Err(HttpError::OverBudget(e)) => return Err(VaultError::OverBudget(e)),
         Err(HttpError::Build(m)) => return Err(VaultError::BadResponse(m)),
     };
     if (200..300).contains(&response.status) {

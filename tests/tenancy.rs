@@ -220,3 +220,142 @@ async fn deadlines_at_the_top_of_the_grpc_timeout_range_are_served() {
     let r = p.mount(&params(OBJECTS, &[]), &pod).await.expect("still serving");
     assert_eq!(text(&r, "k"), "v");
 }
+
+/// A Vault stand-in for sizes OpenBao will not store: any login succeeds;
+/// `GET /v1/big/<n>` answers `n` KiB of JSON (one key per 32 KiB), streamed in
+/// chunks without a Content-Length; anything else answers `{"k": "v"}`.
+async fn oversized_vault() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                let _ = conn.read_exact(&mut body).await;
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                    .await;
+                let send = |chunk: Vec<u8>| {
+                    let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    framed.extend_from_slice(&chunk);
+                    framed.extend_from_slice(b"\r\n");
+                    framed
+                };
+                let pieces: Vec<Vec<u8>> = if path.contains("/login") {
+                    vec![
+                        br#"{"auth":{"client_token":"t","accessor":"a","lease_duration":3600,"renewable":true}}"#
+                            .to_vec(),
+                    ]
+                } else if let Some(kib) = path
+                    .strip_prefix("/v1/big/")
+                    .and_then(|n| n.split('?').next()?.parse::<usize>().ok())
+                {
+                    let value = "x".repeat(32 * 1024 - 16);
+                    let mut pieces = vec![br#"{"data":{"#.to_vec()];
+                    for i in 0..kib / 32 {
+                        let sep = if i == 0 { "" } else { "," };
+                        pieces.push(format!(r#"{sep}"k{i}":"{value}""#).into_bytes());
+                    }
+                    pieces.push(b"}}".to_vec());
+                    pieces
+                } else {
+                    vec![br#"{"data":{"k":"v"}}"#.to_vec()]
+                };
+                for piece in pieces {
+                    if conn.write_all(&send(piece)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = conn.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_up() {
+    let bed = Bed::start().await;
+    let vault = oversized_vault().await;
+    let p = bed.provider("p", &[&format!("-vault-addr={vault}")]).await;
+    let pid = p.child.id().unwrap();
+    let pod = bed.pod("default", "web-0", "app");
+    let small = "- {objectName: k, secretPath: small, secretKey: k}\n";
+    p.mount(&params(small, &[]), &pod).await.expect("a small mount");
+    let rss_before = rss_kib(pid);
+
+    // 20 objects of 7 MiB each: 140 MiB if held at once.
+    let twenty: String = (0..20)
+        .map(|i| format!("- {{objectName: o{i}, secretPath: big/7168?n={i}}}\n"))
+        .collect();
+    // 200 keys of 1 MiB: far over any limit, streamed without a length.
+    let expand_huge = "- {objectName: many, secretPath: big/204800, expandKeys: true}\n";
+    // 7 MiB that fits the reads but not also 7 MiB of rendered files.
+    let expand_big = "- {objectName: many, secretPath: big/7168, expandKeys: true}\n";
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for (objects, needle) in [
+        (twenty.as_str(), "-max-mount-bytes"),
+        (expand_huge, "larger than"),
+        (expand_big, "-max-mount-bytes"),
+    ] {
+        let started = Instant::now();
+        let e = p.mount(&params(objects, &[]), &pod).await.expect_err("over budget");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains(needle), "{}", e.message());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // Eight of the 20-object mounts at once: the provider-wide pool holds.
+    let mut running = Vec::new();
+    for i in 0..8 {
+        let (p, pod) = (&p, bed.pod("default", &format!("burst-{i}"), "app"));
+        let objects = twenty.clone();
+        running.push(async move { p.mount(&params(&objects, &[]), &pod).await });
+    }
+    for r in futures_util::future::join_all(running).await {
+        let e = r.expect_err("over budget");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    sampler.await.unwrap();
+
+    let r = p.mount(&params(small, &[]), &pod).await.expect("still serving");
+    assert_eq!(text(&r, "k"), "v");
+    let peak_growth = peak
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .saturating_sub(rss_before);
+    println!("TENANCY | RSS before {rss_before} KiB, peak growth {peak_growth} KiB");
+    assert!(peak_growth < 96 * 1024, "peak RSS grew by {peak_growth} KiB");
+}

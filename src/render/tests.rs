@@ -32,7 +32,7 @@ async fn render_set(yaml: &str, responses: &[(&str, Json)]) -> Result<Rendered> 
         by_read.insert(o.read.clone(), r);
     }
     let key = Versions::fixed(&[9u8; 32]).key().await.unwrap();
-    render_all(&objects, &templates, &by_read, &key)
+    render_all(&objects, &templates, &by_read, &key, &crate::budget::Unlimited)
 }
 
 fn text(r: &Rendered, path: &str) -> String {

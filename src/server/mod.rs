@@ -28,7 +28,7 @@ use crate::proto::{self, MountRequest, MountResponse, VersionRequest, VersionRes
 
 /// The driver rejects responses above this size (its default
 /// `--max-call-recv-msg-size`).
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = crate::render::MAX_FILES_BYTES;
 /// Mounts running at once unless configured otherwise.
 pub const DEFAULT_MAX_CONCURRENT_MOUNTS: usize = 64;
 /// Time kept back from the caller's deadline to send an answer in time.
