@@ -402,7 +402,7 @@ async fn pod_hour_lease_and_login_counts() {
 /// The hour is compressed into seconds: the certificate's own 72 h are what
 /// bound its reuse, so this changes no certificate count (the token renewals
 /// and re-logins of a real hour are simulated in the ledger's unit tests,
-/// `cargo test --lib ledger::tests::a_certificate_outlives`).
+/// `cargo test --lib pod_hour -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_hour_certificate_counts() {
     let bed = Bed::start().await;

@@ -448,11 +448,15 @@ async fn certificate_pod_hour(tokens: Tokens, cert_ttl: u64) -> (Republished, Fa
         );
         pod.pass(REPUBLISH).await;
     }
+    println!(
+        "simulated pod-hour, republished every 2 min, token TTL 20 min ({tokens:?}), certificate TTL {cert_ttl} s: {} certificates, {} logins",
+        pod.issues, pod.logins
+    );
     (pod, vault)
 }
 
 #[tokio::test]
-async fn a_certificate_outlives_a_shorter_token_one_per_pod_hour() {
+async fn pod_hour_one_certificate_outlives_a_shorter_token() {
     // Token TTL 20 min, certificate TTL 72 h.
     let (pod, vault) = certificate_pod_hour(Tokens::Renewable, 72 * 3600).await;
     assert_eq!(pod.issues, 1, "one certificate serves the pod-hour");
@@ -479,7 +483,7 @@ async fn a_certificate_outlives_a_shorter_token_one_per_pod_hour() {
 }
 
 #[tokio::test]
-async fn a_short_certificate_is_replaced_at_the_threshold_and_never_returned_expired() {
+async fn pod_hour_short_certificates_are_replaced_at_the_threshold_never_expired() {
     // Certificate TTL 10 min: reused while more than 1/3 of it is left, so a
     // new one on the first mount at or past 2/3 of 600 s.
     let cert_ttl = 600;
