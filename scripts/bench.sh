@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The performance harness (docs/performance.md): release build of the
 # provider and csi-bench, a real OpenBao and PostgreSQL, then the run.
-# Pass --quick for a short smoke run.
+# Pass --quick for a short smoke run, --pod-hour for the Vault load per
+# pod-hour only.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,4 +11,4 @@ scripts/testbed.sh pg-start >/dev/null
 eval "$(scripts/testbed.sh env)"
 export VCP_BAO_BIN VCP_TEST_PG_URL
 cargo build --locked --release --bins
-exec target/release/csi-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/csi-bench" "$@"

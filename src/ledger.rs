@@ -15,10 +15,21 @@
 //!   created) — see [`crate::podwatch`];
 //! - a provider restart **resumes** from an encrypted state file.
 //!
-//! A lease dies with the token that created it, so a credential's real
-//! lifetime is the earlier of its own expiry and its token's; every decision
-//! here uses that. Decisions are pure functions of the entry and the clock,
-//! which tests can set.
+//! What bounds a credential depends on its kind:
+//!
+//! - A **lease** (a `lease_id`) dies with the token that created it: Vault
+//!   revokes a token's leases when the token is revoked or expires. A lease
+//!   is reused while its own expiry allows (renewal, max TTL, threshold) and
+//!   its token is one the ledger still hands out; a token that cannot be
+//!   extended is replaced before its expiry with the rotation grace left, and
+//!   its leases are issued again under the new token.
+//! - A **certificate** (`data.expiration`, no lease) is not tied to any
+//!   token: it stays valid until its own expiry whatever happens to the token
+//!   that asked for it. It is reused until the rotation threshold of its own
+//!   lifetime, across token renewals and replacements.
+//!
+//! Decisions are pure functions of the entry and the clock, which tests can
+//! set.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,7 +103,8 @@ struct Credential {
     read: ReadKey,
     /// Vault's response, returned as is on reuse. Secret: never logged.
     response: Json,
-    /// Empty for PKI certificates, which are not leases.
+    /// Empty for PKI certificates, which are not leases (and so outlive the
+    /// token that asked for them).
     lease_id: String,
     issued: SystemTime,
     /// Lifetime at issue: the basis of the rotation threshold.
@@ -106,6 +118,13 @@ struct Credential {
     capped: bool,
 }
 
+impl Credential {
+    /// A lease dies with its token; a certificate without one does not.
+    fn is_lease(&self) -> bool {
+        !self.lease_id.is_empty()
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 struct TokenState {
     token: VaultToken,
@@ -114,12 +133,25 @@ struct TokenState {
     capped: bool,
 }
 
+/// A pod's token and what it was given. The token may be dead (expired, or
+/// refused by Vault) while certificates, which outlive it, are still held.
 #[derive(Clone, Serialize, Deserialize)]
 struct Entry {
     key: TokenKey,
     token: TokenState,
     credentials: Vec<Credential>,
     last_used: SystemTime,
+}
+
+impl Entry {
+    fn token_alive(&self, now: SystemTime) -> bool {
+        self.token.token.expires.is_none_or(|x| x > now)
+    }
+
+    /// Worth keeping: a live token, or a certificate that is still valid.
+    fn alive(&self, now: SystemTime) -> bool {
+        self.token_alive(now) || self.credentials.iter().any(|c| !c.is_lease() && c.expires > now)
+    }
 }
 
 /// Something to revoke later: a replaced lease, or a replaced token (with
@@ -160,7 +192,7 @@ impl Inner {
 /// What the ledger holds, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Pods (entries) with a token.
+    /// Pods (entries) with a live token.
     pub tokens: usize,
     /// Leased credentials held.
     pub credentials: usize,
@@ -237,8 +269,10 @@ impl Ledger {
 
     /// The token to use for `key`, if one is held and not due for
     /// replacement. A token that cannot be extended any more (max TTL or not
-    /// renewable) is replaced once past the threshold, and with it every
-    /// credential it created, which die with it.
+    /// renewable) is replaced once past the threshold, and at least the
+    /// rotation grace (at most half its TTL) before it expires: the leases it
+    /// created die with it, so they are issued again under the new token
+    /// while the old ones still have their grace.
     pub fn token(&self, key: &TokenKey) -> Option<VaultToken> {
         if self.settings.capacity == 0 {
             // `-cache-size <= 0`: every mount logs in, as with the
@@ -248,68 +282,103 @@ impl Ledger {
         let now = self.clock.now();
         let mut inner = self.lock();
         let entry = inner.entries.get_mut(key)?;
-        let t = &entry.token;
-        let usable = match t.token.expires {
-            None => true,
-            Some(exp) => {
-                let remaining = left(exp, now);
-                let extendable = t.token.renewable && !t.capped;
-                remaining > margin(TOKEN_MARGIN, t.token.ttl, self.settings.threshold)
-                    && (extendable || remaining > scale(t.token.ttl, 1.0 - self.settings.threshold))
-            }
-        };
-        if usable {
+        if self.token_usable(&entry.token, now) {
             entry.last_used = now;
             return Some(entry.token.token.clone());
         }
         None
     }
 
+    fn token_usable(&self, t: &TokenState, now: SystemTime) -> bool {
+        let Some(exp) = t.token.expires else { return true };
+        let remaining = left(exp, now);
+        let ttl = t.token.ttl;
+        if remaining <= margin(TOKEN_MARGIN, ttl, self.settings.threshold) {
+            return false;
+        }
+        let extendable = t.token.renewable && !t.capped;
+        extendable || remaining > self.replacement_window(ttl)
+    }
+
+    /// How long before its expiry a token that cannot be extended is
+    /// replaced: `1 - threshold` of its TTL, or the rotation grace if that is
+    /// longer (but never more than half the TTL, or short tokens would be
+    /// replaced on every mount).
+    fn replacement_window(&self, ttl: Duration) -> Duration {
+        scale(ttl, 1.0 - self.settings.threshold).max(self.settings.grace.min(ttl / 2))
+    }
+
     /// Records a fresh login for `key`. A different token held before is
     /// retired: revoked after the grace period (or when it expires), taking
-    /// its leases with it.
+    /// its leases with it. Certificates held under it are valid whatever
+    /// becomes of that token: they are kept under the new one.
     pub fn store_token(&self, key: &TokenKey, token: VaultToken) {
         let now = self.clock.now();
         let grace = self.settings.grace;
         let mut inner = self.lock();
+        let old = inner.entries.remove(key);
+        let mut credentials = Vec::new();
+        if let Some(old) = old {
+            if self.settings.capacity > 0 {
+                credentials.extend(
+                    old.credentials
+                        .iter()
+                        .filter(|c| !c.is_lease() && c.expires > now)
+                        .cloned(),
+                );
+            }
+            // A dead token (expired, or refused by Vault) has nothing left
+            // to revoke.
+            if old.token_alive(now) && old.token.token.token != token.token {
+                let at = old
+                    .token
+                    .token
+                    .expires
+                    .map(|e| e.min(add(now, grace)))
+                    .unwrap_or(add(now, grace));
+                inner.retiring.push(Retirement {
+                    pod_uid: key.pod.uid.clone(),
+                    vault: key.vault.clone(),
+                    token: old.token.token.token.clone(),
+                    lease_id: None,
+                    at,
+                });
+            }
+        }
         let fresh = TokenState {
             last_renewed: now,
             last_ttl: token.ttl,
             capped: false,
             token,
         };
-        let old = inner.entries.insert(
+        inner.entries.insert(
             key.clone(),
             Entry {
                 key: key.clone(),
                 token: fresh,
-                credentials: Vec::new(),
+                credentials,
                 last_used: now,
             },
         );
-        if let Some(old) = old {
-            let at = old
-                .token
-                .token
-                .expires
-                .map(|e| e.min(add(now, grace)))
-                .unwrap_or(add(now, grace));
-            inner.retiring.push(Retirement {
-                pod_uid: key.pod.uid.clone(),
-                vault: key.vault.clone(),
-                token: old.token.token.token.clone(),
-                lease_id: None,
-                at,
-            });
-        }
         self.evict(&mut inner);
         inner.dirty = true;
     }
 
-    /// Forgets the token for `key` without revoking it (Vault refused it).
+    /// Forgets the token for `key` without revoking it (Vault refused it),
+    /// and with it its leases. Certificates do not depend on it and stay.
     pub fn forget_token(&self, key: &TokenKey) {
+        let now = self.clock.now();
         let mut inner = self.lock();
-        inner.entries.remove(key);
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.credentials.retain(|c| !c.is_lease());
+            if e.credentials.is_empty() {
+                inner.entries.remove(key);
+            } else {
+                // Dead: never handed out, renewed or revoked again.
+                e.token.token.expires = Some(now);
+                e.token.token.renewable = false;
+            }
+        }
         inner.dirty = true;
     }
 
@@ -329,7 +398,12 @@ impl Ledger {
         }
     }
 
-    /// A held response for `read` that is still comfortably valid.
+    /// A held response for `read` that is still comfortably valid: by its
+    /// own expiry (a renewable lease is kept alive by [`Ledger::tick`], any
+    /// other credential is replaced once past the threshold of its
+    /// lifetime), and for a lease, while its token is one [`Ledger::token`]
+    /// still hands out (the lease dies with it). A certificate does not
+    /// depend on the token.
     pub fn reusable(&self, key: &TokenKey, read: &ReadKey) -> Option<Json> {
         if !self.settings.reuse {
             return None;
@@ -338,16 +412,15 @@ impl Ledger {
         let inner = self.lock();
         let entry = inner.entries.get(key)?;
         let c = entry.credentials.iter().find(|c| &c.read == read)?;
-        let until = match entry.token.token.expires {
-            Some(t) => c.expires.min(t),
-            None => c.expires,
-        };
-        let remaining = left(until, now);
+        let remaining = left(c.expires, now);
         if remaining <= margin(CREDENTIAL_MARGIN, c.lifetime, self.settings.threshold) {
             return None;
         }
-        let extendable = c.renewable && !c.capped && !c.lease_id.is_empty();
+        let extendable = c.is_lease() && c.renewable && !c.capped;
         if !extendable && remaining <= scale(c.lifetime, 1.0 - self.settings.threshold) {
+            return None;
+        }
+        if c.is_lease() && !self.token_usable(&entry.token, now) {
             return None;
         }
         Some(c.response.clone())
@@ -388,7 +461,8 @@ impl Ledger {
         if let Some(i) = entry.credentials.iter().position(|c| &c.read == read) {
             self.metrics.credential_rotated();
             let old = entry.credentials.remove(i);
-            if !old.lease_id.is_empty() {
+            // A replaced certificate is left to expire: it is not a lease.
+            if old.is_lease() && entry.token_alive(now) {
                 retiring.push(Retirement {
                     pod_uid: key.pod.uid.clone(),
                     vault: key.vault.clone(),
@@ -403,14 +477,19 @@ impl Ledger {
     }
 
     /// Removes every entry of the pod with `uid` and returns what must be
-    /// revoked now: its tokens (which takes their leases along).
+    /// revoked now: its live tokens (which takes their leases along).
+    /// Certificates are not leases: they are forgotten and expire.
     pub fn remove_pod(&self, uid: &str) -> Vec<(VaultConfig, String)> {
+        let now = self.clock.now();
         let mut inner = self.lock();
         let keys: Vec<TokenKey> = inner.entries.keys().filter(|k| k.pod.uid == uid).cloned().collect();
         let mut revoke = Vec::new();
         for k in keys {
             if let Some(e) = inner.entries.remove(&k) {
-                revoke.push((k.vault.clone(), e.token.token.token));
+                if e.token_alive(now) {
+                    revoke.push((k.vault.clone(), e.token.token.token));
+                }
+                inner.dirty = true;
             }
         }
         let (gone, keep): (Vec<Retirement>, Vec<Retirement>) = inner.retiring.drain(..).partition(|r| r.pod_uid == uid);
@@ -443,7 +522,7 @@ impl Ledger {
         let inner = self.lock();
         let credentials: Vec<&Credential> = inner.entries.values().flat_map(|e| e.credentials.iter()).collect();
         Summary {
-            tokens: inner.entries.len(),
+            tokens: inner.entries.values().filter(|e| e.token_alive(now)).count(),
             credentials: credentials.len(),
             retiring: inner.retiring.len(),
             soonest_expiry: credentials.iter().map(|c| left(c.expires, now)).min(),
@@ -472,19 +551,18 @@ impl Ledger {
         let (jobs, due) = {
             let mut inner = self.lock();
             let before = inner.entries.len();
-            inner
-                .entries
-                .retain(|_, e| e.token.token.expires.is_none_or(|x| x > now));
+            inner.entries.retain(|_, e| e.alive(now));
             let mut changed = inner.entries.len() != before;
             for e in inner.entries.values_mut() {
                 let n = e.credentials.len();
-                let token_expiry = e.token.token.expires;
+                let token_alive = e.token_alive(now);
+                // Leases die with their token; certificates only expire.
                 e.credentials
-                    .retain(|c| c.expires > now && token_expiry.is_none_or(|t| t > now));
+                    .retain(|c| c.expires > now && (token_alive || !c.is_lease()));
                 changed |= e.credentials.len() != n;
             }
             let mut jobs = Vec::new();
-            for e in inner.entries.values() {
+            for e in inner.entries.values().filter(|e| e.token_alive(now)) {
                 let t = &e.token;
                 if t.token.renewable && !t.capped && t.token.expires.is_some() {
                     let due = add(t.last_renewed, scale(t.last_ttl, threshold * jitter(&t.token.accessor)));
@@ -497,7 +575,7 @@ impl Ledger {
                     }
                 }
                 for c in &e.credentials {
-                    if c.renewable && !c.capped && !c.lease_id.is_empty() {
+                    if c.renewable && !c.capped && c.is_lease() {
                         let due = add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id)));
                         if now >= due {
                             jobs.push(Job::Lease {
@@ -656,7 +734,7 @@ impl Ledger {
                 let mut restored = 0;
                 for e in state.entries {
                     // Entries made by mounts since start-up are newer: keep them.
-                    if e.token.token.expires.is_none_or(|x| x > now) && !inner.entries.contains_key(&e.key) {
+                    if e.alive(now) && !inner.entries.contains_key(&e.key) {
                         restored += 1;
                         inner.entries.insert(e.key.clone(), e);
                     }

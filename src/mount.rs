@@ -211,22 +211,7 @@ impl Mounter {
         }
         let key = token_key(spec);
         let (token, cached) = self.token(spec, &key, client).await?;
-        let mut out = HashMap::with_capacity(reads.len());
-        let mut missing: Vec<ReadKey> = Vec::new();
-        for read in reads.keys() {
-            match self.ledger.reusable(&key, read) {
-                Some(held) => {
-                    budget
-                        .charge(crate::budget::json_footprint(&held))
-                        .map_err(|e| Error::TooLarge(e.to_string()))?;
-                    out.insert((*read).clone(), held);
-                }
-                None => missing.push((*read).clone()),
-            }
-        }
-        if !out.is_empty() {
-            tracing::debug!(reused = out.len(), "returning held credentials");
-        }
+        let (mut out, missing) = self.held(&key, reads.keys().copied(), budget)?;
         let mut results = self.fetch(client, &token, missing, budget).await;
 
         let denied: Vec<ReadKey> = results
@@ -238,10 +223,11 @@ impl Mounter {
             tracing::info!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "cached Vault token was refused; logging in again");
             self.ledger.forget_token(&key);
             let (fresh, _) = self.token(spec, &key, client).await?;
-            // Held credentials died with the refused token: fetch all anew.
-            let all: Vec<ReadKey> = reads.keys().map(|k| (*k).clone()).collect();
-            out.clear();
-            results = self.fetch(client, &fresh, all, budget).await;
+            // Held leases died with the refused token (certificates did not):
+            // fetch everything the ledger no longer holds.
+            let missing;
+            (out, missing) = self.held(&key, reads.keys().copied(), budget)?;
+            results = self.fetch(client, &fresh, missing, budget).await;
         }
 
         for (read, object) in reads {
@@ -258,6 +244,33 @@ impl Mounter {
             }
         }
         Ok(out)
+    }
+
+    /// Splits `reads` into the responses the ledger holds for the pod and
+    /// the reads to perform.
+    fn held<'a>(
+        &self,
+        key: &TokenKey,
+        reads: impl Iterator<Item = &'a ReadKey>,
+        budget: &MountBudget,
+    ) -> Result<(HashMap<ReadKey, Json>, Vec<ReadKey>)> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        for read in reads {
+            match self.ledger.reusable(key, read) {
+                Some(held) => {
+                    budget
+                        .charge(crate::budget::json_footprint(&held))
+                        .map_err(|e| Error::TooLarge(e.to_string()))?;
+                    out.insert(read.clone(), held);
+                }
+                None => missing.push(read.clone()),
+            }
+        }
+        if !out.is_empty() {
+            tracing::debug!(reused = out.len(), "returning held credentials");
+        }
+        Ok((out, missing))
     }
 
     async fn fetch(

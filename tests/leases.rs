@@ -170,6 +170,125 @@ async fn pki_certificates_are_reused_until_the_threshold_then_renewed_before_exp
     );
 }
 
+/// Serials of the certificates the PKI mount has stored (its CA included).
+async fn stored_certificates(bed: &Bed, mount: &str) -> Vec<String> {
+    bed.world.bao.list(&format!("{mount}/certs")).await.unwrap()
+}
+
+fn serial_of(pem: &str) -> String {
+    // `serial=0A1B...` → Vault's `0a:1b:...`.
+    let hex = openssl(&["x509", "-noout", "-serial"], pem.as_bytes());
+    let hex = hex.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_outlives_shorter_tokens_across_logins() {
+    // Tokens of 3 s that cannot be renewed past 3 s: the provider logs in
+    // again every couple of seconds. The certificate (1 h) is not a lease:
+    // it is returned across every token replacement, and revoking the old
+    // tokens does not revoke it.
+    let bed = Bed::start().await;
+    bed.world.bao.setup_pki("pki", "web", "2h").await.unwrap();
+    bed.world
+        .bao
+        .kubernetes_role(
+            "kubernetes",
+            "app",
+            &["app"],
+            &["default"],
+            &[READ_ALL],
+            Some("vault"),
+            "3s",
+            "3s",
+        )
+        .await
+        .unwrap();
+    let p = bed.provider("p", &["-rotation-grace=1s"]).await;
+    let pod = bed.pod("default", "web-0", "app");
+    let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 1h}, secretKey: certificate}\n";
+    let stored_before = stored_certificates(&bed, "pki").await.len();
+    let logins_before = token_reviews(&bed.world.kube);
+    let started = Instant::now();
+    let mut first: Option<(String, String)> = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
+        let cert = text(&r, "tls.crt");
+        let version = versions(&r)["tls.crt"].clone();
+        let (cert0, version0) = first.get_or_insert((cert.clone(), version.clone()));
+        assert_eq!(
+            *cert0,
+            cert,
+            "at {:?}: the same certificate across token logins",
+            started.elapsed()
+        );
+        assert_eq!(*version0, version, "same content, same version");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let logins = token_reviews(&bed.world.kube) - logins_before;
+    assert!(
+        logins >= 2,
+        "the 3-second tokens were replaced by logins: {logins} logins\n{}",
+        p.logs()
+    );
+    assert_eq!(
+        stored_certificates(&bed, "pki").await.len() - stored_before,
+        1,
+        "one certificate issued for {logins} tokens"
+    );
+    // Every token but the current one has expired or been revoked by now.
+    let (cert, _) = first.unwrap();
+    let serial = serial_of(&cert);
+    let record = bed.world.bao.read(&format!("pki/cert/{serial}")).await.unwrap();
+    assert_eq!(
+        record["data"]["revocation_time"].as_i64(),
+        Some(0),
+        "the certificate is not revoked with its token: {record}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
+    let bed = Bed::start().await;
+    bed.world.bao.setup_pki("pki", "web", "2h").await.unwrap();
+    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod("default", "web-0", "app");
+    let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 1h}, secretKey: certificate}\n- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let stored_before = stored_certificates(&bed, "pki").await.len();
+    let first = text(&p.mount(&params(objects, &[]), &pod).await.unwrap(), "tls.crt");
+    // Every kubernetes-login token revoked behind the provider's back: the
+    // KV read is refused with the cached token, which earns one login.
+    bed.world
+        .bao
+        .write("sys/leases/revoke-prefix/auth/kubernetes/login", json!({}))
+        .await
+        .unwrap();
+    let r = p
+        .mount(&params(objects, &[]), &pod)
+        .await
+        .expect("a refused token leads to one fresh login");
+    assert_eq!(text(&r, "k"), "v");
+    assert_eq!(token_reviews(&bed.world.kube), 2);
+    assert_eq!(
+        text(&r, "tls.crt"),
+        first,
+        "the certificate did not depend on the refused token"
+    );
+    assert_eq!(stored_certificates(&bed, "pki").await.len() - stored_before, 1);
+    let record = bed
+        .world
+        .bao
+        .read(&format!("pki/cert/{}", serial_of(&first)))
+        .await
+        .unwrap();
+    assert_eq!(record["data"]["revocation_time"].as_i64(), Some(0), "{record}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_pod_revokes_its_credentials_only() {
     let (bed, pg) = db_bed("1h", "2h", "1h").await;
@@ -274,5 +393,59 @@ async fn pod_hour_lease_and_login_counts() {
     }
     assert_eq!(report[0].1, 30, "without reuse every republish mints a lease");
     assert_eq!(report[1].1, 1, "with reuse one lease serves the hour");
+    assert_eq!(report[1].2, 1);
+}
+
+/// The committed PKI measurement: certificates issued per pod-hour for a
+/// pod republished every 2 minutes (30 calls), with a role token TTL of
+/// 20 minutes and a certificate TTL of 72 hours, with the ledger off and on.
+/// The hour is compressed into seconds: the certificate's own 72 h are what
+/// bound its reuse, so this changes no certificate count (the token renewals
+/// and re-logins of a real hour are simulated in the ledger's unit tests,
+/// `cargo test --lib pod_hour -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_hour_certificate_counts() {
+    let bed = Bed::start().await;
+    bed.world.bao.setup_pki("pki", "web", "100h").await.unwrap();
+    bed.world
+        .bao
+        .kubernetes_role(
+            "kubernetes",
+            "app",
+            &["app"],
+            &["default"],
+            &[READ_ALL],
+            Some("vault"),
+            "20m",
+            "24h",
+        )
+        .await
+        .unwrap();
+    let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 72h}, secretKey: certificate}\n";
+    let mut report = Vec::new();
+    for (label, reuse) in [
+        ("before (lease reuse off)", "false"),
+        ("after (lease reuse on)", "true"),
+    ] {
+        let p = bed
+            .provider(&format!("p-{reuse}"), &[&format!("-lease-reuse={reuse}")])
+            .await;
+        let pod = bed.pod("default", &format!("pod-{reuse}"), "app");
+        let certs_before = stored_certificates(&bed, "pki").await.len();
+        let logins_before = token_reviews(&bed.world.kube);
+        for _ in 0..30 {
+            p.mount(&params(objects, &[]), &pod).await.expect("mount");
+        }
+        let certs = stored_certificates(&bed, "pki").await.len() - certs_before;
+        let logins = token_reviews(&bed.world.kube) - logins_before;
+        report.push((label, certs, logins));
+    }
+    for (label, certs, logins) in &report {
+        println!(
+            "pod-hour, republished every 2 min, token TTL 20 m, certificate TTL 72 h, {label}: {certs} certificates, {logins} logins"
+        );
+    }
+    assert_eq!(report[0].1, 30, "without reuse every republish issues a certificate");
+    assert_eq!(report[1].1, 1, "with reuse one certificate serves the hour");
     assert_eq!(report[1].2, 1);
 }

@@ -6,7 +6,8 @@
 //! same run, so results are ratios that survive a noisy machine.
 //!
 //! Run: `scripts/bench.sh` (or `cargo run --release --bin csi-bench`).
-//! `--quick` shortens every phase. For diagnosis, `BENCH_PROVIDER_ARG` sets
+//! `--quick` shortens every phase; `--pod-hour` runs only the Vault load
+//! per pod-hour (database leases and PKI certificates). For diagnosis, `BENCH_PROVIDER_ARG` sets
 //! one extra provider flag (e.g. `-log-level=warn`) and `BENCH_KEEP=1` keeps
 //! the scratch directory with the provider's log (its mount lines carry
 //! `duration_ms`).
@@ -30,7 +31,29 @@ use vault_csi_provider::vault::VaultClient;
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if std::env::args().any(|a| a == "--pod-hour") {
+        return rt.block_on(pod_hour_only());
+    }
     rt.block_on(run(quick))
+}
+
+/// `--pod-hour`: only the Vault load per pod-hour.
+async fn pod_hour_only() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
+    if !binary.exists() {
+        return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
+    }
+    let world = World::start(&dir).await?;
+    world
+        .bao
+        .kv2_put("secret", "bench/0", json!({"value": "value-0"}))
+        .await?;
+    let pg = Postgres::from_env().context("PostgreSQL (scripts/testbed.sh pg-start)")?;
+    let result = vault_load(&world, &pg, &binary, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 struct Stats {
@@ -488,8 +511,13 @@ where
 /// every 2 minutes (30 calls) with one KV and one database object, through a
 /// counting proxy, with lease reuse off (the incumbent's behaviour) and on.
 /// TTLs are an hour, so compressing the hour changes no count except the
-/// one renewal of the token and the lease the ledger makes per 2/3 TTL
-/// (added below).
+/// one renewal of the token (in both modes: tokens are cached either way)
+/// and of the lease the ledger makes per 2/3 TTL (added below).
+///
+/// Then the same for one PKI certificate (TTL 72 h) with a role token TTL
+/// of 20 minutes: the certificate's own lifetime bounds its reuse, so
+/// compressing the hour changes no certificate count; the four renewals of
+/// the 20-minute token in a real hour (every 2/3 × 20 min) are added.
 async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     world
         .bao
@@ -533,10 +561,9 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
         }
         let leases = world.bao.leases("database/creds/app").await?.len() - leases_before;
         let mut counts: BTreeMap<String, u64> = proxy.counts();
-        if reuse == "true" {
-            // One renewal each of the token and the lease within the hour.
-            *counts.entry("renew".into()).or_default() += 2;
-        }
+        // One renewal of the token within the hour, and with reuse one of
+        // the lease.
+        *counts.entry("renew".into()).or_default() += if reuse == "true" { 2 } else { 1 };
         let total: u64 = counts.values().sum();
         let logins = counts.get("login").copied().unwrap_or(0);
         let by_op: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -547,6 +574,61 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
         };
         println!("| {label} | {total} | {leases} | {logins} | {} |", by_op.join(", "));
         std::fs::remove_file(dir.join(format!("load-{reuse}.state"))).ok();
+        p.kill().await;
+    }
+
+    world.bao.setup_pki("pki", "web", "100h").await.context("PKI engine")?;
+    world
+        .bao
+        .kubernetes_role(
+            "kubernetes",
+            "app-20m",
+            &["app"],
+            &["default"],
+            &[vault_csi_provider::testbed::world::READ_ALL],
+            Some("vault"),
+            "20m",
+            "24h",
+        )
+        .await?;
+    let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 72h}, secretKey: certificate}\n";
+    println!("\n## PKI certificates per pod-hour (republished every 2 min, token TTL 20 min, certificate TTL 72 h)\n");
+    println!("| mode | Vault requests | certificates issued | logins | by operation |");
+    println!("|---|---|---|---|---|");
+    for reuse in ["false", "true"] {
+        let proxy = VaultProxy::start(&world.bao.addr()).await?;
+        let p = world
+            .provider(
+                binary,
+                &format!("pki-{reuse}"),
+                &[
+                    "-log-level=warn",
+                    &format!("-vault-addr={}", proxy.url()),
+                    &format!("-lease-reuse={reuse}"),
+                ],
+            )
+            .await?;
+        let pod = world.pod("default", &format!("pki-{reuse}"), "app")?;
+        let certs_before = world.bao.list("pki/certs").await?.len();
+        for _ in 0..30 {
+            p.mount(&params(objects, &[("roleName", "app-20m")]), &pod)
+                .await
+                .map_err(|s| anyhow!("{s}"))?;
+        }
+        let certs = world.bao.list("pki/certs").await?.len() - certs_before;
+        let mut counts: BTreeMap<String, u64> = proxy.counts();
+        // The token is renewed at 2/3 of its 20 minutes: 4 times an hour.
+        *counts.entry("renew".into()).or_default() += 4;
+        let total: u64 = counts.values().sum();
+        let logins = counts.get("login").copied().unwrap_or(0);
+        let by_op: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let label = if reuse == "true" {
+            "lease reuse on (default)"
+        } else {
+            "lease reuse off (incumbent behaviour)"
+        };
+        println!("| {label} | {total} | {certs} | {logins} | {} |", by_op.join(", "));
+        std::fs::remove_file(dir.join(format!("pki-{reuse}.state"))).ok();
         p.kill().await;
     }
     Ok(())

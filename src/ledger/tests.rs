@@ -126,20 +126,23 @@ fn credentials_die_with_their_token_and_capped_tokens_are_replaced() {
     let (ledger, clock, key) = setup(true);
     ledger.store_token(&key, token(clock.now(), 30, false));
     ledger.store_response(&key, &read(), &leased(3600, true));
-    clock.advance(Duration::from_secs(15));
+    clock.advance(Duration::from_secs(14));
     assert!(ledger.token(&key).is_some());
     assert!(ledger.reusable(&key, &read()).is_some());
-    clock.advance(Duration::from_secs(11));
+    clock.advance(Duration::from_secs(2));
     assert!(
         ledger.token(&key).is_none(),
-        "a token that cannot be renewed is replaced after the threshold"
+        "a token that cannot be renewed is replaced with the grace (30 s, at most half its TTL) left"
     );
-    clock.advance(Duration::from_secs(3));
     assert!(
         ledger.reusable(&key, &read()).is_none(),
-        "the lease dies with its token"
+        "the lease dies with its token, so it is issued again under the new one"
     );
-    ledger.store_token(&key, token(clock.now(), 30, false));
+    let fresh = VaultToken {
+        token: "s.fresh".into(),
+        ..token(clock.now(), 30, false)
+    };
+    ledger.store_token(&key, fresh);
     assert_eq!(
         ledger.summary().retiring,
         1,
@@ -148,7 +151,7 @@ fn credentials_die_with_their_token_and_capped_tokens_are_replaced() {
     assert_eq!(
         ledger.summary().credentials,
         0,
-        "credentials of the old token are not carried over"
+        "leases of the old token are not carried over"
     );
 }
 
@@ -216,10 +219,400 @@ fn a_cache_size_of_zero_means_a_login_per_mount() {
     let ledger = Ledger::new(settings, clock.clone());
     ledger.store_token(&key, token(clock.now(), 3600, true));
     assert!(ledger.token(&key).is_none());
-    ledger.store_token(&key, token(clock.now(), 3600, true));
+    let second = VaultToken {
+        token: "s.second".into(),
+        ..token(clock.now(), 3600, true)
+    };
+    ledger.store_token(&key, second);
     assert_eq!(
         ledger.summary().retiring,
         1,
         "the replaced token is still revoked after its grace"
+    );
+}
+
+// --- Certificates and leases across token renewals and replacements ---------------------
+//
+// A pod republished every 2 minutes for a simulated hour, driven through the
+// ledger calls `Mounter::fetch_all` makes, in its order: `token` (else a
+// login and `store_token`), then `reusable` (else an issue and
+// `store_response`), with the background `tick` between mounts renewing and
+// revoking against a fake Vault. The clock is injected: nothing sleeps.
+
+/// A Vault that renews tokens and leases for what is asked and counts
+/// renewals and revocations.
+struct FakeVault {
+    url: String,
+    token_renewals: Arc<std::sync::atomic::AtomicUsize>,
+    token_revocations: Arc<std::sync::atomic::AtomicUsize>,
+    lease_revocations: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn seconds(increment: &Json) -> u64 {
+    match increment {
+        Json::String(s) => s.trim_end_matches('s').parse().unwrap(),
+        other => other.as_u64().unwrap(),
+    }
+}
+
+async fn fake_vault() -> FakeVault {
+    use axum::routing::{post, put};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let token_renewals = Arc::new(AtomicUsize::new(0));
+    let token_revocations = Arc::new(AtomicUsize::new(0));
+    let lease_revocations = Arc::new(AtomicUsize::new(0));
+    let (tr, tv, lv) = (
+        token_renewals.clone(),
+        token_revocations.clone(),
+        lease_revocations.clone(),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/auth/token/renew-self",
+            post(move |axum::Json(body): axum::Json<Json>| {
+                let tr = tr.clone();
+                async move {
+                    tr.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(serde_json::json!({"auth": {
+                        "client_token": "renewed", "lease_duration": seconds(&body["increment"]), "renewable": true
+                    }}))
+                }
+            }),
+        )
+        .route(
+            "/v1/auth/token/revoke-self",
+            post(move || {
+                let tv = tv.clone();
+                async move {
+                    tv.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/v1/sys/leases/renew",
+            put(|axum::Json(body): axum::Json<Json>| async move {
+                axum::Json(serde_json::json!({
+                    "lease_id": body["lease_id"], "lease_duration": seconds(&body["increment"]), "renewable": true
+                }))
+            }),
+        )
+        .route(
+            "/v1/sys/leases/revoke",
+            put(move || {
+                let lv = lv.clone();
+                async move {
+                    lv.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeVault {
+        url,
+        token_renewals,
+        token_revocations,
+        lease_revocations,
+    }
+}
+
+fn count(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn pki_read() -> ReadKey {
+    ReadKey {
+        method: "PUT".into(),
+        path: "/v1/pki/issue/web".into(),
+        query: vec![],
+        body: Some(r#"{"common_name":"a.example.com"}"#.into()),
+    }
+}
+
+/// What `pki/issue` returns without `generate_lease`: no lease, the
+/// certificate's own `expiration`.
+fn certificate(now: SystemTime, ttl: u64, serial: usize) -> Json {
+    serde_json::json!({"lease_id": "", "lease_duration": 0, "renewable": false, "data": {
+        "certificate": format!("-----BEGIN CERTIFICATE----- #{serial}"),
+        "serial_number": format!("{serial:02x}"),
+        "expiration": unix(now) + ttl,
+    }})
+}
+
+fn database_lease(ttl: u64, renewable: bool, serial: usize) -> Json {
+    serde_json::json!({"lease_id": format!("database/creds/app/{serial}"), "lease_duration": ttl, "renewable": renewable, "data": {"username": format!("u{serial}")}})
+}
+
+/// How the role issues tokens.
+#[derive(Clone, Copy, Debug)]
+enum Tokens {
+    /// Renewable well past the hour: the background renews it.
+    Renewable,
+    /// At its max TTL from the start (not renewable): replaced by a login.
+    AtMaxTtl,
+}
+
+/// A pod whose mounts go through the ledger as the Mounter's do.
+struct Republished {
+    ledger: Ledger,
+    clock: Arc<ManualClock>,
+    key: TokenKey,
+    pool: VaultPool,
+    token_ttl: u64,
+    tokens: Tokens,
+    logins: usize,
+    issues: usize,
+    /// Per login after the first: how long the replaced token had left.
+    replaced_with_left: Vec<Duration>,
+    current_token_expires: SystemTime,
+}
+
+impl Republished {
+    fn new(vault: &FakeVault, tokens: Tokens, token_ttl: u64, grace: Duration) -> Republished {
+        let (_, clock, mut key) = setup(true);
+        key.vault.endpoint = Endpoint::parse(&vault.url).unwrap();
+        let settings = LedgerSettings {
+            reuse: true,
+            threshold: 2.0 / 3.0,
+            grace,
+            capacity: 10,
+            state_file: None,
+        };
+        Republished {
+            ledger: Ledger::new(settings, clock.clone()),
+            clock,
+            key,
+            pool: VaultPool::new(Duration::from_secs(5)),
+            token_ttl,
+            tokens,
+            logins: 0,
+            issues: 0,
+            replaced_with_left: Vec::new(),
+            current_token_expires: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// One Mount with one object: returns the response it hands out.
+    fn mount(&mut self, read: &ReadKey, issue: impl FnOnce(SystemTime, usize) -> Json) -> Json {
+        let now = self.clock.now();
+        if self.ledger.token(&self.key).is_none() {
+            if self.logins > 0 {
+                self.replaced_with_left.push(left(self.current_token_expires, now));
+            }
+            self.logins += 1;
+            let mut t = token(now, self.token_ttl, matches!(self.tokens, Tokens::Renewable));
+            t.token = format!("s.token-{}", self.logins);
+            t.accessor = format!("accessor-{}", self.logins);
+            self.current_token_expires = t.expires.unwrap();
+            self.ledger.store_token(&self.key, t);
+        }
+        if let Some(held) = self.ledger.reusable(&self.key, read) {
+            return held;
+        }
+        self.issues += 1;
+        let fresh = issue(now, self.issues);
+        self.ledger.store_response(&self.key, read, &fresh);
+        fresh
+    }
+
+    /// The background between two mounts.
+    async fn pass(&self, d: Duration) {
+        self.clock.advance(d);
+        self.ledger.tick(&self.pool).await;
+    }
+}
+
+const REPUBLISH: Duration = Duration::from_secs(120);
+const MOUNTS_PER_HOUR: usize = 30;
+const TOKEN_TTL: u64 = 20 * 60;
+
+/// Certificates issued in a simulated pod-hour, republished every 2 minutes,
+/// with a 20-minute token: asserts that every returned certificate is valid.
+async fn certificate_pod_hour(tokens: Tokens, cert_ttl: u64) -> (Republished, FakeVault) {
+    let vault = fake_vault().await;
+    let mut pod = Republished::new(&vault, tokens, TOKEN_TTL, Duration::from_secs(30));
+    for i in 0..MOUNTS_PER_HOUR {
+        let cert = pod.mount(&pki_read(), |now, n| certificate(now, cert_ttl, n));
+        let expires = cert["data"]["expiration"].as_u64().unwrap();
+        let now = unix(pod.clock.now());
+        assert!(
+            expires > now,
+            "{tokens:?}, mount {i}: the returned certificate expired {}s ago",
+            now - expires
+        );
+        pod.pass(REPUBLISH).await;
+    }
+    println!(
+        "simulated pod-hour, republished every 2 min, token TTL 20 min ({tokens:?}), certificate TTL {cert_ttl} s: {} certificates, {} logins",
+        pod.issues, pod.logins
+    );
+    (pod, vault)
+}
+
+#[tokio::test]
+async fn pod_hour_one_certificate_outlives_a_shorter_token() {
+    // Token TTL 20 min, certificate TTL 72 h.
+    let (pod, vault) = certificate_pod_hour(Tokens::Renewable, 72 * 3600).await;
+    assert_eq!(pod.issues, 1, "one certificate serves the pod-hour");
+    assert_eq!(pod.logins, 1, "the token was renewed, never replaced");
+    assert!(
+        count(&vault.token_renewals) >= 3,
+        "the background renewed the 20-minute token: {} renewals",
+        count(&vault.token_renewals)
+    );
+
+    let (pod, vault) = certificate_pod_hour(Tokens::AtMaxTtl, 72 * 3600).await;
+    assert_eq!(
+        pod.issues, 1,
+        "one certificate serves the pod-hour although its token was replaced"
+    );
+    // Replaced once 1/3 of its TTL is left: at 14, 28, 42 and 56 minutes.
+    assert_eq!(pod.logins, 5);
+    assert_eq!(
+        count(&vault.token_revocations),
+        4,
+        "the replaced tokens were revoked after their grace"
+    );
+    assert_eq!(pod.ledger.summary().credentials, 1, "the certificate is still held");
+}
+
+#[tokio::test]
+async fn pod_hour_short_certificates_are_replaced_at_the_threshold_never_expired() {
+    // Certificate TTL 10 min: reused while more than 1/3 of it is left, so a
+    // new one on the first mount at or past 2/3 of 600 s.
+    let cert_ttl = 600;
+    let reuse_for = scale(Duration::from_secs(cert_ttl), 2.0 / 3.0).as_secs_f64();
+    let mounts_per_certificate = (reuse_for / REPUBLISH.as_secs_f64()).ceil() as usize;
+    let predicted = MOUNTS_PER_HOUR.div_ceil(mounts_per_certificate);
+    assert_eq!(
+        (mounts_per_certificate, predicted),
+        (4, 8),
+        "issued at 0, 8, 16, ... 56 minutes"
+    );
+    for tokens in [Tokens::Renewable, Tokens::AtMaxTtl] {
+        let (pod, _vault) = certificate_pod_hour(tokens, cert_ttl).await;
+        assert_eq!(pod.issues, predicted, "{tokens:?}");
+    }
+}
+
+#[tokio::test]
+async fn leases_are_reissued_with_their_token_and_before_its_cap_by_the_grace() {
+    // A one-hour non-renewable lease under a 20-minute token at its max TTL:
+    // the lease dies with the token, so it is issued again once per token,
+    // not on every mount, and each replacement comes while the old token has
+    // the rotation grace left (10 min here: more than 1/3 of the TTL).
+    let vault = fake_vault().await;
+    let grace = Duration::from_secs(600);
+    let mut pod = Republished::new(&vault, Tokens::AtMaxTtl, TOKEN_TTL, grace);
+    let mut by_token = Vec::new();
+    for i in 0..MOUNTS_PER_HOUR {
+        let logins = pod.logins;
+        let r = pod.mount(&read(), |_, n| database_lease(3600, false, n));
+        let user = r["data"]["username"].as_str().unwrap().to_string();
+        if pod.logins != logins {
+            by_token.push(user);
+        } else {
+            assert_eq!(
+                Some(&user),
+                by_token.last(),
+                "mount {i}: the lease is reused while its token is"
+            );
+        }
+        pod.pass(REPUBLISH).await;
+    }
+    assert_eq!(pod.issues, pod.logins, "one lease per token: {by_token:?}");
+    // Replaced when 10 minutes are left: at 10, 20, 30, 40, 50 minutes.
+    assert_eq!(pod.logins, 6);
+    assert!(
+        pod.replaced_with_left.iter().all(|l| *l >= grace),
+        "every token was replaced with the grace left: {:?}",
+        pod.replaced_with_left
+    );
+    assert_eq!(count(&vault.token_revocations), 5, "old tokens, with their leases");
+    assert_eq!(
+        count(&vault.lease_revocations),
+        0,
+        "leases go with their token, not one by one"
+    );
+}
+
+#[test]
+fn a_refused_token_takes_its_leases_but_not_its_certificates() {
+    let (ledger, clock, key) = setup(true);
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    ledger.store_response(&key, &read(), &leased(3600, true));
+    ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
+    ledger.forget_token(&key);
+    assert!(ledger.token(&key).is_none(), "the refused token is not used again");
+    assert!(ledger.reusable(&key, &read()).is_none(), "its lease went with it");
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    assert_eq!(ledger.summary().retiring, 0, "a refused token is not revoked again");
+    assert_eq!(
+        ledger.reusable(&key, &pki_read()).unwrap()["data"]["serial_number"],
+        "01",
+        "the certificate is kept under the new token"
+    );
+    assert!(ledger.reusable(&key, &read()).is_none());
+}
+
+#[tokio::test]
+async fn a_certificate_is_kept_when_its_token_expires_unused() {
+    let (ledger, clock, key) = setup(true);
+    ledger.store_token(&key, token(clock.now(), 60, false));
+    ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
+    ledger.store_response(&key, &read(), &leased(3600, true));
+    clock.advance(Duration::from_secs(120));
+    ledger.tick(&VaultPool::new(Duration::from_secs(1))).await;
+    let s = ledger.summary();
+    assert_eq!((s.tokens, s.credentials), (0, 1), "the lease died with the token");
+    assert!(ledger.token(&key).is_none());
+    ledger.store_token(&key, token(clock.now(), 60, false));
+    assert!(ledger.reusable(&key, &pki_read()).is_some());
+    assert_eq!(ledger.summary().retiring, 0, "an expired token is not revoked");
+}
+
+#[test]
+fn a_cache_size_of_zero_reuses_no_certificate() {
+    let clock = Arc::new(ManualClock(Mutex::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    )));
+    let (_, _, key) = setup(true);
+    let settings = LedgerSettings {
+        reuse: true,
+        threshold: 2.0 / 3.0,
+        grace: Duration::from_secs(30),
+        capacity: 0,
+        state_file: None,
+    };
+    let ledger = Ledger::new(settings, clock.clone());
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    assert!(ledger.reusable(&key, &pki_read()).is_none());
+}
+
+#[tokio::test]
+async fn a_lease_under_a_renewed_token_follows_its_own_lifetime() {
+    // A one-hour non-renewable lease under a renewable 20-minute token: the
+    // token's current expiry does not bound the lease (it is renewed), so
+    // the lease is replaced at 2/3 of its own hour, not on every mount.
+    let vault = fake_vault().await;
+    let mut pod = Republished::new(&vault, Tokens::Renewable, TOKEN_TTL, Duration::from_secs(30));
+    for _ in 0..MOUNTS_PER_HOUR {
+        pod.mount(&read(), |_, n| database_lease(3600, false, n));
+        pod.pass(REPUBLISH).await;
+    }
+    assert_eq!(pod.logins, 1);
+    assert_eq!(pod.issues, 2, "issued at 0 and 40 minutes");
+    assert_eq!(
+        count(&vault.lease_revocations),
+        1,
+        "the replaced lease, after its grace"
     );
 }
