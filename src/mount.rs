@@ -39,7 +39,7 @@ pub struct Settings {
 }
 
 /// The raw fields of a Mount request.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MountInput {
     /// JSON attributes.
     pub attributes: String,
@@ -47,6 +47,18 @@ pub struct MountInput {
     pub secrets: String,
     /// Decimal default file mode.
     pub permission: String,
+}
+
+/// Lengths only: the attributes carry service-account tokens, the secrets a
+/// Secret's data.
+impl std::fmt::Debug for MountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountInput")
+            .field("attributes_len", &self.attributes.len())
+            .field("secrets_len", &self.secrets.len())
+            .field("permission", &self.permission)
+            .finish()
+    }
 }
 
 /// One file to hand to the driver.
@@ -156,7 +168,7 @@ impl Mounter {
         // The key first: a Kubernetes outage then fails the mount before any
         // credential is minted, so the driver may safely retry it.
         let key = self.versions.key().await?;
-        let client = self.client(spec)?;
+        let client = self.client(spec).await?;
         let responses = self.fetch_all(spec, &client).await?;
         let rendered = render::render_all(&spec.objects, &spec.templates, &responses, &key)?;
         self.syncer.sync(spec, &rendered.files, &key).await?;
@@ -166,9 +178,10 @@ impl Mounter {
         })
     }
 
-    fn client(&self, spec: &MountSpec) -> Result<VaultClient> {
+    async fn client(&self, spec: &MountSpec) -> Result<VaultClient> {
         self.pool
-            .client(&spec.vault)
+            .connect(&spec.vault)
+            .await
             .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", spec.vault.endpoint)))
     }
 

@@ -4,7 +4,9 @@
 //! Pure on purpose: the same responses (a fresh read, or a lease reused from
 //! an earlier mount) always give the same bytes and so the same versions.
 
+mod dotenv;
 mod template;
+mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -267,72 +269,9 @@ fn formatted(object: &ObjectSpec, value: &Json, format: Format) -> Result<Vec<u8
             text.push('\n');
             Ok(text.into_bytes())
         }
-        Format::Yaml => serde_yaml_ng::to_string(value)
-            .map(String::into_bytes)
-            .map_err(|e| Error::Internal(format!("object {:?}: YAML output: {e}", object.name))),
-        Format::Dotenv => dotenv(object, value),
+        Format::Yaml => Ok(yaml::document(value).into_bytes()),
+        Format::Dotenv => dotenv::document(object, value),
     }
-}
-
-/// `KEY=value` lines, keys sorted. A value without `'`, `\` or a line break
-/// is single-quoted (literal for shells and every dotenv reader); any other
-/// is double-quoted with `\\`, `\"`, `\$`, `` \` ``, `\n` and `\r` escapes.
-fn dotenv(object: &ObjectSpec, value: &Json) -> Result<Vec<u8>> {
-    let Json::Object(map) = value else {
-        return Err(Error::InvalidRequest(format!(
-            "object {:?}: format dotenv needs a map of keys, but the selected value is {}",
-            object.name,
-            kind(value)
-        )));
-    };
-    let bad: Vec<&str> = map.keys().map(String::as_str).filter(|k| !is_env_name(k)).collect();
-    if !bad.is_empty() {
-        return Err(Error::InvalidRequest(format!(
-            "object {:?}: format dotenv: keys {} of {} are not valid environment variable names (letters, digits and _, not starting with a digit)",
-            object.name,
-            bad.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "),
-            object.read
-        )));
-    }
-    let mut out = String::new();
-    for (k, v) in map {
-        let text = value_text(v);
-        if text.contains('\0') {
-            return Err(Error::InvalidRequest(format!(
-                "object {:?}: format dotenv: the value of {k:?} contains a NUL byte, which no environment can hold",
-                object.name
-            )));
-        }
-        out.push_str(k);
-        out.push('=');
-        if text.contains(['\'', '\\', '\n', '\r']) {
-            out.push('"');
-            for c in text.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    '$' => out.push_str("\\$"),
-                    '`' => out.push_str("\\`"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-        } else {
-            out.push('\'');
-            out.push_str(&text);
-            out.push('\'');
-        }
-        out.push('\n');
-    }
-    Ok(out.into_bytes())
-}
-
-fn is_env_name(k: &str) -> bool {
-    let mut bytes = k.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `(key, contents)` for every key of the selected map, keys sorted. A key

@@ -15,6 +15,7 @@ use serde_json::Value as Json;
 use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
+use crate::policy::ClassPolicy;
 
 mod output;
 pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
@@ -46,13 +47,16 @@ const MAX_SECRET_PATH_LEN: usize = 8192;
 /// Audience of the kubelet token used when the SPC names none.
 pub const DEFAULT_AUDIENCE: &str = "vault";
 
-/// Provider-wide defaults (flags and environment) that SPC parameters override.
+/// Provider-wide defaults (flags and environment) that SPC parameters
+/// override, and the operator's limits on what they may override them with.
 #[derive(Debug, Clone)]
 pub struct Defaults {
     /// Vault address, namespace and TLS settings.
     pub vault: VaultConfig,
     /// Auth mount path.
     pub auth_mount: String,
+    /// What a SecretProviderClass may ask for.
+    pub policy: ClassPolicy,
 }
 
 /// How to reach one Vault server. Part of the token cache key, so two SPCs
@@ -342,7 +346,7 @@ pub enum Encoding {
 
 /// One HTTP request to Vault. Objects with equal `ReadKey`s share one request
 /// per Mount, so `username` and `password` of one database read match.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct ReadKey {
     /// `GET`, `PUT` or `POST`.
     pub method: String,
@@ -352,6 +356,19 @@ pub struct ReadKey {
     pub query: Vec<(String, String)>,
     /// Canonical JSON of `secretArgs` (keys sorted), sent as the body.
     pub body: Option<String>,
+}
+
+/// The body (`secretArgs`, which may hold a value meant for Vault only) is
+/// shown by length.
+impl std::fmt::Debug for ReadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadKey")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("body_len", &self.body.as_ref().map(String::len))
+            .finish()
+    }
 }
 
 impl std::fmt::Display for ReadKey {
@@ -480,18 +497,19 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
             (Some(m), None) | (None, Some(m)) => m.to_string(),
             (None, None) => defaults.auth_mount.clone(),
         };
-    let auth_mount = auth_mount.trim_matches('/').to_string();
-    if auth_mount.is_empty() {
-        return Err(invalid("the auth mount path is empty".to_string()));
-    }
+    let auth_mount = check_auth_mount(auth_mount.trim_matches('/'))?;
 
     let vault = parse_vault_config(&get, defaults)?;
-    let audience = get("audience").map(str::to_string);
+    let audience = defaults.policy.audience(get("audience"), "audience").map_err(invalid)?;
 
-    let token_json = attrs
+    // Kubernetes 1.35+ can hand the tokens over in `secrets`
+    // (serviceAccountTokenInSecrets), which a SecretProviderClass's
+    // parameters cannot reach; attributes mix kubelet's values with the
+    // class's, so they come second.
+    let token_json = secrets
         .get(keys::SA_TOKENS)
         .filter(|s| !s.trim().is_empty())
-        .or_else(|| secrets.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
+        .or_else(|| attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
     let provided_token = match token_json {
         Some(json) => select_token(json, audience.as_deref().unwrap_or(DEFAULT_AUDIENCE))?,
         None => None,
@@ -555,23 +573,61 @@ fn parse_permission(permission: &str) -> Result<u32> {
     Ok(mode)
 }
 
+/// The auth mount travels in the login URL (`/v1/auth/<mount>/login`), so it
+/// must be a plain path: nothing that could change which URL is requested.
+fn check_auth_mount(mount: &str) -> Result<String> {
+    if mount.is_empty() {
+        return Err(invalid("the auth mount path is empty".to_string()));
+    }
+    let plain = mount
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if !plain || mount.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") || mount.len() > 256 {
+        return Err(invalid(format!(
+            "the auth mount path {:?} is not a plain path (letters, digits, '-', '_', '.', and '/' between non-empty segments other than '.' and '..')",
+            shorten(mount)
+        )));
+    }
+    Ok(mount.to_string())
+}
+
+/// At most 64 characters of a bad value, for an error message.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Defaults) -> Result<VaultConfig> {
+    let policy = &defaults.policy;
     let endpoint = match get("vaultAddress") {
-        Some(addr) => Endpoint::parse(addr).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?,
+        Some(addr) => {
+            let e = Endpoint::parse(addr).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?;
+            if e != defaults.vault.endpoint {
+                policy.check_endpoint(&e, "vaultAddress").map_err(invalid)?;
+            }
+            e
+        }
         None => defaults.vault.endpoint.clone(),
     };
     let mut tls = defaults.vault.tls.clone();
     if let Some(p) = get("vaultCACertPath") {
-        tls.ca_cert = Some(PathBuf::from(p));
+        tls.ca_cert = Some(policy.class_file(p, "vaultCACertPath").map_err(invalid)?);
     }
     if let Some(p) = get("vaultCADirectory") {
-        tls.ca_directory = Some(PathBuf::from(p));
+        tls.ca_directory = Some(policy.class_directory(p, "vaultCADirectory").map_err(invalid)?);
     }
     if let Some(n) = get("vaultTLSServerName") {
         tls.server_name = Some(n.to_string());
     }
     match (get("vaultTLSClientCertPath"), get("vaultTLSClientKeyPath")) {
-        (Some(c), Some(k)) => tls.client_cert = Some((PathBuf::from(c), PathBuf::from(k))),
+        (Some(c), Some(k)) => {
+            tls.client_cert = Some((
+                policy.class_file(c, "vaultTLSClientCertPath").map_err(invalid)?,
+                policy.class_file(k, "vaultTLSClientKeyPath").map_err(invalid)?,
+            ))
+        }
         (None, None) => {}
         _ => {
             return Err(invalid(
@@ -581,6 +637,9 @@ fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Def
     }
     if let Some(v) = get("vaultSkipTLSVerify") {
         tls.skip_verify = parse_go_bool(v).map_err(|e| invalid(format!("parameter vaultSkipTLSVerify: {e}")))?;
+        if tls.skip_verify && !defaults.vault.tls.skip_verify {
+            policy.check_skip_verify("vaultSkipTLSVerify").map_err(invalid)?;
+        }
     }
     let namespace = get("vaultNamespace")
         .map(str::to_string)

@@ -27,6 +27,9 @@ pub const FIELD_MANAGER: &str = "vault-csi-provider";
 pub const MANAGED_LABEL: &str = "vault-csi-provider.io/managed";
 /// Annotation holding the keyed HMAC of the applied content.
 pub const HMAC_ANNOTATION: &str = "vault-csi-provider.io/content-hmac";
+/// Annotation naming the SecretProviderClass a Secret is synced from: another
+/// class may not rewrite it.
+pub const CLASS_ANNOTATION: &str = "vault-csi-provider.io/secret-provider-class";
 /// A Secret may not exceed 1 MiB; leave room for metadata.
 const MAX_DATA_BYTES: usize = 1024 * 1024 - 16 * 1024;
 /// How long an applied HMAC is trusted without looking at the Secret again
@@ -36,7 +39,14 @@ const VERIFY_AFTER: Duration = Duration::from_secs(60);
 /// Writes `syncSecrets`.
 pub struct Syncer {
     kube: Option<KubeClient>,
-    applied: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// (namespace, name) → (content HMAC, owning class, when applied).
+    applied: Mutex<HashMap<(String, String), Applied>>,
+}
+
+struct Applied {
+    hmac: String,
+    class: Option<String>,
+    at: Instant,
 }
 
 impl Syncer {
@@ -48,17 +58,28 @@ impl Syncer {
         }
     }
 
-    fn remembered(&self, ns: &str, name: &str, hmac: &str) -> bool {
+    /// Whether this content was applied lately for this class (a request
+    /// that names no class, a v1.5 rotation call, matches any).
+    fn remembered(&self, ns: &str, name: &str, hmac: &str, class: Option<&str>) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(applied.get(&(ns.to_string(), name.to_string())), Some((h, at)) if h == hmac && at.elapsed() < VERIFY_AFTER)
+        applied.get(&(ns.to_string(), name.to_string())).is_some_and(|a| {
+            a.hmac == hmac && a.at.elapsed() < VERIFY_AFTER && (class.is_none() || a.class.as_deref() == class)
+        })
     }
 
-    fn remember(&self, ns: &str, name: &str, hmac: String) {
+    fn remember(&self, ns: &str, name: &str, hmac: String, class: Option<String>) {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         if applied.len() > 10_000 {
             applied.clear();
         }
-        applied.insert((ns.to_string(), name.to_string()), (hmac, Instant::now()));
+        applied.insert(
+            (ns.to_string(), name.to_string()),
+            Applied {
+                hmac,
+                class,
+                at: Instant::now(),
+            },
+        );
     }
 
     /// Writes every Secret of `spec.sync` whose content changed.
@@ -88,7 +109,8 @@ impl Syncer {
                 all.extend_from_slice(v);
             }
             let hmac = key.version(&config, &all);
-            if self.remembered(ns, &secret.name, &hmac) {
+            let class = spec.spc_name.as_deref();
+            if self.remembered(ns, &secret.name, &hmac, class) {
                 continue;
             }
             let what = format!("Secret {ns}/{}", secret.name);
@@ -97,6 +119,9 @@ impl Syncer {
                 .await
                 .map_err(|e| kube_error(e, &what, ns))?;
             let mut refs: Vec<Json> = Vec::new();
+            // The class recorded on the Secret, kept when this request names
+            // none (v1.5 rotation calls do not say which class they are for).
+            let mut owner_class = class.map(str::to_string);
             if let Some(existing) = &existing {
                 let managed = existing.pointer(&format!("/metadata/labels/{}", MANAGED_LABEL.replace('/', "~1")));
                 if managed.and_then(Json::as_str) != Some("true") {
@@ -104,10 +129,25 @@ impl Syncer {
                         "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
                     )));
                 }
+                let recorded = existing
+                    .pointer(&format!(
+                        "/metadata/annotations/{}",
+                        CLASS_ANNOTATION.replace('/', "~1")
+                    ))
+                    .and_then(Json::as_str);
+                match (recorded, class) {
+                    (Some(theirs), Some(ours)) if theirs != ours => {
+                        return Err(Error::SyncRefused(format!(
+                            "{what} is synced from SecretProviderClass {theirs:?}, not {ours:?}: refusing to let another class rewrite it (choose another secretName)"
+                        )));
+                    }
+                    (Some(theirs), None) => owner_class = Some(theirs.to_string()),
+                    _ => {}
+                }
                 let current =
                     existing.pointer(&format!("/metadata/annotations/{}", HMAC_ANNOTATION.replace('/', "~1")));
-                if current.and_then(Json::as_str) == Some(hmac.as_str()) {
-                    self.remember(ns, &secret.name, hmac);
+                if current.and_then(Json::as_str) == Some(hmac.as_str()) && (recorded.is_some() || class.is_none()) {
+                    self.remember(ns, &secret.name, hmac, owner_class);
                     continue;
                 }
                 if let Some(r) = existing.pointer("/metadata/ownerReferences").and_then(Json::as_array) {
@@ -124,12 +164,12 @@ impl Syncer {
                     }
                 }
             }
-            let body = apply_body(secret, ns, &data, &hmac, &refs);
+            let body = apply_body(secret, ns, &data, &hmac, owner_class.as_deref(), &refs);
             kube.apply_secret(ns, &secret.name, FIELD_MANAGER, body)
                 .await
                 .map_err(|e| kube_error(e, &what, ns))?;
             tracing::info!(secret = %what, keys = data.len(), "synced Secret");
-            self.remember(ns, &secret.name, hmac);
+            self.remember(ns, &secret.name, hmac, owner_class);
         }
         Ok(())
     }
@@ -233,12 +273,22 @@ async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<Json>> {
     Ok(vec![owner])
 }
 
-fn apply_body(secret: &SyncSecret, ns: &str, data: &BTreeMap<String, &[u8]>, hmac: &str, owners: &[Json]) -> Json {
+fn apply_body(
+    secret: &SyncSecret,
+    ns: &str,
+    data: &BTreeMap<String, &[u8]>,
+    hmac: &str,
+    class: Option<&str>,
+    owners: &[Json],
+) -> Json {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut labels = secret.labels.clone();
     labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
     let mut annotations = secret.annotations.clone();
     annotations.insert(HMAC_ANNOTATION.to_string(), hmac.to_string());
+    if let Some(class) = class {
+        annotations.insert(CLASS_ANNOTATION.to_string(), class.to_string());
+    }
     let encoded: BTreeMap<&String, String> = data.iter().map(|(k, v)| (k, b64.encode(v))).collect();
     let mut metadata = json!({ "name": secret.name, "namespace": ns, "labels": labels, "annotations": annotations });
     if !owners.is_empty() {

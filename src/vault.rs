@@ -429,20 +429,55 @@ impl VaultPool {
         self
     }
 
-    /// The client for `cfg`, built on first use.
+    /// The client for `cfg`, built on first use. Building reads CA and
+    /// client-certificate files: background work, whose configurations
+    /// mounts have built before, uses this; mounts use [`connect`](Self::connect).
     pub fn client(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(cfg) {
-            return Ok(c.clone());
+        if let Some(c) = self.cached(cfg) {
+            return Ok(c);
         }
+        let client = self.build(cfg)?;
+        Ok(self.keep(cfg, client))
+    }
+
+    /// [`client`](Self::client) for a mount: files are read on a blocking
+    /// thread, never on the runtime, and no lock is held while they are, so
+    /// a slow or hostile path named by one class cannot stall other mounts.
+    pub async fn connect(self: &std::sync::Arc<Self>, cfg: &VaultConfig) -> Result<VaultClient, String> {
+        if let Some(c) = self.cached(cfg) {
+            return Ok(c);
+        }
+        let pool = self.clone();
+        let owned = cfg.clone();
+        let client = tokio::task::spawn_blocking(move || pool.build(&owned))
+            .await
+            .map_err(|e| format!("building the Vault client failed: {e}"))??;
+        Ok(self.keep(cfg, client))
+    }
+
+    fn cached(&self, cfg: &VaultConfig) -> Option<VaultClient> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.get(cfg).cloned()
+    }
+
+    fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
         let mut client = VaultClient::new(cfg, self.timeout)?;
         if let Some(m) = &self.metrics {
             client = client.with_metrics(m.clone());
+        }
+        Ok(client)
+    }
+
+    /// Keeps a freshly built client, or the one a concurrent build kept first.
+    fn keep(&self, cfg: &VaultConfig, client: VaultClient) -> VaultClient {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = clients.get(cfg) {
+            return existing.clone();
         }
         if clients.len() >= MAX_POOLED_CLIENTS {
             clients.clear();
         }
         clients.insert(cfg.clone(), client.clone());
-        Ok(client)
+        client
     }
 }

@@ -604,6 +604,63 @@ async fn both_driver_generations_are_served() {
     assert_eq!(client.version().await.unwrap().version, "v1alpha1");
 }
 
+/// Reads one HTTP/2 frame header (length, type, flags, stream) within 1 s.
+async fn frame_header_within_a_second(stream: &mut tokio::net::UnixStream) -> (usize, u8, u8, u32) {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut raw))
+        .await
+        .expect("the provider sends a frame within 1 s without waiting for a request")
+        .expect("read a frame header");
+    let len = usize::from(raw[0]) << 16 | usize::from(raw[1]) << 8 | usize::from(raw[2]);
+    let stream_id = u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff;
+    (len, raw[3], raw[4], stream_id)
+}
+
+/// grpc-go (every driver release) and gRPC C-core send their preface and
+/// SETTINGS, then wait for the server's SETTINGS before any request: a
+/// provider that waits for a request first deadlocks with every real driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_sends_its_settings_before_any_request() {
+    use tokio::io::AsyncWriteExt as _;
+    const SETTINGS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+    let bed = Bed::start().await;
+    let p = bed.provider("p", &[]).await;
+
+    // A client that has said nothing at all yet.
+    let mut silent = tokio::net::UnixStream::connect(&p.socket).await.unwrap();
+    let (_, kind, flags, stream) = frame_header_within_a_second(&mut silent).await;
+    assert_eq!(
+        (kind, flags & ACK, stream),
+        (SETTINGS, 0, 0),
+        "first frame is the server's SETTINGS"
+    );
+
+    // A client that sent exactly what grpc-go sends before it waits: the
+    // preface and its SETTINGS.
+    let mut waiting = tokio::net::UnixStream::connect(&p.socket).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]);
+    waiting.write_all(&hello).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let (len, kind, flags, stream) = frame_header_within_a_second(&mut waiting).await;
+        seen.push((kind, flags));
+        if kind == SETTINGS && flags & ACK == 0 && stream == 0 {
+            break;
+        }
+        let mut payload = vec![0u8; len];
+        tokio::io::AsyncReadExt::read_exact(&mut waiting, &mut payload)
+            .await
+            .unwrap();
+        assert!(seen.len() < 8, "no server SETTINGS among {seen:?}");
+    }
+    // And the connection is then served: a request on it is answered.
+    let client = p.client(Generation::V16).await.unwrap();
+    assert_eq!(client.version().await.unwrap().version, "v1alpha1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     let bed = Bed::start().await;

@@ -270,7 +270,7 @@ async fn data_only_json_yaml_and_dotenv_for_a_kv_v2_secret() {
     let yaml: serde_json::Value = serde_yaml_ng::from_str(&text(&r, "app.yaml")).unwrap();
     assert_eq!(yaml, json!({"DB_USER": "app", "DB_PASS": "p'w$\"d", "PORT": 5432}));
     let env = text(&r, "app.env");
-    assert_eq!(env, "DB_PASS=\"p'w\\$\\\"d\"\nDB_USER='app'\nPORT='5432'\n");
+    assert_eq!(env, "DB_PASS=\"p'w\\$\\\"d\"\nDB_USER=app\nPORT=5432\n");
     assert_eq!(files(&r)["app.env"].0, 0o600);
     // A shell reads the dotenv file back to the same values.
     let dir = tempfile::tempdir().unwrap();

@@ -344,3 +344,68 @@ async fn reused_database_credentials_cause_no_secret_write() {
     let pass = String::from_utf8(data(&s, "password")).unwrap();
     assert!(pg.can_login(&user, &pass).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_secret_belongs_to_its_class() {
+    use vault_csi_provider::testbed::driver::{mount_request, Generation};
+    let bed = Bed::start().await;
+    allow_sync(&bed, "default");
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
+        .await
+        .unwrap();
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod("default", "web-0", "app");
+    let sync = "- secretName: app-creds\n  data:\n    - {key: username, objectName: user}\n";
+    let ps = params(KV, &[("syncSecrets", sync)]);
+    let mount = |generation, class: &str, rotation| mount_request(generation, class, &ps, &pod, rotation, Vec::new());
+
+    p.mount_raw(Generation::V16, mount(Generation::V16, "class-a", false))
+        .await
+        .expect("class-a syncs");
+    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    assert_eq!(
+        secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],
+        "class-a"
+    );
+    let before = writes(&bed, "app-creds");
+
+    // Another class of the same namespace naming the same Secret, with the
+    // same or other content, is refused and changes nothing.
+    let e = p
+        .mount_raw(Generation::V16, mount(Generation::V16, "class-b", false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("\"class-a\""), "{}", e.message());
+    assert!(e.message().contains("\"class-b\""), "{}", e.message());
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"user": "u2", "pass": "p1"}))
+        .await
+        .unwrap();
+    let e = p
+        .mount_raw(Generation::V16, mount(Generation::V16, "class-b", false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    assert_eq!(data(&secret, "username"), b"u1");
+    assert_eq!(writes(&bed, "app-creds"), before);
+
+    // A v1.5 rotation call names no class: it may update the content and
+    // keeps the recorded owner.
+    p.mount_raw(Generation::V15, mount(Generation::V15, "ignored", true))
+        .await
+        .expect("v1.5 rotation of class-a's pod");
+    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    assert_eq!(data(&secret, "username"), b"u2");
+    assert_eq!(
+        secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],
+        "class-a"
+    );
+    p.mount_raw(Generation::V16, mount(Generation::V16, "class-a", false))
+        .await
+        .expect("class-a still syncs");
+}

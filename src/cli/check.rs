@@ -139,6 +139,7 @@ fn defaults() -> Defaults {
             tls: TlsConfig::default(),
         },
         auth_mount: "kubernetes".to_string(),
+        policy: crate::policy::ClassPolicy::default(),
     }
 }
 

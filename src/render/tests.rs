@@ -141,11 +141,12 @@ fn data_only_formats() {
     );
     assert_eq!(
         String::from_utf8(r("yaml").unwrap()).unwrap(),
-        "a: 1\nb: two words\nn:\n  x:\n  - true\n"
+        "a: 1\nb: two words\n\"n\":\n  x:\n  - true\n",
+        "`n` is a YAML 1.1 boolean: quoted"
     );
     assert_eq!(
         String::from_utf8(r("dotenv").unwrap()).unwrap(),
-        "a='1'\nb='two words'\nn='{\"x\":[true]}'\n"
+        "a=1\nb='two words'\nn='{\"x\":[true]}'\n"
     );
     // format on a selected sub-map
     let sub = render(
@@ -157,6 +158,57 @@ fn data_only_formats() {
 }
 
 #[test]
+fn yaml_quotes_what_some_reader_would_read_as_another_type() {
+    let o = object("- {objectName: a, secretPath: kv/x, format: yaml}");
+    let long_key = "k".repeat(1001);
+    let resp = serde_json::json!({"data": {
+        "plain": "two words", "url": "https://h:8443/p", "no": "off", "oct": "0755", "time": "12:30",
+        "merge": "<<", "null": "~", "empty": "", "lead": " x", "nul": "a\u{0}b", "nel": "\u{85}",
+        "pem": "-----BEGIN-----\nAA\n-----END-----\n", "strip": "a\nb", "keep": "a\n\n",
+        "crlf": "a\r\nb", "indented": " a\nb", "num": 1e300, "int": 5432, "t": true,
+        "list": ["y", [], {}], long_key.as_str(): "v",
+    }});
+    let text = String::from_utf8(render(&o, &resp).unwrap()).unwrap();
+    assert_eq!(
+        text,
+        concat!(
+            "crlf: \"a\\r\\nb\"\n",
+            "empty: \"\"\n",
+            "indented: \" a\\nb\"\n",
+            "int: 5432\n",
+            "keep: |+\n  a\n\n",
+            "? ",
+        )
+        .to_string()
+            + &long_key
+            + concat!(
+                "\n: v\n",
+                "lead: \" x\"\n",
+                "list:\n- \"y\"\n- []\n- {}\n",
+                "merge: \"<<\"\n",
+                "nel: \"\\u0085\"\n",
+                "\"no\": \"off\"\n",
+                "nul: \"a\\0b\"\n",
+                "\"null\": \"~\"\n",
+                "num: 1.0e+300\n",
+                "oct: \"0755\"\n",
+                "pem: |\n  -----BEGIN-----\n  AA\n  -----END-----\n",
+                "plain: two words\n",
+                "strip: |-\n  a\n  b\n",
+                "t: true\n",
+                "time: \"12:30\"\n",
+                "url: https://h:8443/p\n",
+            )
+    );
+    // A selected string is a document of its own.
+    let o = object("- {objectName: a, secretPath: kv/x, secretKey: v, format: yaml}");
+    let one = |v: &str| String::from_utf8(render(&o, &serde_json::json!({"data": {"v": v}})).unwrap()).unwrap();
+    assert_eq!(one("no"), "\"no\"\n");
+    assert_eq!(one("app"), "app\n");
+    assert_eq!(one("a\nb\n"), "|\n  a\n  b\n");
+}
+
+#[test]
 fn dotenv_quotes_safely_and_refuses_bad_names() {
     let o = object("- {objectName: a, secretPath: kv/x, format: dotenv}");
     let resp = serde_json::json!({"data": {
@@ -164,10 +216,29 @@ fn dotenv_quotes_safely_and_refuses_bad_names() {
         "QUOTE": "it's",
         "MULTI": "line1\nline2",
         "BACK": "a\\b$c`d",
+        "BARE": "v1.2:x@y/z=%+,-",
+        "EMPTY": "",
+        "PORT": 5432,
+        "TWO": "a\\\\b",
+        "WIN": "C:\\dir\\",
+        "BOTH": "it's $HOME",
     }});
+    // As they are, single-quoted (line breaks raw), else double-quoted with
+    // trailing backslashes after the closing quote.
     assert_eq!(
         String::from_utf8(render(&o, &resp).unwrap()).unwrap(),
-        "BACK=\"a\\\\b\\$c\\`d\"\nMULTI=\"line1\\nline2\"\nPLAIN='p@ss$word \"q\"'\nQUOTE=\"it's\"\n"
+        concat!(
+            "BACK='a\\b$c`d'\n",
+            "BARE=v1.2:x@y/z=%+,-\n",
+            "BOTH=\"it's \\$HOME\"\n",
+            "EMPTY=\n",
+            "MULTI='line1\nline2'\n",
+            "PLAIN='p@ss$word \"q\"'\n",
+            "PORT=5432\n",
+            "QUOTE=\"it's\"\n",
+            "TWO=\"a\\\\\\\\b\"\n",
+            "WIN=\"C:\\\\dir\"\\\\\n",
+        )
     );
     let e = render(
         &o,

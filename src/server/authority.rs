@@ -1,28 +1,26 @@
-//! HTTP/2 relay that makes the `:authority` of incoming requests acceptable to
-//! the `h2` server underneath tonic.
+//! Makes the `:authority` of incoming HTTP/2 requests acceptable to the `h2`
+//! server underneath tonic.
 //!
 //! Secrets Store CSI drivers before v1.6 dial the provider through grpc-go's
 //! "passthrough" resolver with a bare socket path, so every request carries
 //! `:authority` = that path (`/etc/kubernetes/.../vault.sock`); grpc C-core
 //! clients send a %-encoded path. `h2` only accepts a valid URI authority and
 //! resets every other stream with PROTOCOL_ERROR. Rather than patching `h2`, the
-//! provider places this relay between the accepted socket and one end of an
-//! in-memory duplex pipe served by tonic. In the client-to-server direction the
-//! relay parses HTTP/2 frames: header blocks (HEADERS plus CONTINUATION) are
-//! decoded with a stateful HPACK decoder, `:authority` is passed through an
-//! [`AuthorityRewrite`], and the block is re-encoded without ever touching the
-//! server's dynamic table (static-table indices and literals "without
-//! indexing" only), so the server's HPACK state never depends on ours. Every
-//! other frame, and the whole server-to-client direction, is copied verbatim.
+//! provider filters what the client sends before tonic reads it: a
+//! [`RequestFilter`] parses the client's HTTP/2 frames, decodes header blocks
+//! (HEADERS plus CONTINUATION) with a stateful HPACK decoder, passes
+//! `:authority` through an [`AuthorityRewrite`], and re-encodes a block that
+//! had to change without ever touching the server's dynamic table. Every other
+//! frame, and the whole server-to-client direction, is untouched — in
+//! particular the server's SETTINGS reach the client at once, whoever speaks
+//! first. [`relay`] runs the same filter between two streams.
 
 use std::io;
 use std::sync::OnceLock;
 
 use loona_hpack::encoder::encode_integer_into;
 use loona_hpack::Decoder;
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Decides the `:authority` the server sees; `None` keeps the original bytes.
 pub type AuthorityRewrite = fn(&[u8]) -> Option<Vec<u8>>;
@@ -74,15 +72,179 @@ pub fn to_localhost(authority: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Relays one HTTP/2 connection from `client` to `server`, rewriting
-/// `:authority` with `rewrite`.
+/// The client-to-server direction of an HTTP/2 connection as a state machine
+/// over bytes: what the client sent goes in through [`push`](Self::push), what
+/// the server should read comes out. It does no I/O, so the provider runs it
+/// inline in its socket's `poll_read` (see `server::conn`) while the server
+/// writes to the socket directly, and [`relay`] drives it from a copy loop.
 ///
-/// Works in either role: in front of the provider's tonic server, or (with a
-/// rewrite that forces a socket path) in front of a client impersonating an
-/// old driver. Returns `Ok(())` when the connection ends normally (either
-/// peer closing it, at any time), and an error when the client sends
-/// something that is not valid HTTP/2 framing or HPACK, or a transport fails.
-/// Both write directions are shut down before returning.
+/// Header blocks are held until complete and decoded with the connection's
+/// HPACK state. As long as no request has needed a new `:authority`, blocks
+/// are forwarded exactly as received, so the server's HPACK decoder stays in
+/// step with the client's encoder. The first block whose authority must change
+/// is re-encoded statelessly (static-table indices and literals "without
+/// indexing" only), and so is every block after it: from then on nothing the
+/// server reads refers to its dynamic table, so whatever that table holds no
+/// longer matters. Every other frame passes byte for byte.
+pub struct RequestFilter {
+    rewriter: HeaderRewriter,
+    state: FilterState,
+    /// Received bytes not yet forwarded: part of the preface, of a frame
+    /// header or of a header block. Bounded by [`MAX_HEADER_BLOCK`] plus
+    /// framing.
+    held: Vec<u8>,
+    /// Set by the first block whose authority was replaced.
+    reencoding: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FilterState {
+    /// Waiting for (the rest of) the 24-byte connection preface.
+    Preface,
+    /// At a frame boundary.
+    Frames,
+    /// Forwarding the payload of a frame that is not inspected.
+    Payload { remaining: usize },
+}
+
+impl RequestFilter {
+    /// A filter at the start of a connection, replacing authorities with `rewrite`.
+    pub fn new(rewrite: AuthorityRewrite) -> RequestFilter {
+        RequestFilter {
+            rewriter: HeaderRewriter::new(rewrite),
+            state: FilterState::Preface,
+            held: Vec::new(),
+            reencoding: false,
+        }
+    }
+
+    /// Whether the connection preface has been received in full.
+    pub fn preface_done(&self) -> bool {
+        self.state != FilterState::Preface
+    }
+
+    /// Takes the next bytes from the client and appends to `out` everything
+    /// the server can be given so far. An error means the client does not
+    /// speak HTTP/2 framing or HPACK; the connection should be closed.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        // Invariant: while `held` has bytes, `input` has been appended to it,
+        // so bytes always leave in the order they came.
+        loop {
+            match self.state {
+                FilterState::Payload { remaining: 0 } => self.state = FilterState::Frames,
+                FilterState::Payload { remaining } => {
+                    // Payloads are streamed, never held whole.
+                    let from_held = !self.held.is_empty();
+                    let source: &[u8] = if from_held { &self.held } else { input };
+                    let n = remaining.min(source.len());
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    out.extend_from_slice(&source[..n]);
+                    if from_held {
+                        self.held.drain(..n);
+                    } else {
+                        input = &input[n..];
+                    }
+                    self.state = FilterState::Payload {
+                        remaining: remaining - n,
+                    };
+                }
+                FilterState::Preface | FilterState::Frames => {
+                    if !input.is_empty() {
+                        self.held.extend_from_slice(input);
+                        input = &[];
+                    }
+                    if !self.step(out)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client closed its side: fine at a frame boundary (or before saying
+    /// anything at all), a truncation anywhere else.
+    pub fn finish(&self) -> io::Result<()> {
+        match self.state {
+            FilterState::Preface if self.held.is_empty() => Ok(()),
+            FilterState::Preface => Err(truncated("the connection preface")),
+            FilterState::Frames if self.held.is_empty() => Ok(()),
+            FilterState::Frames if self.held.len() < FRAME_HEADER_LEN => Err(truncated("a frame header")),
+            FilterState::Frames => Err(truncated("a header block")),
+            FilterState::Payload { .. } => Err(truncated("a frame payload")),
+        }
+    }
+
+    /// Consumes one unit (the preface, a frame header, a whole header block)
+    /// from `held` if it is complete; `false` when more input is needed.
+    fn step(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        match self.state {
+            FilterState::Preface => {
+                let n = self.held.len().min(PREFACE.len());
+                if self.held[..n] != PREFACE[..n] {
+                    return Err(protocol_error("client did not send the HTTP/2 connection preface"));
+                }
+                if n < PREFACE.len() {
+                    return Ok(false);
+                }
+                out.extend_from_slice(PREFACE);
+                self.held.drain(..PREFACE.len());
+                self.state = FilterState::Frames;
+                Ok(true)
+            }
+            FilterState::Frames => {
+                let Some(raw) = self.held.first_chunk::<FRAME_HEADER_LEN>() else {
+                    return Ok(false);
+                };
+                let frame = FrameHeader::parse(raw);
+                if frame.kind != FRAME_HEADERS {
+                    // CONTINUATION outside a header block, PUSH_PROMISE from a
+                    // client and unknown types are the server's business to
+                    // judge; they travel as they are.
+                    out.extend_from_slice(raw);
+                    self.held.drain(..FRAME_HEADER_LEN);
+                    self.state = FilterState::Payload { remaining: frame.len };
+                    return Ok(true);
+                }
+                let Some((block, consumed)) = parse_header_block(&self.held)? else {
+                    return Ok(false);
+                };
+                self.forward_block(&block, consumed, out)?;
+                self.held.drain(..consumed);
+                Ok(true)
+            }
+            FilterState::Payload { .. } => Ok(true),
+        }
+    }
+
+    /// Forwards one complete header block, the first `consumed` bytes of `held`.
+    fn forward_block(&mut self, block: &HeaderBlock, consumed: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut fields = self.rewriter.decode(&block.fragment)?;
+        let replaced = self.rewriter.replace_authority(&mut fields);
+        if replaced || self.reencoding {
+            self.reencoding = true;
+            let mut encoded = Vec::with_capacity(block.fragment.len() + fields.len() * 4);
+            for (name, value) in &fields {
+                encode_field(&mut encoded, name, value)?;
+            }
+            emit_header_frames(out, block, &encoded);
+        } else {
+            out.extend_from_slice(&self.held[..consumed]);
+        }
+        Ok(())
+    }
+}
+
+/// Relays one HTTP/2 connection from `client` to `server`, rewriting
+/// `:authority` with `rewrite` (through a [`RequestFilter`]).
+///
+/// Used in front of a client that impersonates an old driver (with a rewrite
+/// that forces a socket path) and by the fuzz target. Returns `Ok(())` when
+/// the connection ends normally (either peer closing it, at any time), and an
+/// error when the client sends something that is not valid HTTP/2 framing or
+/// HPACK, or a transport fails. Both write directions are shut down before
+/// returning.
 pub async fn relay<C, S>(client: C, server: S, rewrite: AuthorityRewrite) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -165,12 +327,6 @@ impl Failure {
     }
 }
 
-impl From<io::Error> for Failure {
-    fn from(err: io::Error) -> Self {
-        Failure::Client(err)
-    }
-}
-
 fn is_hang_up(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -207,161 +363,28 @@ fn truncated(what: &str) -> io::Error {
     )
 }
 
-/// Client-to-server direction: preface, then frame by frame until the client
-/// closes at a frame boundary.
-async fn forward_requests<R, W>(client: R, server: &mut W, rewrite: AuthorityRewrite) -> Result<(), Failure>
+/// Client-to-server direction: what the client sends, through a
+/// [`RequestFilter`], until the client closes.
+async fn forward_requests<R, W>(mut client: R, server: &mut W, rewrite: AuthorityRewrite) -> Result<(), Failure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = BufReader::with_capacity(FRAME_HEADER_LEN + MAX_EMITTED_PAYLOAD, client);
-    // Coalesces a frame header with its payload into one write; flushed after
-    // every frame so nothing waits in here while we block on the client.
-    let mut writer = BufWriter::with_capacity(FRAME_HEADER_LEN + MAX_EMITTED_PAYLOAD, server);
-
-    let mut preface = [0u8; PREFACE.len()];
-    if !read_or_eof(&mut reader, &mut preface, "the connection preface").await? {
-        // Connected and left without a word (a liveness probe, say).
-        return Ok(());
-    }
-    if &preface != PREFACE {
-        return Err(protocol_error("client did not send the HTTP/2 connection preface").into());
-    }
-    write_all(&mut writer, PREFACE).await?;
-    flush(&mut writer).await?;
-
-    let mut headers = HeaderRewriter::new(rewrite);
-    let mut raw = [0u8; FRAME_HEADER_LEN];
+    let mut filter = RequestFilter::new(rewrite);
+    let mut buf = vec![0u8; FRAME_HEADER_LEN + MAX_EMITTED_PAYLOAD];
+    let mut out = Vec::with_capacity(buf.len());
     loop {
-        if !read_or_eof(&mut reader, &mut raw, "a frame header").await? {
-            break;
-        }
-        let frame = FrameHeader::parse(&raw);
-        if frame.kind == FRAME_HEADERS {
-            let block = read_header_block(&mut reader, &frame).await?;
-            let encoded = headers.rewrite(&block.fragment)?;
-            let mut out = Vec::with_capacity(encoded.len() + 2 * FRAME_HEADER_LEN);
-            emit_header_frames(&mut out, &block, &encoded);
-            write_all(&mut writer, &out).await?;
-        } else {
-            // CONTINUATION outside a header block, PUSH_PROMISE from a client
-            // and unknown types are the server's business to judge; they
-            // travel as they are.
-            write_all(&mut writer, &raw).await?;
-            copy_payload(&mut reader, &mut writer, frame.len).await?;
-        }
-        flush(&mut writer).await?;
-    }
-    Ok(())
-}
-
-/// Reads a connection up to the end of its first header block and returns
-/// every byte read (to be replayed) and that request's `:authority`, if it
-/// has one. The block is decoded with a fresh decoder: it is the first, so
-/// the client's dynamic table was empty when it was encoded.
-pub async fn first_authority<R>(client: &mut R) -> io::Result<(Vec<u8>, Option<Vec<u8>>)>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut reader = Recorder {
-        inner: client,
-        seen: Vec::new(),
-    };
-    let mut preface = [0u8; PREFACE.len()];
-    read_exact(&mut reader, &mut preface, "the connection preface").await?;
-    if &preface != PREFACE {
-        return Err(protocol_error("client did not send the HTTP/2 connection preface"));
-    }
-    let mut raw = [0u8; FRAME_HEADER_LEN];
-    loop {
-        read_exact(&mut reader, &mut raw, "a frame header").await?;
-        let frame = FrameHeader::parse(&raw);
-        if frame.kind == FRAME_HEADERS {
-            let block = read_header_block(&mut reader, &frame).await?;
-            let mut decoder = Decoder::new();
-            decoder.set_max_allowed_table_size(MAX_DYNAMIC_TABLE);
-            let mut authority = None;
-            decoder
-                .decode_with_cb(&block.fragment, |name, value| {
-                    if name.as_ref() == AUTHORITY {
-                        authority = Some(value.into_owned());
-                    }
-                })
-                .map_err(|err| protocol_error(format!("invalid HPACK header block: {err}")))?;
-            return Ok((reader.seen, authority));
-        }
-        if reader.seen.len() + frame.len > MAX_HEADER_BLOCK {
-            return Err(protocol_error("too much data before the first request"));
-        }
-        let mut payload = vec![0u8; frame.len];
-        read_exact(&mut reader, &mut payload, "a frame").await?;
-    }
-}
-
-/// Keeps a copy of everything read through it.
-struct Recorder<'a, R> {
-    inner: &'a mut R,
-    seen: Vec<u8>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Recorder<'_, R> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf);
-        if result.is_ready() {
-            this.seen.extend_from_slice(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> Result<(), Failure> {
-    writer.write_all(bytes).await.map_err(Failure::ServerWrite)
-}
-
-async fn flush<W: AsyncWrite + Unpin>(writer: &mut W) -> Result<(), Failure> {
-    writer.flush().await.map_err(Failure::ServerWrite)
-}
-
-/// Fills `buf`, or returns `Ok(false)` if the stream ended before its first
-/// byte; ending anywhere later is a truncation.
-async fn read_or_eof<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8], what: &str) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = reader.read(&mut buf[filled..]).await?;
+        let n = client.read(&mut buf).await.map_err(Failure::Client)?;
         if n == 0 {
-            return if filled == 0 { Ok(false) } else { Err(truncated(what)) };
+            return filter.finish().map_err(Failure::Client);
         }
-        filled += n;
-    }
-    Ok(true)
-}
-
-/// Streams a payload we do not inspect, so large DATA frames are never held in
-/// memory as a whole.
-async fn copy_payload<R, W>(reader: &mut R, writer: &mut W, len: usize) -> Result<(), Failure>
-where
-    R: AsyncBufRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut remaining = len;
-    while remaining > 0 {
-        let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Err(truncated("a frame payload").into());
+        filter.push(&buf[..n], &mut out).map_err(Failure::Client)?;
+        if !out.is_empty() {
+            server.write_all(&out).await.map_err(Failure::ServerWrite)?;
+            server.flush().await.map_err(Failure::ServerWrite)?;
+            out.clear();
         }
-        let n = chunk.len().min(remaining);
-        let result = writer.write_all(&chunk[..n]).await;
-        result.map_err(Failure::ServerWrite)?;
-        reader.consume(n);
-        remaining -= n;
     }
-    Ok(())
 }
 
 struct FrameHeader {
@@ -396,18 +419,24 @@ struct HeaderBlock {
     fragment: Vec<u8>,
 }
 
-async fn read_header_block<R>(reader: &mut R, first: &FrameHeader) -> io::Result<HeaderBlock>
-where
-    R: AsyncRead + Unpin,
-{
+/// Parses a header block (a HEADERS frame and its CONTINUATIONs) at the start
+/// of `bytes`: `None` while it is incomplete, else the block and the number of
+/// bytes its frames take. Caps apply as soon as a frame header is seen, so a
+/// client cannot make us hold more than [`MAX_HEADER_BLOCK`] of fragment.
+fn parse_header_block(bytes: &[u8]) -> io::Result<Option<(HeaderBlock, usize)>> {
+    let Some(raw) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let first = FrameHeader::parse(raw);
     if first.stream == 0 {
         return Err(protocol_error("HEADERS frame on stream 0"));
     }
     if first.len > MAX_HEADER_BLOCK {
         return Err(header_block_too_large());
     }
-    let mut payload = vec![0u8; first.len];
-    read_exact(reader, &mut payload, "a HEADERS frame").await?;
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + first.len) else {
+        return Ok(None);
+    };
 
     let mut start = 0;
     let mut end = payload.len();
@@ -429,17 +458,17 @@ where
     if start > end {
         return Err(bad_padding());
     }
-    // Padding is dropped on purpose: it only hides the block's size from
-    // observers of the wire, and the next hop is local.
-    payload.truncate(end);
-    payload.drain(..start);
-    let mut fragment = payload;
+    // Padding is dropped on purpose when a block is re-encoded: it only hides
+    // the block's size from observers of the wire, and the next hop is local.
+    let mut fragment = payload[start..end].to_vec();
 
     let mut flags = first.flags;
-    let mut raw = [0u8; FRAME_HEADER_LEN];
+    let mut at = FRAME_HEADER_LEN + first.len;
     while flags & FLAG_END_HEADERS == 0 {
-        read_exact(reader, &mut raw, "a header block").await?;
-        let next = FrameHeader::parse(&raw);
+        let Some(raw) = bytes.get(at..).and_then(|rest| rest.first_chunk::<FRAME_HEADER_LEN>()) else {
+            return Ok(None);
+        };
+        let next = FrameHeader::parse(raw);
         // RFC 9113 §6.10: nothing may interleave with a header block.
         if next.kind != FRAME_CONTINUATION || next.stream != first.stream {
             return Err(protocol_error(
@@ -449,26 +478,21 @@ where
         if next.len > MAX_HEADER_BLOCK - fragment.len() {
             return Err(header_block_too_large());
         }
-        let old_len = fragment.len();
-        fragment.resize(old_len + next.len, 0);
-        read_exact(reader, &mut fragment[old_len..], "a CONTINUATION frame").await?;
+        let Some(piece) = bytes.get(at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + next.len) else {
+            return Ok(None);
+        };
+        fragment.extend_from_slice(piece);
+        at += FRAME_HEADER_LEN + next.len;
         flags = next.flags;
     }
 
-    Ok(HeaderBlock {
+    let block = HeaderBlock {
         stream: first.stream,
         end_stream: first.flags & FLAG_END_STREAM != 0,
         priority,
         fragment,
-    })
-}
-
-async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8], what: &str) -> io::Result<()> {
-    match reader.read_exact(buf).await {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(truncated(what)),
-        Err(err) => Err(err),
-    }
+    };
+    Ok(Some((block, at)))
 }
 
 fn bad_padding() -> io::Error {
@@ -534,7 +558,8 @@ impl HeaderRewriter {
         HeaderRewriter { decoder, rewrite }
     }
 
-    fn rewrite(&mut self, fragment: &[u8]) -> io::Result<Vec<u8>> {
+    /// Decodes one block with the connection's HPACK state.
+    fn decode(&mut self, fragment: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut list_size = 0usize;
         self.decoder
@@ -553,8 +578,13 @@ impl HeaderRewriter {
                 "decoded header list larger than {MAX_HEADER_LIST} bytes"
             )));
         }
+        Ok(fields)
+    }
 
-        for (name, value) in &mut fields {
+    /// Applies the rewrite rule to every `:authority`; whether any changed.
+    fn replace_authority(&self, fields: &mut [(Vec<u8>, Vec<u8>)]) -> bool {
+        let mut replaced = false;
+        for (name, value) in fields.iter_mut() {
             if name.as_slice() != AUTHORITY {
                 continue;
             }
@@ -565,9 +595,17 @@ impl HeaderRewriter {
                     "rewrote HTTP/2 :authority"
                 );
                 *value = replacement;
+                replaced = true;
             }
         }
+        replaced
+    }
 
+    /// Decodes a block, rewrites its authority and encodes it statelessly.
+    #[cfg(test)]
+    fn rewrite(&mut self, fragment: &[u8]) -> io::Result<Vec<u8>> {
+        let mut fields = self.decode(fragment)?;
+        self.replace_authority(&mut fields);
         let mut encoded = Vec::with_capacity(fragment.len() + fields.len() * 4);
         for (name, value) in &fields {
             encode_field(&mut encoded, name, value)?;
@@ -1199,6 +1237,122 @@ mod tests {
                 Some("www.example.com"),
             ]
         );
+    }
+
+    /// Runs `bytes` through a fresh filter, `split` bytes at a time.
+    fn filtered(bytes: &[u8], split: usize) -> io::Result<Vec<u8>> {
+        let mut filter = RequestFilter::new(to_localhost);
+        let mut out = Vec::new();
+        for piece in bytes.chunks(split.max(1)) {
+            filter.push(piece, &mut out)?;
+        }
+        filter.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn valid_authorities_are_forwarded_byte_for_byte() {
+        // Huffman strings, indexing literals and padding all survive: the
+        // server decodes exactly what the client encoded.
+        let huffman = [
+            &[0x41, 0x80 | 12][..],
+            &[0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff],
+        ]
+        .concat();
+        let padded = [&[3u8][..], &request_block(b"localhost"), &[0, 0, 0]].concat();
+        let bytes = [
+            connection_start(),
+            headers(1, &[incremental(":authority", b"localhost"), grpc_fields()].concat()),
+            grpc_body(1),
+            headers(3, &[indexed(62), grpc_fields()].concat()),
+            grpc_body(3),
+            headers(5, &[huffman, grpc_fields()].concat()),
+            frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 7, &padded),
+            frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]),
+            frame(FRAME_DATA, FLAG_END_STREAM, 7, &[]),
+        ]
+        .concat();
+        for split in [1, 2, 7, 9, 10, 64, bytes.len()] {
+            assert_eq!(filtered(&bytes, split).unwrap(), bytes, "split every {split} bytes");
+        }
+    }
+
+    #[test]
+    fn output_does_not_depend_on_how_input_is_split() {
+        let bytes = [
+            connection_start(),
+            headers(1, &request_block(SOCKET.as_bytes())),
+            frame(FRAME_DATA, 0, 1, &[7; 40_000][..16_000]),
+            frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]),
+            grpc_body(1),
+            headers(
+                3,
+                &[incremental(":authority", SOCKET.as_bytes()), grpc_fields()].concat(),
+            ),
+            headers(5, &[indexed(62), grpc_fields()].concat()),
+        ]
+        .concat();
+        let whole = filtered(&bytes, bytes.len()).unwrap();
+        for split in [1, 3, 9, 100, 16_393] {
+            assert_eq!(filtered(&bytes, split).unwrap(), whole, "split every {split} bytes");
+        }
+        // The socket paths were replaced, so the output differs from the input.
+        assert_ne!(whole, bytes);
+        assert!(!whole.windows(SOCKET.len()).any(|w| w == SOCKET.as_bytes()));
+    }
+
+    #[test]
+    fn zero_length_frames_do_not_stall_the_filter() {
+        let mut filter = RequestFilter::new(to_localhost);
+        let mut out = Vec::new();
+        filter.push(&connection_start(), &mut out).unwrap();
+        filter.push(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]), &mut out).unwrap();
+        filter
+            .push(&headers(1, &request_block(b"localhost")), &mut out)
+            .unwrap();
+        filter.finish().unwrap();
+        assert_eq!(
+            out,
+            [
+                connection_start(),
+                frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]),
+                headers(1, &request_block(b"localhost"))
+            ]
+            .concat()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switching_to_reencoding_keeps_earlier_table_entries_resolvable() {
+        // Stream 1 passes as it came and leaves two entries in both sides'
+        // tables; stream 3 needs a new authority, so it and everything after
+        // is re-encoded standalone — yet still refers to stream 1's entries.
+        let first = [
+            incremental(":authority", b"localhost"),
+            grpc_fields(),
+            incremental("x-trace", b"abc"),
+        ]
+        .concat();
+        let second = [literal_indexed_name(1, SOCKET.as_bytes()), grpc_fields(), indexed(62)].concat();
+        let third = [indexed(63), grpc_fields(), indexed(62)].concat();
+        let bytes = [
+            connection_start(),
+            headers(1, &first),
+            grpc_body(1),
+            headers(3, &second),
+            grpc_body(3),
+            headers(5, &third),
+            grpc_body(5),
+        ]
+        .concat();
+        let streams = [1, 3, 5];
+        let (outcomes, seen, relayed) = through_relay(&bytes, &streams).await;
+        relayed.unwrap();
+        assert_eq!(outcomes, all_completed(&streams), "{seen:?}");
+        for request in &seen {
+            assert_eq!(request.authority.as_deref(), Some("localhost"));
+            assert_eq!(request.headers["x-trace"], "abc");
+        }
     }
 
     // --- 5. malformed input ---------------------------------------------------

@@ -1,78 +1,71 @@
-//! One accepted driver connection, routed by its first request.
+//! One accepted driver connection, as tonic sees it.
 //!
-//! Most drivers (v1.6+) send `:authority: localhost`, which tonic accepts as
-//! it is; only older drivers need the [`authority`](super::authority) relay.
-//! So the first header block is read (and kept), and a connection whose
-//! authority is already valid goes straight to tonic with those bytes
-//! replayed in front of the socket — no relay task, no second copy of every
-//! byte, no HPACK work per request. A gRPC channel uses one authority for
-//! all its requests, so the first request decides for the connection.
+//! The server side of HTTP/2 speaks first: tonic writes its SETTINGS as soon
+//! as it has the connection, and grpc-go and gRPC C-core (every real driver)
+//! wait for them before sending any request. So nothing may stand between
+//! tonic and the socket's write half, and nothing may wait for the client
+//! before tonic starts: writes go straight to the socket, and reads pass
+//! through the [`RequestFilter`] inline, in `poll_read`, which fixes the
+//! `:authority` of old drivers' requests (see [`authority`](super::authority))
+//! and otherwise hands tonic the client's bytes as they came. No task, pipe or
+//! extra hop per connection.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
-use super::authority;
+use super::authority::{self, RequestFilter};
 
-/// How long a client may take to send its first request before the
-/// connection is dropped (a stuck or idle client must not hold a task).
-const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send the HTTP/2 connection preface before
+/// the connection is dropped, so a stuck client cannot hold a connection
+/// forever. Every HTTP/2 client sends it right after connecting.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A stream that first yields bytes already read from it.
-pub struct Replayed<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
+/// Bytes read from the socket per `poll_read` while filtering: one frame
+/// header and the largest payload HTTP/2 allows by default.
+const READ_CHUNK: usize = 9 + 16_384;
+
+/// A driver connection: the socket, with the client's bytes filtered on their
+/// way to the server.
+pub struct DriverConn {
+    socket: UnixStream,
+    filter: RequestFilter,
+    /// Scratch space for reads from the socket.
+    chunk: Box<[u8]>,
+    /// Filtered bytes the server has not read yet, from `ready_at` on.
+    ready: Vec<u8>,
+    ready_at: usize,
+    /// Running until the preface has arrived.
+    preface_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    preface_timeout: Duration,
+    /// The client closed its write side.
+    eof: bool,
 }
 
-impl<S> Replayed<S> {
-    /// `inner`, with `prefix` read again before it.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Replayed<S> {
-        Replayed { prefix, pos: 0, inner }
+impl DriverConn {
+    /// Wraps an accepted connection; nothing is read or written yet.
+    pub fn new(socket: UnixStream) -> DriverConn {
+        DriverConn::with_preface_timeout(socket, PREFACE_TIMEOUT)
     }
-}
 
-impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
+    /// The same, with another bound on the wait for the client's preface.
+    pub fn with_preface_timeout(socket: UnixStream, timeout: Duration) -> DriverConn {
+        DriverConn {
+            socket,
+            filter: RequestFilter::new(authority::to_localhost),
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            ready: Vec::new(),
+            ready_at: 0,
+            preface_deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            preface_timeout: timeout,
+            eof: false,
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// What tonic serves: the socket itself, or the relay's end of a pipe.
-pub enum DriverConn {
-    /// The authority was valid: the socket, with the bytes read replayed.
-    Direct(Replayed<UnixStream>),
-    /// The authority needs rewriting: served through the relay.
-    Relayed(DuplexStream),
 }
 
 impl tonic::transport::server::Connected for DriverConn {
@@ -83,63 +76,117 @@ impl tonic::transport::server::Connected for DriverConn {
 
 impl AsyncRead for DriverConn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DriverConn::Direct(s) => Pin::new(s).poll_read(cx, buf),
-            DriverConn::Relayed(s) => Pin::new(s).poll_read(cx, buf),
+        let this = self.get_mut();
+        loop {
+            if this.ready_at < this.ready.len() {
+                let n = (this.ready.len() - this.ready_at).min(buf.remaining());
+                buf.put_slice(&this.ready[this.ready_at..this.ready_at + n]);
+                this.ready_at += n;
+                if this.ready_at == this.ready.len() {
+                    this.ready.clear();
+                    this.ready_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(deadline) = this.preface_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no HTTP/2 connection preface within {:?}", this.preface_timeout),
+                    )));
+                }
+            }
+            let mut chunk = ReadBuf::new(&mut this.chunk);
+            ready!(Pin::new(&mut this.socket).poll_read(cx, &mut chunk))?;
+            let read = chunk.filled();
+            if read.is_empty() {
+                this.eof = true;
+                if let Err(e) = this.filter.finish() {
+                    // The server sees a plain end of stream either way; this
+                    // only says why the connection ended mid-frame.
+                    tracing::debug!(error = %e, "driver connection closed mid-frame");
+                }
+                continue;
+            }
+            this.filter.push(read, &mut this.ready)?;
+            if this.filter.preface_done() {
+                this.preface_deadline = None;
+            }
         }
     }
 }
 
 impl AsyncWrite for DriverConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            DriverConn::Direct(s) => Pin::new(s).poll_write(cx, buf),
-            DriverConn::Relayed(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DriverConn::Direct(s) => Pin::new(s).poll_flush(cx),
-            DriverConn::Relayed(s) => Pin::new(s).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DriverConn::Direct(s) => Pin::new(s).poll_shutdown(cx),
-            DriverConn::Relayed(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
     }
 }
 
-/// Reads the start of a connection up to its first request's headers and
-/// decides how to serve it. `None`: the client left or spoke no HTTP/2 it
-/// could be served with (logged at debug).
-pub async fn route(mut stream: UnixStream) -> Option<DriverConn> {
-    let peeked = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, authority::first_authority(&mut stream)).await;
-    let (seen, authority) = match peeked {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "driver connection closed before its first request");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("driver connection sent no request within {FIRST_REQUEST_TIMEOUT:?}");
-            return None;
-        }
-    };
-    let replayed = Replayed::new(seen, stream);
-    match authority {
-        Some(a) if authority::to_localhost(&a).is_none() => Some(DriverConn::Direct(replayed)),
-        _ => {
-            let (ours, theirs) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                if let Err(e) = authority::relay(replayed, ours, authority::to_localhost).await {
-                    tracing::debug!(error = %e, "driver connection ended with an error");
-                }
-            });
-            Some(DriverConn::Relayed(theirs))
-        }
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_sends_the_preface_is_dropped() {
+        let (ours, _client) = UnixStream::pair().unwrap();
+        let mut conn = DriverConn::with_preface_timeout(ours, Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let err = conn.read(&mut [0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn writes_go_out_before_the_client_speaks_and_reads_pass_through() {
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        let mut conn = DriverConn::new(ours);
+        // The server writes first, with nothing read yet.
+        conn.write_all(b"server settings").await.unwrap();
+        let mut got = [0u8; 15];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"server settings");
+
+        let ping = [0u8, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        client.write_all(&[PREFACE, &ping].concat()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut seen = Vec::new();
+        conn.read_to_end(&mut seen).await.unwrap();
+        assert_eq!(seen, [PREFACE, &ping].concat());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_speaks_no_http2_gets_an_error() {
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        let mut conn = DriverConn::new(ours);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let err = conn.read(&mut [0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -1,9 +1,9 @@
 //! The gRPC face of the provider: translates the driver's protocol to the
 //! mount logic and back, and owns the unix socket and its lifecycle.
 //!
-//! Every accepted connection goes through the `:authority` relay (see
-//! [`authority`]) before tonic sees it, so drivers of every generation are
-//! served.
+//! Every accepted connection is handed to tonic at once, with the client's
+//! bytes passing through the `:authority` filter (see [`conn`] and
+//! [`authority`]), so drivers of every generation are served.
 
 pub mod authority;
 pub mod conn;
@@ -33,6 +33,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_MOUNTS: usize = 64;
 /// Time kept back from the caller's deadline to send an answer in time.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+/// Longest a mount may run, whatever deadline the caller sends (a
+/// `grpc-timeout` can say up to 99,999,999 hours; kubelet's is ~2 minutes).
+const MAX_MOUNT_BUDGET: Duration = Duration::from_secs(3600);
 
 /// The `CSIDriverProvider` service.
 pub struct ProviderService {
@@ -104,7 +107,8 @@ impl CsiDriverProvider for ProviderService {
         let budget = match grpc_timeout(request.metadata()) {
             Some(t) => t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(100)),
             None => self.mount_timeout,
-        };
+        }
+        .min(MAX_MOUNT_BUDGET);
         let req = request.into_inner();
         let input = MountInput {
             attributes: req.attributes,
@@ -237,15 +241,11 @@ pub async fn serve(
                 _ = stopped.changed() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        // Routing waits for the client's first request, so it
-                        // runs on its own task: a slow client must not hold up
-                        // the accept loop.
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            if let Some(conn) = conn::route(stream).await {
-                                let _ = tx.send(Ok(conn)).await;
-                            }
-                        });
+                        // Served at once: tonic sends its SETTINGS before the
+                        // client says anything, as grpc-go and C-core expect.
+                        if tx.send(Ok(conn::DriverConn::new(stream))).await.is_err() {
+                            break;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a driver connection failed");

@@ -8,6 +8,7 @@ fn defaults() -> Defaults {
             tls: TlsConfig::default(),
         },
         auth_mount: "kubernetes".to_string(),
+        policy: crate::policy::ClassPolicy::default(),
     }
 }
 
@@ -236,6 +237,11 @@ fn tokens_are_taken_by_audience() {
     // Kubernetes 1.35+ may pass the tokens in `secrets` instead.
     let secrets = serde_json::json!({ keys::SA_TOKENS: tokens }).to_string();
     let spec = parse_mount(&attrs(&[], ONE), &secrets, "420", &defaults()).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
+    // ... and when both carry tokens, `secrets` wins: attributes can come
+    // from a SecretProviderClass's parameters, `secrets` cannot.
+    let planted = r#"{"vault":{"token":"planted","expirationTimestamp":""}}"#;
+    let spec = parse_mount(&attrs(&[(keys::SA_TOKENS, planted)], ONE), &secrets, "420", &defaults()).unwrap();
     assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
     assert!(
         !format!("{:?}", spec.provided_token).contains("jwt-v"),
@@ -570,4 +576,84 @@ fn random_attributes_parse_or_fail_cleanly() {
         let permission = ["420", "", "511", "512", "x"][rng.below(5)];
         let _ = parse_mount(&attrs, "{}", permission, &defaults());
     }
+}
+
+#[test]
+fn auth_mounts_must_be_plain_paths() {
+    for good in ["kubernetes", "/k8s/", "team-a/kubernetes", "jwt_1.prod"] {
+        let spec = parse_mount(&attrs(&[("vaultAuthMountPath", good)], ONE), "", "420", &defaults()).unwrap();
+        assert_eq!(spec.auth_mount, good.trim_matches('/'));
+    }
+    for bad in [
+        "../sys", "a/../b", "a//b", "k8s?x=1", "k8s#frag", "a b", "k8s%2f", "a/./b", "\u{7}",
+    ] {
+        let e = err(&attrs(&[("vaultAuthMountPath", bad)], ONE));
+        assert!(e.contains("not a plain path"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn the_operators_policy_limits_what_a_class_may_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let mut d = defaults();
+    d.policy = crate::policy::ClassPolicy {
+        vault_addrs: vec![Endpoint::parse("https://vault.example:8200").unwrap()],
+        allow_http: false,
+        allow_unix: false,
+        allow_skip_verify: false,
+        audiences: vec!["vault".into()],
+        ..Default::default()
+    }
+    .with_file_dirs(&[dir.path().to_path_buf()])
+    .unwrap();
+    let parse = |extra: &[(&str, &str)]| parse_mount(&attrs(extra, ONE), "", "420", &d);
+    let fails = |extra: &[(&str, &str)], needle: &str| {
+        let e = parse(extra).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(needle), "{extra:?}: {e}");
+    };
+
+    // The default address and the allowed one pass; anything else fails.
+    assert!(parse(&[]).is_ok());
+    assert!(parse(&[("vaultAddress", "https://127.0.0.1:8200")]).is_ok());
+    assert!(parse(&[("vaultAddress", "https://vault.example:8200")]).is_ok());
+    fails(
+        &[("vaultAddress", "https://attacker.example")],
+        "-spc-allowed-vault-addrs",
+    );
+    fails(&[("vaultAddress", "http://vault.example:8200")], "-spc-allow-http");
+    fails(&[("vaultAddress", "unix:///run/vault.sock")], "-spc-allow-unix");
+    fails(&[("vaultSkipTLSVerify", "true")], "-spc-allow-skip-tls-verify");
+    assert!(parse(&[("vaultSkipTLSVerify", "false")]).is_ok());
+
+    // Files: inside the allowed directory only.
+    let inside = ca.display().to_string();
+    assert!(parse(&[("vaultCACertPath", &inside)]).is_ok());
+    fails(&[("vaultCACertPath", "/dev/zero")], "outside the directories");
+    fails(&[("vaultCADirectory", "/etc")], "outside the directories");
+    fails(
+        &[
+            ("vaultTLSClientCertPath", &inside),
+            ("vaultTLSClientKeyPath", "/etc/shadow"),
+        ],
+        "outside the directories",
+    );
+
+    // The audience is pinned: none named means the operator's first.
+    assert_eq!(parse(&[]).unwrap().audience.as_deref(), Some("vault"));
+    fails(
+        &[("audience", "https://kubernetes.default.svc")],
+        "-spc-allowed-audiences",
+    );
+
+    // Without a policy, all of it is accepted as the incumbent accepts it.
+    let open = |extra: &[(&str, &str)]| parse_mount(&attrs(extra, ONE), "", "420", &defaults());
+    assert!(open(&[
+        ("vaultAddress", "http://attacker.example"),
+        ("vaultSkipTLSVerify", "true")
+    ])
+    .is_ok());
+    assert_eq!(open(&[]).unwrap().audience, None);
 }

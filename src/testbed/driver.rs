@@ -141,6 +141,11 @@ impl DriverClient {
         self.client.clone().mount(req).await.map(|r| r.into_inner())
     }
 
+    /// The underlying tonic client, for requests with hand-made metadata.
+    pub fn raw(&self) -> CsiDriverProviderClient<Channel> {
+        self.client.clone()
+    }
+
     /// Calls Version.
     pub async fn version(&self) -> Result<VersionResponse, tonic::Status> {
         self.client

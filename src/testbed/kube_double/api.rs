@@ -99,6 +99,17 @@ impl Ctx<'_> {
     }
 
     fn json_body(&self) -> Result<Value, Status> {
+        // A real API server also takes protobuf (kubectl sends it for built-in
+        // types); the double speaks JSON only, like the provider, and says so
+        // the way the API server refuses a media type it does not know.
+        let media = self
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if media.starts_with("application/vnd.kubernetes.protobuf") {
+            return Err(Status::unsupported_media_type(media));
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| Status::bad_request(format!("error decoding request body as JSON: {e}")))
     }

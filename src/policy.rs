@@ -1,0 +1,367 @@
+//! What a SecretProviderClass may ask of the provider.
+//!
+//! A class is written by a namespace's users; the provider is installed by
+//! someone else (the operator) and serves every namespace of its node. Every
+//! parameter a class controls is untrusted input, and this module holds the
+//! operator's limits on the ones that reach beyond the class's own namespace:
+//! files on the provider's filesystem, the address the pod's token is sent
+//! to, plain-text and unverified connections, and the audience of the tokens
+//! sent there. The defaults keep the incumbent's behaviour (anything a class
+//! names is used), except that files are always read as bounded regular
+//! files; operators opt in to the rest with `-spc-*` flags.
+//!
+//! Checks run while the Mount request is parsed, before anything is sent.
+
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::{Component, Path, PathBuf};
+
+use crate::http::Endpoint;
+
+/// Cap on one PEM file (a CA bundle, a client certificate or key), whoever
+/// names it: far above any real one (a full public CA bundle is ~200 KiB),
+/// far below memory.
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Most entries looked at in one CA directory.
+pub const MAX_DIRECTORY_FILES: usize = 256;
+
+/// Cap on all PEM files of one CA directory together.
+pub const MAX_DIRECTORY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The operator's limits on SecretProviderClass parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassPolicy {
+    /// Directories (canonical paths) under which the files a class names
+    /// must resolve; empty allows any path.
+    pub file_dirs: Vec<PathBuf>,
+    /// Vault addresses a class may name besides the provider's default;
+    /// empty allows any.
+    pub vault_addrs: Vec<Endpoint>,
+    /// Whether a class may name an `http://` address.
+    pub allow_http: bool,
+    /// Whether a class may name a `unix://` address.
+    pub allow_unix: bool,
+    /// Whether a class may set `vaultSkipTLSVerify`.
+    pub allow_skip_verify: bool,
+    /// Token audiences a class may use; the first is the default when the
+    /// class names none. Empty: any audience, defaulting as the incumbent.
+    pub audiences: Vec<String>,
+}
+
+impl Default for ClassPolicy {
+    /// The incumbent's behaviour, plus bounded regular-file reads.
+    fn default() -> ClassPolicy {
+        ClassPolicy {
+            file_dirs: Vec::new(),
+            vault_addrs: Vec::new(),
+            allow_http: true,
+            allow_unix: true,
+            allow_skip_verify: true,
+            audiences: Vec::new(),
+        }
+    }
+}
+
+/// The flag that lifts each restriction, for error messages.
+const FILE_DIRS_FLAG: &str = "-spc-file-dirs";
+const ADDRS_FLAG: &str = "-spc-allowed-vault-addrs";
+const AUDIENCES_FLAG: &str = "-spc-allowed-audiences";
+
+impl ClassPolicy {
+    /// Canonicalises the allowed directories, which must exist: a typo in a
+    /// flag should stop the provider at start, not fail every mount later.
+    pub fn with_file_dirs(mut self, dirs: &[PathBuf]) -> Result<ClassPolicy, String> {
+        self.file_dirs = dirs
+            .iter()
+            .map(|d| {
+                let canonical =
+                    std::fs::canonicalize(d).map_err(|e| format!("{FILE_DIRS_FLAG}: {}: {e}", d.display()))?;
+                if !canonical.is_dir() {
+                    return Err(format!("{FILE_DIRS_FLAG}: {} is not a directory", d.display()));
+                }
+                Ok(canonical)
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(self)
+    }
+
+    /// Whether a class may connect to `endpoint`, which is not the
+    /// provider's default (that one the operator chose).
+    pub fn check_endpoint(&self, endpoint: &Endpoint, param: &str) -> Result<(), String> {
+        match endpoint {
+            Endpoint::Tcp { tls: false, .. } if !self.allow_http => {
+                return Err(format!(
+                    "parameter {param}: {endpoint} is plain http, which this provider does not allow for SecretProviderClasses (-spc-allow-http=false): use https"
+                ))
+            }
+            Endpoint::Unix(_) if !self.allow_unix => {
+                return Err(format!(
+                    "parameter {param}: {endpoint} is a unix socket, which this provider does not allow for SecretProviderClasses (-spc-allow-unix=false)"
+                ))
+            }
+            _ => {}
+        }
+        if !self.vault_addrs.is_empty() && !self.vault_addrs.contains(endpoint) {
+            let allowed: Vec<String> = self.vault_addrs.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "parameter {param}: {endpoint} is not one of the Vault addresses this provider allows ({ADDRS_FLAG}: {})",
+                allowed.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a class may turn off certificate verification.
+    pub fn check_skip_verify(&self, param: &str) -> Result<(), String> {
+        if self.allow_skip_verify {
+            Ok(())
+        } else {
+            Err(format!(
+                "parameter {param}: this provider does not allow SecretProviderClasses to skip TLS verification (-spc-allow-skip-tls-verify=false); give a CA with vaultCACertPath instead"
+            ))
+        }
+    }
+
+    /// The audience to use: the class's, if allowed, else the operator's
+    /// first allowed one. `None`: no restriction and none named.
+    pub fn audience(&self, named: Option<&str>, param: &str) -> Result<Option<String>, String> {
+        match named {
+            Some(a) if self.audiences.is_empty() || self.audiences.iter().any(|x| x == a) => Ok(Some(a.to_string())),
+            Some(a) => Err(format!(
+                "parameter {param}: audience {a:?} is not one this provider allows ({AUDIENCES_FLAG}: {})",
+                self.audiences.join(", ")
+            )),
+            None => Ok(self.audiences.first().cloned()),
+        }
+    }
+
+    /// Resolves a file a class names: an absolute path that, once symlinks
+    /// are resolved, lies under an allowed directory (when any are set).
+    /// The canonical path is returned, so what is checked is what is read.
+    pub fn class_file(&self, path: &str, param: &str) -> Result<PathBuf, String> {
+        let given = Path::new(path);
+        if !given.is_absolute() {
+            return Err(format!("parameter {param}: {path:?} is not an absolute path"));
+        }
+        if given.components().any(|c| c == Component::ParentDir) {
+            return Err(format!("parameter {param}: {path:?} must not contain '..'"));
+        }
+        if self.file_dirs.is_empty() {
+            return Ok(given.to_path_buf());
+        }
+        let canonical =
+            std::fs::canonicalize(given).map_err(|e| format!("parameter {param}: cannot use {path:?}: {e}"))?;
+        self.confined(&canonical, param, path)?;
+        Ok(canonical)
+    }
+
+    /// Like [`class_file`](Self::class_file) for a CA directory: the
+    /// directory and each of its entries must stay under the allowed
+    /// directories.
+    pub fn class_directory(&self, path: &str, param: &str) -> Result<PathBuf, String> {
+        let dir = self.class_file(path, param)?;
+        if self.file_dirs.is_empty() {
+            return Ok(dir);
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("parameter {param}: cannot read {path:?}: {e}"))?;
+        for entry in entries.take(MAX_DIRECTORY_FILES).flatten() {
+            let entry_path = entry.path();
+            let Ok(canonical) = std::fs::canonicalize(&entry_path) else {
+                continue;
+            };
+            self.confined(&canonical, param, &entry_path.display().to_string())?;
+        }
+        Ok(dir)
+    }
+
+    fn confined(&self, canonical: &Path, param: &str, shown: &str) -> Result<(), String> {
+        if self.file_dirs.iter().any(|d| canonical.starts_with(d)) {
+            return Ok(());
+        }
+        let dirs: Vec<String> = self.file_dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(format!(
+            "parameter {param}: {shown:?} is outside the directories this provider reads for SecretProviderClasses ({FILE_DIRS_FLAG}: {})",
+            dirs.join(", ")
+        ))
+    }
+}
+
+/// Reads a file the way every PEM file is read: a regular file only (not a
+/// device, FIFO, socket or directory), opened without blocking, and at most
+/// `max` bytes, whatever the file claims its size is. Blocking I/O: call it
+/// off the async runtime.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // A FIFO opened for reading would wait for a writer forever.
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{} is {what}, not a regular file", path.display()));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "{} is {} bytes, more than the {max}-byte limit for such files",
+            path.display(),
+            meta.len()
+        ));
+    }
+    // Files in /proc and /sys report a size of 0 and can be any length.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "{} is larger than the {max}-byte limit for such files",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restricted(dir: &Path) -> ClassPolicy {
+        ClassPolicy::default().with_file_dirs(&[dir.to_path_buf()]).unwrap()
+    }
+
+    #[test]
+    fn files_must_resolve_inside_the_allowed_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("allowed");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::write(allowed.join("ca.pem"), b"x").unwrap();
+        std::fs::write(root.path().join("outside.pem"), b"x").unwrap();
+        // Kubernetes projects ConfigMaps as symlinks into ..data: fine
+        // while they stay inside.
+        std::fs::create_dir(allowed.join("..data")).unwrap();
+        std::fs::write(allowed.join("..data/real.pem"), b"x").unwrap();
+        std::os::unix::fs::symlink("..data/real.pem", allowed.join("linked.pem")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("outside.pem"), allowed.join("escape.pem")).unwrap();
+        let policy = restricted(&allowed);
+        let p = |name: &str| allowed.join(name).display().to_string();
+
+        assert!(policy.class_file(&p("ca.pem"), "vaultCACertPath").is_ok());
+        assert_eq!(
+            policy.class_file(&p("linked.pem"), "vaultCACertPath").unwrap(),
+            std::fs::canonicalize(allowed.join("..data/real.pem")).unwrap()
+        );
+        let escape = policy.class_file(&p("escape.pem"), "vaultCACertPath").unwrap_err();
+        assert!(escape.contains("outside the directories"), "{escape}");
+        let outside = root.path().join("outside.pem").display().to_string();
+        assert!(policy.class_file(&outside, "vaultCACertPath").is_err());
+        assert!(policy.class_file("/dev/zero", "vaultCACertPath").is_err());
+        assert!(policy.class_file("relative.pem", "vaultCACertPath").is_err());
+        let dotdot = format!("{}/../outside.pem", allowed.display());
+        assert!(policy
+            .class_file(&dotdot, "vaultCACertPath")
+            .unwrap_err()
+            .contains(".."));
+
+        // A directory whose entries lead out is refused as a whole.
+        assert!(policy
+            .class_directory(&allowed.display().to_string(), "vaultCADirectory")
+            .is_err());
+        std::fs::remove_file(allowed.join("escape.pem")).unwrap();
+        assert!(policy
+            .class_directory(&allowed.display().to_string(), "vaultCADirectory")
+            .is_ok());
+
+        // Without allowed directories any absolute path is taken as given.
+        assert!(ClassPolicy::default()
+            .class_file("/dev/zero", "vaultCACertPath")
+            .is_ok());
+        assert!(ClassPolicy::default()
+            .with_file_dirs(&[root.path().join("missing")])
+            .is_err());
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.pem");
+        std::fs::write(&small, b"hello").unwrap();
+        assert_eq!(read_regular_file(&small, 5).unwrap(), b"hello");
+        assert!(read_regular_file(&small, 4).unwrap_err().contains("limit"));
+        assert!(read_regular_file(Path::new("/dev/zero"), 1024)
+            .unwrap_err()
+            .contains("device"));
+        assert!(read_regular_file(dir.path(), 1024).unwrap_err().contains("directory"));
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let started = std::time::Instant::now();
+        assert!(read_regular_file(&fifo, 1024).unwrap_err().contains("FIFO"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // /proc files claim to be empty regular files of any length.
+        assert!(read_regular_file(Path::new("/proc/self/maps"), 16)
+            .unwrap_err()
+            .contains("limit"));
+    }
+
+    #[test]
+    fn addresses_audiences_and_switches() {
+        let mut policy = ClassPolicy::default();
+        let https = Endpoint::parse("https://vault.example:8200").unwrap();
+        let http = Endpoint::parse("http://vault.example:8200").unwrap();
+        let unix = Endpoint::parse("unix:///run/vault.sock").unwrap();
+        for e in [&https, &http, &unix] {
+            assert!(policy.check_endpoint(e, "vaultAddress").is_ok());
+        }
+        assert_eq!(policy.audience(None, "audience").unwrap(), None);
+        assert_eq!(policy.audience(Some("x"), "audience").unwrap().as_deref(), Some("x"));
+
+        policy.allow_http = false;
+        policy.allow_unix = false;
+        policy.allow_skip_verify = false;
+        assert!(policy.check_endpoint(&https, "vaultAddress").is_ok());
+        assert!(policy
+            .check_endpoint(&http, "vaultAddress")
+            .unwrap_err()
+            .contains("-spc-allow-http"));
+        assert!(policy
+            .check_endpoint(&unix, "vaultAddress")
+            .unwrap_err()
+            .contains("-spc-allow-unix"));
+        assert!(policy.check_skip_verify("vaultSkipTLSVerify").is_err());
+
+        policy.vault_addrs = vec![Endpoint::parse("https://vault.example:8200/").unwrap()];
+        assert!(policy.check_endpoint(&https, "vaultAddress").is_ok());
+        let other = Endpoint::parse("https://attacker.example").unwrap();
+        assert!(policy
+            .check_endpoint(&other, "vaultAddress")
+            .unwrap_err()
+            .contains("-spc-allowed-vault-addrs"));
+
+        policy.audiences = vec!["vault".into(), "openbao".into()];
+        assert_eq!(policy.audience(None, "audience").unwrap().as_deref(), Some("vault"));
+        assert_eq!(
+            policy.audience(Some("openbao"), "audience").unwrap().as_deref(),
+            Some("openbao")
+        );
+        assert!(policy.audience(Some(""), "audience").is_err());
+        assert!(policy
+            .audience(Some("https://kubernetes.default.svc"), "audience")
+            .is_err());
+    }
+}
