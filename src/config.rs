@@ -52,7 +52,9 @@ pub struct Flags {
     #[arg(long = "cache-size", default_value_t = 1000, allow_negative_numbers = true)]
     pub cache_size: i64,
 
-    /// Default Vault address, when a SecretProviderClass sets none.
+    /// Default Vault address, when a SecretProviderClass sets none: one URL,
+    /// or the nodes of one cluster as a comma-separated list (failed over in
+    /// order).
     #[arg(long = "vault-addr", env = "VAULT_ADDR", default_value = "https://127.0.0.1:8200")]
     pub vault_addr: String,
 
@@ -313,7 +315,7 @@ impl Flags {
     /// environment fallbacks) give every SecretProviderClass.
     pub fn defaults(&self) -> Result<crate::spc::Defaults, String> {
         use crate::spc::{Defaults, TlsConfig, VaultConfig};
-        let endpoint = crate::http::Endpoint::parse(&self.vault_addr).map_err(|e| format!("-vault-addr: {e}"))?;
+        let addresses = crate::failover::Addresses::parse(&self.vault_addr).map_err(|e| format!("-vault-addr: {e}"))?;
         let client_cert = match (&self.vault_tls_client_cert, &self.vault_tls_client_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -321,7 +323,7 @@ impl Flags {
         };
         Ok(Defaults {
             vault: VaultConfig {
-                endpoint,
+                addresses,
                 namespace: self.vault_namespace.clone().filter(|n| !n.is_empty()),
                 tls: TlsConfig {
                     ca_cert: self.vault_tls_ca_cert.clone(),
@@ -445,6 +447,19 @@ mod tests {
         let f = parse(&["-vault-tls-skip-verify=false", "-debug"]);
         assert!(!f.vault_tls_skip_verify);
         assert_eq!(f.effective_log_level(), LogLevel::Debug);
+    }
+
+    #[test]
+    fn vault_addr_takes_a_list_of_nodes() {
+        let d = parse(&["-vault-addr=http://n1:8200,http://n2:8200, http://n3:8200"])
+            .defaults()
+            .unwrap();
+        assert_eq!(d.vault.addresses.len(), 3);
+        assert_eq!(d.vault.addresses.first().to_string(), "http://n1:8200");
+        let e = parse(&["-vault-addr=http://n1:8200,http://n1:8200"])
+            .defaults()
+            .unwrap_err();
+        assert!(e.starts_with("-vault-addr: ") && e.contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -626,6 +626,14 @@ impl Ledger {
                             self.metrics.credential_renewed();
                             self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment)
                         }
+                        // Vault unreachable, sealed or electing (after the
+                        // client's own failover and backoff): the lease is
+                        // still good, so the next tick tries again rather
+                        // than replacing it.
+                        Err(e) if e.transient() => {
+                            self.metrics.credential_renewal_failed();
+                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; trying again on the next round");
+                        }
                         Err(e) => {
                             self.metrics.credential_renewal_failed();
                             tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod http;
 pub mod kube;
 pub mod ledger;

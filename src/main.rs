@@ -92,12 +92,20 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         fetch_concurrency: usize::from(flags.fetch_concurrency),
     };
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(vault_csi_provider::probe::watch_vault(
-        settings.defaults.vault.clone(),
-        flags.request_timeout,
-        metrics.clone(),
-        VAULT_PROBE_INTERVAL,
-    ));
+    metrics.watch_addresses(&settings.defaults.vault.addresses);
+    let pool = Arc::new(VaultPool::new(flags.request_timeout).with_metrics(metrics.clone()));
+    match pool.client(&settings.defaults.vault) {
+        Ok(client) => {
+            tokio::spawn(vault_csi_provider::probe::watch_vault(
+                client,
+                metrics.clone(),
+                VAULT_PROBE_INTERVAL,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(vault = %settings.defaults.vault.addresses, error = %e, "cannot build a client to probe Vault; vault_up stays 0")
+        }
+    }
     let ledger = Arc::new(
         Ledger::new(
             LedgerSettings {
@@ -111,7 +119,6 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         )
         .with_metrics(metrics.clone()),
     );
-    let pool = Arc::new(VaultPool::new(flags.request_timeout).with_metrics(metrics.clone()));
     let mounter = Arc::new(
         Mounter::new(
             settings,

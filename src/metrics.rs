@@ -69,6 +69,25 @@ struct RenewalLabels {
     result: &'static str,
 }
 
+/// Labels of one Vault address: one of the provider's default addresses
+/// (`-vault-addr`), or `other` for addresses a SecretProviderClass names,
+/// which would otherwise make the series count unbounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabels {
+    address: String,
+}
+
+/// Labels of a failed attempt on one address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressFailureLabels {
+    address: String,
+    /// `unreachable`, `sealed`, `no_active_node`, `uninitialized`, `error`.
+    reason: &'static str,
+}
+
+/// Addresses whose own series are exported.
+const OTHER_ADDRESS: &str = "other";
+
 /// What a request to Vault was for, derived from its path so that every
 /// caller of the Vault client is counted without passing labels around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +187,10 @@ pub struct Metrics {
     vault_requests: Family<VaultLabels, Counter>,
     vault_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     vault_up: Gauge,
+    vault_address_up: Family<AddressLabels, Gauge>,
+    vault_address_failures: Family<AddressFailureLabels, Counter>,
+    vault_failovers: Family<RenewalLabels, Counter>,
+    known_addresses: std::sync::RwLock<Vec<String>>,
     token_cache_size: Gauge,
     token_cache_hits: Counter,
     token_cache_misses: Counter,
@@ -203,6 +226,10 @@ impl Metrics {
             vault_requests: Family::default(),
             vault_duration: Family::new_with_constructor(vault_histogram as fn() -> Histogram),
             vault_up: Gauge::default(),
+            vault_address_up: Family::default(),
+            vault_address_failures: Family::default(),
+            vault_failovers: Family::default(),
+            known_addresses: Default::default(),
             token_cache_size: Gauge::default(),
             token_cache_hits: Counter::default(),
             token_cache_misses: Counter::default(),
@@ -241,6 +268,7 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             let _ = m.credential_renewals.get_or_create(&RenewalLabels { result });
+            let _ = m.vault_failovers.get_or_create(&RenewalLabels { result });
         }
 
         registry.register(
@@ -277,6 +305,21 @@ impl Metrics {
             "vault_up",
             "1 when the default Vault address answered its last health probe, else 0",
             m.vault_up.clone(),
+        );
+        registry.register(
+            "vault_address_up",
+            "Per default Vault address: 1 while it serves (active or standby), 0 while it is down, sealed or without an active node",
+            m.vault_address_up.clone(),
+        );
+        registry.register(
+            "vault_address_failures",
+            "Attempts that failed on a Vault address and moved to another address or a later try, by address (other: addresses a SecretProviderClass names) and reason",
+            m.vault_address_failures.clone(),
+        );
+        registry.register(
+            "vault_failovers",
+            "Vault requests that failed on an address and were sent again, by final result",
+            m.vault_failovers.clone(),
         );
         registry.register(
             "token_cache_size",
@@ -374,6 +417,49 @@ impl Metrics {
     /// Records the outcome of a Vault health probe.
     pub fn set_vault_up(&self, up: bool) {
         self.vault_up.set(i64::from(up));
+    }
+
+    /// Exports per-address series for these addresses (the provider's
+    /// defaults), each starting as up.
+    pub fn watch_addresses(&self, addresses: &crate::failover::Addresses) {
+        let mut known = self.known_addresses.write().unwrap_or_else(|p| p.into_inner());
+        for a in addresses.iter() {
+            let a = a.to_string();
+            if !known.contains(&a) {
+                self.vault_address_up
+                    .get_or_create(&AddressLabels { address: a.clone() })
+                    .set(1);
+                known.push(a);
+            }
+        }
+    }
+
+    fn address_label(&self, address: &str) -> Option<String> {
+        let known = self.known_addresses.read().unwrap_or_else(|p| p.into_inner());
+        known.iter().any(|k| k == address).then(|| address.to_string())
+    }
+
+    /// Whether a Vault address serves; only default addresses are exported.
+    pub fn set_vault_address_up(&self, address: &str, up: bool) {
+        if let Some(address) = self.address_label(address) {
+            self.vault_address_up
+                .get_or_create(&AddressLabels { address })
+                .set(i64::from(up));
+        }
+    }
+
+    /// An attempt failed on `address` for `reason` and moved on.
+    pub fn vault_address_failed(&self, address: &str, reason: &'static str) {
+        let address = self.address_label(address).unwrap_or_else(|| OTHER_ADDRESS.to_string());
+        self.vault_address_failures
+            .get_or_create(&AddressFailureLabels { address, reason })
+            .inc();
+    }
+
+    /// A request that had failed on an address ended, `ok` or not.
+    pub fn vault_failover(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.vault_failovers.get_or_create(&RenewalLabels { result }).inc();
     }
 
     /// A mount reused a cached token.
@@ -477,6 +563,7 @@ mod tests {
             "# TYPE vault_csi_provider_vault_requests counter",
             "# TYPE vault_csi_provider_vault_request_duration_seconds histogram",
             "vault_csi_provider_vault_up 0",
+            r#"vault_csi_provider_vault_failovers_total{result="ok"} 0"#,
             "vault_csi_provider_token_cache_size 0",
             "vault_csi_provider_token_cache_hits_total 0",
             "vault_csi_provider_token_cache_misses_total 0",
@@ -490,6 +577,28 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn addresses_are_labelled_only_when_configured() {
+        let m = Metrics::new();
+        m.watch_addresses(&crate::failover::Addresses::parse("http://n1:8200,http://n2:8200").unwrap());
+        m.set_vault_address_up("http://n2:8200", false);
+        m.set_vault_address_up("http://spc.example:8200", false);
+        m.vault_address_failed("http://n2:8200", "sealed");
+        m.vault_address_failed("http://spc.example:8200", "unreachable");
+        m.vault_failover(true);
+        let text = m.encode();
+        for line in [
+            r#"vault_csi_provider_vault_address_up{address="http://n1:8200"} 1"#,
+            r#"vault_csi_provider_vault_address_up{address="http://n2:8200"} 0"#,
+            r#"vault_csi_provider_vault_address_failures_total{address="http://n2:8200",reason="sealed"} 1"#,
+            r#"vault_csi_provider_vault_address_failures_total{address="other",reason="unreachable"} 1"#,
+            r#"vault_csi_provider_vault_failovers_total{result="ok"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("spc.example"), "{text}");
     }
 
     #[test]

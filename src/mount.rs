@@ -167,17 +167,19 @@ impl Mounter {
             "mount for pod {}/{} timed out after {:?}",
             spec.pod.namespace, spec.pod.name, remaining
         );
-        match tokio::time::timeout(remaining, self.mount_spec(&spec)).await {
+        match tokio::time::timeout(remaining, self.mount_spec(&spec, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout(format!("{what} (is Vault or the Kubernetes API slow?)"))),
         }
     }
 
-    async fn mount_spec(&self, spec: &MountSpec) -> Result<MountOutput> {
+    async fn mount_spec(&self, spec: &MountSpec, deadline: Instant) -> Result<MountOutput> {
         // The key first: a Kubernetes outage then fails the mount before any
         // credential is minted, so the driver may safely retry it.
         let key = self.versions.key().await?;
-        let client = self.client(spec).await?;
+        // Failover and backoff between Vault's addresses end in time to
+        // report what each answered before the mount's deadline.
+        let client = self.client(spec).await?.until(deadline);
         // Everything this mount holds is counted against it until it ends.
         let budget = self.memory.mount();
         let responses = self.fetch_all(spec, &client, &budget).await?;
@@ -193,7 +195,7 @@ impl Mounter {
         self.pool
             .connect(&spec.vault)
             .await
-            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", spec.vault.endpoint)))
+            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", spec.vault.addresses)))
     }
 
     /// Reads every distinct request once, reusing leased responses the
@@ -213,6 +215,9 @@ impl Mounter {
         let (token, cached) = self.token(spec, &key, client).await?;
         let (mut out, missing) = self.held(&key, reads.keys().copied(), budget)?;
         let mut results = self.fetch(client, &token, missing, budget).await;
+        if let Some(e) = unprocessed_everywhere(spec, &reads, &mut results) {
+            return Err(e);
+        }
 
         let denied: Vec<ReadKey> = results
             .iter()
@@ -228,6 +233,9 @@ impl Mounter {
             let missing;
             (out, missing) = self.held(&key, reads.keys().copied(), budget)?;
             results = self.fetch(client, &fresh, missing, budget).await;
+            if let Some(e) = unprocessed_everywhere(spec, &reads, &mut results) {
+                return Err(e);
+            }
         }
 
         for (read, object) in reads {
@@ -366,7 +374,7 @@ fn token_key(spec: &MountSpec) -> TokenKey {
 fn login_error(spec: &MountSpec, e: VaultError) -> Error {
     let who = format!(
         "login to Vault at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
-        spec.vault.endpoint,
+        spec.vault.addresses,
         spec.auth_mount,
         spec.role,
         spec.pod.namespace,
@@ -399,12 +407,34 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
         Some(s) if s >= 500 => Error::VaultUnavailable(format!("{who} failed: {e}")),
         Some(_) => Error::VaultRejected(format!("{who} failed: {e}")),
         None => match e {
-            VaultError::Connect(_) | VaultError::Broken(_) => Error::VaultUnavailable(format!("{who} failed: {e}")),
+            // Nothing reached Vault, or every node said it did not process
+            // the login (sealed, electing): the driver may retry.
+            _ if e.unprocessed() => Error::VaultUnavailable(format!("{who} failed: {e}")),
+            // The login may have minted a token: a retry would mint another.
+            VaultError::Connect(_) | VaultError::Broken(_) | VaultError::Unavailable { .. } => Error::VaultFailed(
+                format!("{who} failed: {e}. Vault may have issued a token that never arrived; it expires with the role's token_ttl"),
+            ),
             VaultError::TooLarge | VaultError::BadResponse(_) => Error::BadResponse(format!("{who} failed: {e}")),
             VaultError::OverBudget(_) => Error::TooLarge(format!("{who} failed: {e}")),
             VaultError::Status { .. } => Error::VaultRejected(format!("{who} failed: {e}")),
         },
     }
+}
+
+/// When every read failed without Vault processing any of them (no address
+/// reachable, every node sealed or electing), nothing was minted, so the
+/// mount fails as UNAVAILABLE and the driver may retry it at once.
+fn unprocessed_everywhere(
+    spec: &MountSpec,
+    reads: &BTreeMap<&ReadKey, &ObjectSpec>,
+    results: &mut HashMap<ReadKey, std::result::Result<Json, VaultError>>,
+) -> Option<Error> {
+    if results.is_empty() || !results.values().all(|r| matches!(r, Err(e) if e.unprocessed())) {
+        return None;
+    }
+    let (read, object) = reads.iter().find(|(r, _)| results.contains_key(**r))?;
+    let e = results.remove(*read)?.err()?;
+    Some(Error::VaultUnavailable(read_error(spec, object, e).to_string()))
 }
 
 fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
@@ -413,7 +443,7 @@ fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
         // Quoted, so that `error::readable` shortens it in the message.
         read = format!("{read:?}");
     }
-    let what = format!("object {:?}: {read} at {}", object.name, spec.vault.endpoint);
+    let what = format!("object {:?}: {read} at {}", object.name, spec.vault.addresses);
     match e.status() {
         Some(403) => Error::VaultDenied(format!(
             "{what} failed: {e}. The policies of role {:?} do not allow this path",

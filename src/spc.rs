@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
-use crate::http::Endpoint;
+use crate::failover::Addresses;
 use crate::policy::ClassPolicy;
 
 mod output;
@@ -59,12 +59,14 @@ pub struct Defaults {
     pub policy: ClassPolicy,
 }
 
-/// How to reach one Vault server. Part of the token cache key, so two SPCs
-/// pointing at different servers never share a token.
+/// How to reach one Vault server or cluster. Part of the token cache key,
+/// so two SPCs pointing at different servers never share a token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct VaultConfig {
-    /// Where Vault listens.
-    pub endpoint: Endpoint,
+    /// Where Vault listens: one address, or the nodes of one cluster in
+    /// order of preference (state files from before lists say `endpoint`).
+    #[serde(alias = "endpoint")]
+    pub addresses: Addresses,
     /// `X-Vault-Namespace` for every request, login included.
     pub namespace: Option<String>,
     /// TLS options.
@@ -601,15 +603,17 @@ fn shorten(s: &str) -> String {
 
 fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Defaults) -> Result<VaultConfig> {
     let policy = &defaults.policy;
-    let endpoint = match get("vaultAddress") {
-        Some(addr) => {
-            let e = Endpoint::parse(addr).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?;
-            if e != defaults.vault.endpoint {
-                policy.check_endpoint(&e, "vaultAddress").map_err(invalid)?;
+    let addresses = match get("vaultAddress") {
+        Some(list) => {
+            let addrs = Addresses::parse(list).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?;
+            // Each address the operator did not configure must pass the
+            // class policy on its own.
+            for e in addrs.iter().filter(|e| !defaults.vault.addresses.contains(e)) {
+                policy.check_endpoint(e, "vaultAddress").map_err(invalid)?;
             }
-            e
+            addrs
         }
-        None => defaults.vault.endpoint.clone(),
+        None => defaults.vault.addresses.clone(),
     };
     let mut tls = defaults.vault.tls.clone();
     if let Some(p) = get("vaultCACertPath") {
@@ -653,7 +657,7 @@ fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Def
         }
     }
     Ok(VaultConfig {
-        endpoint,
+        addresses,
         namespace,
         tls,
     })

@@ -6,12 +6,15 @@
 //! Nothing here knows about gRPC or the driver; errors carry what Vault
 //! answered and the caller adds who and what was being tried.
 
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method};
 use serde_json::Value as Json;
 
+use crate::failover::{self, Attempts, Health, NodeState, Reason, Resend, Verdict};
 use crate::http::{self as transport, HttpClient, HttpError, Request, TlsOptions};
 use crate::spc::{ReadKey, VaultConfig};
 
@@ -45,6 +48,36 @@ pub enum VaultError {
     /// Holding the response would take the mount over a memory limit.
     #[error("{0}")]
     OverBudget(crate::budget::Exceeded),
+    /// Every address failed in a way that let the request be resent, until
+    /// the time allowed ran out, or an attempt that may have been processed
+    /// ended the failover.
+    #[error("{}", describe_attempts(attempts, *elapsed))]
+    Unavailable {
+        /// What each address answered last.
+        attempts: Attempts,
+        /// Time spent trying.
+        elapsed: Duration,
+        /// Whether any attempt may have been processed by Vault (a broken
+        /// exchange, an unexplained 5xx, a timeout).
+        processed: bool,
+    },
+}
+
+/// "Vault answered ... (3 attempts in 1.2 s)" for one address, one clause
+/// per address for several.
+fn describe_attempts(attempts: &Attempts, elapsed: Duration) -> String {
+    let list = attempts.list();
+    let took = format!("{} attempts in {:.1} s", attempts.total(), elapsed.as_secs_f64());
+    match list {
+        [one] => format!("{} ({took} at {})", one.answer, one.address),
+        _ => {
+            let each: Vec<String> = list
+                .iter()
+                .map(|a| format!("{} ({}x): {}", a.address, a.count, a.answer))
+                .collect();
+            format!("no Vault address could serve the request ({took}): {}", each.join("; "))
+        }
+    }
 }
 
 impl VaultError {
@@ -53,6 +86,32 @@ impl VaultError {
         match self {
             VaultError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// Whether Vault provably did not process the request: no address could
+    /// be reached, or each one that answered said it could not serve (sealed,
+    /// no active node). A caller may then report the failure as retryable
+    /// without risking a second credential.
+    pub fn unprocessed(&self) -> bool {
+        match self {
+            VaultError::Connect(_) => true,
+            VaultError::Unavailable { processed, .. } => !processed,
+            VaultError::Status { status, message } => {
+                failover::classify_answer(*status, message.as_bytes()).unprocessed() && !(300..400).contains(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether another attempt later may succeed where this one failed
+    /// (Vault unreachable, sealed, electing, failing), as opposed to an
+    /// answer that stands (403, 404, 400).
+    pub fn transient(&self) -> bool {
+        match self {
+            VaultError::Status { status, .. } => *status >= 500,
+            VaultError::Connect(_) | VaultError::Broken(_) | VaultError::Unavailable { .. } => true,
+            _ => false,
         }
     }
 }
@@ -93,20 +152,51 @@ pub struct Renewed {
     pub renewable: bool,
 }
 
-/// A client for one Vault server and TLS configuration.
+/// A client for one Vault cluster (one address or several nodes) and TLS
+/// configuration: one pooled HTTP client per address, and the addresses'
+/// shared health (see [`crate::failover`]).
 #[derive(Clone)]
 pub struct VaultClient {
-    http: HttpClient,
-    namespace: Option<String>,
-    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    inner: Arc<Inner>,
+    /// Failover and backoff stop in time to report before this; `None`:
+    /// [`BACKGROUND_BUDGET`] from the start of each request.
+    deadline: Option<Instant>,
 }
 
-const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
+struct Node {
+    /// The address as configured, for messages and metrics.
+    address: String,
+    http: HttpClient,
+}
+
+struct Inner {
+    nodes: Vec<Node>,
+    health: Health,
+    namespace: Option<String>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Whether the task probing the nodes runs (clients of several addresses).
+    watching: AtomicBool,
+    /// Wakes that task when a node fails, to find a new leader sooner.
+    failed: tokio::sync::Notify,
+}
+
+/// How long a request without a mount deadline (renewals, revocations,
+/// probes) may keep failing over and backing off: an election takes a few
+/// seconds.
+pub const BACKGROUND_BUDGET: Duration = Duration::from_secs(10);
 
 impl VaultClient {
     /// Builds a client, reading CA and client certificate files now so that a
     /// bad path fails before anything is sent.
     pub fn new(cfg: &VaultConfig, timeout: Duration) -> Result<VaultClient, String> {
+        Self::build(cfg, timeout, None)
+    }
+
+    fn build(
+        cfg: &VaultConfig,
+        timeout: Duration,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<VaultClient, String> {
         let mut tls = TlsOptions {
             server_name: cfg.tls.server_name.clone(),
             skip_verify: cfg.tls.skip_verify,
@@ -121,25 +211,68 @@ impl VaultClient {
         if let Some((cert, key)) = &cfg.tls.client_cert {
             let chain = transport::read_pem_certs(cert)?;
             let key = transport::read_pem_key(key)?;
-            tls.client_auth = Some((chain, std::sync::Arc::new(key)));
+            tls.client_auth = Some((chain, Arc::new(key)));
         }
-        let http = HttpClient::new(&cfg.endpoint, &tls, timeout, MAX_RESPONSE)?;
+        let nodes = cfg
+            .addresses
+            .iter()
+            .map(|e| {
+                Ok(Node {
+                    address: e.to_string(),
+                    http: HttpClient::new(e, &tls, timeout, MAX_RESPONSE)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(VaultClient {
-            http,
-            namespace: cfg.namespace.clone(),
-            metrics: None,
+            inner: Arc::new(Inner {
+                health: Health::new(nodes.len()),
+                nodes,
+                namespace: cfg.namespace.clone(),
+                metrics,
+                watching: AtomicBool::new(false),
+                failed: tokio::sync::Notify::new(),
+            }),
+            deadline: None,
         })
     }
 
-    /// Counts every HTTP exchange of this client in `metrics`.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> VaultClient {
-        self.metrics = Some(metrics);
-        self
+    /// Counts every HTTP exchange of this client in `metrics`. Call before
+    /// the client is used: it starts with fresh health.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> VaultClient {
+        let inner = Inner {
+            nodes: self
+                .inner
+                .nodes
+                .iter()
+                .map(|n| Node {
+                    address: n.address.clone(),
+                    http: n.http.clone(),
+                })
+                .collect(),
+            health: Health::new(self.inner.nodes.len()),
+            namespace: self.inner.namespace.clone(),
+            metrics: Some(metrics),
+            watching: AtomicBool::new(false),
+            failed: tokio::sync::Notify::new(),
+        };
+        VaultClient {
+            inner: Arc::new(inner),
+            deadline: self.deadline,
+        }
+    }
+
+    /// The same client (same connections, same health) whose failover and
+    /// backoff end in time to report before `deadline`: a mount's.
+    pub fn until(&self, deadline: Instant) -> VaultClient {
+        VaultClient {
+            inner: self.inner.clone(),
+            deadline: Some(deadline),
+        }
     }
 
     fn request(&self, method: Method, path: String, token: Option<&str>, body: Option<Bytes>) -> Request {
         let mut headers = vec![(HeaderName::from_static("x-vault-request"), "true".to_string())];
-        if let Some(ns) = &self.namespace {
+        if let Some(ns) = &self.inner.namespace {
             headers.push((HeaderName::from_static("x-vault-namespace"), ns.clone()));
         }
         if let Some(t) = token {
@@ -153,55 +286,195 @@ impl VaultClient {
         }
     }
 
-    /// Sends with bounded retries: a request that never left is always safe to
-    /// resend; one whose exchange broke only when `idempotent`; one that timed
-    /// out never.
-    async fn send(&self, req: Request, idempotent: bool) -> Result<Json, VaultError> {
-        self.send_within(req, idempotent, &crate::budget::Unlimited).await
+    async fn send(&self, req: Request, resend: Resend) -> Result<Json, VaultError> {
+        self.send_within(req, resend, &crate::budget::Unlimited).await
     }
 
-    /// [`send`](Self::send), counting what is read against `budget`.
+    /// Sends `req` to the healthiest address, failing over and backing off
+    /// as [`crate::failover`] allows for `resend`, until the deadline; the
+    /// response is counted against `budget`.
     async fn send_within(
         &self,
         req: Request,
-        idempotent: bool,
+        resend: Resend,
         budget: &dyn crate::budget::Charge,
     ) -> Result<Json, VaultError> {
-        let mut attempt = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let result = self.http.send_within(req.clone(), budget).await;
-            if let Some(m) = &self.metrics {
-                m.vault_request(
-                    &req.path_and_query,
-                    result.as_ref().ok().map(|r| r.status),
-                    started.elapsed(),
-                );
-            }
-            let retry = match &result {
-                Err(HttpError::Connect(_)) => true,
-                Err(HttpError::Broken(_)) => idempotent,
-                // A Vault slower than the timeout is not faster a moment
-                // later: resending triples the time to fail, adds load where
-                // there is too much already, and since the request did reach
-                // Vault, mints a credential per attempt that nobody sees.
-                Err(HttpError::Timeout(_)) => false,
-                Ok(r) if r.status >= 500 && r.status != 501 => idempotent,
-                _ => false,
-            };
-            if retry && attempt < RETRY_DELAYS.len() {
-                tracing::debug!(attempt, path = %req.path_and_query, "retrying Vault request");
-                tokio::time::sleep(RETRY_DELAYS[attempt]).await;
-                attempt += 1;
-                continue;
-            }
-            let json = interpret(result)?;
-            // The parsed form is held until the mount ends, too.
-            budget
-                .charge(crate::budget::json_footprint(&json))
-                .map_err(VaultError::OverBudget)?;
-            return Ok(json);
+        let inner = &self.inner;
+        let started = Instant::now();
+        let deadline = self.deadline.unwrap_or(started + BACKGROUND_BUDGET);
+        let single = inner.nodes.len() == 1;
+        if !single && !inner.watching.swap(true, Ordering::SeqCst) {
+            // Learn which node is active before the first request, briefly,
+            // then keep following the cluster in the background.
+            let _ = tokio::time::timeout(failover::FIRST_PROBE, self.probe()).await;
+            tokio::spawn(watch(Arc::downgrade(&self.inner)));
         }
+        let mut attempts = Attempts::default();
+        let mut ambiguous = 0u32;
+        let mut processed = false;
+        let mut round = 0u32;
+        let outcome = 'rounds: loop {
+            for i in inner.health.order(Instant::now()) {
+                // The first attempt always goes; later ones only with time
+                // left to report what every address answered.
+                if attempts.total() > 0 && !failover::fits(Instant::now(), Duration::ZERO, deadline) {
+                    break 'rounds None;
+                }
+                let node = &inner.nodes[i];
+                let sent = Instant::now();
+                let result = node.http.send_within(req.clone(), budget).await;
+                if let Some(m) = &inner.metrics {
+                    m.vault_request(
+                        &req.path_and_query,
+                        result.as_ref().ok().map(|r| r.status),
+                        sent.elapsed(),
+                    );
+                }
+                let verdict = failover::classify(&result);
+                if resend == Resend::Login
+                    && !single
+                    && inner.health.is_standby(i)
+                    && result.as_ref().is_ok_and(|r| r.status == 403)
+                {
+                    // Possibly a standby's stale view: ask the others too.
+                    let answer = interpret(result).err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
+                    attempts.add(&node.address, format!("{answer} (a standby)"));
+                    continue;
+                }
+                let moves_on = match verdict {
+                    Verdict::Final => false,
+                    Verdict::TimedOut => false,
+                    // One address: its redirect is configuration to report,
+                    // not weather to wait out (there is no other node).
+                    Verdict::NotServing(_)
+                        if single && result.as_ref().is_ok_and(|r| (300..400).contains(&r.status)) =>
+                    {
+                        false
+                    }
+                    Verdict::Unreached(_) | Verdict::NotServing(_) => true,
+                    Verdict::Ambiguous => resend == Resend::Idempotent && ambiguous < failover::MAX_AMBIGUOUS,
+                };
+                if !moves_on {
+                    if matches!(verdict, Verdict::Final) {
+                        self.node_serving(i);
+                    }
+                    break 'rounds Some((i, result, verdict));
+                }
+                let reason = match verdict {
+                    Verdict::Unreached(r) | Verdict::NotServing(r) => r,
+                    _ => {
+                        ambiguous += 1;
+                        processed = true;
+                        Reason::Error
+                    }
+                };
+                let answer = match interpret(result) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "answered".to_string(),
+                };
+                tracing::debug!(vault = %node.address, path = %req.path_and_query, reason = reason.label(), answer = %answer, "Vault address failed; trying the next");
+                self.node_failed(i, reason, &answer);
+                attempts.add(&node.address, answer);
+            }
+            // Every address failed this round: wait, and try again while
+            // there is time.
+            let Some(wait) = failover::wait_within(round, Instant::now(), deadline) else {
+                break None;
+            };
+            tokio::time::sleep(wait).await;
+            round += 1;
+        };
+        let failed_over = attempts.total() > 0;
+        let result = match outcome {
+            Some((i, result, verdict)) => {
+                if failed_over {
+                    tracing::info!(vault = %inner.nodes[i].address, path = %req.path_and_query, failed_attempts = attempts.total(), "Vault request went through after failing over");
+                }
+                let json = interpret(result).and_then(|json| {
+                    // The parsed form is held until the mount ends, too.
+                    budget
+                        .charge(crate::budget::json_footprint(&json))
+                        .map_err(VaultError::OverBudget)?;
+                    Ok(json)
+                });
+                // A final error after earlier failed attempts is reported
+                // with them when it is itself a failure of the node.
+                match json {
+                    Err(e) if failed_over && !matches!(verdict, Verdict::Final) => {
+                        attempts.add(&inner.nodes[i].address, e.to_string());
+                        Err(VaultError::Unavailable {
+                            attempts,
+                            elapsed: started.elapsed(),
+                            processed: true,
+                        })
+                    }
+                    other => other,
+                }
+            }
+            None => Err(VaultError::Unavailable {
+                attempts,
+                elapsed: started.elapsed(),
+                processed,
+            }),
+        };
+        if failed_over {
+            if let Some(m) = &inner.metrics {
+                m.vault_failover(result.is_ok());
+            }
+        }
+        result
+    }
+
+    /// Node `i` answered: it is up (again).
+    fn node_serving(&self, i: usize) {
+        let inner = &self.inner;
+        if inner.health.succeeded(i) {
+            tracing::info!(vault = %inner.nodes[i].address, "Vault address is serving again");
+        }
+        if let Some(m) = &inner.metrics {
+            m.set_vault_address_up(&inner.nodes[i].address, true);
+        }
+    }
+
+    /// Node `i` failed: skip it for a while and have it probed.
+    fn node_failed(&self, i: usize, reason: Reason, answer: &str) {
+        let inner = &self.inner;
+        if inner.health.failed(i, answer, Instant::now()) && inner.nodes.len() > 1 {
+            inner.failed.notify_one();
+            tracing::warn!(vault = %inner.nodes[i].address, reason = reason.label(), answer = %answer, "Vault address failed; using the other addresses until it recovers");
+        }
+        if let Some(m) = &inner.metrics {
+            m.vault_address_failed(&inner.nodes[i].address, reason.label());
+            m.set_vault_address_up(&inner.nodes[i].address, false);
+        }
+    }
+
+    /// Asks every address for `sys/health` now, records what each answered
+    /// in the addresses' health, and returns it in list order.
+    pub async fn probe(&self) -> Vec<(String, Result<NodeState, VaultError>)> {
+        let states =
+            futures_util::future::join_all((0..self.inner.nodes.len()).map(|i| probe_node(&self.inner, i))).await;
+        let mut out = Vec::with_capacity(states.len());
+        for (i, state) in states.into_iter().enumerate() {
+            match &state {
+                Ok(s) if s.serving() => {
+                    self.node_serving(i);
+                    self.inner.health.set_state(i, Some(*s));
+                }
+                Ok(s) => {
+                    let reason = match s {
+                        NodeState::Sealed => Reason::Sealed,
+                        NodeState::Uninitialized => Reason::Uninitialized,
+                        _ => Reason::NoActiveNode,
+                    };
+                    self.node_failed(i, reason, &s.to_string())
+                }
+                Err(e) => self.node_failed(i, Reason::Unreachable, &e.to_string()),
+            }
+            out.push((self.inner.nodes[i].address.clone(), state));
+        }
+        out
     }
 
     /// Logs in at `auth/<mount>/login` with a JWT and a role.
@@ -214,9 +487,9 @@ impl VaultClient {
             None,
             Some(Bytes::from(body)),
         );
-        // A login only creates a token; resending after a broken exchange at
-        // worst leaves one unused token to expire, so it counts as idempotent.
-        let json = self.send(req, true).await?;
+        // A login mints a token: resent only where it was provably not
+        // processed, never after a broken exchange.
+        let json = self.send(req, Resend::Login).await?;
         let auth = json
             .get("auth")
             .filter(|a| a.is_object())
@@ -261,10 +534,15 @@ impl VaultClient {
             path = format!("{path}?{q}");
         }
         let method = Method::from_bytes(key.method.as_bytes()).map_err(|e| VaultError::BadResponse(e.to_string()))?;
-        let idempotent = method == Method::GET;
+        // A write (`pki/issue`) may mint a credential per attempt.
+        let resend = if method == Method::GET {
+            Resend::Idempotent
+        } else {
+            Resend::OnlyUnprocessed
+        };
         let body = key.body.clone().map(Bytes::from);
         let req = self.request(method, path, Some(token), body);
-        self.send_within(req, idempotent, budget).await
+        self.send_within(req, resend, budget).await
     }
 
     /// Extends the token's TTL by `increment`; returns the TTL Vault granted
@@ -277,7 +555,7 @@ impl VaultClient {
             Some(token),
             Some(Bytes::from(body)),
         );
-        let json = self.send(req, true).await?;
+        let json = self.send(req, Resend::Idempotent).await?;
         let auth = json
             .get("auth")
             .ok_or_else(|| VaultError::BadResponse("renewal response has no auth section".into()))?;
@@ -296,7 +574,7 @@ impl VaultClient {
             Some(token),
             Some(Bytes::from(body)),
         );
-        let json = self.send(req, true).await?;
+        let json = self.send(req, Resend::Idempotent).await?;
         Ok(Renewed {
             ttl: Duration::from_secs(json.get("lease_duration").and_then(Json::as_u64).unwrap_or(0)),
             renewable: json.get("renewable").and_then(Json::as_bool).unwrap_or(false),
@@ -312,7 +590,7 @@ impl VaultClient {
             Some(token),
             Some(Bytes::from(body)),
         );
-        self.send(req, true).await.map(|_| ())
+        self.send(req, Resend::Idempotent).await.map(|_| ())
     }
 
     /// Revokes the token itself (and with it every lease it created).
@@ -323,7 +601,59 @@ impl VaultClient {
             Some(token),
             None,
         );
-        self.send(req, true).await.map(|_| ())
+        self.send(req, Resend::Idempotent).await.map(|_| ())
+    }
+}
+
+/// `GET /v1/sys/health` on node `i`, asked so that the status tells the
+/// node's state (no `standbyok`).
+async fn probe_node(inner: &Inner, i: usize) -> Result<NodeState, VaultError> {
+    let req = Request {
+        method: Method::GET,
+        path_and_query: "/v1/sys/health".to_string(),
+        headers: vec![(HeaderName::from_static("x-vault-request"), "true".to_string())],
+        body: None,
+    };
+    let started = Instant::now();
+    let result = inner.nodes[i].http.send(req).await;
+    if let Some(m) = &inner.metrics {
+        m.vault_request(
+            "/v1/sys/health",
+            result.as_ref().ok().map(|r| r.status),
+            started.elapsed(),
+        );
+    }
+    match result {
+        Ok(r) => Ok(NodeState::from_health(r.status)),
+        Err(e) => Err(interpret(Err(e))
+            .err()
+            .unwrap_or_else(|| VaultError::BadResponse("no answer".into()))),
+    }
+}
+
+/// Probes every node of a client of several addresses: every
+/// [`failover::RECOVERY_PROBE`] while a node is down or no active node is
+/// known (to bring nodes back and find a new leader), every
+/// [`failover::ROUTINE_PROBE`] otherwise; until the client is gone.
+async fn watch(inner: Weak<Inner>) {
+    loop {
+        {
+            let Some(i) = inner.upgrade() else { return };
+            if i.health.down().is_empty() && i.health.active_known() {
+                // Woken early when a node fails; this keeps a dropped client
+                // alive at most that long.
+                let _ = tokio::time::timeout(failover::ROUTINE_PROBE, i.failed.notified()).await;
+            } else {
+                drop(i);
+                tokio::time::sleep(failover::RECOVERY_PROBE).await;
+            }
+        }
+        let Some(strong) = inner.upgrade() else { return };
+        let client = VaultClient {
+            inner: strong,
+            deadline: None,
+        };
+        client.probe().await;
     }
 }
 
@@ -374,7 +704,7 @@ fn interpret(result: Result<transport::Response, HttpError>) -> Result<Json, Vau
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?");
         message = format!(
-            "redirect to {location} (a standby node?): point vaultAddress at the active node or a load balancer"
+            "redirect to {location} (a standby node that cannot forward to an active one?): list every node of the cluster in vaultAddress, or point it at the active node or a load balancer"
         );
     }
     if message.is_empty() {
@@ -411,6 +741,315 @@ mod tests {
             headers: Default::default(),
             body: Bytes::from(body.to_string()),
         })
+    }
+
+    /// What a scripted node does with one request.
+    #[derive(Clone)]
+    enum Act {
+        Answer(u16, &'static str),
+        /// Read the request, then close without answering.
+        Close,
+    }
+
+    /// A node that answers from a script (then repeats its last act), and
+    /// counts requests by path.
+    struct Node {
+        addr: String,
+        script: Arc<std::sync::Mutex<std::collections::VecDeque<Act>>>,
+        hits: Arc<std::sync::Mutex<Vec<String>>>,
+        /// What `sys/health` answers (not scripted, not counted).
+        health: Arc<std::sync::atomic::AtomicU16>,
+    }
+
+    impl Node {
+        async fn start(acts: &[Act]) -> Node {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = format!("http://{}", listener.local_addr().unwrap());
+            let script = Arc::new(std::sync::Mutex::new(
+                acts.iter().cloned().collect::<std::collections::VecDeque<_>>(),
+            ));
+            let hits: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+            let health = Arc::new(std::sync::atomic::AtomicU16::new(429));
+            let (s, h, hl) = (script.clone(), hits.clone(), health.clone());
+            tokio::spawn(async move {
+                while let Ok((mut c, _)) = listener.accept().await {
+                    let (s, h, hl) = (s.clone(), h.clone(), hl.clone());
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        loop {
+                            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                match c.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                }
+                                continue;
+                            };
+                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                            let len = head
+                                .lines()
+                                .filter_map(|l| l.split_once(':'))
+                                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            while buf.len() < end + 4 + len {
+                                match c.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                }
+                            }
+                            buf.drain(..end + 4 + len);
+                            let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+                            let act = if path.starts_with("/v1/sys/health") {
+                                Act::Answer(hl.load(std::sync::atomic::Ordering::SeqCst), "{}")
+                            } else {
+                                h.lock().unwrap().push(path);
+                                let mut q = s.lock().unwrap();
+                                if q.len() > 1 {
+                                    q.pop_front().unwrap()
+                                } else {
+                                    q.front().cloned().unwrap()
+                                }
+                            };
+                            match act {
+                                Act::Close => return,
+                                Act::Answer(status, body) => {
+                                    let extra = if (300..400).contains(&status) {
+                                        "Location: http://127.0.0.1:1/v1/x\r\n"
+                                    } else {
+                                        ""
+                                    };
+                                    let out = format!("HTTP/1.1 {status} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                                    if c.write_all(out.as_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            Node {
+                addr,
+                script,
+                hits,
+                health,
+            }
+        }
+
+        fn health(&self, status: u16) {
+            self.health.store(status, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        fn hits(&self, prefix: &str) -> usize {
+            self.hits
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| p.starts_with(prefix))
+                .count()
+        }
+
+        fn then(&self, act: Act) {
+            let mut q = self.script.lock().unwrap();
+            q.clear();
+            q.push_back(act);
+        }
+    }
+
+    const OK: Act = Act::Answer(200, r#"{"data":{"k":"v"}}"#);
+    const LOGGED_IN: Act = Act::Answer(200, r#"{"auth":{"client_token":"t","lease_duration":60}}"#);
+    const SEALED: Act = Act::Answer(503, r#"{"errors":["Vault is sealed"]}"#);
+    const LEADERLESS: Act = Act::Answer(
+        500,
+        r#"{"errors":["local node not active but active cluster node not found"]}"#,
+    );
+
+    fn dead_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }
+
+    fn client(addrs: &[&str]) -> VaultClient {
+        let cfg = VaultConfig {
+            addresses: crate::failover::Addresses::parse(&addrs.join(",")).unwrap(),
+            namespace: None,
+            tls: Default::default(),
+        };
+        VaultClient::new(&cfg, Duration::from_secs(5)).unwrap()
+    }
+
+    fn kv() -> ReadKey {
+        ReadKey {
+            method: "GET".into(),
+            path: "/v1/secret/data/app".into(),
+            query: vec![],
+            body: None,
+        }
+    }
+
+    fn issue() -> ReadKey {
+        ReadKey {
+            method: "PUT".into(),
+            path: "/v1/pki/issue/web".into(),
+            query: vec![],
+            body: Some("{}".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_or_sealed_node_is_skipped_and_then_avoided() {
+        let dead = dead_addr();
+        // Sealed after the first probe saw it as a standby.
+        let sealed = Node::start(&[SEALED]).await;
+        let good = Node::start(&[OK]).await;
+        let c = client(&[&dead, &sealed.addr, &good.addr]);
+        assert_eq!(c.read("t", &kv()).await.unwrap()["data"]["k"], "v");
+        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (1, 1));
+        // The failed nodes are cooling down: the next request goes straight
+        // to the healthy one.
+        c.read("t", &kv()).await.unwrap();
+        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (1, 2));
+        // Unsealed and probed: preferred again, in list order.
+        sealed.health(429);
+        let states = c.probe().await;
+        assert!(states[0].1.is_err(), "the dead address stays down");
+        assert_eq!(states[1].1.as_ref().unwrap(), &NodeState::Standby);
+        sealed.then(OK);
+        c.read("t", &kv()).await.unwrap();
+        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (2, 2));
+        // The node a probe finds active goes first.
+        good.health(200);
+        let _ = c.probe().await;
+        c.read("t", &kv()).await.unwrap();
+        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_login_refused_by_a_standby_is_asked_of_the_other_nodes() {
+        let stale = Node::start(&[Act::Answer(403, r#"{"errors":["permission denied"]}"#)]).await;
+        let good = Node::start(&[LOGGED_IN]).await;
+        let c = client(&[&stale.addr, &good.addr]);
+        c.login("kubernetes", "app", "jwt").await.unwrap();
+        assert_eq!((stale.hits("/v1/auth"), good.hits("/v1/auth")), (1, 1));
+        // A refusal by the active node stands.
+        stale.health(200);
+        let c = client(&[&stale.addr, &good.addr]);
+        let e = c.login("kubernetes", "app", "jwt").await.unwrap_err();
+        assert_eq!(e.status(), Some(403));
+        assert_eq!(good.hits("/v1/auth"), 1);
+        // Reads are not retried on a 403.
+        stale.health(429);
+        let c = client(&[&stale.addr, &good.addr]);
+        stale.then(Act::Answer(403, r#"{"errors":["permission denied"]}"#));
+        assert_eq!(c.read("t", &kv()).await.unwrap_err().status(), Some(403));
+    }
+
+    #[tokio::test]
+    async fn a_login_or_write_is_resent_only_where_it_was_not_processed() {
+        // A broken exchange may have minted a token or a certificate: the
+        // other node is never asked.
+        let breaks = Node::start(&[Act::Close]).await;
+        let good = Node::start(&[LOGGED_IN]).await;
+        let c = client(&[&breaks.addr, &good.addr]);
+        let e = c.login("kubernetes", "app", "jwt").await.unwrap_err();
+        assert!(!e.unprocessed(), "{e}");
+        assert_eq!(good.hits("/v1/auth"), 0);
+        let e = c.read("t", &issue()).await.unwrap_err();
+        assert!(!e.unprocessed(), "{e}");
+        assert_eq!(good.hits("/v1/pki"), 0);
+        // A GET may be resent elsewhere.
+        let c = client(&[&breaks.addr, &good.addr]);
+        good.then(OK);
+        c.read("t", &kv()).await.unwrap();
+        // Refused, sealed, leaderless: provably unprocessed, so any request
+        // goes on to the next node.
+        let sealed = Node::start(&[SEALED]).await;
+        sealed.health(503);
+        let leaderless = Node::start(&[LEADERLESS]).await;
+        good.then(LOGGED_IN);
+        let c = client(&[&dead_addr(), &sealed.addr, &leaderless.addr, &good.addr]);
+        c.login("kubernetes", "app", "jwt").await.unwrap();
+        assert_eq!(good.hits("/v1/auth"), 1);
+        // An unexplained 5xx may have been processed: a write stops there.
+        let failing = Node::start(&[Act::Answer(500, r#"{"errors":["internal error"]}"#)]).await;
+        let c = client(&[&failing.addr, &good.addr]);
+        let e = c.read("t", &issue()).await.unwrap_err();
+        assert_eq!(e.status(), Some(500), "{e}");
+        assert_eq!(good.hits("/v1/pki"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_election_is_waited_out_within_the_deadline() {
+        // The leader is dead; the standbys redirect writes until one of them
+        // takes over.
+        let n2 = Node::start(&[Act::Answer(307, ""), Act::Answer(307, ""), LOGGED_IN]).await;
+        let n3 = Node::start(&[Act::Answer(307, "")]).await;
+        let c = client(&[&dead_addr(), &n2.addr, &n3.addr]);
+        let started = Instant::now();
+        let t = c
+            .until(started + Duration::from_secs(5))
+            .login("kubernetes", "app", "jwt")
+            .await
+            .unwrap();
+        assert_eq!(t.token, "t");
+        assert_eq!(n2.hits("/v1/auth"), 3, "tried again after each round's backoff");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn every_address_failing_is_reported_before_the_deadline() {
+        let dead = dead_addr();
+        let sealed = Node::start(&[SEALED]).await;
+        sealed.health(503);
+        let c = client(&[&dead, &sealed.addr]);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(1500);
+        let e = c.until(deadline).login("kubernetes", "app", "jwt").await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1500) && elapsed > Duration::from_millis(900),
+            "{elapsed:?}"
+        );
+        assert!(e.unprocessed(), "{e}");
+        let m = e.to_string();
+        for part in [
+            "no Vault address could serve the request",
+            &format!("{dead} ("),
+            "cannot connect to Vault",
+            &format!("{} (", sealed.addr),
+            "Vault answered 503: Vault is sealed",
+        ] {
+            assert!(m.contains(part), "{part:?} missing from {m}");
+        }
+        assert!(
+            sealed.hits("/v1/auth") >= 3,
+            "retried with backoff: {}",
+            sealed.hits("/v1/auth")
+        );
+        // One address: the same, in its own words.
+        let c = client(&[&sealed.addr]);
+        let e = c
+            .until(Instant::now() + Duration::from_millis(600))
+            .read("t", &kv())
+            .await
+            .unwrap_err();
+        assert!(e.unprocessed());
+        assert!(
+            e.to_string().starts_with("Vault answered 503: Vault is sealed ("),
+            "{e}"
+        );
+        // A redirect from the only address is configuration, reported at once.
+        let redirects = Node::start(&[Act::Answer(307, "")]).await;
+        let c = client(&[&redirects.addr]);
+        let e = c
+            .until(Instant::now() + Duration::from_secs(5))
+            .login("kubernetes", "app", "jwt")
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(307), "{e}");
+        assert_eq!(redirects.hits("/v1/auth"), 1);
     }
 
     #[test]

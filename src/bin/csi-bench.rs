@@ -174,7 +174,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         )
         .await?;
     let cfg = VaultConfig {
-        endpoint: Endpoint::parse(&world.bao.addr()).map_err(anyhow::Error::msg)?,
+        addresses: Endpoint::parse(&world.bao.addr()).map_err(anyhow::Error::msg)?.into(),
         namespace: None,
         tls: TlsConfig::default(),
     };

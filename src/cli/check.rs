@@ -129,12 +129,13 @@ fn defaults() -> Defaults {
     Defaults {
         vault: VaultConfig {
             // The provider's default; only shown when a class names none.
-            endpoint: Endpoint::Tcp {
+            addresses: Endpoint::Tcp {
                 tls: true,
                 host: "127.0.0.1".to_string(),
                 port: 8200,
                 prefix: String::new(),
-            },
+            }
+            .into(),
             namespace: None,
             tls: TlsConfig::default(),
         },
@@ -345,7 +346,7 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
 
 fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
     let vault = if doc.parameters.contains_key("vaultAddress") {
-        spec.vault.endpoint.to_string()
+        spec.vault.addresses.to_string()
     } else {
         "the provider's -vault-addr".to_string()
     };

@@ -39,7 +39,7 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         auth_mount: "kubernetes".into(),
         audience: None,
         vault: VaultConfig {
-            endpoint: Endpoint::parse("http://127.0.0.1:8200").unwrap(),
+            addresses: Endpoint::parse("http://127.0.0.1:8200").unwrap().into(),
             namespace: None,
             tls: TlsConfig::default(),
         },
@@ -376,7 +376,7 @@ struct Republished {
 impl Republished {
     fn new(vault: &FakeVault, tokens: Tokens, token_ttl: u64, grace: Duration) -> Republished {
         let (_, clock, mut key) = setup(true);
-        key.vault.endpoint = Endpoint::parse(&vault.url).unwrap();
+        key.vault.addresses = Endpoint::parse(&vault.url).unwrap().into();
         let settings = LedgerSettings {
             reuse: true,
             threshold: 2.0 / 3.0,

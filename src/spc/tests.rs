@@ -1,9 +1,10 @@
 use super::*;
+use crate::http::Endpoint;
 
 fn defaults() -> Defaults {
     Defaults {
         vault: VaultConfig {
-            endpoint: Endpoint::parse("https://127.0.0.1:8200").unwrap(),
+            addresses: Endpoint::parse("https://127.0.0.1:8200").unwrap().into(),
             namespace: None,
             tls: TlsConfig::default(),
         },
@@ -72,7 +73,10 @@ fn a_full_request_parses() {
     assert_eq!(spec.role, "app");
     assert_eq!(spec.auth_mount, "kubernetes");
     assert_eq!(spec.audience.as_deref(), Some("custom"));
-    assert_eq!(spec.vault.endpoint, Endpoint::Unix("/var/run/vault/agent.sock".into()));
+    assert_eq!(
+        spec.vault.addresses,
+        Endpoint::Unix("/var/run/vault/agent.sock".into()).into()
+    );
     assert_eq!(spec.vault.namespace.as_deref(), Some("team"));
     let o = &spec.objects;
     assert_eq!(o[0].name, "db/password");
@@ -593,6 +597,35 @@ fn auth_mounts_must_be_plain_paths() {
 }
 
 #[test]
+fn vault_address_takes_a_list_of_nodes() {
+    let spec = parse_mount(
+        &attrs(
+            &[(
+                "vaultAddress",
+                "https://vault-0:8200, https://vault-1:8200,https://vault-2:8200",
+            )],
+            ONE,
+        ),
+        "",
+        "420",
+        &defaults(),
+    )
+    .unwrap();
+    assert_eq!(spec.vault.addresses.len(), 3);
+    assert_eq!(
+        spec.vault.addresses.to_string(),
+        "https://vault-0:8200,https://vault-1:8200,https://vault-2:8200"
+    );
+    let e = err(&attrs(
+        &[("vaultAddress", "https://vault-0:8200,,https://vault-1:8200")],
+        ONE,
+    ));
+    assert!(e.contains("parameter vaultAddress") && e.contains("empty entry"), "{e}");
+    let e = err(&attrs(&[("vaultAddress", "https://vault-0:8200,vault-1:8200")], ONE));
+    assert!(e.contains("\"vault-1:8200\" must start with https://"), "{e}");
+}
+
+#[test]
 fn the_operators_policy_limits_what_a_class_may_name() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -624,6 +657,16 @@ fn the_operators_policy_limits_what_a_class_may_name() {
         "-spc-allowed-vault-addrs",
     );
     fails(&[("vaultAddress", "http://vault.example:8200")], "-spc-allow-http");
+    // Each address of a list is checked on its own.
+    assert!(parse(&[("vaultAddress", "https://127.0.0.1:8200,https://vault.example:8200")]).is_ok());
+    fails(
+        &[("vaultAddress", "https://vault.example:8200,https://attacker.example")],
+        "https://attacker.example:443 is not one of the Vault addresses",
+    );
+    fails(
+        &[("vaultAddress", "https://vault.example:8200,http://vault.example:8200")],
+        "-spc-allow-http",
+    );
     fails(&[("vaultAddress", "unix:///run/vault.sock")], "-spc-allow-unix");
     fails(&[("vaultSkipTLSVerify", "true")], "-spc-allow-skip-tls-verify");
     assert!(parse(&[("vaultSkipTLSVerify", "false")]).is_ok());

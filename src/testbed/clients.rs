@@ -329,6 +329,16 @@ impl Session {
         Call::parse(&doc, response_from_json)
     }
 
+    /// One Mount with another request, on the same connection (the
+    /// grpc-go client only).
+    pub async fn mount_other(&mut self, request: &MountRequest) -> anyhow::Result<Call<MountResponse>> {
+        if !matches!(self.client, RealClient::GoV15 | RealClient::GoV16) {
+            bail!("only the grpc-go client takes a request per line");
+        }
+        let doc = self.ask(&format!("mount {}", request_to_json(request))).await?;
+        Call::parse(&doc, response_from_json)
+    }
+
     /// One Version call.
     pub async fn version(&mut self) -> anyhow::Result<Call<VersionResponse>> {
         let doc = self.ask("version").await?;

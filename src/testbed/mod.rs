@@ -1,13 +1,14 @@
 //! Test bed: the parts that stand in for a cluster in tests and the demo.
 //! A Kubernetes API double, a driver-like gRPC client, real gRPC clients
 //! (grpc-go and C-core programs, see [`clients`]), and launchers for a real
-//! OpenBao and PostgreSQL. The provider binary does not use any of it.
+//! OpenBao (a dev server, or a raft cluster: [`raft`]) and PostgreSQL. The provider binary does not use any of it.
 
 pub mod clients;
 pub mod driver;
 pub mod kube_double;
 pub mod openbao;
 pub mod postgres;
+pub mod raft;
 pub mod vault_proxy;
 pub mod wire;
 pub mod world;

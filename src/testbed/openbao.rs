@@ -86,6 +86,25 @@ impl OpenBao {
         bail!("{NOT_INSTALLED}")
     }
 
+    /// An admin client for a server this process did not start (a node of a
+    /// [`RaftCluster`](super::raft::RaftCluster)), plain HTTP on loopback
+    /// `port`, with `token`. It cannot be stopped, restarted or unsealed
+    /// through this handle.
+    pub fn attached(port: u16, token: &str) -> anyhow::Result<OpenBao> {
+        let workdir = std::env::temp_dir().join(format!("vcp-openbao-attached-{}", random_hex(8)?));
+        std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+        Ok(OpenBao {
+            binary: PathBuf::new(),
+            child: None,
+            port,
+            token: token.to_string(),
+            tls: false,
+            workdir,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            tls_config: None,
+        })
+    }
+
     /// Starts a plain-HTTP dev server and waits (up to ~15 s) until `sys/health` answers.
     pub async fn start() -> anyhow::Result<OpenBao> {
         Self::launch(false).await
@@ -609,6 +628,9 @@ impl OpenBao {
     /// if running). Dev mode is in-memory: mounts, policies, secrets and leases are gone,
     /// and a TLS server gets a new CA at the same [`OpenBao::ca_cert_path`].
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.binary.as_os_str().is_empty() {
+            bail!("an attached OpenBao handle cannot restart the server");
+        }
         self.stop().await?;
         // A restart right after stop can race the kernel releasing the port; retry briefly.
         let mut attempts = 0;
@@ -672,7 +694,7 @@ fn vault_error(method: &str, path: &str, status: u16, json: &Value) -> anyhow::E
     )
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     use ring::rand::SecureRandom;
     let mut buf = vec![0u8; bytes];
     ring::rand::SystemRandom::new()
@@ -683,7 +705,7 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 
 /// A loopback port `p` with `p + 1` free too: dev mode also binds its cluster listener on
 /// the next port up.
-fn free_port_pair() -> anyhow::Result<u16> {
+pub(crate) fn free_port_pair() -> anyhow::Result<u16> {
     for _ in 0..100 {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();

@@ -48,6 +48,12 @@ impl World {
         Self::with(dir, bao).await
     }
 
+    /// The same world around an OpenBao started elsewhere (a handle to a
+    /// node of a [`RaftCluster`](crate::testbed::raft::RaftCluster)).
+    pub async fn around(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
+        Self::with(dir, bao).await
+    }
+
     async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
         let kube = KubeDouble::start()
             .await

@@ -24,7 +24,8 @@
 //	bench [-n 200] [-warmup 20] [-request FILE]
 //	                                      warm Mounts on one persistent connection
 //	serve -request FILE                   one persistent connection, one call per line
-//	                                      read from stdin ("mount" or "version"), one
+//	                                      read from stdin ("mount", "mount {JSON}" with
+//	                                      another request on the line, or "version"), one
 //	                                      outcome line printed per call, until EOF (so a
 //	                                      harness can interleave calls with its own)
 //
@@ -411,15 +412,25 @@ func serve(o options, req *pb.MountRequest) {
 	cc := mustDial(o)
 	defer cc.Close()
 	lines := bufio.NewScanner(os.Stdin)
+	// A line may carry a whole request (tokens included): allow 1 MiB.
+	lines.Buffer(make([]byte, 64*1024), 1<<20)
 	for lines.Scan() {
 		var out outcome
-		switch strings.TrimSpace(lines.Text()) {
-		case "mount":
+		line := strings.TrimSpace(lines.Text())
+		switch {
+		case line == "mount":
 			out, _ = callMount(cc, o.timeout, req)
-		case "version":
+		case strings.HasPrefix(line, "mount {"):
+			other := &pb.MountRequest{}
+			if err := jsonpb.UnmarshalString(strings.TrimPrefix(line, "mount "), other); err != nil {
+				fmt.Fprintf(os.Stderr, "vcp-go-driver: serve: the request after mount is not a MountRequest in proto3 JSON: %v\n", err)
+				os.Exit(2)
+			}
+			out, _ = callMount(cc, o.timeout, other)
+		case line == "version":
 			out = callVersion(cc, o.timeout)
 		default:
-			fmt.Fprintf(os.Stderr, "vcp-go-driver: serve: unknown command %q (want mount or version)\n", lines.Text())
+			fmt.Fprintf(os.Stderr, "vcp-go-driver: serve: unknown command %q (want mount, mount {request}, or version)\n", line)
 			os.Exit(2)
 		}
 		emit(out)
