@@ -5,8 +5,9 @@
 //! One [`Metrics`] value owns its own registry and is passed around as an
 //! `Arc`, never a global, so every test can make its own and read it back.
 //! Labels are fixed, short vocabularies (results, gRPC codes, operations,
-//! status classes): never pod names, paths or secret names, which would make
-//! the series count grow with the cluster.
+//! status classes, the operator's own `-vault-addr` addresses): never pod
+//! names, paths, secret names or addresses a SecretProviderClass names,
+//! which would make the series count grow with the cluster.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

@@ -700,3 +700,13 @@ fn the_operators_policy_limits_what_a_class_may_name() {
     .is_ok());
     assert_eq!(open(&[]).unwrap().audience, None);
 }
+
+#[test]
+fn a_vault_config_from_before_address_lists_still_reads() {
+    // As ledger state files wrote it: one `endpoint`.
+    let old = r#"{"endpoint":{"Tcp":{"tls":true,"host":"vault","port":8200,"prefix":""}},"namespace":null,"tls":{"ca_cert":null,"ca_directory":null,"server_name":null,"client_cert":null,"skip_verify":false}}"#;
+    let cfg: VaultConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(cfg.addresses.to_string(), "https://vault:8200");
+    let again: VaultConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(again, cfg);
+}
