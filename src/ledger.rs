@@ -71,6 +71,10 @@ pub struct TokenKey {
     pub auth_mount: String,
     /// Audience of the pod token.
     pub audience: Option<String>,
+    /// The flavour of the socket: with no audience named, vault and openbao
+    /// sockets log in with different tokens (audience `vault` or `openbao`).
+    #[serde(default)]
+    pub flavor: crate::flavor::Flavor,
     /// Vault connection.
     pub vault: VaultConfig,
 }

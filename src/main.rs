@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use vault_csi_provider::config::Flags;
+use vault_csi_provider::config::{Env, Flags};
+use vault_csi_provider::flavor::Flavor;
 use vault_csi_provider::kube::KubeClient;
 use vault_csi_provider::ledger::{Ledger, LedgerSettings, SystemClock};
 use vault_csi_provider::logging::{self, LogControl};
@@ -62,7 +63,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(flags, logs)) {
+    // The environment is read once, here; everything after uses this snapshot.
+    let env = Env::from_process();
+    match runtime.block_on(run(flags, env, logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -72,8 +75,29 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
-    let defaults = flags.defaults().map_err(anyhow::Error::msg)?;
+async fn run(flags: Flags, env: Env, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
+    let sockets = flags.sockets().map_err(anyhow::Error::msg)?;
+    let served: Vec<Flavor> = sockets.iter().map(|s| s.flavor).collect();
+    flags.check_flavor_flags(&served).map_err(anyhow::Error::msg)?;
+    // Each socket's defaults, from its flavour's flags and environment.
+    let mut socket_defaults = Vec::new();
+    for socket in &sockets {
+        let d = flags.defaults_for(socket.flavor, &env).map_err(anyhow::Error::msg)?;
+        socket_defaults.push(Arc::new(d));
+    }
+    if let (Some(named), Some(implied)) = (flags.flavor, Flavor::from_socket(&flags.endpoint())) {
+        if named != implied {
+            tracing::warn!(
+                endpoint = %flags.endpoint().display(),
+                "-flavor={named} on a socket named for provider: {implied}: the driver sends provider: {implied} classes here, and they get {} defaults",
+                named.product()
+            );
+        }
+    }
+    let defaults = socket_defaults
+        .first()
+        .map(|d| d.as_ref().clone())
+        .ok_or_else(|| anyhow::anyhow!("no socket to serve"))?;
     let kube = KubeClient::load(flags.kubeconfig.as_deref(), flags.request_timeout)
         .map_err(|e| anyhow::anyhow!("Kubernetes API configuration: {e}"))?;
     let key_namespace = flags
@@ -83,7 +107,7 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
     let versions = Arc::new(Versions::from_secret(
         kube.clone(),
         key_namespace,
-        flags.hmac_secret_name.clone(),
+        flags.hmac_secret_name(),
         KEY_REFRESH,
     ));
     let settings = Settings {
@@ -187,26 +211,42 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         (_, false) => tracing::info!("revocation on pod deletion is off"),
     }
 
-    let listener =
-        server::bind_socket(&flags.endpoint).with_context(|| format!("binding {}", flags.endpoint.display()))?;
-    tracing::info!(endpoint = %flags.endpoint.display(), version = env!("CARGO_PKG_VERSION"), "serving the CSI driver");
-    health.set_serving(true);
     let service = ProviderService::new(mounter, flags.mount_timeout)
         .with_max_concurrent_mounts(usize::from(flags.max_concurrent_mounts));
+    let mut listeners = Vec::new();
+    for (socket, defaults) in sockets.iter().zip(&socket_defaults) {
+        let listener = server::bind_socket(&socket.path)
+            .with_context(|| format!("binding {} (provider: {})", socket.path.display(), socket.flavor))?;
+        tracing::info!(
+            endpoint = %socket.path.display(),
+            provider = socket.flavor.provider(),
+            address = %defaults.vault.endpoint,
+            auth_mount = %defaults.auth_mount,
+            audience = defaults.flavor.default_audience(),
+            version = env!("CARGO_PKG_VERSION"),
+            "serving the CSI driver for provider: {} ({} defaults)",
+            socket.flavor,
+            socket.flavor.product()
+        );
+        listeners.push((listener, service.clone().for_socket(defaults.clone())));
+    }
+    health.set_serving(true);
     // Not ready from the moment draining starts, not only once it ends.
     let draining = health.clone();
     let shutdown = async move {
         shutdown_signal().await;
         draining.set_serving(false);
     };
-    let result = server::serve(listener, service, shutdown, flags.shutdown_grace).await;
+    let result = server::serve_all(listeners, shutdown, flags.shutdown_grace).await;
     health.set_serving(false);
     let _ = stop_tx.send(true);
     if let Ok(key) = versions.key().await {
         ledger.persist(&key.state_key());
     }
-    if let Err(e) = std::fs::remove_file(&flags.endpoint) {
-        tracing::warn!(error = %e, "could not remove the socket");
+    for socket in &sockets {
+        if let Err(e) = std::fs::remove_file(&socket.path) {
+            tracing::warn!(error = %e, endpoint = %socket.path.display(), "could not remove the socket");
+        }
     }
     tracing::info!("stopped");
     result.context("gRPC server failed")

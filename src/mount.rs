@@ -156,12 +156,13 @@ impl Mounter {
 
     /// Performs one mount, giving up at `deadline`.
     pub async fn mount(&self, input: &MountInput, deadline: Instant) -> Result<MountOutput> {
-        let spec = spc::parse_mount(
-            &input.attributes,
-            &input.secrets,
-            &input.permission,
-            &self.settings.defaults,
-        )?;
+        self.mount_with(input, deadline, &self.settings.defaults).await
+    }
+
+    /// Performs one mount with the defaults of the socket it came in on
+    /// (each socket has its flavour's: audience, address, auth mount).
+    pub async fn mount_with(&self, input: &MountInput, deadline: Instant, defaults: &Defaults) -> Result<MountOutput> {
+        let spec = spc::parse_mount(&input.attributes, &input.secrets, &input.permission, defaults)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let what = format!(
             "mount for pod {}/{} timed out after {:?}",
@@ -320,10 +321,10 @@ impl Mounter {
         let Some(kube) = &self.kube else {
             return Err(Error::InvalidRequest(format!(
                 "no service-account token for audience {:?} in the volume context of pod {}/{}, and no Kubernetes API access to request one: add tokenRequests: [{{audience: {}}}] to the CSIDriver object",
-                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE),
+                spec.token_audience(),
                 pod.namespace,
                 pod.name,
-                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE)
+                spec.token_audience()
             )));
         };
         if pod.name.is_empty() || pod.uid.is_empty() {
@@ -342,7 +343,8 @@ impl Mounter {
                 );
                 match e {
                     KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-                        "{what}: {e}. Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: vault}}] to the CSIDriver so kubelet passes the token"
+                        "{what}: {e}. Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: {}}}] to the CSIDriver so kubelet passes the token",
+                        spec.token_audience()
                     )),
                     KubeError::Status { code: 404, .. } => Error::NotFound(format!("{what}: {e}")),
                     KubeError::Status { code, .. } if code < 500 => Error::InvalidRequest(format!("{what}: {e}")),
@@ -359,13 +361,15 @@ fn token_key(spec: &MountSpec) -> TokenKey {
         role: spec.role.clone(),
         auth_mount: spec.auth_mount.clone(),
         audience: spec.audience.clone(),
+        flavor: spec.flavor,
         vault: spec.vault.clone(),
     }
 }
 
 fn login_error(spec: &MountSpec, e: VaultError) -> Error {
     let who = format!(
-        "login to Vault at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
+        "login to {} at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
+        spec.flavor.product(),
         spec.vault.endpoint,
         spec.auth_mount,
         spec.role,

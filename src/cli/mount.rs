@@ -19,7 +19,7 @@ use crate::kube::KubeClient;
 use crate::ledger::{Ledger, LedgerSettings, SystemClock};
 use crate::metrics::code_name;
 use crate::mount::{MountInput, MountOutput, Mounter, Settings};
-use crate::spc::{keys, DEFAULT_AUDIENCE};
+use crate::spc::keys;
 use crate::vault::VaultPool;
 use crate::versions::{key_from_secret, Versions};
 
@@ -186,7 +186,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         let audience = attrs
             .get("audience")
             .cloned()
-            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_string());
+            .unwrap_or_else(|| flags.primary_flavor().default_audience().to_string());
         let tokens = serde_json::json!({ audience: { "token": jwt.trim(), "expirationTimestamp": "" } });
         attrs.insert(keys::SA_TOKENS.to_string(), tokens.to_string());
     } else if kube.is_none() {
@@ -353,7 +353,7 @@ async fn versions(args: &MountArgs, kube: Option<&KubeClient>) -> Result<(Versio
             .hmac_secret_namespace
             .clone()
             .unwrap_or_else(|| kube.namespace().to_string());
-        let name = &flags.hmac_secret_name;
+        let name = &flags.hmac_secret_name();
         let secret = kube.get_secret(&namespace, name).await.map_err(|e| {
             Failure::Mount(format!(
                 "cannot read the object-version key Secret {namespace}/{name}: {e}"
@@ -421,7 +421,7 @@ mod tests {
             .map(String::from),
         );
         let a = MountArgs::try_parse_from(argv).unwrap();
-        assert_eq!(a.provider.vault_addr, "http://127.0.0.1:1");
+        assert_eq!(a.provider.vault_addr.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(a.pod_name, "web-0");
         assert_eq!(a.params, vec![("roleName".to_string(), "x".to_string())]);
         assert!(a.dry_run);

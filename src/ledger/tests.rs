@@ -38,6 +38,7 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         role: "r".into(),
         auth_mount: "kubernetes".into(),
         audience: None,
+        flavor: Default::default(),
         vault: VaultConfig {
             endpoint: Endpoint::parse("http://127.0.0.1:8200").unwrap(),
             namespace: None,
