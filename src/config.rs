@@ -40,6 +40,11 @@ pub struct Flags {
     #[arg(long = "health-addr", default_value = ":8080")]
     pub health_addr: String,
 
+    /// Accept `PUT /log-level` on the health port from the network, not only
+    /// from loopback (kubectl port-forward).
+    #[arg(long = "health-remote-log-level", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
+    pub health_remote_log_level: bool,
+
     /// Name of the Kubernetes Secret holding the key for object versions.
     #[arg(long = "hmac-secret-name", default_value = "vault-csi-provider-hmac-key")]
     pub hmac_secret_name: String,

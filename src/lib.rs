@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod kube;
 pub mod ledger;
 pub mod logging;

@@ -90,6 +90,7 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         defaults,
         request_timeout: flags.request_timeout,
         fetch_concurrency: usize::from(flags.fetch_concurrency),
+        node_name: flags.node_name.clone().filter(|n| !n.is_empty()),
     };
     let metrics = Arc::new(Metrics::new());
     tokio::spawn(vault_csi_provider::probe::watch_vault(
@@ -145,9 +146,10 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
         // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
         let bound = listener.local_addr().context("reading the health server's address")?;
         tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
-        let router = health::router(health.clone());
+        health.allow_remote_log_level(flags.health_remote_log_level);
+        let served = health.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = health::serve(listener, served).await {
                 tracing::error!(error = %e, "health server stopped");
             }
         });

@@ -29,6 +29,7 @@ const COMPONENTS: &[&str] = &[
     "secret-sync",
     "metrics",
     "non-root",
+    "network-policy",
 ];
 /// The example scenarios, each a directory under `examples/`, each mounted below.
 const EXAMPLES: &[&str] = &["kv", "database", "pki", "jwt-auth", "custom-audience", "sync"];
@@ -355,7 +356,10 @@ fn needed(component: &str) -> BTreeSet<Grant> {
             g("namespace/csi", "secrets", "vault-csi-provider-hmac-key", "get"),
             g("namespace/csi", "secrets", "", "create"),
         ],
-        "token-request" => vec![g("cluster", "serviceaccounts/token", "", "create")],
+        "token-request" => vec![
+            g("cluster", "serviceaccounts/token", "", "create"),
+            g("cluster", "pods", "", "list"),
+        ],
         "revoke-on-pod-delete" => vec![g("cluster", "pods", "", "list"), g("cluster", "pods", "", "watch")],
         "secret-sync" => vec![
             g("unbound/vault-csi-provider-secret-sync", "secrets", "", "get"),
@@ -363,7 +367,7 @@ fn needed(component: &str) -> BTreeSet<Grant> {
             g("unbound/vault-csi-provider-secret-sync", "secrets", "", "patch"),
             g("unbound/vault-csi-provider-secret-sync", "pods", "", "get"),
         ],
-        "metrics" | "non-root" => vec![],
+        "metrics" | "non-root" | "network-policy" => vec![],
         other => panic!("no RBAC expectation for component {other}"),
     };
     set.into_iter().collect()
@@ -410,7 +414,9 @@ fn rbac_of_each_variant_is_exactly_what_its_features_need() {
     let (_, container) = provider_container(&base);
     let args = strings(&container["args"]);
     assert!(args.contains(&"-hmac-secret-name=vault-csi-provider-hmac-key".to_string()));
-    // The committed example overlay: base + token-request + metrics, in its namespace.
+    // The committed example overlay: base + revocation + metrics + network
+    // policy, in its namespace, and never cluster-wide token minting (the
+    // reference CSIDriver hands the pods' tokens over).
     let example = variants().into_iter().find(|v| v.name == "deploy/example").unwrap();
     let mut want: BTreeSet<Grant> = needed("base")
         .into_iter()
@@ -419,8 +425,12 @@ fn rbac_of_each_variant_is_exactly_what_its_features_need() {
             g
         })
         .collect();
-    want.extend(needed("token-request"));
+    want.extend(needed("revoke-on-pod-delete"));
     assert_eq!(grants(&example), want);
+    assert!(
+        !grants(&example).iter().any(|g| g.resource == "serviceaccounts/token"),
+        "the example grants no TokenRequest"
+    );
 }
 
 #[test]
@@ -480,7 +490,7 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             .iter()
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        let revoke = n == "revoke-on-pod-delete" || n == "all";
+        let revoke = n == "revoke-on-pod-delete" || n == "all" || n == "deploy/example";
         let flag = format!("-revoke-on-pod-delete={revoke}");
         let args = strings(&c["args"]);
         assert_eq!(
@@ -490,7 +500,10 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             vec![&flag],
             "{n}"
         );
-        assert_eq!(env.contains(&"NODE_NAME"), revoke, "{n}");
+        // Every variant knows its node: the node check before a token is
+        // used or minted, and the revocation watch.
+        assert!(env.contains(&"NODE_NAME"), "{n}");
+        assert_eq!(env.iter().filter(|e| **e == "NODE_NAME").count(), 1, "{n}");
     }
     let driver = variants().into_iter().find(|v| v.name == "deploy/driver").unwrap();
     let spec = &of_kind(&driver.objects, "CSIDriver")[0]["spec"];
