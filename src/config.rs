@@ -153,6 +153,11 @@ pub struct Flags {
     #[arg(long = "max-inflight-bytes", default_value = "48MiB", value_parser = parse_size)]
     pub max_inflight_bytes: usize,
 
+    /// Most memory the credential ledger's held responses may take; beyond
+    /// it, new leased responses are returned but not held for reuse.
+    #[arg(long = "max-held-bytes", default_value = "16MiB", value_parser = parse_size)]
+    pub max_held_bytes: usize,
+
     /// Directories under which files a SecretProviderClass names
     /// (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath/KeyPath)
     /// must resolve; comma-separated. Empty: any path (files are always read

@@ -107,6 +107,8 @@ async fn run(flags: Flags, logs: Arc<dyn LogControl>) -> anyhow::Result<()> {
                 grace: flags.rotation_grace,
                 capacity: usize::try_from(flags.cache_size).unwrap_or(0),
                 state_file: flags.state_path(),
+                node: flags.node_name.clone().filter(|n| !n.is_empty()),
+                max_held_bytes: flags.max_held_bytes,
             },
             Arc::new(SystemClock),
         )

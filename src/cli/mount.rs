@@ -214,6 +214,8 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
             grace: flags.rotation_grace,
             capacity: 1,
             state_file: None,
+            node: None,
+            max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
         },
         Arc::new(SystemClock),
     ));
