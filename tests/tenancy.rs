@@ -130,11 +130,24 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
         .expect("default address, allowed file, default audience");
     assert_eq!(text(&r, "k"), "v");
 
+    // A symlink out of the allowed directory, as each file parameter.
+    let esc = escape.display().to_string();
+    let inside = ca.display().to_string();
+    let out = "outside the directories";
+    refused(&p, &pod, &[("vaultCACertPath", &esc)], out).await;
+    refused(&p, &pod, &[("vaultCADirectory", &allowed.display().to_string())], out).await;
     refused(
         &p,
         &pod,
-        &[("vaultCACertPath", &escape.display().to_string())],
-        "outside the directories",
+        &[("vaultTLSClientCertPath", &esc), ("vaultTLSClientKeyPath", &inside)],
+        out,
+    )
+    .await;
+    refused(
+        &p,
+        &pod,
+        &[("vaultTLSClientCertPath", &inside), ("vaultTLSClientKeyPath", &esc)],
+        out,
     )
     .await;
     refused(&p, &pod, &[("vaultCACertPath", "/etc/hostname")], "-spc-file-dirs").await;
