@@ -72,6 +72,11 @@ pub struct Flags {
     #[arg(long = "health-addr", default_value = ":8080")]
     pub health_addr: String,
 
+    /// Accept `PUT /log-level` on the health port from the network, not only
+    /// from loopback (kubectl port-forward).
+    #[arg(long = "health-remote-log-level", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
+    pub health_remote_log_level: bool,
+
     /// Name of the Kubernetes Secret holding the key for object versions.
     /// Default: vault-csi-provider-hmac-key, or
     /// openbao-csi-provider-hmac-key when -endpoint is an openbao socket.
@@ -218,6 +223,11 @@ pub struct Flags {
     /// exceed it fails with RESOURCE_EXHAUSTED (the driver retries).
     #[arg(long = "max-inflight-bytes", default_value = "48MiB", value_parser = parse_size)]
     pub max_inflight_bytes: usize,
+
+    /// Most memory the credential ledger's held responses may take; beyond
+    /// it, new leased responses are returned but not held for reuse.
+    #[arg(long = "max-held-bytes", default_value = "16MiB", value_parser = parse_size)]
+    pub max_held_bytes: usize,
 
     /// Directories under which files a SecretProviderClass names
     /// (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath/KeyPath)

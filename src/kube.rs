@@ -17,6 +17,12 @@ use serde_json::Value as Json;
 use crate::http::{self as transport, Endpoint, HttpClient, HttpError, Request, TlsOptions};
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Asks the API server for `PartialObjectMetadataList` instead of full pods:
+/// the provider needs names, uids and deletion, never a pod's spec (whose
+/// environment can hold values nobody meant for the provider).
+const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+/// The same for single objects and watch events.
+const METADATA: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// A failed Kubernetes API call.
@@ -241,6 +247,43 @@ impl KubeClient {
         Ok(headers)
     }
 
+    /// The same headers, asking for metadata only (`accept`).
+    fn metadata_headers(&self, accept: &str) -> Result<Vec<(HeaderName, String)>, KubeError> {
+        let mut headers = self.auth_headers()?;
+        for (name, value) in headers.iter_mut() {
+            if *name == http::header::ACCEPT {
+                *value = accept.to_string();
+            }
+        }
+        Ok(headers)
+    }
+
+    /// Reads any JSON document of the API server (`/openid/v1/jwks`, ...).
+    pub async fn get_json(&self, path: &str) -> Result<Json, KubeError> {
+        self.call(Method::GET, path.to_string(), None)
+            .await
+            .map(|(_, json)| json)
+    }
+
+    /// Whether the pod `namespace/name` with `uid` is scheduled to `node`,
+    /// asked for its metadata only (`list` on pods with field selectors).
+    pub async fn pod_on_node(&self, namespace: &str, name: &str, uid: &str, node: &str) -> Result<bool, KubeError> {
+        let selector: String =
+            form_urlencoded::byte_serialize(format!("metadata.name={name},spec.nodeName={node}").as_bytes()).collect();
+        let req = Request {
+            method: Method::GET,
+            path_and_query: format!("/api/v1/namespaces/{}/pods?fieldSelector={selector}", seg(namespace)),
+            headers: self.metadata_headers(METADATA_LIST)?,
+            body: None,
+        };
+        let (_, json) = self.exchange(req).await?;
+        Ok(json.get("items").and_then(Json::as_array).is_some_and(|items| {
+            items
+                .iter()
+                .any(|p| p.pointer("/metadata/uid").and_then(Json::as_str) == Some(uid))
+        }))
+    }
+
     async fn call(&self, method: Method, path: String, body: Option<Json>) -> Result<(u16, Json), KubeError> {
         let headers = self.auth_headers()?;
         let req = Request {
@@ -339,10 +382,16 @@ impl KubeClient {
 }
 
 impl KubeClient {
-    /// Reads a pod; `Ok(None)` when it does not exist.
+    /// Reads a pod's metadata (`PartialObjectMetadata`); `Ok(None)` when it
+    /// does not exist.
     pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Json>, KubeError> {
-        let path = format!("/api/v1/namespaces/{}/pods/{}", seg(namespace), seg(name));
-        match self.call(Method::GET, path, None).await {
+        let req = Request {
+            method: Method::GET,
+            path_and_query: format!("/api/v1/namespaces/{}/pods/{}", seg(namespace), seg(name)),
+            headers: self.metadata_headers(METADATA)?,
+            body: None,
+        };
+        match self.exchange(req).await {
             Ok((_, json)) => Ok(Some(json)),
             Err(KubeError::Status { code: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -381,9 +430,13 @@ impl KubeClient {
     /// the UIDs present.
     pub async fn list_node_pods(&self, node: &str) -> Result<(String, Vec<String>), KubeError> {
         let selector = node_selector(node);
-        let (_, json) = self
-            .call(Method::GET, format!("/api/v1/pods?fieldSelector={selector}"), None)
-            .await?;
+        let req = Request {
+            method: Method::GET,
+            path_and_query: format!("/api/v1/pods?fieldSelector={selector}"),
+            headers: self.metadata_headers(METADATA_LIST)?,
+            body: None,
+        };
+        let (_, json) = self.exchange(req).await?;
         let rv = json
             .pointer("/metadata/resourceVersion")
             .and_then(Json::as_str)
@@ -422,7 +475,7 @@ impl KubeClient {
         let req = Request {
             method: Method::GET,
             path_and_query: path,
-            headers: self.auth_headers()?,
+            headers: self.metadata_headers(METADATA)?,
             body: None,
         };
         let (status, mut body) = self

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod flavor;
 pub mod http;
+pub mod identity;
 pub mod kube;
 pub mod ledger;
 pub mod logging;

@@ -114,6 +114,7 @@ async fn run(flags: Flags, env: Env, logs: Arc<dyn LogControl>) -> anyhow::Resul
         defaults,
         request_timeout: flags.request_timeout,
         fetch_concurrency: usize::from(flags.fetch_concurrency),
+        node_name: flags.node_name.clone().filter(|n| !n.is_empty()),
     };
     let metrics = Arc::new(Metrics::new());
     tokio::spawn(vault_csi_provider::probe::watch_vault(
@@ -130,6 +131,8 @@ async fn run(flags: Flags, env: Env, logs: Arc<dyn LogControl>) -> anyhow::Resul
                 grace: flags.rotation_grace,
                 capacity: usize::try_from(flags.cache_size).unwrap_or(0),
                 state_file: flags.state_path(),
+                node: flags.node_name.clone().filter(|n| !n.is_empty()),
+                max_held_bytes: flags.max_held_bytes,
             },
             Arc::new(SystemClock),
         )
@@ -169,9 +172,10 @@ async fn run(flags: Flags, env: Env, logs: Arc<dyn LogControl>) -> anyhow::Resul
         // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
         let bound = listener.local_addr().context("reading the health server's address")?;
         tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
-        let router = health::router(health.clone());
+        health.allow_remote_log_level(flags.health_remote_log_level);
+        let served = health.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = health::serve(listener, served).await {
                 tracing::error!(error = %e, "health server stopped");
             }
         });

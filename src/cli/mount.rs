@@ -203,6 +203,8 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         defaults,
         request_timeout: flags.request_timeout,
         fetch_concurrency: usize::from(flags.fetch_concurrency),
+        // A laptop is no node: the pod is named on the command line.
+        node_name: None,
     };
     // One mount: a ledger in memory only, never the provider's state file.
     let ledger = Arc::new(Ledger::new(
@@ -212,6 +214,8 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
             grace: flags.rotation_grace,
             capacity: 1,
             state_file: None,
+            node: None,
+            max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
         },
         Arc::new(SystemClock),
     ));
