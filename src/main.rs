@@ -99,6 +99,7 @@ async fn run(flags: Flags, env: Env, logs: Arc<dyn LogControl>) -> anyhow::Resul
         .map(|d| d.as_ref().clone())
         .ok_or_else(|| anyhow::anyhow!("no socket to serve"))?;
     let kube = KubeClient::load(flags.kubeconfig.as_deref(), flags.request_timeout)
+        .await
         .map_err(|e| anyhow::anyhow!("Kubernetes API configuration: {e}"))?;
     let key_namespace = flags
         .hmac_secret_namespace

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::error::{Error, Result};
 use crate::identity::{IssuerKeys, Proof};
-use crate::kube::{KubeClient, KubeError};
+use crate::kube::KubeClient;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
 use crate::render;
@@ -387,15 +387,13 @@ impl Mounter {
                     "requesting a token for service account {}/{} (pod {}) from the Kubernetes API",
                     pod.namespace, pod.service_account, pod.name
                 );
-                match e {
-                    KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-                        "{what}: {e}. Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: {}}}] to the CSIDriver so kubelet passes the token",
+                e.classify(
+                    &what,
+                    &format!(
+                        "Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: {}}}] to the CSIDriver so kubelet passes the token",
                         spec.token_audience()
-                    )),
-                    KubeError::Status { code: 404, .. } => Error::NotFound(format!("{what}: {e}")),
-                    KubeError::Status { code, .. } if code < 500 => Error::InvalidRequest(format!("{what}: {e}")),
-                    other => Error::KubeUnavailable(format!("{what}: {other}")),
-                }
+                    ),
+                )
             })?;
         Ok(issued.token)
     }
@@ -441,14 +439,13 @@ impl Mounter {
                     "checking that pod {}/{} runs on node {node} before using its identity",
                     pod.namespace, pod.name
                 );
-                match e {
-                    KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-                        "{what}: {e}. Grant the provider list on pods (deploy/components/token-request)"
-                    )),
-                    KubeError::Status { code, .. } if code < 500 && code != 429 => {
-                        Error::BadResponse(format!("{what}: {e}"))
-                    }
-                    other => Error::KubeUnavailable(format!("{what}: {other}")),
+                match e.classify(
+                    &what,
+                    "Grant the provider list on pods (deploy/components/token-request)",
+                ) {
+                    // The pod was named by the request: no such pod, no token.
+                    Error::NotFound(m) => Error::NotThisPod(m),
+                    other => other,
                 }
             })?;
         if !here {

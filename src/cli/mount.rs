@@ -165,8 +165,9 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
     let defaults = flags.defaults().map_err(Failure::Usage)?;
     let kube = match &flags.kubeconfig {
         Some(path) => Some(
-            KubeClient::from_kubeconfig(path, flags.request_timeout)
-                .map_err(|e| Failure::Usage(format!("-kubeconfig {}: {e}", path.display())))?,
+            KubeClient::load(Some(path), flags.request_timeout)
+                .await
+                .map_err(Failure::Usage)?,
         ),
         None => None,
     };
