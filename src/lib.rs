@@ -14,6 +14,7 @@
 //! and harness helpers, not used by the provider binary).
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod budget;
 pub mod cli;
 pub mod config;

@@ -23,25 +23,15 @@ use crate::kube::KubeClient;
 use crate::ledger::Ledger;
 use crate::vault::VaultPool;
 
-/// Runs until `shutdown` flips to true.
-pub async fn run(
-    kube: KubeClient,
-    node: String,
-    ledger: Arc<Ledger>,
-    pool: Arc<VaultPool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// Runs until the API server refuses the watch (or the task is dropped).
+pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<VaultPool>) {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let events = watcher::watcher(kube.node_pods(), config).default_backoff();
     tokio::pin!(events);
     // The pods seen by the list in progress, and when it started.
     let mut listing: Option<(SystemTime, HashSet<String>)> = None;
     loop {
-        let event = tokio::select! {
-            e = events.next() => e,
-            _ = shutdown.changed() => return,
-        };
-        match event {
+        match events.next().await {
             None => return,
             Some(Ok(Event::Init)) => listing = Some((SystemTime::now(), HashSet::new())),
             Some(Ok(Event::InitApply(pod))) => {

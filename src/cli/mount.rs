@@ -14,11 +14,12 @@ use base64::Engine as _;
 use clap::Parser;
 
 use super::{spc_file, usage_error, writer, EXIT_PROBLEMS, EXIT_USAGE};
+use crate::app::{Core, CoreConfig};
 use crate::config::Flags;
 use crate::kube::KubeClient;
-use crate::ledger::{Ledger, LedgerSettings, SystemClock};
+use crate::ledger::{Ledger, LedgerSettings};
 use crate::metrics::code_name;
-use crate::mount::{MountInput, MountOutput, Mounter, Settings};
+use crate::mount::{MountInput, MountOutput, Settings};
 use crate::spc::keys;
 use crate::vault::VaultPool;
 use crate::versions::{key_from_secret, Versions};
@@ -200,30 +201,36 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         secrets: String::new(),
         permission: args.permission.to_string(),
     };
-    let settings = Settings {
-        defaults,
-        request_timeout: flags.request_timeout,
-        fetch_concurrency: usize::from(flags.fetch_concurrency),
-        // A laptop is no node: the pod is named on the command line.
-        node_name: None,
-    };
-    // One mount: a ledger in memory only, never the provider's state file.
-    let ledger = Arc::new(Ledger::new(
-        LedgerSettings {
-            reuse: false,
-            threshold: flags.renew_threshold,
-            grace: flags.rotation_grace,
-            capacity: 1,
-            state_file: None,
-            node: None,
-            max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
+    // The provider's own mount logic, built the same way, for one mount: a
+    // ledger in memory only (never the provider's state file), and no node
+    // (a laptop is none: the pod is named on the command line).
+    let core = Core::build(
+        CoreConfig {
+            settings: Settings {
+                defaults,
+                request_timeout: flags.request_timeout,
+                fetch_concurrency: usize::from(flags.fetch_concurrency),
+                node_name: None,
+            },
+            ledger: LedgerSettings {
+                reuse: false,
+                threshold: flags.renew_threshold,
+                grace: flags.rotation_grace,
+                capacity: 1,
+                state_file: None,
+                node: None,
+                max_held_bytes: flags.max_held_bytes,
+            },
+            request_timeout: flags.request_timeout,
+            max_mount_bytes: flags.max_mount_bytes,
+            max_inflight_bytes: flags.max_inflight_bytes,
         },
-        Arc::new(SystemClock),
-    ));
-    let pool = Arc::new(VaultPool::new(flags.request_timeout));
-    let mounter = Mounter::new(settings, kube, Arc::new(versions), ledger.clone(), pool.clone());
+        kube,
+        Arc::new(versions),
+    );
+    let (ledger, pool) = (core.ledger.clone(), core.pool.clone());
     let started = Instant::now();
-    let result = mounter.mount(&input, started + args.timeout).await;
+    let result = core.mounter.mount(&input, started + args.timeout).await;
     let elapsed = started.elapsed();
     // A dry run shows no values, so nothing it minted can be of use: revoke
     // the login token, which takes any dynamic credentials with it.
