@@ -4,7 +4,7 @@
 # bundle on an empty base. No shell, no package manager, nothing to patch.
 #
 #   docker build -t vault-csi-provider:0.1.0 .                      # non-root (uid 65532)
-#   docker build --target helm -t vault-csi-provider:0.1.0-helm .   # vault-helm drop-in (uid 0)
+#   docker build --target helm -t vault-csi-provider:0.1.0-helm .   # vault-helm / openbao-helm drop-in (uid 0)
 #
 # Size target: under 20 MB uncompressed, under 8 MB compressed (the binary is
 # most of it; the CA bundle is ~0.2 MB). Why two targets: docs/install.md,
@@ -28,12 +28,15 @@ FROM scratch AS common
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /vault-csi-provider /bin/vault-csi-provider
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
-# Same path as the incumbent image, so charts that pass only `args` work.
+# Same path as the incumbent image, so charts that pass only `args` work
+# (vault-helm and openbao-helm set no `command`: the ENTRYPOINT must be the
+# binary).
 ENTRYPOINT ["/bin/vault-csi-provider"]
 
-# For vault-helm's csi.image: the chart sets no securityContext, and both the
-# socket directory (root-owned hostPath) and the Agent sidecar's socket need
-# uid 0, as with the incumbent image.
+# For vault-helm's and openbao-helm's csi.image: neither sets runAsUser, and
+# the socket directory (root-owned hostPath) needs uid 0, as with the
+# incumbent images; vault-helm's Agent socket needs it too (openbao-helm's is
+# reachable through its runAsGroup: 1000).
 FROM common AS helm
 USER 0:0
 

@@ -1,14 +1,28 @@
-//! Command-line flags, compatible with the incumbent provider's.
+//! Command-line flags, compatible with both incumbents' (HashiCorp's
+//! `vault-csi-provider` and OpenBao's `openbao-csi-provider`).
 //!
-//! Existing DaemonSets and the vault-helm chart pass Go-style flags
-//! (`-endpoint=/provider/vault.sock`, `--log-level=debug`), so both the single
-//! and the double dash are accepted for every long flag. Environment variables
-//! are the fallback for the Vault connection flags (env < flag < SPC).
+//! Existing DaemonSets and the vault-helm and openbao-helm charts pass
+//! Go-style flags (`-endpoint=/provider/vault.sock`, `--debug=false`), so both
+//! the single and the double dash are accepted for every long flag.
+//!
+//! Each socket has a flavour ([`Flavor`]) and takes its connection defaults
+//! from its own flags and environment: `-vault-*` then `VAULT_*` for vault
+//! sockets, `-openbao-*` then `BAO_*` then (only when the `BAO_*` variable is
+//! unset) `VAULT_*` for openbao sockets. clap's `env` cannot say "fall back
+//! only when unset", so the environment is read here, once, from an [`Env`]
+//! snapshot ([`Flags::defaults_for`]). Precedence: env < flag < SPC.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+use crate::flavor::Flavor;
+
+/// The address used when no flag, environment variable or class names one.
+pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8200";
 
 /// Flags of the `vault-csi-provider` binary.
 #[derive(Debug, Clone, Parser)]
@@ -20,19 +34,37 @@ use clap::{Parser, ValueEnum};
     args_override_self = true
 )]
 pub struct Flags {
-    /// Path of the unix socket the CSI driver connects to.
-    #[arg(long, default_value = "/tmp/vault.sock")]
-    pub endpoint: PathBuf,
+    /// Path of the unix socket the CSI driver connects to (the driver dials
+    /// `<provider>.sock`). Default: `/tmp/<flavour>.sock`.
+    #[arg(long)]
+    pub endpoint: Option<PathBuf>,
 
-    /// Log verbosity: trace, debug, info, warn, error or off.
-    #[arg(long = "log-level", default_value = "info", value_parser = parse_log_level)]
-    pub log_level: LogLevel,
+    /// Defaults the -endpoint socket gives a SecretProviderClass: vault or
+    /// openbao. Default: openbao when the socket is named openbao.sock,
+    /// else vault.
+    #[arg(long, value_parser = Flavor::parse)]
+    pub flavor: Option<Flavor>,
+
+    /// Also serve this socket, with Vault defaults (audience vault, -vault-*
+    /// flags, VAULT_* environment).
+    #[arg(long = "vault-endpoint")]
+    pub vault_endpoint: Option<PathBuf>,
+
+    /// Also serve this socket, with OpenBao defaults (audience openbao,
+    /// -openbao-* flags, BAO_* environment falling back to VAULT_*).
+    #[arg(long = "openbao-endpoint")]
+    pub openbao_endpoint: Option<PathBuf>,
+
+    /// Log verbosity: trace, debug, info, warn, error or off (default info).
+    /// When given, it wins over -debug.
+    #[arg(long = "log-level", value_parser = parse_log_level)]
+    pub log_level: Option<LogLevel>,
 
     /// Log format: text or json.
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Deprecated: same as -log-level=debug.
+    /// Debug logs (as openbao-helm's csi.debug); -log-level, when given, wins.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
     pub debug: bool,
 
@@ -40,9 +72,16 @@ pub struct Flags {
     #[arg(long = "health-addr", default_value = ":8080")]
     pub health_addr: String,
 
+    /// Accept `PUT /log-level` on the health port from the network, not only
+    /// from loopback (kubectl port-forward).
+    #[arg(long = "health-remote-log-level", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
+    pub health_remote_log_level: bool,
+
     /// Name of the Kubernetes Secret holding the key for object versions.
-    #[arg(long = "hmac-secret-name", default_value = "vault-csi-provider-hmac-key")]
-    pub hmac_secret_name: String,
+    /// Default: vault-csi-provider-hmac-key, or
+    /// openbao-csi-provider-hmac-key when -endpoint is an openbao socket.
+    #[arg(long = "hmac-secret-name")]
+    pub hmac_secret_name: Option<String>,
 
     /// Namespace of the HMAC key Secret; defaults to the provider's own namespace.
     #[arg(long = "hmac-secret-namespace", env = "VAULT_CSI_PROVIDER_NAMESPACE")]
@@ -52,44 +91,81 @@ pub struct Flags {
     #[arg(long = "cache-size", default_value_t = 1000, allow_negative_numbers = true)]
     pub cache_size: i64,
 
-    /// Default Vault address, when a SecretProviderClass sets none: one URL,
-    /// or the nodes of one cluster as a comma-separated list (failed over in
-    /// order).
-    #[arg(long = "vault-addr", env = "VAULT_ADDR", default_value = "https://127.0.0.1:8200")]
-    pub vault_addr: String,
+    /// Default Vault address of vault sockets, when a SecretProviderClass
+    /// sets none: one URL, or a cluster's nodes as a comma-separated list
+    /// (env VAULT_ADDR; built in: https://127.0.0.1:8200).
+    #[arg(long = "vault-addr")]
+    pub vault_addr: Option<String>,
 
-    /// Default auth mount path (kubernetes or jwt method).
-    #[arg(long = "vault-mount", default_value = "kubernetes")]
-    pub vault_mount: String,
+    /// Default auth mount path of vault sockets (kubernetes or jwt method; built in: kubernetes).
+    #[arg(long = "vault-mount")]
+    pub vault_mount: Option<String>,
 
-    /// Default Vault Enterprise namespace.
-    #[arg(long = "vault-namespace", env = "VAULT_NAMESPACE")]
+    /// Default Vault Enterprise namespace of vault sockets (env VAULT_NAMESPACE).
+    #[arg(long = "vault-namespace")]
     pub vault_namespace: Option<String>,
 
-    /// Default PEM CA file for Vault's TLS certificate.
-    #[arg(long = "vault-tls-ca-cert", env = "VAULT_CACERT")]
-    pub vault_tls_ca_cert: Option<PathBuf>,
+    /// Default PEM CA file for Vault's TLS certificate (env VAULT_CACERT).
+    #[arg(long = "vault-tls-ca-cert")]
+    pub vault_tls_ca_cert: Option<String>,
 
-    /// Default directory of PEM CA files for Vault's TLS certificate.
-    #[arg(long = "vault-tls-ca-directory", env = "VAULT_CAPATH")]
-    pub vault_tls_ca_directory: Option<PathBuf>,
+    /// Default directory of PEM CA files for Vault's TLS certificate (env VAULT_CAPATH).
+    #[arg(long = "vault-tls-ca-directory")]
+    pub vault_tls_ca_directory: Option<String>,
 
-    /// Default TLS server name used to verify Vault's certificate.
-    #[arg(long = "vault-tls-server-name", env = "VAULT_TLS_SERVER_NAME")]
+    /// Default TLS server name used to verify Vault's certificate (env VAULT_TLS_SERVER_NAME).
+    #[arg(long = "vault-tls-server-name")]
     pub vault_tls_server_name: Option<String>,
 
-    /// Default client certificate for mTLS to Vault.
-    #[arg(long = "vault-tls-client-cert", env = "VAULT_CLIENT_CERT")]
-    pub vault_tls_client_cert: Option<PathBuf>,
+    /// Default client certificate for mTLS to Vault (env VAULT_CLIENT_CERT).
+    #[arg(long = "vault-tls-client-cert")]
+    pub vault_tls_client_cert: Option<String>,
 
-    /// Default client key for mTLS to Vault.
-    #[arg(long = "vault-tls-client-key", env = "VAULT_CLIENT_KEY")]
-    pub vault_tls_client_key: Option<PathBuf>,
+    /// Default client key for mTLS to Vault (env VAULT_CLIENT_KEY).
+    #[arg(long = "vault-tls-client-key")]
+    pub vault_tls_client_key: Option<String>,
 
-    /// Skip verification of Vault's TLS certificate (insecure).
-    #[arg(long = "vault-tls-skip-verify", env = "VAULT_SKIP_VERIFY", num_args = 0..=1,
-          default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
-    pub vault_tls_skip_verify: bool,
+    /// Skip verification of Vault's TLS certificate (insecure; env VAULT_SKIP_VERIFY).
+    #[arg(long = "vault-tls-skip-verify", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub vault_tls_skip_verify: Option<bool>,
+
+    /// Default OpenBao address of openbao sockets, one URL or a comma-separated
+    /// list of a cluster's nodes (env BAO_ADDR, else VAULT_ADDR).
+    #[arg(long = "openbao-addr")]
+    pub openbao_addr: Option<String>,
+
+    /// Default auth mount path of openbao sockets (built in: kubernetes).
+    #[arg(long = "openbao-mount")]
+    pub openbao_mount: Option<String>,
+
+    /// Default OpenBao namespace of openbao sockets (env BAO_NAMESPACE, else VAULT_NAMESPACE).
+    #[arg(long = "openbao-namespace")]
+    pub openbao_namespace: Option<String>,
+
+    /// Default PEM CA file for OpenBao's TLS certificate (env BAO_CACERT, else VAULT_CACERT).
+    #[arg(long = "openbao-tls-ca-cert")]
+    pub openbao_tls_ca_cert: Option<String>,
+
+    /// Default directory of PEM CA files (env BAO_CAPATH, else VAULT_CAPATH).
+    #[arg(long = "openbao-tls-ca-directory")]
+    pub openbao_tls_ca_directory: Option<String>,
+
+    /// Default TLS server name (env BAO_TLS_SERVER_NAME, else VAULT_TLS_SERVER_NAME).
+    #[arg(long = "openbao-tls-server-name")]
+    pub openbao_tls_server_name: Option<String>,
+
+    /// Default client certificate for mTLS (env BAO_CLIENT_CERT, else VAULT_CLIENT_CERT).
+    #[arg(long = "openbao-tls-client-cert")]
+    pub openbao_tls_client_cert: Option<String>,
+
+    /// Default client key for mTLS (env BAO_CLIENT_KEY, else VAULT_CLIENT_KEY).
+    #[arg(long = "openbao-tls-client-key")]
+    pub openbao_tls_client_key: Option<String>,
+
+    /// Skip verification of OpenBao's TLS certificate (insecure; env
+    /// BAO_SKIP_VERIFY, else VAULT_SKIP_VERIFY).
+    #[arg(long = "openbao-tls-skip-verify", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub openbao_tls_skip_verify: Option<bool>,
 
     /// Kubeconfig to use instead of the in-cluster configuration.
     #[arg(long, env = "KUBECONFIG")]
@@ -149,6 +225,11 @@ pub struct Flags {
     /// exceed it fails with RESOURCE_EXHAUSTED (the driver retries).
     #[arg(long = "max-inflight-bytes", default_value = "48MiB", value_parser = parse_size)]
     pub max_inflight_bytes: usize,
+
+    /// Most memory the credential ledger's held responses may take; beyond
+    /// it, new leased responses are returned but not held for reuse.
+    #[arg(long = "max-held-bytes", default_value = "16MiB", value_parser = parse_size)]
+    pub max_held_bytes: usize,
 
     /// Directories under which files a SecretProviderClass names
     /// (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath/KeyPath)
@@ -287,6 +368,59 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 20s or 2m: {e}"))
 }
 
+/// The process environment, read once at start-up and passed to whatever
+/// resolves defaults from it (tests build one from a list of pairs).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<OsString, OsString>,
+}
+
+impl Env {
+    /// A snapshot of this process's environment.
+    pub fn from_process() -> Env {
+        Env {
+            vars: std::env::vars_os().collect(),
+        }
+    }
+
+    /// An environment holding exactly `pairs`.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`: `None` when unset (an empty value is set).
+    pub fn get(&self, name: &str) -> Result<Option<&str>, String> {
+        match self.vars.get(std::ffi::OsStr::new(name)) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(Some)
+                .ok_or_else(|| format!("environment variable {name} is not valid UTF-8")),
+        }
+    }
+}
+
+/// One socket the provider serves, and the defaults it gives classes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    /// Where it listens.
+    pub path: PathBuf,
+    /// Which provider it stands in for.
+    pub flavor: Flavor,
+}
+
+/// A default, and the flag or environment variable it came from (for
+/// error messages).
+struct Picked {
+    value: String,
+    from: String,
+}
+
 impl Flags {
     /// Parses the process arguments, accepting Go-style `-flag` forms.
     pub fn parse_args<I, T>(args: I) -> Result<Flags, clap::Error>
@@ -297,44 +431,282 @@ impl Flags {
         Flags::try_parse_from(go_style_args(args.into_iter().map(Into::into)))
     }
 
+    /// The flavour of the `-endpoint` socket: `-flavor`, else what its file
+    /// name says (`openbao.sock`), else vault.
+    pub fn primary_flavor(&self) -> Flavor {
+        self.flavor
+            .or_else(|| self.endpoint.as_deref().and_then(Flavor::from_socket))
+            .unwrap_or_default()
+    }
+
+    /// The `-endpoint` socket (default `/tmp/<flavour>.sock`).
+    pub fn endpoint(&self) -> PathBuf {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| Path::new("/tmp").join(self.primary_flavor().socket_name()))
+    }
+
+    /// Every socket to serve: `-endpoint` first, then `-vault-endpoint` and
+    /// `-openbao-endpoint`. Two sockets at one path are refused.
+    pub fn sockets(&self) -> Result<Vec<Socket>, String> {
+        let mut sockets = vec![Socket {
+            path: self.endpoint(),
+            flavor: self.primary_flavor(),
+        }];
+        let extra = [
+            (&self.vault_endpoint, Flavor::Vault),
+            (&self.openbao_endpoint, Flavor::OpenBao),
+        ];
+        for (path, flavor) in extra {
+            let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+                continue;
+            };
+            if let Some(same) = sockets.iter().find(|s| &s.path == path) {
+                return Err(format!(
+                    "-{}-endpoint {} is also the {} socket: give each socket its own path",
+                    flavor.flag_prefix(),
+                    path.display(),
+                    same.flavor
+                ));
+            }
+            sockets.push(Socket {
+                path: path.clone(),
+                flavor,
+            });
+        }
+        Ok(sockets)
+    }
+
+    /// The object-version key Secret: `-hmac-secret-name`, else the default
+    /// of the `-endpoint` socket's flavour. One key serves every socket.
+    pub fn hmac_secret_name(&self) -> String {
+        self.hmac_secret_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.primary_flavor().default_hmac_secret_name().to_string())
+    }
+
     /// Where the ledger state lives: `None` when disabled.
     pub fn state_path(&self) -> Option<PathBuf> {
         match self.state_file.as_deref() {
             Some("off") | Some("") => None,
             Some(p) => Some(PathBuf::from(p)),
             None => Some(
-                self.endpoint
+                self.endpoint()
                     .parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join("vault-csi-provider.state"),
+                    .unwrap_or(Path::new("."))
+                    .join(format!("{}.state", self.primary_flavor().runtime_name())),
             ),
         }
     }
 
-    /// The Vault connection and auth mount defaults these flags (and their
-    /// environment fallbacks) give every SecretProviderClass.
+    /// The defaults of the `-endpoint` socket, from these flags and the
+    /// process environment (for the `mount` subcommand).
     pub fn defaults(&self) -> Result<crate::spc::Defaults, String> {
-        use crate::spc::{Defaults, TlsConfig, VaultConfig};
-        let addresses = crate::failover::Addresses::parse(&self.vault_addr).map_err(|e| format!("-vault-addr: {e}"))?;
-        let client_cert = match (&self.vault_tls_client_cert, &self.vault_tls_client_key) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        let env = Env::from_process();
+        self.check_flavor_flags(&[self.primary_flavor()])?;
+        self.defaults_for(self.primary_flavor(), &env)
+    }
+
+    /// Refuses connection flags of a flavour no socket serves: they would be
+    /// ignored, and the server address is not something to ignore quietly.
+    pub fn check_flavor_flags(&self, served: &[Flavor]) -> Result<(), String> {
+        for flavor in Flavor::ALL {
+            if served.contains(&flavor) {
+                continue;
+            }
+            if let Some(flag) = self.connection_flags_given(flavor).first() {
+                let other = match flavor {
+                    Flavor::Vault => Flavor::OpenBao,
+                    Flavor::OpenBao => Flavor::Vault,
+                };
+                return Err(format!(
+                    "{flag} sets a default for {flavor} sockets, but no {flavor} socket is served: use -{}{} for the {other} socket, or serve a {flavor} socket too (-{}-endpoint)",
+                    other.flag_prefix(),
+                    flag.trim_start_matches(&format!("-{}", flavor.flag_prefix())),
+                    flavor.flag_prefix(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection flags of `flavor` given on the command line.
+    fn connection_flags_given(&self, flavor: Flavor) -> Vec<String> {
+        let p = flavor.flag_prefix();
+        let strings = match flavor {
+            Flavor::Vault => [
+                &self.vault_addr,
+                &self.vault_mount,
+                &self.vault_namespace,
+                &self.vault_tls_ca_cert,
+                &self.vault_tls_ca_directory,
+                &self.vault_tls_server_name,
+                &self.vault_tls_client_cert,
+                &self.vault_tls_client_key,
+            ],
+            Flavor::OpenBao => [
+                &self.openbao_addr,
+                &self.openbao_mount,
+                &self.openbao_namespace,
+                &self.openbao_tls_ca_cert,
+                &self.openbao_tls_ca_directory,
+                &self.openbao_tls_server_name,
+                &self.openbao_tls_client_cert,
+                &self.openbao_tls_client_key,
+            ],
+        };
+        let skip = match flavor {
+            Flavor::Vault => self.vault_tls_skip_verify,
+            Flavor::OpenBao => self.openbao_tls_skip_verify,
+        };
+        let suffixes = [
+            "addr",
+            "mount",
+            "namespace",
+            "tls-ca-cert",
+            "tls-ca-directory",
+            "tls-server-name",
+            "tls-client-cert",
+            "tls-client-key",
+        ];
+        let mut given: Vec<String> = strings
+            .iter()
+            .zip(suffixes)
+            .filter(|(v, _)| v.is_some())
+            .map(|(_, s)| format!("-{p}-{s}"))
+            .collect();
+        if skip.is_some() {
+            given.push(format!("-{p}-tls-skip-verify"));
+        }
+        given
+    }
+
+    /// One connection default for a socket of `flavor`: its own flag, else
+    /// its environment variable; for openbao, `BAO_<var>` when it is set
+    /// (even to an empty string), else `VAULT_<var>`. The first source that
+    /// is present decides; an empty value there means the built-in default.
+    fn pick(
+        flavor: Flavor,
+        env: &Env,
+        flags: (&Option<String>, &Option<String>),
+        suffix: &str,
+        var: Option<&str>,
+    ) -> Result<Option<Picked>, String> {
+        let own = match flavor {
+            Flavor::Vault => flags.0,
+            Flavor::OpenBao => flags.1,
+        };
+        let found = match (own, var) {
+            (Some(v), _) => Some(Picked {
+                value: v.clone(),
+                from: format!("-{}-{suffix}", flavor.flag_prefix()),
+            }),
             (None, None) => None,
-            _ => return Err("-vault-tls-client-cert and -vault-tls-client-key must be set together".to_string()),
+            (None, Some(var)) => {
+                let names: &[String] = match flavor {
+                    Flavor::Vault => &[format!("VAULT_{var}")],
+                    Flavor::OpenBao => &[format!("BAO_{var}"), format!("VAULT_{var}")],
+                };
+                let mut found = None;
+                for name in names {
+                    if let Some(v) = env.get(name)? {
+                        found = Some(Picked {
+                            value: v.to_string(),
+                            from: name.clone(),
+                        });
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        Ok(found.filter(|p| !p.value.is_empty()))
+    }
+
+    /// The Vault connection and auth mount defaults a socket of `flavor`
+    /// gives every SecretProviderClass: its flavour's flags, then its
+    /// environment (env < flag < SPC).
+    pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<crate::spc::Defaults, String> {
+        use crate::spc::{Defaults, TlsConfig, VaultConfig};
+        let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
+        let addr = pick((&self.vault_addr, &self.openbao_addr), "addr", Some("ADDR"))?;
+        // One URL, or the nodes of one cluster as a comma-separated list.
+        let addresses = match &addr {
+            Some(a) => crate::failover::Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from))?,
+            None => crate::failover::Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}"))?,
+        };
+        let mount = pick((&self.vault_mount, &self.openbao_mount), "mount", None)?
+            .map(|p| p.value)
+            .unwrap_or_else(|| "kubernetes".to_string());
+        let namespace = pick(
+            (&self.vault_namespace, &self.openbao_namespace),
+            "namespace",
+            Some("NAMESPACE"),
+        )?
+        .map(|p| p.value);
+        let ca_cert = pick(
+            (&self.vault_tls_ca_cert, &self.openbao_tls_ca_cert),
+            "tls-ca-cert",
+            Some("CACERT"),
+        )?;
+        let ca_directory = pick(
+            (&self.vault_tls_ca_directory, &self.openbao_tls_ca_directory),
+            "tls-ca-directory",
+            Some("CAPATH"),
+        )?;
+        let server_name = pick(
+            (&self.vault_tls_server_name, &self.openbao_tls_server_name),
+            "tls-server-name",
+            Some("TLS_SERVER_NAME"),
+        )?;
+        let cert = pick(
+            (&self.vault_tls_client_cert, &self.openbao_tls_client_cert),
+            "tls-client-cert",
+            Some("CLIENT_CERT"),
+        )?;
+        let key = pick(
+            (&self.vault_tls_client_key, &self.openbao_tls_client_key),
+            "tls-client-key",
+            Some("CLIENT_KEY"),
+        )?;
+        let client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c.value), PathBuf::from(k.value))),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => {
+                let p = flavor.flag_prefix();
+                return Err(format!(
+                    "{} gives only half of the mTLS pair: -{p}-tls-client-cert and -{p}-tls-client-key (or their environment variables) must be set together",
+                    one.from
+                ));
+            }
+        };
+        let skip_flag = match flavor {
+            Flavor::Vault => self.vault_tls_skip_verify,
+            Flavor::OpenBao => self.openbao_tls_skip_verify,
+        };
+        let skip_verify = match skip_flag {
+            Some(b) => b,
+            None => match Flags::pick(flavor, env, (&None, &None), "tls-skip-verify", Some("SKIP_VERIFY"))? {
+                Some(p) => parse_go_bool(&p.value).map_err(|e| format!("{}: {e}", p.from))?,
+                None => false,
+            },
         };
         Ok(Defaults {
             vault: VaultConfig {
                 addresses,
-                namespace: self.vault_namespace.clone().filter(|n| !n.is_empty()),
+                namespace,
                 tls: TlsConfig {
-                    ca_cert: self.vault_tls_ca_cert.clone(),
-                    ca_directory: self.vault_tls_ca_directory.clone(),
-                    server_name: self.vault_tls_server_name.clone().filter(|n| !n.is_empty()),
+                    ca_cert: ca_cert.map(|p| PathBuf::from(p.value)),
+                    ca_directory: ca_directory.map(|p| PathBuf::from(p.value)),
+                    server_name: server_name.map(|p| p.value),
                     client_cert,
-                    skip_verify: self.vault_tls_skip_verify,
+                    skip_verify,
                 },
             },
-            auth_mount: self.vault_mount.clone(),
+            auth_mount: mount,
             policy: self.class_policy()?,
+            flavor,
         })
     }
 
@@ -370,12 +742,13 @@ impl Flags {
         .with_file_dirs(&dirs)
     }
 
-    /// The effective log level, taking the deprecated `-debug` into account.
+    /// The log level: `-log-level` when given; else debug when `-debug` is
+    /// true (openbao-helm passes only `--debug=<bool>`); else info.
     pub fn effective_log_level(&self) -> LogLevel {
-        if self.debug && matches!(self.log_level, LogLevel::Info | LogLevel::Warn | LogLevel::Error) {
-            LogLevel::Debug
-        } else {
-            self.log_level
+        match (self.log_level, self.debug) {
+            (Some(level), _) => level,
+            (None, true) => LogLevel::Debug,
+            (None, false) => LogLevel::Info,
         }
     }
 }
@@ -417,16 +790,322 @@ mod tests {
         Flags::parse_args(v).expect("flags parse")
     }
 
+    fn addr(s: &str) -> crate::failover::Addresses {
+        crate::failover::Addresses::parse(s).unwrap()
+    }
+
+    fn no_env() -> Env {
+        Env::from_pairs([])
+    }
+
     #[test]
     fn defaults_match_the_incumbent() {
         let f = parse(&[]);
-        assert_eq!(f.endpoint, PathBuf::from("/tmp/vault.sock"));
-        assert_eq!(f.log_level, LogLevel::Info);
+        assert_eq!(f.endpoint(), PathBuf::from("/tmp/vault.sock"));
+        assert_eq!(f.primary_flavor(), Flavor::Vault);
+        assert_eq!(f.effective_log_level(), LogLevel::Info);
         assert_eq!(f.health_addr, ":8080");
-        assert_eq!(f.hmac_secret_name, "vault-csi-provider-hmac-key");
+        assert_eq!(f.hmac_secret_name(), "vault-csi-provider-hmac-key");
         assert_eq!(f.cache_size, 1000);
-        assert_eq!(f.vault_mount, "kubernetes");
-        assert!(!f.vault_tls_skip_verify);
+        assert_eq!(f.state_path(), Some(PathBuf::from("/tmp/vault-csi-provider.state")));
+        let d = f.defaults_for(Flavor::Vault, &no_env()).unwrap();
+        assert_eq!(d.vault.addresses, addr(DEFAULT_ADDR));
+        assert_eq!(d.auth_mount, "kubernetes");
+        assert!(!d.vault.tls.skip_verify);
+        assert_eq!(d.flavor, Flavor::Vault);
+    }
+
+    #[test]
+    fn an_openbao_socket_gets_the_forks_defaults() {
+        // openbao-helm's arguments.
+        let f = parse(&[
+            "--endpoint=/provider/openbao.sock",
+            "--debug=false",
+            "--hmac-secret-name=openbao-csi-provider-hmac-key",
+        ]);
+        assert_eq!(f.primary_flavor(), Flavor::OpenBao);
+        assert_eq!(
+            f.sockets().unwrap(),
+            vec![Socket {
+                path: "/provider/openbao.sock".into(),
+                flavor: Flavor::OpenBao
+            }]
+        );
+        assert_eq!(
+            f.state_path(),
+            Some(PathBuf::from("/provider/openbao-csi-provider.state"))
+        );
+        // Without the flag, the Secret's name follows the socket's flavour.
+        let f = parse(&["--endpoint=/provider/openbao.sock"]);
+        assert_eq!(f.hmac_secret_name(), "openbao-csi-provider-hmac-key");
+        let d = f.defaults_for(Flavor::OpenBao, &no_env()).unwrap();
+        assert_eq!((d.flavor, d.auth_mount.as_str()), (Flavor::OpenBao, "kubernetes"));
+        assert_eq!(d.vault.addresses, addr(DEFAULT_ADDR));
+        // -flavor names it for a socket of any name; its default path follows.
+        let f = parse(&["-flavor=openbao"]);
+        assert_eq!(f.endpoint(), PathBuf::from("/tmp/openbao.sock"));
+        let f = parse(&["-flavor=openbao", "-endpoint=/run/p.sock"]);
+        assert_eq!(f.primary_flavor(), Flavor::OpenBao);
+        assert_eq!(parse(&["-endpoint=/run/p.sock"]).primary_flavor(), Flavor::Vault);
+        assert!(Flags::parse_args(["p", "-flavor=consul"]).is_err());
+    }
+
+    #[test]
+    fn both_sockets_at_once_each_with_its_flavour() {
+        let f = parse(&[
+            "-endpoint=/provider/vault.sock",
+            "-openbao-endpoint=/provider/openbao.sock",
+            "-vault-addr=https://vault.example:8200",
+            "-openbao-addr=https://bao.example:8200",
+            "-openbao-mount=bao-k8s",
+        ]);
+        let sockets = f.sockets().unwrap();
+        assert_eq!(
+            sockets.iter().map(|s| s.flavor).collect::<Vec<_>>(),
+            vec![Flavor::Vault, Flavor::OpenBao]
+        );
+        assert!(f.check_flavor_flags(&[Flavor::Vault, Flavor::OpenBao]).is_ok());
+        // One key Secret, the -endpoint socket's.
+        assert_eq!(f.hmac_secret_name(), "vault-csi-provider-hmac-key");
+        let v = f.defaults_for(Flavor::Vault, &no_env()).unwrap();
+        let b = f.defaults_for(Flavor::OpenBao, &no_env()).unwrap();
+        assert_eq!(v.vault.addresses, addr("https://vault.example:8200"));
+        assert_eq!(b.vault.addresses, addr("https://bao.example:8200"));
+        assert_eq!(
+            (v.auth_mount.as_str(), b.auth_mount.as_str()),
+            ("kubernetes", "bao-k8s")
+        );
+        // openbao-helm's socket plus a vault one.
+        let f = parse(&[
+            "--endpoint=/provider/openbao.sock",
+            "--vault-endpoint=/provider/vault.sock",
+        ]);
+        assert_eq!(
+            f.sockets().unwrap().iter().map(|s| s.flavor).collect::<Vec<_>>(),
+            vec![Flavor::OpenBao, Flavor::Vault]
+        );
+        assert_eq!(f.hmac_secret_name(), "openbao-csi-provider-hmac-key");
+        let same = parse(&[
+            "-endpoint=/provider/vault.sock",
+            "-openbao-endpoint=/provider/vault.sock",
+        ]);
+        assert!(same.sockets().unwrap_err().contains("its own path"));
+    }
+
+    #[test]
+    fn flags_of_a_flavour_no_socket_serves_are_refused() {
+        let f = parse(&["-endpoint=/provider/openbao.sock", "-vault-addr=https://v:8200"]);
+        let e = f.check_flavor_flags(&[Flavor::OpenBao]).unwrap_err();
+        assert!(e.contains("-vault-addr") && e.contains("-openbao-addr"), "{e}");
+        let f = parse(&["-openbao-tls-skip-verify=false"]);
+        let e = f.check_flavor_flags(&[Flavor::Vault]).unwrap_err();
+        assert!(
+            e.contains("-openbao-tls-skip-verify") && e.contains("-openbao-endpoint"),
+            "{e}"
+        );
+        assert!(parse(&[]).check_flavor_flags(&[Flavor::Vault]).is_ok());
+    }
+
+    #[test]
+    fn every_openbao_flag_stands_next_to_its_vault_twin() {
+        let f = parse(&[
+            "-vault-endpoint=/v.sock",
+            "-openbao-endpoint=/b.sock",
+            "-vault-addr=https://v:1",
+            "-openbao-addr=https://b:1",
+            "-vault-mount=vm",
+            "-openbao-mount=bm",
+            "-vault-namespace=vn",
+            "-openbao-namespace=bn",
+            "-vault-tls-ca-cert=/v/ca",
+            "-openbao-tls-ca-cert=/b/ca",
+            "-vault-tls-ca-directory=/v/cad",
+            "-openbao-tls-ca-directory=/b/cad",
+            "-vault-tls-server-name=v.name",
+            "-openbao-tls-server-name=b.name",
+            "-vault-tls-client-cert=/v/c",
+            "-openbao-tls-client-cert=/b/c",
+            "-vault-tls-client-key=/v/k",
+            "-openbao-tls-client-key=/b/k",
+            "-vault-tls-skip-verify=false",
+            "-openbao-tls-skip-verify",
+        ]);
+        // The environment loses to every flag.
+        let env = Env::from_pairs([
+            ("VAULT_ADDR", "https://env:1"),
+            ("BAO_ADDR", "https://env:2"),
+            ("VAULT_SKIP_VERIFY", "true"),
+            ("BAO_SKIP_VERIFY", "false"),
+        ]);
+        for (flavor, p) in [(Flavor::Vault, "v"), (Flavor::OpenBao, "b")] {
+            let d = f.defaults_for(flavor, &env).unwrap();
+            assert_eq!(d.vault.addresses, addr(&format!("https://{p}:1")), "{flavor}");
+            assert_eq!(d.auth_mount, format!("{p}m"));
+            assert_eq!(d.vault.namespace, Some(format!("{p}n")));
+            let tls = &d.vault.tls;
+            assert_eq!(tls.ca_cert, Some(PathBuf::from(format!("/{p}/ca"))));
+            assert_eq!(tls.ca_directory, Some(PathBuf::from(format!("/{p}/cad"))));
+            assert_eq!(tls.server_name, Some(format!("{p}.name")));
+            assert_eq!(
+                tls.client_cert,
+                Some((PathBuf::from(format!("/{p}/c")), PathBuf::from(format!("/{p}/k"))))
+            );
+            assert_eq!(tls.skip_verify, flavor == Flavor::OpenBao);
+        }
+        let half = parse(&["-openbao-endpoint=/b.sock", "-openbao-tls-client-cert=/b/c"]);
+        let e = half.defaults_for(Flavor::OpenBao, &no_env()).unwrap_err();
+        assert!(e.contains("-openbao-tls-client-key"), "{e}");
+    }
+
+    #[test]
+    fn addresses_take_a_list_of_nodes() {
+        let d = parse(&["-vault-addr=http://n1:8200,http://n2:8200, http://n3:8200"])
+            .defaults_for(Flavor::Vault, &no_env())
+            .unwrap();
+        assert_eq!(d.vault.addresses, addr("http://n1:8200,http://n2:8200,http://n3:8200"));
+        let env = Env::from_pairs([("BAO_ADDR", "https://bao-0:8200,https://bao-1:8200")]);
+        let d = parse(&["-endpoint=/provider/openbao.sock"])
+            .defaults_for(Flavor::OpenBao, &env)
+            .unwrap();
+        assert_eq!(d.vault.addresses.len(), 2);
+        let e = parse(&["-vault-addr=http://n1:8200,http://n1:8200"])
+            .defaults_for(Flavor::Vault, &no_env())
+            .unwrap_err();
+        assert!(e.contains("-vault-addr") && e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn bao_env_wins_when_set_even_empty_and_vault_env_only_when_unset() {
+        let f = parse(&["-endpoint=/provider/openbao.sock"]);
+        let bao = |pairs: &[(&str, &str)]| {
+            f.defaults_for(Flavor::OpenBao, &Env::from_pairs(pairs.iter().copied()))
+                .unwrap()
+                .vault
+                .addresses
+        };
+        let vault_addr = ("VAULT_ADDR", "unix:///var/run/vault/agent.sock");
+        // BAO_ADDR unset: VAULT_ADDR (what both charts set).
+        assert_eq!(bao(&[vault_addr]), addr("unix:///var/run/vault/agent.sock"));
+        // BAO_ADDR empty: it still wins, and empty means the built-in default.
+        assert_eq!(bao(&[vault_addr, ("BAO_ADDR", "")]), addr(DEFAULT_ADDR));
+        // BAO_ADDR set: it wins.
+        assert_eq!(
+            bao(&[vault_addr, ("BAO_ADDR", "https://bao.example:8200")]),
+            addr("https://bao.example:8200")
+        );
+        assert_eq!(bao(&[]), addr(DEFAULT_ADDR));
+        // The flag beats both.
+        let flagged = parse(&["-endpoint=/provider/openbao.sock", "-openbao-addr=https://flag:8200"]);
+        let env = Env::from_pairs([vault_addr, ("BAO_ADDR", "https://bao.example:8200")]);
+        assert_eq!(
+            flagged.defaults_for(Flavor::OpenBao, &env).unwrap().vault.addresses,
+            addr("https://flag:8200")
+        );
+        // A vault socket reads VAULT_* only, as HashiCorp's provider.
+        let env = Env::from_pairs([("BAO_ADDR", "https://bao.example:8200")]);
+        assert_eq!(
+            parse(&[]).defaults_for(Flavor::Vault, &env).unwrap().vault.addresses,
+            addr(DEFAULT_ADDR)
+        );
+        // A bad value names the variable it came from.
+        let env = Env::from_pairs([("BAO_ADDR", "ftp://x"), ("VAULT_ADDR", "https://ok:1")]);
+        let e = f.defaults_for(Flavor::OpenBao, &env).unwrap_err();
+        assert!(e.starts_with("BAO_ADDR: "), "{e}");
+    }
+
+    #[test]
+    fn every_bao_variable_falls_back_to_its_vault_twin_only_when_unset() {
+        let f = parse(&["-endpoint=/provider/openbao.sock"]);
+        type Get = fn(&crate::spc::Defaults) -> Option<String>;
+        let cases: [(&str, &str, &str, Get); 6] = [
+            ("NAMESPACE", "bao-ns", "vault-ns", |d| d.vault.namespace.clone()),
+            ("CACERT", "/bao/ca.pem", "/vault/ca.pem", |d| {
+                d.vault.tls.ca_cert.as_ref().map(|p| p.display().to_string())
+            }),
+            ("CAPATH", "/bao/ca.d", "/vault/ca.d", |d| {
+                d.vault.tls.ca_directory.as_ref().map(|p| p.display().to_string())
+            }),
+            ("TLS_SERVER_NAME", "bao.name", "vault.name", |d| {
+                d.vault.tls.server_name.clone()
+            }),
+            ("CLIENT_CERT", "/bao/c", "/vault/c", |d| {
+                d.vault.tls.client_cert.as_ref().map(|(c, _)| c.display().to_string())
+            }),
+            ("CLIENT_KEY", "/bao/k", "/vault/k", |d| {
+                d.vault.tls.client_cert.as_ref().map(|(_, k)| k.display().to_string())
+            }),
+        ];
+        for (var, bao_value, vault_value, get) in cases {
+            let bao_var = format!("BAO_{var}");
+            let vault_var = format!("VAULT_{var}");
+            // The mTLS pair must be complete: give the other half in both.
+            let mut base: Vec<(&str, &str)> = Vec::new();
+            if var == "CLIENT_CERT" {
+                base.push(("VAULT_CLIENT_KEY", "/pair/k"));
+            }
+            if var == "CLIENT_KEY" {
+                base.push(("VAULT_CLIENT_CERT", "/pair/c"));
+            }
+            let resolve = |flavor: Flavor, pairs: &[(&str, &str)]| {
+                let mut all = base.clone();
+                all.extend_from_slice(pairs);
+                get(&f.defaults_for(flavor, &Env::from_pairs(all)).unwrap())
+            };
+            let both = [(bao_var.as_str(), bao_value), (vault_var.as_str(), vault_value)];
+            assert_eq!(
+                resolve(Flavor::OpenBao, &both).as_deref(),
+                Some(bao_value),
+                "{bao_var} set"
+            );
+            assert_eq!(
+                resolve(Flavor::Vault, &both).as_deref(),
+                Some(vault_value),
+                "{vault_var} for vault"
+            );
+            assert_eq!(
+                resolve(Flavor::OpenBao, &both[1..]).as_deref(),
+                Some(vault_value),
+                "{bao_var} unset"
+            );
+            if !var.starts_with("CLIENT_") {
+                assert_eq!(
+                    resolve(
+                        Flavor::OpenBao,
+                        &[(bao_var.as_str(), ""), (vault_var.as_str(), vault_value)]
+                    ),
+                    None,
+                    "{bao_var} empty"
+                );
+            }
+        }
+        // BAO_SKIP_VERIFY: empty wins over VAULT_SKIP_VERIFY=true; a bad
+        // value is an error naming the variable.
+        let skip = |pairs: &[(&str, &str)]| f.defaults_for(Flavor::OpenBao, &Env::from_pairs(pairs.iter().copied()));
+        assert!(skip(&[("VAULT_SKIP_VERIFY", "true")]).unwrap().vault.tls.skip_verify);
+        assert!(
+            !skip(&[("VAULT_SKIP_VERIFY", "true"), ("BAO_SKIP_VERIFY", "")])
+                .unwrap()
+                .vault
+                .tls
+                .skip_verify
+        );
+        assert!(skip(&[("BAO_SKIP_VERIFY", "1")]).unwrap().vault.tls.skip_verify);
+        let e = skip(&[("BAO_SKIP_VERIFY", "maybe")]).unwrap_err();
+        assert!(e.contains("BAO_SKIP_VERIFY"), "{e}");
+    }
+
+    #[test]
+    fn debug_and_log_level() {
+        let level = |args: &[&str]| parse(args).effective_log_level();
+        // openbao-helm passes --debug=<csi.debug> and never --log-level.
+        assert_eq!(level(&["--debug=true"]), LogLevel::Debug);
+        assert_eq!(level(&["--debug=false"]), LogLevel::Info);
+        assert_eq!(level(&["-debug"]), LogLevel::Debug);
+        // An explicit -log-level wins, in either direction.
+        assert_eq!(level(&["--debug=false", "--log-level=debug"]), LogLevel::Debug);
+        assert_eq!(level(&["--debug=true", "--log-level=warn"]), LogLevel::Warn);
+        assert_eq!(level(&["--log-level=trace", "--debug=true"]), LogLevel::Trace);
+        assert_eq!(level(&[]), LogLevel::Info);
     }
 
     #[test]
@@ -439,27 +1118,18 @@ mod tests {
             "-vault-tls-skip-verify",
             "-cache-size=-1",
         ]);
-        assert_eq!(f.endpoint, PathBuf::from("/provider/vault.sock"));
-        assert_eq!(f.log_level, LogLevel::Debug);
-        assert_eq!(f.hmac_secret_name, "rel-csi-provider-hmac-key");
-        assert!(f.vault_tls_skip_verify);
+        assert_eq!(f.endpoint(), PathBuf::from("/provider/vault.sock"));
+        assert_eq!(f.effective_log_level(), LogLevel::Debug);
+        assert_eq!(f.hmac_secret_name(), "rel-csi-provider-hmac-key");
+        assert_eq!(f.vault_tls_skip_verify, Some(true));
         assert_eq!(f.cache_size, -1);
         let f = parse(&["-vault-tls-skip-verify=false", "-debug"]);
-        assert!(!f.vault_tls_skip_verify);
+        assert_eq!(f.vault_tls_skip_verify, Some(false));
         assert_eq!(f.effective_log_level(), LogLevel::Debug);
-    }
-
-    #[test]
-    fn vault_addr_takes_a_list_of_nodes() {
-        let d = parse(&["-vault-addr=http://n1:8200,http://n2:8200, http://n3:8200"])
-            .defaults()
-            .unwrap();
-        assert_eq!(d.vault.addresses.len(), 3);
-        assert_eq!(d.vault.addresses.first().to_string(), "http://n1:8200");
-        let e = parse(&["-vault-addr=http://n1:8200,http://n1:8200"])
-            .defaults()
-            .unwrap_err();
-        assert!(e.starts_with("-vault-addr: ") && e.contains("listed twice"), "{e}");
+        // As with Go's flag package, the last -endpoint wins.
+        let f = parse(&["-endpoint=/a/vault.sock", "-endpoint=/b/openbao.sock"]);
+        assert_eq!(f.sockets().unwrap().len(), 1);
+        assert_eq!(f.primary_flavor(), Flavor::OpenBao);
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub enum Error {
     #[error("{0}")]
     SyncRefused(String),
 
+    /// The request does not prove it comes from the pod it names (its
+    /// service-account token names another pod, is expired or forged, or the
+    /// pod does not run on this node).
+    #[error("{0}")]
+    NotThisPod(String),
+
     /// The files would exceed what the driver accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -77,7 +83,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidRequest(_) => Code::InvalidArgument,
-            Error::VaultDenied(_) | Error::KubeDenied(_) => Code::PermissionDenied,
+            Error::VaultDenied(_) | Error::KubeDenied(_) | Error::NotThisPod(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
             Error::VaultRejected(_) | Error::SyncRefused(_) => Code::FailedPrecondition,
             Error::VaultUnavailable(_) | Error::KubeUnavailable(_) => Code::Unavailable,
@@ -102,6 +108,7 @@ impl Error {
             Error::BadResponse(_) => "bad_response",
             Error::Timeout(_) => "timeout",
             Error::TooLarge(_) => "too_large",
+            Error::NotThisPod(_) => "not_this_pod",
             Error::SyncRefused(_) => "sync_refused",
             Error::Internal(_) => "internal",
         }
@@ -122,6 +129,7 @@ impl Error {
             Error::BadResponse(m) => Error::BadResponse(wrap(m)),
             Error::Timeout(m) => Error::Timeout(wrap(m)),
             Error::TooLarge(m) => Error::TooLarge(wrap(m)),
+            Error::NotThisPod(m) => Error::NotThisPod(wrap(m)),
             Error::SyncRefused(m) => Error::SyncRefused(wrap(m)),
             Error::Internal(m) => Error::Internal(wrap(m)),
         }
@@ -222,6 +230,7 @@ mod tests {
             (Error::Timeout(String::new()), Code::DeadlineExceeded),
             (Error::TooLarge(String::new()), Code::ResourceExhausted),
             (Error::SyncRefused(String::new()), Code::FailedPrecondition),
+            (Error::NotThisPod(String::new()), Code::PermissionDenied),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{}", err.kind());

@@ -602,30 +602,6 @@ impl HttpClient {
     }
 }
 
-impl HttpClient {
-    /// Sends a request and returns the status and the body as it arrives,
-    /// for long-lived responses (watches). Only the wait for the response
-    /// head is bounded by the timeout.
-    pub async fn send_streaming(&self, req: Request) -> Result<(u16, hyper::body::Incoming), HttpError> {
-        let uri = format!("{}{}", self.base, req.path_and_query);
-        let mut builder = http::Request::builder().method(req.method).uri(uri);
-        for (name, value) in &req.headers {
-            builder = builder.header(name, value);
-        }
-        let request = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| HttpError::Build(e.to_string()))?;
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok((response.status().as_u16(), response.into_body())),
-            Ok(Err(e)) if e.is_connect() => Err(HttpError::Connect(describe(&e))),
-            Ok(Err(e)) => Err(HttpError::Broken(describe(&e))),
-            Err(_) => Err(HttpError::Timeout(self.timeout)),
-        }
-    }
-}
-
-/// Flattens an error chain into one line: hyper's top-level message alone
-/// ("client error (Connect)") says nothing useful.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();

@@ -71,6 +71,10 @@ pub struct TokenKey {
     pub auth_mount: String,
     /// Audience of the pod token.
     pub audience: Option<String>,
+    /// The flavour of the socket: with no audience named, vault and openbao
+    /// sockets log in with different tokens (audience `vault` or `openbao`).
+    #[serde(default)]
+    pub flavor: crate::flavor::Flavor,
     /// Vault connection.
     pub vault: VaultConfig,
 }
@@ -89,7 +93,20 @@ pub struct LedgerSettings {
     pub capacity: usize,
     /// Where the encrypted state lives; `None` keeps it in memory only.
     pub state_file: Option<PathBuf>,
+    /// This node's name, bound into the state file's encryption: a file
+    /// carried to another node (where the same cluster key opens it) is
+    /// refused there.
+    pub node: Option<String>,
+    /// Most memory the held responses may take together (their parsed
+    /// size); beyond it, new leased responses are returned but not held.
+    pub max_held_bytes: usize,
 }
+
+/// Default for [`LedgerSettings::max_held_bytes`] (`-max-held-bytes`).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+/// A leased response larger than this (parsed) is never held: real leases
+/// and certificates are a few KiB.
+pub const MAX_HELD_RESPONSE: usize = 256 * 1024;
 
 /// A Vault token is not handed to a new mount this close to its expiry
 /// (less for very short TTLs, see [`margin`]).
@@ -177,6 +194,11 @@ struct Inner {
     entries: HashMap<TokenKey, Entry>,
     retiring: Vec<Retirement>,
     dirty: bool,
+    /// The generation of the state file last read or written; every write
+    /// goes one higher, and a file of a lower generation is never resumed.
+    generation: u64,
+    /// Whether the last response refused for the memory bound was logged.
+    warned_full: bool,
 }
 
 impl Inner {
@@ -437,11 +459,32 @@ impl Ledger {
             return;
         };
         let grace = self.settings.grace;
+        let size = crate::budget::json_footprint(response);
+        if size > MAX_HELD_RESPONSE {
+            tracing::debug!(pod = %key.pod.name, bytes = size, "a leased response this large is not held; it is read anew on every mount");
+            return;
+        }
         let mut inner = self.lock();
+        let held: usize = inner
+            .entries
+            .values()
+            .flat_map(|e| e.credentials.iter())
+            .filter(|c| &c.read != read)
+            .map(|c| crate::budget::json_footprint(&c.response))
+            .sum();
+        if held + size > self.settings.max_held_bytes {
+            if !inner.warned_full {
+                tracing::warn!(held_bytes = held, limit = self.settings.max_held_bytes, "the credential ledger is full (-max-held-bytes): new leased responses are returned but not held, so they are issued anew on every mount");
+                inner.warned_full = true;
+            }
+            return;
+        }
+        inner.warned_full = false;
         let Inner {
             entries,
             retiring,
             dirty,
+            ..
         } = &mut *inner;
         let Some(entry) = entries.get_mut(key) else {
             return;
@@ -705,18 +748,25 @@ impl Ledger {
     /// Writes the state file if anything changed, encrypted with `key`.
     pub fn persist(&self, key: &[u8; 32]) {
         let Some(path) = &self.settings.state_file else { return };
-        let state = {
+        let (state, generation) = {
             let mut inner = self.lock();
             if !inner.dirty {
                 return;
             }
             inner.dirty = false;
-            State {
+            inner.generation += 1;
+            let state = State {
                 entries: inner.entries.values().cloned().collect(),
                 retiring: inner.retiring.clone(),
-            }
+            };
+            (state, inner.generation)
         };
-        if let Err(e) = write_state(path, key, &state) {
+        let seal = Seal {
+            key,
+            node: self.settings.node.as_deref().unwrap_or_default(),
+            generation,
+        };
+        if let Err(e) = write_state(path, &seal, &state) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the ledger state file");
             self.lock().dirty = true;
         }
@@ -735,10 +785,15 @@ impl Ledger {
                 return;
             }
         };
-        match open_state(key, &bytes) {
-            Ok(state) => {
+        let node = self.settings.node.as_deref().unwrap_or_default();
+        match open_state(key, node, &bytes) {
+            Ok((_, generation)) if generation < self.lock().generation => {
+                tracing::warn!(path = %path.display(), generation, "ignoring an older ledger state file than this process has seen");
+            }
+            Ok((state, generation)) => {
                 let now = self.clock.now();
                 let mut inner = self.lock();
+                inner.generation = generation;
                 let mut restored = 0;
                 for e in state.entries {
                     // Entries made by mounts since start-up are newer: keep them.
@@ -772,57 +827,104 @@ fn lease_of(response: &Json, now: SystemTime) -> Option<(String, Duration, bool)
     Some((String::new(), ttl, false))
 }
 
-const MAGIC: &[u8] = b"VCPLEDGER1";
+/// The state file format: this magic, the generation (8 bytes, big-endian),
+/// a 12-byte nonce, then the AES-256-GCM sealed JSON. The authenticated data
+/// is the magic, the generation and the node's name, so neither the header
+/// nor the node can be changed without the file being refused.
+const MAGIC: &[u8] = b"VCPLEDGER2";
+const NONCE_LEN: usize = 12;
 
-fn write_state(path: &std::path::Path, key: &[u8; 32], state: &State) -> std::io::Result<()> {
+/// What a state file is sealed with, besides its content.
+struct Seal<'a> {
+    key: &'a [u8; 32],
+    node: &'a str,
+    generation: u64,
+}
+
+fn additional_data(node: &str, generation: u64) -> Vec<u8> {
+    let mut aad = MAGIC.to_vec();
+    aad.extend_from_slice(&generation.to_be_bytes());
+    aad.extend_from_slice(&(node.len() as u64).to_be_bytes());
+    aad.extend_from_slice(node.as_bytes());
+    aad
+}
+
+fn write_state(path: &std::path::Path, seal: &Seal<'_>, state: &State) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let rng = ring::rand::SystemRandom::new();
     let plain = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    let mut nonce = [0u8; 12];
-    ring::rand::SystemRandom::new()
-        .fill(&mut nonce)
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)
         .map_err(|_| std::io::Error::other("no randomness"))?;
     let sealing = aead::LessSafeKey::new(
-        aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| std::io::Error::other("bad key"))?,
+        aead::UnboundKey::new(&aead::AES_256_GCM, seal.key).map_err(|_| std::io::Error::other("bad key"))?,
     );
     let mut data = plain;
     sealing
         .seal_in_place_append_tag(
             aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(MAGIC),
+            aead::Aad::from(additional_data(seal.node, seal.generation)),
             &mut data,
         )
         .map_err(|_| std::io::Error::other("encryption failed"))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    // The directory is shared with the driver and other providers: the
+    // temporary file gets a name nobody can guess, is created only if it
+    // does not exist, and a symlink planted in its place is not followed.
+    let mut suffix = [0u8; 8];
+    rng.fill(&mut suffix)
+        .map_err(|_| std::io::Error::other("no randomness"))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&seal.generation.to_be_bytes())?;
+        f.write_all(&nonce)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself must survive a crash too.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(MAGIC)?;
-    f.write_all(&nonce)?;
-    f.write_all(&data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    written
 }
 
-fn open_state(key: &[u8; 32], bytes: &[u8]) -> Result<State, &'static str> {
-    let rest = bytes.strip_prefix(MAGIC).ok_or("not a ledger state file")?;
-    if rest.len() < 12 + aead::AES_256_GCM.tag_len() {
+/// Opens a state file written on `node`: its content and generation.
+fn open_state(key: &[u8; 32], node: &str, bytes: &[u8]) -> Result<(State, u64), &'static str> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("not a ledger state file of this version")?;
+    if rest.len() < 8 + NONCE_LEN + aead::AES_256_GCM.tag_len() {
         return Err("truncated");
     }
-    let (nonce, sealed) = rest.split_at(12);
+    let (generation, rest) = rest.split_at(8);
+    let generation = u64::from_be_bytes(generation.try_into().map_err(|_| "truncated")?);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
     let opening = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| "bad key")?);
     let mut data = sealed.to_vec();
     let plain = opening
-        .open_in_place(nonce, aead::Aad::from(MAGIC), &mut data)
-        .map_err(|_| "authentication failed")?;
-    serde_json::from_slice(plain).map_err(|_| "unreadable content")
+        .open_in_place(nonce, aead::Aad::from(additional_data(node, generation)), &mut data)
+        .map_err(|_| "authentication failed (another key or node, or tampered with)")?;
+    let state = serde_json::from_slice(plain).map_err(|_| "unreadable content")?;
+    Ok((state, generation))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! driver: it logs in to Vault as the mounting pod, reads the secrets its
 //! SecretProviderClass names, and returns them to the driver as files.
 //!
-//! Module map: [`config`] (flags), [`spc`] (parsing a Mount request),
+//! Module map: [`config`] (flags), [`flavor`] (Vault or OpenBao defaults
+//! per socket), [`spc`] (parsing a Mount request),
 //! [`mount`] (how a mount works), [`render`] (how files and versions are
 //! made), [`vault`] (talking to Vault), [`kube`]
 //! (talking to Kubernetes), [`versions`] (object versions), [`http`] (the
@@ -13,12 +14,15 @@
 //! and harness helpers, not used by the provider binary).
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod flavor;
 pub mod http;
+pub mod identity;
 pub mod kube;
 pub mod ledger;
 pub mod logging;

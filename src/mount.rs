@@ -15,7 +15,8 @@ use serde_json::Value as Json;
 
 use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::error::{Error, Result};
-use crate::kube::{KubeClient, KubeError};
+use crate::identity::{IssuerKeys, Proof};
+use crate::kube::KubeClient;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
 use crate::render;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Concurrent Vault reads within one mount.
     pub fetch_concurrency: usize,
+    /// This node's name: a pod that does not run here gets no token.
+    pub node_name: Option<String>,
 }
 
 /// The raw fields of a Mount request.
@@ -102,7 +105,19 @@ pub struct Mounter {
     syncer: Syncer,
     metrics: Arc<Metrics>,
     memory: Arc<MemoryBudget>,
+    /// The cluster's issuer keys, to prove a request's pod on a cache hit.
+    issuer: IssuerKeys,
+    /// Per pod uid: the SHA-256 of the JWT Vault last reviewed at login,
+    /// the proof left when the issuer keys cannot be read.
+    reviewed: std::sync::Mutex<HashMap<String, [u8; 32]>>,
+    /// Per pod uid: when it was last seen scheduled to this node.
+    on_node: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a pod seen on this node is trusted to stay there.
+const NODE_CHECK_TTL: Duration = Duration::from_secs(60);
+/// Bound on the per-pod proof caches; they are cleared when reached.
+const MAX_PROOFS: usize = 16_384;
 
 impl Mounter {
     /// Builds the mount logic. Without a Kubernetes client, pods must carry
@@ -115,7 +130,11 @@ impl Mounter {
         pool: Arc<VaultPool>,
     ) -> Mounter {
         let syncer = Syncer::new(kube.clone());
+        let issuer = IssuerKeys::new(kube.clone());
         Mounter {
+            issuer,
+            reviewed: Default::default(),
+            on_node: Default::default(),
             settings,
             kube,
             versions,
@@ -156,12 +175,13 @@ impl Mounter {
 
     /// Performs one mount, giving up at `deadline`.
     pub async fn mount(&self, input: &MountInput, deadline: Instant) -> Result<MountOutput> {
-        let spec = spc::parse_mount(
-            &input.attributes,
-            &input.secrets,
-            &input.permission,
-            &self.settings.defaults,
-        )?;
+        self.mount_with(input, deadline, &self.settings.defaults).await
+    }
+
+    /// Performs one mount with the defaults of the socket it came in on
+    /// (each socket has its flavour's: audience, address, auth mount).
+    pub async fn mount_with(&self, input: &MountInput, deadline: Instant, defaults: &Defaults) -> Result<MountOutput> {
+        let spec = spc::parse_mount(&input.attributes, &input.secrets, &input.permission, defaults)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let what = format!(
             "mount for pod {}/{} timed out after {:?}",
@@ -298,11 +318,36 @@ impl Mounter {
             .await
     }
 
-    /// A valid Vault token for the pod: held by the ledger, or from a fresh login.
+    /// A valid Vault token for the pod: held by the ledger, or from a fresh
+    /// login. A held token goes only to a request that proves its pod (see
+    /// [`crate::identity`]); one that cannot is served by a fresh login,
+    /// which Vault's own review proves.
     async fn token(&self, spec: &MountSpec, key: &TokenKey, client: &VaultClient) -> Result<(VaultToken, bool)> {
+        let proof = match &spec.provided_token {
+            Some(t) => Some(self.issuer.prove(&t.token, &spec.pod).await.map_err(|e| {
+                Error::NotThisPod(format!(
+                    "mount for pod {}/{} refused: {e}",
+                    spec.pod.namespace, spec.pod.name
+                ))
+            })?),
+            None => None,
+        };
         if let Some(t) = self.ledger.token(key) {
-            self.metrics.token_cache_hit();
-            return Ok((t, true));
+            let proven = match (&proof, &spec.provided_token) {
+                (Some(Proof::Verified), _) => true,
+                (Some(Proof::ClaimsOnly(_)), Some(jwt)) => self.was_reviewed(&spec.pod.uid, &jwt.token),
+                // The provider mints this pod's tokens itself: the pod must
+                // at least run on this node.
+                _ => {
+                    self.check_on_node(spec).await?;
+                    true
+                }
+            };
+            if proven {
+                self.metrics.token_cache_hit();
+                return Ok((t, true));
+            }
+            tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "the request's token is not the one Vault reviewed and cannot be verified here: logging in again");
         }
         self.metrics.token_cache_miss();
         let jwt = self.service_account_token(spec).await?;
@@ -310,6 +355,7 @@ impl Mounter {
             .login(&spec.auth_mount, &spec.role, &jwt)
             .await
             .map_err(|e| login_error(spec, e))?;
+        self.remember_reviewed(&spec.pod.uid, &jwt);
         tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %token.accessor, "logged in to Vault");
         self.ledger.store_token(key, token.clone());
         Ok((token, false))
@@ -328,10 +374,10 @@ impl Mounter {
         let Some(kube) = &self.kube else {
             return Err(Error::InvalidRequest(format!(
                 "no service-account token for audience {:?} in the volume context of pod {}/{}, and no Kubernetes API access to request one: add tokenRequests: [{{audience: {}}}] to the CSIDriver object",
-                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE),
+                spec.token_audience(),
                 pod.namespace,
                 pod.name,
-                spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE)
+                spec.token_audience()
             )));
         };
         if pod.name.is_empty() || pod.uid.is_empty() {
@@ -339,6 +385,7 @@ impl Mounter {
                 "pod name and uid are missing from the volume context: set podInfoOnMount: true on the CSIDriver object".into(),
             ));
         }
+        self.check_on_node(spec).await?;
         let audiences: Vec<String> = spec.audience.iter().cloned().collect();
         let issued = kube
             .create_token(&pod.namespace, &pod.service_account, &audiences, REQUESTED_TOKEN_SECONDS, &pod.name, &pod.uid)
@@ -348,16 +395,79 @@ impl Mounter {
                     "requesting a token for service account {}/{} (pod {}) from the Kubernetes API",
                     pod.namespace, pod.service_account, pod.name
                 );
-                match e {
-                    KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-                        "{what}: {e}. Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: vault}}] to the CSIDriver so kubelet passes the token"
-                    )),
-                    KubeError::Status { code: 404, .. } => Error::NotFound(format!("{what}: {e}")),
-                    KubeError::Status { code, .. } if code < 500 => Error::InvalidRequest(format!("{what}: {e}")),
-                    other => Error::KubeUnavailable(format!("{what}: {other}")),
-                }
+                e.classify(
+                    &what,
+                    &format!(
+                        "Grant the provider create on serviceaccounts/token, or add tokenRequests: [{{audience: {}}}] to the CSIDriver so kubelet passes the token",
+                        spec.token_audience()
+                    ),
+                )
             })?;
         Ok(issued.token)
+    }
+}
+
+impl Mounter {
+    fn remember_reviewed(&self, uid: &str, jwt: &str) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, jwt.as_bytes());
+        let mut seen = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_PROOFS {
+            seen.clear();
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        seen.insert(uid.to_string(), bytes);
+    }
+
+    fn was_reviewed(&self, uid: &str, jwt: &str) -> bool {
+        let digest = ring::digest::digest(&ring::digest::SHA256, jwt.as_bytes());
+        let seen = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(uid).is_some_and(|d| d.as_slice() == digest.as_ref())
+    }
+
+    /// Refuses a pod that is not scheduled to this node (when the node's
+    /// name is known): the driver on this node mounts only for pods here, so
+    /// a request naming another node's pod did not come from its kubelet.
+    async fn check_on_node(&self, spec: &MountSpec) -> Result<()> {
+        let (Some(node), Some(kube)) = (self.settings.node_name.as_deref(), &self.kube) else {
+            return Ok(());
+        };
+        let pod = &spec.pod;
+        {
+            let seen = self.on_node.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.get(&pod.uid).is_some_and(|at| at.elapsed() < NODE_CHECK_TTL) {
+                return Ok(());
+            }
+        }
+        let here = kube
+            .pod_on_node(&pod.namespace, &pod.name, &pod.uid, node)
+            .await
+            .map_err(|e| {
+                let what = format!(
+                    "checking that pod {}/{} runs on node {node} before using its identity",
+                    pod.namespace, pod.name
+                );
+                match e.classify(
+                    &what,
+                    "Grant the provider list on pods (deploy/components/token-request)",
+                ) {
+                    // The pod was named by the request: no such pod, no token.
+                    Error::NotFound(m) => Error::NotThisPod(m),
+                    other => other,
+                }
+            })?;
+        if !here {
+            return Err(Error::NotThisPod(format!(
+                "pod {}/{} (uid {}) does not run on node {node}: this provider serves only its own node's pods",
+                pod.namespace, pod.name, pod.uid
+            )));
+        }
+        let mut seen = self.on_node.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_PROOFS {
+            seen.clear();
+        }
+        seen.insert(pod.uid.clone(), Instant::now());
+        Ok(())
     }
 }
 
@@ -367,13 +477,15 @@ fn token_key(spec: &MountSpec) -> TokenKey {
         role: spec.role.clone(),
         auth_mount: spec.auth_mount.clone(),
         audience: spec.audience.clone(),
+        flavor: spec.flavor,
         vault: spec.vault.clone(),
     }
 }
 
 fn login_error(spec: &MountSpec, e: VaultError) -> Error {
     let who = format!(
-        "login to Vault at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
+        "login to {} at {} (auth mount {:?}, role {:?}) as service account {}/{}{}",
+        spec.flavor.product(),
         spec.vault.addresses,
         spec.auth_mount,
         spec.role,

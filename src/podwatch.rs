@@ -3,87 +3,81 @@
 //! the Kubernetes API and, when one that holds credentials is deleted,
 //! revokes its Vault token — which revokes every lease it created.
 //!
-//! A list is taken first (pods deleted while the provider was down are
-//! caught there), then a watch from the list's resourceVersion; when the
-//! watch ends or breaks, the cycle starts again. Without RBAC permission to
-//! list pods this says so once and stops: credentials then expire on their
-//! own, as they did before.
+//! kube-runtime's metadata watcher lists the node's pods, then watches from
+//! the list's resourceVersion, and lists again (with backoff) whenever the
+//! watch breaks or its resourceVersion is too old. After every list, pods
+//! the ledger holds credentials for that are not in it (deleted while the
+//! provider was down or the watch was broken) are revoked; after that, every
+//! deletion as it arrives. Without RBAC permission to list pods this says so
+//! once and stops: credentials then expire on their own.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crate::kube::{KubeClient, KubeError};
+use ::kube::runtime::watcher::{self, Event};
+use ::kube::runtime::WatchStreamExt as _;
+use futures_util::StreamExt as _;
+
+use crate::kube::KubeClient;
 use crate::ledger::Ledger;
 use crate::vault::VaultPool;
 
-/// How long one watch request runs before it is renewed.
-const WATCH_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Runs until `shutdown` flips to true.
-pub async fn run(
-    kube: KubeClient,
-    node: String,
-    ledger: Arc<Ledger>,
-    pool: Arc<VaultPool>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_secs(1);
+/// Runs until the API server refuses the watch (or the task is dropped).
+pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<VaultPool>) {
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let events = watcher::watcher(kube.node_pods(), config).default_backoff();
+    tokio::pin!(events);
+    // The pods seen by the list in progress, and when it started.
+    let mut listing: Option<(SystemTime, HashSet<String>)> = None;
     loop {
-        let cycle = cycle(&kube, &node, &ledger, &pool);
-        let result = tokio::select! {
-            r = cycle => r,
-            _ = shutdown.changed() => return,
-        };
-        match result {
-            Ok(()) => backoff = Duration::from_secs(1),
-            Err(KubeError::Status {
-                code: 401 | 403,
-                message,
-                ..
-            }) => {
-                tracing::warn!(node = %node, %message, "cannot list or watch this node's pods: credentials of deleted pods will not be revoked early but expire on their own (grant list/watch on pods, see deploy/components/revoke-on-pod-delete)");
+        match events.next().await {
+            None => return,
+            Some(Ok(Event::Init)) => listing = Some((SystemTime::now(), HashSet::new())),
+            Some(Ok(Event::InitApply(pod))) => {
+                if let (Some((_, seen)), Some(uid)) = (&mut listing, pod.metadata.uid) {
+                    seen.insert(uid);
+                }
+            }
+            Some(Ok(Event::InitDone)) => {
+                if let Some((listed_at, present)) = listing.take() {
+                    for (uid, since) in ledger.pod_uids() {
+                        // A pod first seen after the list started may simply be missing from it.
+                        if since < listed_at && !present.contains(&uid) {
+                            revoke(&ledger, &pool, &uid).await;
+                        }
+                    }
+                }
+            }
+            Some(Ok(Event::Apply(_))) => {}
+            Some(Ok(Event::Delete(pod))) => {
+                if let Some(uid) = pod.metadata.uid {
+                    revoke(&ledger, &pool, &uid).await;
+                }
+            }
+            Some(Err(e)) if denied(&e) => {
+                tracing::warn!(node = %node, error = %e, "cannot list or watch this node's pods: credentials of deleted pods will not be revoked early but expire on their own (grant list/watch on pods, see deploy/components/revoke-on-pod-delete)");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(node = %node, error = %e, "watching this node's pods failed; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
+            // The watcher backs off and lists again by itself.
+            Some(Err(e)) => tracing::warn!(node = %node, error = %e, "watching this node's pods failed; retrying"),
         }
     }
 }
 
-async fn cycle(kube: &KubeClient, node: &str, ledger: &Ledger, pool: &VaultPool) -> Result<(), KubeError> {
-    let listed_at = SystemTime::now();
-    let (rv, uids) = kube.list_node_pods(node).await?;
-    let present: HashSet<String> = uids.into_iter().collect();
-    for (uid, since) in ledger.pod_uids() {
-        // A pod first seen after the list started may simply be missing from it.
-        if since < listed_at && !present.contains(&uid) {
-            revoke(ledger, pool, &uid).await;
-        }
-    }
-    // Revoke as events arrive rather than when the watch ends.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let watch = kube.watch_node_pods(node, &rv, WATCH_TIMEOUT, move |uid| {
-        let _ = tx.send(uid);
-    });
-    tokio::pin!(watch);
-    loop {
-        tokio::select! {
-            r = &mut watch => {
-                while let Ok(uid) = rx.try_recv() {
-                    revoke(ledger, pool, &uid).await;
-                }
-                return r;
+/// Whether the API server refused the list or watch (RBAC).
+fn denied(e: &watcher::Error) -> bool {
+    let api = match e {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            match e {
+                ::kube::Error::Api(status) => Some(status.code),
+                _ => None,
             }
-            Some(uid) = rx.recv() => revoke(ledger, pool, &uid).await,
         }
-    }
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    matches!(api, Some(401 | 403))
 }
 
 async fn revoke(ledger: &Ledger, pool: &VaultPool, uid: &str) {

@@ -15,6 +15,7 @@ use serde_json::Value as Json;
 use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::failover::Addresses;
+use crate::flavor::Flavor;
 use crate::policy::ClassPolicy;
 
 mod output;
@@ -44,8 +45,113 @@ const MAX_PATH_LEN: usize = 4096;
 const MAX_ELEMENT_LEN: usize = 255;
 /// Longest `secretPath` (with its query) we send to Vault.
 const MAX_SECRET_PATH_LEN: usize = 8192;
-/// Audience of the kubelet token used when the SPC names none.
+/// Audience of the kubelet token used when a class on a vault socket names
+/// none (openbao sockets: [`Flavor::default_audience`]).
 pub const DEFAULT_AUDIENCE: &str = "vault";
+
+/// The names a SecretProviderClass may give each connection parameter, in
+/// OpenBao's order of precedence: `bao…`, then `openbao…`, then `vault…`
+/// (and plain `roleName` last). The first name the class sets wins, even
+/// when its value is empty (an empty value then means "the provider's
+/// default", and the names after it are not read). The same names and
+/// order apply on every socket, whatever its flavour.
+pub mod names {
+    /// The role to log in with.
+    pub const ROLE: &[&str] = &["baoRoleName", "openbaoRoleName", "vaultRoleName", "roleName"];
+    /// The server's address.
+    pub const ADDRESS: &[&str] = &["baoAddress", "openbaoAddress", "vaultAddress"];
+    /// The namespace header.
+    pub const NAMESPACE: &[&str] = &["baoNamespace", "openbaoNamespace", "vaultNamespace"];
+    /// The auth mount (one spelling).
+    pub const KUBERNETES_MOUNT_PATH: &[&str] = &[
+        "baoKubernetesMountPath",
+        "openbaoKubernetesMountPath",
+        "vaultKubernetesMountPath",
+    ];
+    /// The auth mount (the other spelling; setting both is an error).
+    pub const AUTH_MOUNT_PATH: &[&str] = &["baoAuthMountPath", "openbaoAuthMountPath", "vaultAuthMountPath"];
+    /// A PEM CA file.
+    pub const CA_CERT_PATH: &[&str] = &["baoCACertPath", "openbaoCACertPath", "vaultCACertPath"];
+    /// A directory of PEM CA files.
+    pub const CA_DIRECTORY: &[&str] = &["baoCADirectory", "openbaoCADirectory", "vaultCADirectory"];
+    /// The TLS server name.
+    pub const TLS_SERVER_NAME: &[&str] = &["baoTLSServerName", "openbaoTLSServerName", "vaultTLSServerName"];
+    /// The mTLS client certificate.
+    pub const TLS_CLIENT_CERT_PATH: &[&str] = &[
+        "baoTLSClientCertPath",
+        "openbaoTLSClientCertPath",
+        "vaultTLSClientCertPath",
+    ];
+    /// The mTLS client key.
+    pub const TLS_CLIENT_KEY_PATH: &[&str] = &[
+        "baoTLSClientKeyPath",
+        "openbaoTLSClientKeyPath",
+        "vaultTLSClientKeyPath",
+    ];
+    /// Whether to skip certificate verification.
+    pub const SKIP_TLS_VERIFY: &[&str] = &["baoSkipTLSVerify", "openbaoSkipTLSVerify", "vaultSkipTLSVerify"];
+    /// Every aliased parameter.
+    pub const ALL: &[&[&str]] = &[
+        ROLE,
+        ADDRESS,
+        NAMESPACE,
+        KUBERNETES_MOUNT_PATH,
+        AUTH_MOUNT_PATH,
+        CA_CERT_PATH,
+        CA_DIRECTORY,
+        TLS_SERVER_NAME,
+        TLS_CLIENT_CERT_PATH,
+        TLS_CLIENT_KEY_PATH,
+        SKIP_TLS_VERIFY,
+    ];
+    /// Parameters read under one name only.
+    pub const PLAIN: &[&str] = &["objects", "audience", "syncSecrets"];
+
+    /// The name of `other` spelt like `written` (same prefix): the partner
+    /// to name in a message about a missing half.
+    pub fn like(written: &str, concept: &[&str], other: &'static [&'static str]) -> &'static str {
+        let i = concept.iter().position(|n| *n == written).unwrap_or(concept.len() - 1);
+        other[i.min(other.len() - 1)]
+    }
+}
+
+/// A class's parameters, looked up by alias.
+struct Params<'a> {
+    attrs: &'a HashMap<String, String>,
+}
+
+impl<'a> Params<'a> {
+    /// The first of `names` the class sets, and its value trimmed (`None`
+    /// when empty): present wins, even when empty.
+    fn lookup(&self, names: &[&'static str]) -> Option<(&'static str, Option<&'a str>)> {
+        names.iter().find_map(|n| {
+            self.attrs
+                .get(*n)
+                .map(|v| (*n, Some(v.trim()).filter(|v| !v.is_empty())))
+        })
+    }
+
+    /// The winning name and its value, when the value is not empty.
+    fn get(&self, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
+        self.lookup(names).and_then(|(n, v)| v.map(|v| (n, v)))
+    }
+
+    /// A non-aliased key, when not empty.
+    fn plain(&self, key: &str) -> Option<&'a str> {
+        self.attrs.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// For a message: a lower-precedence name the class also set to a
+    /// value, which `winner` hid.
+    fn hidden(&self, names: &[&'static str], winner: &str) -> Option<&'static str> {
+        names
+            .iter()
+            .skip_while(|n| **n != winner)
+            .skip(1)
+            .find(|n| self.attrs.get(**n).is_some_and(|v| !v.trim().is_empty()))
+            .copied()
+    }
+}
 
 /// Provider-wide defaults (flags and environment) that SPC parameters
 /// override, and the operator's limits on what they may override them with.
@@ -57,6 +163,9 @@ pub struct Defaults {
     pub auth_mount: String,
     /// What a SecretProviderClass may ask for.
     pub policy: ClassPolicy,
+    /// Which provider the socket stands in for: the default audience, and
+    /// the product named in messages.
+    pub flavor: Flavor,
 }
 
 /// How to reach one Vault server or cluster. Part of the token cache key,
@@ -132,6 +241,8 @@ pub struct MountSpec {
     pub auth_mount: String,
     /// Audience named by the SPC, if any.
     pub audience: Option<String>,
+    /// The flavour of the socket the request came in on.
+    pub flavor: Flavor,
     /// Vault connection.
     pub vault: VaultConfig,
     /// Token from kubelet for the audience, when present.
@@ -143,6 +254,14 @@ pub struct MountSpec {
     /// The objects without a `secretPath`: rendered from a template over
     /// the responses of `objects`.
     pub templates: Vec<TemplateObject>,
+}
+
+impl MountSpec {
+    /// The audience of the kubelet token to use: the class's, else the
+    /// socket flavour's default (`vault` or `openbao`).
+    pub fn token_audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(self.flavor.default_audience())
+    }
 }
 
 /// Secret types the sync accepts (the ones the driver's own sync knows).
@@ -463,7 +582,8 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
     let secrets = parse_secrets(secrets)?;
     let default_mode = parse_permission(permission)?;
 
-    let get = |k: &str| attrs.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let params = Params { attrs: &attrs };
+    let get = |k: &str| params.plain(k);
 
     let pod = Pod {
         name: get(keys::POD_NAME).unwrap_or_default().to_string(),
@@ -486,22 +606,43 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
             .to_string(),
     };
 
-    let role = get("roleName")
-        .ok_or_else(|| invalid("parameter roleName is missing: name the Vault role to log in with".to_string()))?
-        .to_string();
+    let product = defaults.flavor.product();
+    let role = match params.lookup(names::ROLE) {
+        Some((_, Some(role))) => role.to_string(),
+        Some((name, None)) => {
+            let hint = params
+                .hidden(names::ROLE, name)
+                .map(|h| format!(" (it is set, so {h} is not read)"))
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "parameter {name} is missing: it is empty{hint}; name the {product} role to log in with"
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "parameter roleName is missing: name the {product} role to log in with"
+            )))
+        }
+    };
 
-    let auth_mount =
-        match (get("vaultKubernetesMountPath"), get("vaultAuthMountPath")) {
-            (Some(_), Some(_)) => return Err(invalid(
-                "parameters vaultKubernetesMountPath and vaultAuthMountPath are both set: they are aliases, keep one"
-                    .to_string(),
-            )),
-            (Some(m), None) | (None, Some(m)) => m.to_string(),
-            (None, None) => defaults.auth_mount.clone(),
-        };
-    let auth_mount = check_auth_mount(auth_mount.trim_matches('/'))?;
+    let (auth_mount, mount_param) = match (
+        params.get(names::KUBERNETES_MOUNT_PATH),
+        params.get(names::AUTH_MOUNT_PATH),
+    ) {
+        (Some((k, _)), Some((a, _))) => {
+            return Err(invalid(format!(
+                "parameters {k} and {a} are both set: they are aliases, keep one"
+            )))
+        }
+        (Some((n, m)), None) | (None, Some((n, m))) => (m.to_string(), Some(n)),
+        (None, None) => (defaults.auth_mount.clone(), None),
+    };
+    let auth_mount = check_auth_mount(auth_mount.trim_matches('/')).map_err(|e| match mount_param {
+        Some(n) => invalid(format!("parameter {n}: {}", strip_invalid(e))),
+        None => e,
+    })?;
 
-    let vault = parse_vault_config(&get, defaults)?;
+    let vault = parse_vault_config(&params, defaults)?;
     let audience = defaults.policy.audience(get("audience"), "audience").map_err(invalid)?;
 
     // Kubernetes 1.35+ can hand the tokens over in `secrets`
@@ -513,7 +654,7 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
         .filter(|s| !s.trim().is_empty())
         .or_else(|| attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
     let provided_token = match token_json {
-        Some(json) => select_token(json, audience.as_deref().unwrap_or(DEFAULT_AUDIENCE))?,
+        Some(json) => select_token(json, audience.as_deref().unwrap_or(defaults.flavor.default_audience()))?,
         None => None,
     };
 
@@ -531,6 +672,7 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
         role,
         auth_mount,
         audience,
+        flavor: defaults.flavor,
         vault,
         provided_token,
         objects,
@@ -541,6 +683,14 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
 
 fn invalid(msg: String) -> Error {
     Error::InvalidRequest(msg)
+}
+
+/// The message of an [`invalid`] error, to prefix it.
+fn strip_invalid(e: Error) -> String {
+    match e {
+        Error::InvalidRequest(m) => m,
+        other => other.to_string(),
+    }
 }
 
 /// A serde error in the words users wrote, not the names of our structs.
@@ -601,58 +751,72 @@ fn shorten(s: &str) -> String {
     }
 }
 
-fn parse_vault_config<'a>(get: &impl Fn(&str) -> Option<&'a str>, defaults: &Defaults) -> Result<VaultConfig> {
+fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Result<VaultConfig> {
     let policy = &defaults.policy;
-    let addresses = match get("vaultAddress") {
-        Some(list) => {
-            let addrs = Addresses::parse(list).map_err(|e| invalid(format!("parameter vaultAddress: {e}")))?;
+    let addresses = match params.get(names::ADDRESS) {
+        Some((name, list)) => {
+            let addrs = Addresses::parse(list).map_err(|e| invalid(format!("parameter {name}: {e}")))?;
             // Each address the operator did not configure must pass the
             // class policy on its own.
             for e in addrs.iter().filter(|e| !defaults.vault.addresses.contains(e)) {
-                policy.check_endpoint(e, "vaultAddress").map_err(invalid)?;
+                policy.check_endpoint(e, name).map_err(invalid)?;
             }
             addrs
         }
         None => defaults.vault.addresses.clone(),
     };
     let mut tls = defaults.vault.tls.clone();
-    if let Some(p) = get("vaultCACertPath") {
-        tls.ca_cert = Some(policy.class_file(p, "vaultCACertPath").map_err(invalid)?);
+    if let Some((name, p)) = params.get(names::CA_CERT_PATH) {
+        tls.ca_cert = Some(policy.class_file(p, name).map_err(invalid)?);
     }
-    if let Some(p) = get("vaultCADirectory") {
-        tls.ca_directory = Some(policy.class_directory(p, "vaultCADirectory").map_err(invalid)?);
+    if let Some((name, p)) = params.get(names::CA_DIRECTORY) {
+        tls.ca_directory = Some(policy.class_directory(p, name).map_err(invalid)?);
     }
-    if let Some(n) = get("vaultTLSServerName") {
+    if let Some((_, n)) = params.get(names::TLS_SERVER_NAME) {
         tls.server_name = Some(n.to_string());
     }
-    match (get("vaultTLSClientCertPath"), get("vaultTLSClientKeyPath")) {
-        (Some(c), Some(k)) => {
+    match (
+        params.get(names::TLS_CLIENT_CERT_PATH),
+        params.get(names::TLS_CLIENT_KEY_PATH),
+    ) {
+        (Some((cn, c)), Some((kn, k))) => {
             tls.client_cert = Some((
-                policy.class_file(c, "vaultTLSClientCertPath").map_err(invalid)?,
-                policy.class_file(k, "vaultTLSClientKeyPath").map_err(invalid)?,
+                policy.class_file(c, cn).map_err(invalid)?,
+                policy.class_file(k, kn).map_err(invalid)?,
             ))
         }
         (None, None) => {}
-        _ => {
-            return Err(invalid(
-                "vaultTLSClientCertPath and vaultTLSClientKeyPath must be set together".to_string(),
-            ))
+        (Some((cn, _)), None) => {
+            let kn = names::like(cn, names::TLS_CLIENT_CERT_PATH, names::TLS_CLIENT_KEY_PATH);
+            return Err(invalid(format!("{cn} and {kn} must be set together")));
+        }
+        (None, Some((kn, _))) => {
+            let cn = names::like(kn, names::TLS_CLIENT_KEY_PATH, names::TLS_CLIENT_CERT_PATH);
+            return Err(invalid(format!("{cn} and {kn} must be set together")));
         }
     }
-    if let Some(v) = get("vaultSkipTLSVerify") {
-        tls.skip_verify = parse_go_bool(v).map_err(|e| invalid(format!("parameter vaultSkipTLSVerify: {e}")))?;
+    if let Some((name, v)) = params.get(names::SKIP_TLS_VERIFY) {
+        tls.skip_verify = parse_go_bool(v).map_err(|e| invalid(format!("parameter {name}: {e}")))?;
         if tls.skip_verify && !defaults.vault.tls.skip_verify {
-            policy.check_skip_verify("vaultSkipTLSVerify").map_err(invalid)?;
+            policy.check_skip_verify(name).map_err(invalid)?;
         }
     }
-    let namespace = get("vaultNamespace")
-        .map(str::to_string)
-        .or_else(|| defaults.vault.namespace.clone());
+    let namespace = match params.get(names::NAMESPACE) {
+        Some((name, ns)) => {
+            // It travels as the X-Vault-Namespace header.
+            if http::HeaderValue::from_str(ns).is_err() {
+                return Err(invalid(format!(
+                    "parameter {name} {ns:?} is not a valid namespace (it contains control characters)"
+                )));
+            }
+            Some(ns.to_string())
+        }
+        None => defaults.vault.namespace.clone(),
+    };
     if let Some(ns) = &namespace {
-        // It travels as the X-Vault-Namespace header.
         if http::HeaderValue::from_str(ns).is_err() {
             return Err(invalid(format!(
-                "parameter vaultNamespace {ns:?} is not a valid namespace (it contains control characters)"
+                "the default namespace {ns:?} is not a valid namespace (it contains control characters)"
             )));
         }
     }

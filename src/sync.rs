@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::ByteString;
 use serde_json::{json, Value as Json};
 
 use crate::error::{Error, Result};
@@ -91,7 +93,7 @@ impl Syncer {
             return Err(Error::Internal("syncSecrets needs access to the Kubernetes API".into()));
         };
         let contents: HashMap<&str, &[u8]> = files.iter().map(|f| (f.path.as_str(), f.contents.as_slice())).collect();
-        let mut owners: Option<Vec<Json>> = None;
+        let mut owners: Option<Vec<OwnerReference>> = None;
         for secret in &spec.sync {
             let data = build_data(secret, &contents)?;
             validate(secret, &data)?;
@@ -118,23 +120,20 @@ impl Syncer {
                 .get_secret(ns, &secret.name)
                 .await
                 .map_err(|e| kube_error(e, &what, ns))?;
-            let mut refs: Vec<Json> = Vec::new();
+            let mut refs: Vec<OwnerReference> = Vec::new();
             // The class recorded on the Secret, kept when this request names
             // none (v1.5 rotation calls do not say which class they are for).
             let mut owner_class = class.map(str::to_string);
             if let Some(existing) = &existing {
-                let managed = existing.pointer(&format!("/metadata/labels/{}", MANAGED_LABEL.replace('/', "~1")));
-                if managed.and_then(Json::as_str) != Some("true") {
+                let meta = &existing.metadata;
+                let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+                let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
+                if label(MANAGED_LABEL) != Some("true") {
                     return Err(Error::SyncRefused(format!(
                         "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
                     )));
                 }
-                let recorded = existing
-                    .pointer(&format!(
-                        "/metadata/annotations/{}",
-                        CLASS_ANNOTATION.replace('/', "~1")
-                    ))
-                    .and_then(Json::as_str);
+                let recorded = annotation(CLASS_ANNOTATION);
                 match (recorded, class) {
                     (Some(theirs), Some(ours)) if theirs != ours => {
                         return Err(Error::SyncRefused(format!(
@@ -144,28 +143,24 @@ impl Syncer {
                     (Some(theirs), None) => owner_class = Some(theirs.to_string()),
                     _ => {}
                 }
-                let current =
-                    existing.pointer(&format!("/metadata/annotations/{}", HMAC_ANNOTATION.replace('/', "~1")));
-                if current.and_then(Json::as_str) == Some(hmac.as_str()) && (recorded.is_some() || class.is_none()) {
+                if annotation(HMAC_ANNOTATION) == Some(hmac.as_str()) && (recorded.is_some() || class.is_none()) {
                     self.remember(ns, &secret.name, hmac, owner_class);
                     continue;
                 }
-                if let Some(r) = existing.pointer("/metadata/ownerReferences").and_then(Json::as_array) {
-                    refs.extend(r.iter().cloned());
-                }
+                refs.extend(meta.owner_references.iter().flatten().cloned());
             }
             if !secret.keep {
                 if owners.is_none() {
                     owners = Some(owner_of(kube, &spec.pod).await?);
                 }
                 for o in owners.iter().flatten() {
-                    if !refs.iter().any(|r| r.get("uid") == o.get("uid")) {
+                    if !refs.iter().any(|r| r.uid == o.uid) {
                         refs.push(o.clone());
                     }
                 }
             }
             let body = apply_body(secret, ns, &data, &hmac, owner_class.as_deref(), &refs);
-            kube.apply_secret(ns, &secret.name, FIELD_MANAGER, body)
+            kube.apply_secret(ns, &secret.name, FIELD_MANAGER, &body)
                 .await
                 .map_err(|e| kube_error(e, &what, ns))?;
             tracing::info!(secret = %what, keys = data.len(), "synced Secret");
@@ -243,7 +238,7 @@ fn validate(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>) -> Result<()> {
 
 /// The pod's controller (ReplicaSet, StatefulSet, DaemonSet, Job, ...) as
 /// owner, or the pod itself when it has none.
-async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<Json>> {
+async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<OwnerReference>> {
     let what = format!("pod {}/{}", pod.namespace, pod.name);
     let found = kube
         .get_pod(&pod.namespace, &pod.name)
@@ -255,20 +250,28 @@ async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<Json>> {
         )));
     };
     let controller = found
-        .pointer("/metadata/ownerReferences")
-        .and_then(Json::as_array)
-        .and_then(|refs| {
-            refs.iter()
-                .find(|r| r.get("controller").and_then(Json::as_bool) == Some(true))
-        });
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    // Only the reference itself: not "controller", not "blockOwnerDeletion"
+    // (which needs delete rights on the owner).
     let owner = match controller {
-        Some(c) => json!({
-            "apiVersion": c.get("apiVersion"), "kind": c.get("kind"), "name": c.get("name"), "uid": c.get("uid"),
-        }),
-        None => json!({
-            "apiVersion": "v1", "kind": "Pod", "name": pod.name,
-            "uid": found.pointer("/metadata/uid").and_then(Json::as_str).unwrap_or(pod.uid.as_str()),
-        }),
+        Some(c) => OwnerReference {
+            api_version: c.api_version.clone(),
+            kind: c.kind.clone(),
+            name: c.name.clone(),
+            uid: c.uid.clone(),
+            ..Default::default()
+        },
+        None => OwnerReference {
+            api_version: "v1".to_string(),
+            kind: "Pod".to_string(),
+            name: pod.name.clone(),
+            uid: found.metadata.uid.clone().unwrap_or_else(|| pod.uid.clone()),
+            ..Default::default()
+        },
     };
     Ok(vec![owner])
 }
@@ -279,9 +282,8 @@ fn apply_body(
     data: &BTreeMap<String, &[u8]>,
     hmac: &str,
     class: Option<&str>,
-    owners: &[Json],
-) -> Json {
-    let b64 = base64::engine::general_purpose::STANDARD;
+    owners: &[OwnerReference],
+) -> Secret {
     let mut labels = secret.labels.clone();
     labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
     let mut annotations = secret.annotations.clone();
@@ -289,24 +291,30 @@ fn apply_body(
     if let Some(class) = class {
         annotations.insert(CLASS_ANNOTATION.to_string(), class.to_string());
     }
-    let encoded: BTreeMap<&String, String> = data.iter().map(|(k, v)| (k, b64.encode(v))).collect();
-    let mut metadata = json!({ "name": secret.name, "namespace": ns, "labels": labels, "annotations": annotations });
-    if !owners.is_empty() {
-        metadata["ownerReferences"] = Json::Array(owners.to_vec());
+    let encoded: BTreeMap<String, ByteString> = data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret.name.clone()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: (!owners.is_empty()).then(|| owners.to_vec()),
+            ..Default::default()
+        },
+        type_: Some(secret.secret_type.clone()),
+        data: Some(encoded),
+        ..Default::default()
     }
-    json!({ "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": secret.secret_type, "data": encoded })
 }
 
 fn kube_error(e: KubeError, what: &str, ns: &str) -> Error {
-    match e {
-        KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-            "syncing {what}: {e}. The provider may not write Secrets in namespace {ns}: bind the ClusterRole vault-csi-provider-secret-sync to the provider's service account with a RoleBinding in {ns} (see deploy/components/secret-sync)"
-        )),
-        KubeError::Status { code: 409, .. } => Error::SyncRefused(format!(
+    if e.code() == Some(409) {
+        return Error::SyncRefused(format!(
             "syncing {what}: {e}. Another field manager owns fields of this Secret; it is not changed"
-        )),
-        KubeError::Status { code: 422, .. } => Error::InvalidRequest(format!("syncing {what}: {e}")),
-        KubeError::Unreachable(_) => Error::KubeUnavailable(format!("syncing {what}: {e}")),
-        other => Error::BadResponse(format!("syncing {what}: {other}")),
+        ));
     }
+    e.classify(
+        &format!("syncing {what}"),
+        &format!("The provider may not write Secrets in namespace {ns}: bind the ClusterRole vault-csi-provider-secret-sync to the provider's service account with a RoleBinding in {ns} (see deploy/components/secret-sync)"),
+    )
 }

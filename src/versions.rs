@@ -11,13 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ring::hmac;
 use ring::rand::SecureRandom as _;
-use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+
 use crate::kube::{KubeClient, KubeError};
 
 /// Data key of the HMAC Secret.
@@ -180,31 +182,28 @@ fn fingerprint(raw: &[u8]) -> String {
 
 fn kube_error(e: KubeError, namespace: &str, name: &str, verb: &str) -> Error {
     let what = format!("cannot {verb} the object-version key Secret {namespace}/{name}");
-    match e {
-        KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!(
-            "{what}: {e}. The provider's service account needs get on that Secret and create on secrets in {namespace} (see deploy/)"
-        )),
-        KubeError::Unreachable(_) => Error::KubeUnavailable(format!("{what}: {e}")),
-        KubeError::Status { code, .. } if code >= 500 => Error::KubeUnavailable(format!("{what}: {e}")),
-        other => Error::BadResponse(format!("{what}: {other}")),
+    let error = e.classify(
+        &what,
+        &format!("The provider's service account needs get on that Secret and create on secrets in {namespace} (see deploy/)"),
+    );
+    match error {
+        // The key Secret is the provider's own: a 404 here is no user's mistake.
+        Error::NotFound(m) => Error::BadResponse(m),
+        other => other,
     }
 }
 
-pub(crate) fn key_from_secret(secret: &Json, namespace: &str, name: &str) -> Result<Vec<u8>> {
-    let b64 = secret
-        .get("data")
+pub(crate) fn key_from_secret(secret: &Secret, namespace: &str, name: &str) -> Result<Vec<u8>> {
+    let raw = secret
+        .data
+        .as_ref()
         .and_then(|d| d.get(KEY_FIELD))
-        .and_then(Json::as_str)
+        .map(|b| b.0.clone())
         .ok_or_else(|| {
             Error::Internal(format!(
                 "Secret {namespace}/{name} has no data.{KEY_FIELD}: delete it to have a new key created"
             ))
         })?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| {
-        Error::Internal(format!(
-            "Secret {namespace}/{name}: data.{KEY_FIELD} is not base64: {e}"
-        ))
-    })?;
     if raw.len() < KEY_LEN {
         return Err(Error::Internal(format!(
             "Secret {namespace}/{name}: the key is {} bytes, at least {KEY_LEN} are needed: delete it to have a new key created",
@@ -228,20 +227,26 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
     ring::rand::SystemRandom::new()
         .fill(&mut raw)
         .map_err(|_| Error::Internal("no randomness available for the object-version key".into()))?;
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": { "app.kubernetes.io/managed-by": "vault-csi-provider" },
+    let body = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "vault-csi-provider".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
         },
-        "type": "Opaque",
-        "immutable": true,
-        "data": { KEY_FIELD: base64::engine::general_purpose::STANDARD.encode(raw) },
-    });
+        type_: Some("Opaque".to_string()),
+        immutable: Some(true),
+        data: Some([(KEY_FIELD.to_string(), ByteString(raw.to_vec()))].into()),
+        ..Default::default()
+    };
     match kube
-        .create_secret(namespace, body)
+        .create_secret(namespace, &body)
         .await
         .map_err(|e| kube_error(e, namespace, name, "create"))?
     {
@@ -282,7 +287,9 @@ mod tests {
         let config = dir.path().join("kubeconfig");
         let token = kube.service_account_token("csi", "provider", &[], Duration::from_secs(3600));
         kube.write_kubeconfig(&config, &token).unwrap();
-        let client = KubeClient::from_kubeconfig(&config, Duration::from_millis(500)).unwrap();
+        let client = KubeClient::load(Some(&config), Duration::from_millis(500))
+            .await
+            .unwrap();
         let refresh = Duration::from_millis(300);
         let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh);
         let first = versions.key().await.unwrap().version("c", b"x");

@@ -15,7 +15,8 @@ use serde::Deserialize as _;
 use serde_json::{json, Value};
 use support::*;
 use tonic::Code;
-use vault_csi_provider::testbed::driver::PodContext;
+use vault_csi_provider::spc::names as spc_names;
+use vault_csi_provider::testbed::driver::{DriverClient, Generation, PodContext};
 use vault_csi_provider::testbed::postgres::Postgres;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -29,9 +30,19 @@ const COMPONENTS: &[&str] = &[
     "secret-sync",
     "metrics",
     "non-root",
+    "network-policy",
+    "openbao",
 ];
 /// The example scenarios, each a directory under `examples/`, each mounted below.
-const EXAMPLES: &[&str] = &["kv", "database", "pki", "jwt-auth", "custom-audience", "sync"];
+const EXAMPLES: &[&str] = &[
+    "kv",
+    "database",
+    "pki",
+    "jwt-auth",
+    "custom-audience",
+    "sync",
+    "openbao-kv",
+];
 
 // ---------------------------------------------------------------- rendering
 
@@ -355,7 +366,10 @@ fn needed(component: &str) -> BTreeSet<Grant> {
             g("namespace/csi", "secrets", "vault-csi-provider-hmac-key", "get"),
             g("namespace/csi", "secrets", "", "create"),
         ],
-        "token-request" => vec![g("cluster", "serviceaccounts/token", "", "create")],
+        "token-request" => vec![
+            g("cluster", "serviceaccounts/token", "", "create"),
+            g("cluster", "pods", "", "list"),
+        ],
         "revoke-on-pod-delete" => vec![g("cluster", "pods", "", "list"), g("cluster", "pods", "", "watch")],
         "secret-sync" => vec![
             g("unbound/vault-csi-provider-secret-sync", "secrets", "", "get"),
@@ -363,7 +377,8 @@ fn needed(component: &str) -> BTreeSet<Grant> {
             g("unbound/vault-csi-provider-secret-sync", "secrets", "", "patch"),
             g("unbound/vault-csi-provider-secret-sync", "pods", "", "get"),
         ],
-        "metrics" | "non-root" => vec![],
+        // openbao: both sockets share one key Secret and one identity.
+        "metrics" | "non-root" | "network-policy" | "openbao" => vec![],
         other => panic!("no RBAC expectation for component {other}"),
     };
     set.into_iter().collect()
@@ -410,7 +425,9 @@ fn rbac_of_each_variant_is_exactly_what_its_features_need() {
     let (_, container) = provider_container(&base);
     let args = strings(&container["args"]);
     assert!(args.contains(&"-hmac-secret-name=vault-csi-provider-hmac-key".to_string()));
-    // The committed example overlay: base + token-request + metrics, in its namespace.
+    // The committed example overlay: base + revocation + metrics + network
+    // policy, in its namespace, and never cluster-wide token minting (the
+    // reference CSIDriver hands the pods' tokens over).
     let example = variants().into_iter().find(|v| v.name == "deploy/example").unwrap();
     let mut want: BTreeSet<Grant> = needed("base")
         .into_iter()
@@ -419,8 +436,12 @@ fn rbac_of_each_variant_is_exactly_what_its_features_need() {
             g
         })
         .collect();
-    want.extend(needed("token-request"));
+    want.extend(needed("revoke-on-pod-delete"));
     assert_eq!(grants(&example), want);
+    assert!(
+        !grants(&example).iter().any(|g| g.resource == "serviceaccounts/token"),
+        "the example grants no TokenRequest"
+    );
 }
 
 #[test]
@@ -465,6 +486,12 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             json!([{"name": "providervol", "mountPath": "/provider"}])
         );
         assert!(strings(&c["args"]).contains(&"-endpoint=/provider/vault.sock".to_string()));
+        let openbao = n == "openbao" || n == "all";
+        assert_eq!(
+            strings(&c["args"]).contains(&"-openbao-endpoint=/provider/openbao.sock".to_string()),
+            openbao,
+            "{n}: the openbao socket, in the same socket directory"
+        );
         // Root only where the socket directory requires it.
         let user = pod["securityContext"]["runAsUser"].as_i64().unwrap();
         if n == "non-root" || n == "all" {
@@ -480,7 +507,7 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             .iter()
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        let revoke = n == "revoke-on-pod-delete" || n == "all";
+        let revoke = n == "revoke-on-pod-delete" || n == "all" || n == "deploy/example";
         let flag = format!("-revoke-on-pod-delete={revoke}");
         let args = strings(&c["args"]);
         assert_eq!(
@@ -490,7 +517,10 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             vec![&flag],
             "{n}"
         );
-        assert_eq!(env.contains(&"NODE_NAME"), revoke, "{n}");
+        // Every variant knows its node: the node check before a token is
+        // used or minted, and the revocation watch.
+        assert!(env.contains(&"NODE_NAME"), "{n}");
+        assert_eq!(env.iter().filter(|e| **e == "NODE_NAME").count(), 1, "{n}");
     }
     let driver = variants().into_iter().find(|v| v.name == "deploy/driver").unwrap();
     let spec = &of_kind(&driver.objects, "CSIDriver")[0]["spec"];
@@ -777,10 +807,383 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     assert_eq!(text(&r, "k"), "via-agent");
 }
 
+// ---------------------------------------------------------------- OpenBao
+
+/// A kubernetes-auth role for `default/app` at `mount` whose tokens must
+/// carry audience `openbao`.
+async fn openbao_role(bed: &Bed, mount: &str, role: &str) {
+    bed.world
+        .bao
+        .kubernetes_role(
+            mount,
+            role,
+            &["app"],
+            &["default"],
+            &[READ_ALL],
+            Some("openbao"),
+            "1h",
+            "2h",
+        )
+        .await
+        .unwrap();
+}
+
+/// A pod with the kubelet tokens a CSIDriver whose `tokenRequests` list
+/// `audiences` hands over, one per audience.
+fn pod_with_tokens(bed: &Bed, name: &str, audiences: &[&str]) -> PodContext {
+    let mut pod = bed.world.pod_without_token("default", name, "app");
+    let ttl = Duration::from_secs(3600);
+    let expires = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + ttl).to_string();
+    let mut tokens = serde_json::Map::new();
+    for audience in audiences {
+        let token = bed.world.kube.pod_token("default", name, &[audience], ttl).unwrap();
+        tokens.insert(
+            audience.to_string(),
+            json!({"token": token, "expirationTimestamp": expires}),
+        );
+    }
+    pod.tokens = Some(Value::Object(tokens).to_string());
+    pod
+}
+
+/// The provider serving `<scratch>/<name>/openbao.sock` only (OpenBao's
+/// flags, env and defaults), as the provider's service account.
+async fn openbao_provider(bed: &Bed, name: &str, extra: &[String], env: &[(&str, &str)]) -> Provider {
+    let dir = bed.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("openbao.sock");
+    let kubeconfig = in_cluster_stand_in(bed, name);
+    let mut args = vec![
+        format!("-endpoint={}", socket.display()),
+        format!("-kubeconfig={}", kubeconfig.display()),
+        "-health-addr=127.0.0.1:0".to_string(),
+        "-log-level=debug".to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    Provider::spawn(
+        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+        &args,
+        socket,
+        bed.dir.path().join(format!("{name}.log")),
+        env,
+    )
+    .await
+    .expect("provider starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_helm_arguments_env_and_agent_socket_mount() {
+    let bed = Bed::start().await;
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"k": "via-agent"}))
+        .await
+        .unwrap();
+    openbao_role(&bed, "kubernetes", "bao-app").await;
+    let root = bed.dir.path();
+    // openbao-helm's paths, relocated under the scratch directory:
+    // /provider (hostPath csi.daemonSet.providersDir) and /var/run/vault
+    // (the Agent's emptyDir). These are the only writable paths the chart
+    // gives the container (readOnlyRootFilesystem: true); TMPDIR points at
+    // a read-only directory to show nothing else is written.
+    let endpoint = root.join("provider/openbao.sock");
+    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
+    let agent_socket = root.join("var/run/vault/agent.sock");
+    let upstream = bed.world.bao.addr().trim_start_matches("http://").to_string();
+    let relayed = agent_relay(&agent_socket, upstream).await;
+    let readonly = root.join("read-only");
+    std::fs::create_dir_all(&readonly).unwrap();
+    std::fs::set_permissions(&readonly, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    let kubeconfig = in_cluster_stand_in(&bed, "openbao-helm");
+    let health = free_port();
+
+    // csi-daemonset.yaml of openbao-helm 0.29.2 with its defaults (chart
+    // name `openbao`, csi.agent.enabled=true, csi.debug=false,
+    // csi.daemonSet.endpoint=/provider/openbao.sock), and csi.extraArgs.
+    let args = vec![
+        format!("--endpoint={}", endpoint.display()),
+        "--debug=false".to_string(),
+        "--hmac-secret-name=openbao-csi-provider-hmac-key".to_string(),
+        // csi.extraArgs (the chart's probes use 8080; moved for a shared machine):
+        format!("-health-addr=127.0.0.1:{health}"),
+    ];
+    // The chart's only env: VAULT_ADDR, the Agent's socket. No BAO_ADDR, so
+    // the openbao socket falls back to it.
+    let vault_addr = format!("unix://{}", agent_socket.display());
+    let p = Provider::spawn(
+        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+        &args,
+        endpoint.clone(),
+        root.join("openbao-helm.log"),
+        &[
+            ("VAULT_ADDR", &vault_addr),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("TMPDIR", readonly.to_str().unwrap()),
+        ],
+    )
+    .await
+    .expect("provider starts with openbao-helm's arguments");
+    wait_ready(health).await;
+    let version = p.client(Generation::V16).await.unwrap().version().await.unwrap();
+    assert_eq!(version.runtime_name, "openbao-csi-provider");
+
+    // A class as OpenBao users write it: baoRoleName wins over roleName
+    // (`app`, bound to audience vault), and with no audience the kubelet
+    // token for `openbao` is used.
+    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let r = p
+        .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
+        .await
+        .expect("mount through the Agent socket");
+    assert_eq!(text(&r, "k"), "via-agent");
+    assert!(
+        relayed.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "OpenBao was reached through the Agent's unix socket"
+    );
+    let key = bed
+        .world
+        .kube
+        .secret(PROVIDER_NS, "openbao-csi-provider-hmac-key")
+        .expect("the key Secret the chart's Role names, in the provider's namespace");
+    assert_eq!(key["immutable"], true);
+    let logs = p.logs();
+    assert!(
+        logs.contains("serving the CSI driver for provider: openbao (OpenBao defaults)"),
+        "{logs}"
+    );
+    assert!(!logs.contains("DEBUG"), "--debug=false logs at info:\n{logs}");
+    p.sigterm();
+    let mut p = p;
+    let status = p.child.wait().await.unwrap();
+    assert!(status.success(), "{status}: {}", p.logs());
+    // The ledger's state went to the socket directory, the writable host path.
+    assert!(root.join("provider/openbao-csi-provider.state").is_file());
+    assert_eq!(std::fs::read_dir(&readonly).unwrap().count(), 0);
+
+    // csi.debug=true and csi.agent.enabled=false: --debug=true, and
+    // VAULT_ADDR is the OpenBao service's URL.
+    let endpoint = root.join("provider-debug/openbao.sock");
+    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
+    let health = free_port();
+    let args = vec![
+        format!("--endpoint={}", endpoint.display()),
+        "--debug=true".to_string(),
+        "--hmac-secret-name=openbao-csi-provider-hmac-key".to_string(),
+        format!("-health-addr=127.0.0.1:{health}"),
+    ];
+    let p = Provider::spawn(
+        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+        &args,
+        endpoint,
+        root.join("openbao-helm-debug.log"),
+        &[
+            ("VAULT_ADDR", &bed.world.bao.addr()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    )
+    .await
+    .expect("provider starts with csi.debug=true");
+    wait_ready(health).await;
+    let r = p
+        .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
+        .await
+        .expect("mount");
+    assert_eq!(text(&r, "k"), "via-agent");
+    assert!(
+        p.logs().contains("DEBUG"),
+        "--debug=true gives debug logs:\n{}",
+        p.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bao_addr_unset_empty_or_set_against_vault_addr() {
+    let bed = Bed::start().await;
+    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    openbao_role(&bed, "kubernetes", "bao-app").await;
+    let pod = pod_with_tokens(&bed, "web-0", &["openbao"]);
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let spc = params(objects, &[("baoRoleName", "bao-app")]);
+    let bao = bed.world.bao.addr();
+    let dead = "http://127.0.0.1:1";
+
+    // Unset: VAULT_ADDR.
+    let p = openbao_provider(&bed, "unset", &[], &[("VAULT_ADDR", &bao)]).await;
+    assert_eq!(text(&p.mount(&spc, &pod).await.expect("VAULT_ADDR used"), "k"), "v");
+    // Set: BAO_ADDR, whatever VAULT_ADDR says.
+    let p = openbao_provider(&bed, "set", &[], &[("VAULT_ADDR", dead), ("BAO_ADDR", &bao)]).await;
+    assert_eq!(text(&p.mount(&spc, &pod).await.expect("BAO_ADDR used"), "k"), "v");
+    // Empty: BAO_ADDR still wins, and means the built-in default, not VAULT_ADDR.
+    let p = openbao_provider(&bed, "empty", &[], &[("VAULT_ADDR", &bao), ("BAO_ADDR", "")]).await;
+    let e = p.mount(&spc, &pod).await.unwrap_err();
+    assert!(
+        e.message().contains("login to OpenBao at https://127.0.0.1:8200"),
+        "{}",
+        e.message()
+    );
+    // A vault socket reads VAULT_ADDR only, as HashiCorp's provider.
+    let p = bed.provider("vault", &[]).await;
+    assert_eq!(
+        p.client(Generation::V16)
+            .await
+            .unwrap()
+            .version()
+            .await
+            .unwrap()
+            .runtime_name,
+        "vault-csi-provider"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_component() {
+    let bed = Bed::start().await;
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"k": "shared"}))
+        .await
+        .unwrap();
+    // The openbao socket's auth mount: kubernetes auth at bao-kubernetes,
+    // where role `app` wants audience openbao. At `kubernetes`, role `app`
+    // wants audience vault (the world's).
+    bed.world.bao.enable_auth("bao-kubernetes", "kubernetes").await.unwrap();
+    let reviewer =
+        bed.world
+            .kube
+            .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
+    bed.world
+        .bao
+        .configure_kubernetes_auth(
+            "bao-kubernetes",
+            &bed.world.kube.url(),
+            &bed.world.kube.ca_pem(),
+            &reviewer,
+        )
+        .await
+        .unwrap();
+    openbao_role(&bed, "bao-kubernetes", "app").await;
+    // BAO_ADDR points at a proxy in front of the same OpenBao, to see which
+    // socket's requests go where.
+    let proxy = Proxy::start(&bed.world.bao.addr(), Duration::ZERO).await;
+
+    // The DaemonSet's arguments and env as the component renders them,
+    // relocated (/provider under the scratch directory, addresses of the
+    // test), plus what an operator adds for this cluster.
+    let v = render("openbao", &["openbao"]);
+    let (_, c) = provider_container(&v);
+    let root = bed.dir.path();
+    let provider_dir = root.join("provider");
+    std::fs::create_dir_all(&provider_dir).unwrap();
+    let mut args: Vec<String> = strings(&c["args"])
+        .into_iter()
+        .map(|a| a.replace("/provider/", &format!("{}/", provider_dir.display())))
+        .map(|a| {
+            if a.starts_with("-health-addr=") {
+                "-health-addr=127.0.0.1:0".to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let kubeconfig = in_cluster_stand_in(&bed, "both");
+    args.push(format!("-kubeconfig={}", kubeconfig.display()));
+    args.push("-openbao-mount=bao-kubernetes".to_string());
+    let rendered_env: BTreeMap<String, String> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        rendered_env.contains_key("BAO_ADDR") && rendered_env.contains_key("VAULT_ADDR"),
+        "the component adds the openbao socket's address: {rendered_env:?}"
+    );
+    let (vault_addr, bao_addr) = (bed.world.bao.addr(), proxy.url());
+    let vault_sock = provider_dir.join("vault.sock");
+    let bao_sock = provider_dir.join("openbao.sock");
+    let p = Provider::spawn(
+        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+        &args,
+        vault_sock.clone(),
+        root.join("both.log"),
+        &[("VAULT_ADDR", &vault_addr), ("BAO_ADDR", &bao_addr)],
+    )
+    .await
+    .expect("provider starts with the component's arguments");
+    // Both sockets, one process, each with its runtime name.
+    for (sock, name) in [(&vault_sock, "vault-csi-provider"), (&bao_sock, "openbao-csi-provider")] {
+        let client = DriverClient::connect(sock, Generation::V16).await.unwrap();
+        assert_eq!(client.version().await.unwrap().runtime_name, name);
+    }
+
+    // One pod, kubelet tokens for both audiences, the same class on both
+    // sockets: each socket picks its audience, auth mount and address.
+    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let spc = params(objects, &[]);
+    let from_vault = p.mount_at(&vault_sock, &spc, &pod).await.expect("provider: vault");
+    assert_eq!(text(&from_vault, "k"), "shared");
+    assert_eq!(proxy.forwarded("/v1/"), 0, "the vault socket uses VAULT_ADDR");
+    let from_bao = p.mount_at(&bao_sock, &spc, &pod).await.expect("provider: openbao");
+    assert_eq!(text(&from_bao, "k"), "shared");
+    assert_eq!(
+        proxy.forwarded("/v1/auth/bao-kubernetes/login"),
+        1,
+        "the openbao socket uses BAO_ADDR and -openbao-mount"
+    );
+    // One object-version key for both sockets: equal objects, equal versions.
+    assert_eq!(versions(&from_vault)["k"], versions(&from_bao)["k"]);
+    assert!(bed
+        .world
+        .kube
+        .secret(PROVIDER_NS, "vault-csi-provider-hmac-key")
+        .is_some());
+    assert!(bed
+        .world
+        .kube
+        .secret(PROVIDER_NS, "openbao-csi-provider-hmac-key")
+        .is_none());
+
+    // The token cache keeps the flavours apart. A class on the openbao
+    // socket naming the vault socket's address and mount, for the same pod
+    // and role, resolves to the same connection as the vault-socket mount
+    // above, whose token is cached; but its JWT is the `openbao` one, which
+    // role app at auth/kubernetes refuses. Reusing the cached token would
+    // let it through.
+    let same_connection = params(
+        objects,
+        &[("baoAddress", &vault_addr), ("baoKubernetesMountPath", "kubernetes")],
+    );
+    let e = p.mount_at(&bao_sock, &same_connection, &pod).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("login to OpenBao at"), "{}", e.message());
+    // Naming the audience makes it the same login as the vault socket's.
+    let mut named = same_connection.clone();
+    named.insert("audience".into(), "vault".into());
+    let r = p.mount_at(&bao_sock, &named, &pod).await.expect("audience vault named");
+    assert_eq!(text(&r, "k"), "shared");
+
+    let logs = p.logs();
+    for line in [
+        "serving the CSI driver for provider: vault (Vault defaults)",
+        "serving the CSI driver for provider: openbao (OpenBao defaults)",
+    ] {
+        assert!(logs.contains(line), "{line}:\n{logs}");
+    }
+}
+
 // ---------------------------------------------------------------- examples
 
 /// One example as a user would apply it.
 struct Example {
+    /// `spec.provider`: `vault` or `openbao`.
+    provider: String,
     /// The SecretProviderClass's `spec.parameters`.
     parameters: BTreeMap<String, String>,
     /// The pod's name and service account.
@@ -806,7 +1209,11 @@ fn example(name: &str) -> Example {
             "{name}: unknown SecretProviderClass field spec.{key}"
         );
     }
-    assert_eq!(spec["provider"], "vault", "{name}");
+    let provider = spec["provider"].as_str().unwrap_or_default().to_string();
+    assert!(
+        provider == "vault" || provider == "openbao",
+        "{name}: spec.provider {provider:?} is not served"
+    );
     let mut parameters = BTreeMap::new();
     for (k, v) in spec["parameters"].as_object().unwrap() {
         let v = v
@@ -841,6 +1248,7 @@ fn example(name: &str) -> Example {
         "{name}: the pod's ServiceAccount is in the example"
     );
     Example {
+        provider,
         parameters,
         pod_name: pod["metadata"]["name"].as_str().unwrap().to_string(),
         service_account: sa,
@@ -849,17 +1257,29 @@ fn example(name: &str) -> Example {
 }
 
 impl Example {
-    /// The parameters with the Vault address pointed at the test's OpenBao.
+    /// The parameters with the address (under whichever name the example
+    /// writes it) pointed at the test's OpenBao.
     fn params_for(&self, bed: &Bed) -> BTreeMap<String, String> {
         let mut p = self.parameters.clone();
-        assert!(p.contains_key("vaultAddress"), "examples show vaultAddress");
-        p.insert("vaultAddress".into(), bed.world.bao.addr());
+        let name = spc_names::ADDRESS
+            .iter()
+            .find(|n| p.contains_key(**n))
+            .expect("examples show the address");
+        p.insert(name.to_string(), bed.world.bao.addr());
         p
+    }
+
+    /// The role, under whichever name the example writes it.
+    fn role_name(&self) -> &str {
+        spc_names::ROLE
+            .iter()
+            .find_map(|n| self.parameters.get(*n))
+            .expect("examples name a role")
     }
 
     /// Writes the example's policy and a kubernetes-auth role for its pod.
     async fn role(&self, bed: &Bed, audience: Option<&str>) {
-        let role = &self.parameters["roleName"];
+        let role = self.role_name();
         bed.world.bao.put_policy(role, &self.policy).await.unwrap();
         bed.world
             .bao
@@ -1076,4 +1496,40 @@ async fn example_sync() {
     let secret = bed.world.kube.secret(ns, "app-credentials").expect("the synced Secret");
     assert_eq!(secret["type"], "kubernetes.io/basic-auth");
     assert_eq!(secret["data"]["password"], "c3luY2Vk", "base64 of the Vault value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_openbao_kv() {
+    let bed = Bed::start().await;
+    let ex = example("openbao-kv");
+    assert_eq!(ex.provider, "openbao");
+    assert!(!ex.parameters.contains_key("audience"), "the socket's default audience");
+    ex.role(&bed, Some("openbao")).await;
+    bed.world
+        .bao
+        .kv2_put("secret", "app", json!({"password": "from-openbao", "mode": "prod"}))
+        .await
+        .unwrap();
+    let p = openbao_provider(&bed, "p", &[], &[]).await;
+    // Kubelet hands over the token for audience openbao (tokenRequests).
+    let mut pod = bed
+        .world
+        .pod_without_token("default", &ex.pod_name, &ex.service_account);
+    let token = bed
+        .world
+        .kube
+        .pod_token("default", &ex.pod_name, &["openbao"], Duration::from_secs(3600))
+        .unwrap();
+    pod.tokens = Some(PodContext::tokens_json(
+        "openbao",
+        &token,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    ));
+    let r = p
+        .mount(&ex.params_for(&bed), &pod)
+        .await
+        .expect("openbao-kv example mounts");
+    assert_eq!(text(&r, "db-password"), "from-openbao");
+    let config: Value = serde_json::from_str(&text(&r, "config/app.json")).unwrap();
+    assert_eq!(config["mode"], "prod");
 }

@@ -628,3 +628,80 @@ async fn ledger_metrics_follow_held_credentials_and_renewals() {
         ) >= 1.0
     );
 }
+
+/// Managed clusters (EKS, GKE, AKS) hand out kubeconfigs whose user runs an
+/// `exec` credential plugin; `mount` must work with them, as kubectl does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bed = Bed::start().await;
+    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    // The provider's key Secret exists, as on a cluster running the provider.
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod("default", "web-0", "app");
+    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let grpc = p.mount(&params(objects, &[]), &pod).await.expect("gRPC mount");
+
+    let dir = bed.dir.path();
+    // The plugin: prints an ExecCredential with a token the API accepts, and
+    // records that it ran.
+    let token = bed.world.kube.service_account_token(
+        PROVIDER_NS,
+        "vault-csi-provider",
+        &[],
+        std::time::Duration::from_secs(3600),
+    );
+    let ran = dir.join("plugin-ran");
+    let plugin = dir.join("credential-plugin.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ntouch '{}'\ncat <<'JSON'\n{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\"}}}}\nJSON\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plain = dir.join("plain.kubeconfig");
+    bed.world.kube.write_kubeconfig(&plain, "unused").unwrap();
+    let mut kubeconfig: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"] = json!({"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": plugin.display().to_string(),
+        "args": ["--cluster", "test"],
+        "interactiveMode": "Never",
+    }});
+    let exec_config = dir.join("exec.kubeconfig");
+    std::fs::write(&exec_config, serde_yaml_ng::to_string(&kubeconfig).unwrap()).unwrap();
+
+    let spc = dir.join("spc.yaml");
+    std::fs::write(
+        &spc,
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: spc\n  namespace: default\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    audience: vault\n    objects: |\n      {}",
+            objects.trim_end()
+        ),
+    )
+    .unwrap();
+    let vault_addr = format!("-vault-addr={}", bed.world.bao.addr());
+    let kube_flag = format!("-kubeconfig={}", exec_config.display());
+    let uid = format!("--pod-uid={}", pod.uid);
+    // No token file: the key Secret is read and a pod token requested
+    // through the API, both as the plugin's identity.
+    let (code, stdout, stderr) = run_cli(&[
+        "mount",
+        spc.to_str().unwrap(),
+        &vault_addr,
+        &kube_flag,
+        "-hmac-secret-namespace=csi",
+        "--pod-name=web-0",
+        &uid,
+        "--service-account=app",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(ran.exists(), "the exec plugin ran");
+    for v in &grpc.object_version {
+        assert!(stdout.contains(&v.version), "same versions as the provider\n{stdout}");
+    }
+}

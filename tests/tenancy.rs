@@ -130,11 +130,24 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
         .expect("default address, allowed file, default audience");
     assert_eq!(text(&r, "k"), "v");
 
+    // A symlink out of the allowed directory, as each file parameter.
+    let esc = escape.display().to_string();
+    let inside = ca.display().to_string();
+    let out = "outside the directories";
+    refused(&p, &pod, &[("vaultCACertPath", &esc)], out).await;
+    refused(&p, &pod, &[("vaultCADirectory", &allowed.display().to_string())], out).await;
     refused(
         &p,
         &pod,
-        &[("vaultCACertPath", &escape.display().to_string())],
-        "outside the directories",
+        &[("vaultTLSClientCertPath", &esc), ("vaultTLSClientKeyPath", &inside)],
+        out,
+    )
+    .await;
+    refused(
+        &p,
+        &pod,
+        &[("vaultTLSClientCertPath", &inside), ("vaultTLSClientKeyPath", &esc)],
+        out,
     )
     .await;
     refused(&p, &pod, &[("vaultCACertPath", "/etc/hostname")], "-spc-file-dirs").await;
@@ -358,4 +371,176 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
         .saturating_sub(rss_before);
     println!("TENANCY | RSS before {rss_before} KiB, peak growth {peak_growth} KiB");
     assert!(peak_growth < 96 * 1024, "peak RSS grew by {peak_growth} KiB");
+}
+
+/// `token` with its claims edited after signing.
+fn forge(token: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+fn with_token(
+    pod: &vault_csi_provider::testbed::driver::PodContext,
+    token: &str,
+) -> vault_csi_provider::testbed::driver::PodContext {
+    let mut p = pod.clone();
+    p.tokens = Some(vault_csi_provider::testbed::driver::PodContext::tokens_json(
+        "vault",
+        token,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    ));
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
+    let bed = Bed::start().await;
+    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    let p = bed.provider("p", &[]).await;
+    let victim = bed.pod("default", "web-0", "app");
+    let attacker = bed.pod("default", "intruder-0", "app");
+    let ps = params(OBJECTS, &[]);
+    p.mount(&ps, &victim).await.expect("the victim's own mount");
+    let reviews = token_reviews(&bed.kube);
+    p.mount(&ps, &victim)
+        .await
+        .expect("the victim again: the held token, proven by signature");
+    assert_eq!(token_reviews(&bed.kube), reviews, "no new login for a proven request");
+
+    let victim_uid = victim.uid.clone();
+    let attacker_token = bed
+        .kube
+        .pod_token("default", "intruder-0", &["vault"], Duration::from_secs(3600))
+        .unwrap();
+    let forged_uid = forge(&attacker_token, |c| {
+        c["kubernetes.io"]["pod"] = json!({"name": "web-0", "uid": victim_uid});
+    });
+    let expired = forge(&attacker_token, |c| c["exp"] = json!(1));
+    let unsigned = {
+        let forged = forge(&forged_uid, |_| {});
+        let mut parts: Vec<&str> = forged.split('.').collect();
+        let header = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, r#"{"alg":"none"}"#);
+        parts[0] = &header;
+        parts[2] = "";
+        parts.join(".")
+    };
+    for (what, token, needle) in [
+        (
+            "another pod's real token",
+            attacker_token.as_str(),
+            "belongs to pod default/intruder-0",
+        ),
+        (
+            "a token re-written to name the victim",
+            forged_uid.as_str(),
+            "signature does not verify",
+        ),
+        (
+            "an unsigned token naming the victim",
+            unsigned.as_str(),
+            "signature does not verify",
+        ),
+        (
+            "an expired token",
+            expired.as_str(),
+            "belongs to pod default/intruder-0",
+        ),
+    ] {
+        let e = p.mount(&ps, &with_token(&victim, token)).await.expect_err(what);
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+        assert!(e.message().contains(needle), "{what}: {}", e.message());
+        assert!(
+            !e.message().contains(token),
+            "{what}: the message must not echo the token"
+        );
+    }
+    assert_eq!(
+        token_reviews(&bed.kube),
+        reviews,
+        "refused before anything reached Vault"
+    );
+    p.mount(&ps, &attacker)
+        .await
+        .expect("the attacker's own pod still mounts its own secrets");
+
+    // Without the issuer keys, the held token is reused only for the exact
+    // JWT Vault reviewed; kubelet's next token costs one login, no refusal.
+    bed.kube.set_issuer_discovery(false);
+    let q = bed.provider("q", &[]).await;
+    q.mount(&ps, &victim).await.expect("first mount: a login");
+    let reviews = token_reviews(&bed.kube);
+    q.mount(&ps, &victim).await.expect("the same JWT: the held token");
+    assert_eq!(token_reviews(&bed.kube), reviews);
+    let refreshed = bed
+        .kube
+        .pod_token("default", "web-0", &["vault"], Duration::from_secs(3600))
+        .unwrap();
+    q.mount(&ps, &with_token(&victim, &refreshed))
+        .await
+        .expect("a new JWT: a fresh login");
+    assert!(
+        token_reviews(&bed.kube) > reviews,
+        "an unverifiable new JWT is proven by Vault's review"
+    );
+    let e = q
+        .mount(&ps, &with_token(&victim, &forged_uid))
+        .await
+        .expect_err("a forgery");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_other_nodes_get_no_token_and_pods_are_read_as_metadata_only() {
+    let bed = Bed::start().await;
+    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    // The pinned audience makes self-requested tokens ones the role accepts.
+    let p = bed
+        .provider(
+            "p",
+            &[
+                "-node-name=node-1",
+                "-revoke-on-pod-delete=true",
+                "-spc-allowed-audiences=vault",
+            ],
+        )
+        .await;
+    let ps = params(OBJECTS, &[]);
+    // Pods without kubelet tokens: the provider would mint one itself.
+    let here = bed.pod_without_token("default", "here-0", "app");
+    let uid = bed.kube.add_pod("default", "there-0", "app", "node-2");
+    let there = vault_csi_provider::testbed::driver::PodContext {
+        name: "there-0".into(),
+        namespace: "default".into(),
+        uid,
+        service_account: "app".into(),
+        tokens: None,
+    };
+    p.mount(&ps, &here).await.expect("a pod on this node");
+    bed.kube.clear_requests();
+    let e = p.mount(&ps, &there).await.expect_err("a pod on another node");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("does not run on node node-1"), "{}", e.message());
+    let minted: Vec<_> = bed
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|(m, path)| m == "POST" && path.split('?').next().is_some_and(|p| p.ends_with("/token")))
+        .collect();
+    assert!(minted.is_empty(), "no token was requested: {minted:?}");
+
+    // Every pod read the provider made (the node check, the revocation
+    // list and watch) asked for metadata only.
+    let reads = bed.kube.pod_reads();
+    assert!(reads.iter().any(|(path, _)| path.ends_with("?watch")), "{reads:?}");
+    assert!(reads.iter().any(|(path, _)| path.ends_with("?list")), "{reads:?}");
+    assert!(reads.iter().all(|(_, metadata_only)| *metadata_only), "{reads:?}");
 }

@@ -13,6 +13,7 @@ use clap::Parser;
 
 use super::spc_file::{self, Located, SpcDocument};
 use super::{usage_error, EXIT_PROBLEMS};
+use crate::flavor::Flavor;
 use crate::http::Endpoint;
 use crate::spc::{self, keys, Defaults, MountSpec, TlsConfig, VaultConfig};
 
@@ -28,37 +29,39 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// The parameters the provider reads; others are ignored by it (the driver
-/// adds its own), so a misspelt one is worth a warning.
-const KNOWN: [&str; 14] = [
-    "roleName",
-    "objects",
-    "vaultAddress",
-    "vaultKubernetesMountPath",
-    "vaultAuthMountPath",
-    "audience",
-    "vaultNamespace",
-    "vaultCACertPath",
-    "vaultCADirectory",
-    "vaultTLSServerName",
-    "vaultTLSClientCertPath",
-    "vaultTLSClientKeyPath",
-    "vaultSkipTLSVerify",
-    "syncSecrets",
-];
+/// Whether the provider reads `key` (any alias of a connection parameter,
+/// or a plain one); others are ignored by it (the driver adds its own), so a
+/// misspelt one is worth a warning.
+fn known(key: &str) -> bool {
+    spc::names::ALL.iter().any(|names| names.contains(&key)) || spc::names::PLAIN.contains(&key)
+}
+
+/// Every parameter name the provider reads, for "did you mean" hints.
+fn known_names() -> impl Iterator<Item = &'static str> {
+    spc::names::ALL
+        .iter()
+        .flat_map(|names| names.iter().copied())
+        .chain(spc::names::PLAIN.iter().copied())
+}
 
 /// Parameter groups validated on their own, so one bad parameter does not
-/// hide the next: `parse_mount` stops at the first problem it meets.
-const GROUPS: [&[&str]; 7] = [
-    &["roleName"],
-    &["vaultKubernetesMountPath", "vaultAuthMountPath"],
-    &["vaultAddress"],
-    &["vaultTLSClientCertPath", "vaultTLSClientKeyPath"],
-    &["vaultSkipTLSVerify"],
-    &["audience"],
-    // Checked against the class's own objects, when those parse.
-    &["syncSecrets"],
-];
+/// hide the next: `parse_mount` stops at the first problem it meets. Each
+/// group holds every alias of its parameters.
+fn groups() -> Vec<Vec<&'static str>> {
+    use spc::names;
+    let of = |lists: &[&[&'static str]]| lists.iter().flat_map(|l| l.iter().copied()).collect::<Vec<_>>();
+    vec![
+        of(&[names::ROLE]),
+        of(&[names::KUBERNETES_MOUNT_PATH, names::AUTH_MOUNT_PATH]),
+        of(&[names::ADDRESS]),
+        of(&[names::TLS_CLIENT_CERT_PATH, names::TLS_CLIENT_KEY_PATH]),
+        of(&[names::SKIP_TLS_VERIFY]),
+        of(&[names::NAMESPACE]),
+        vec!["audience"],
+        // Checked against the class's own objects, when those parse.
+        vec!["syncSecrets"],
+    ]
+}
 
 /// A placeholder that always parses, standing in for `objects` while the
 /// other parameters are checked.
@@ -125,7 +128,15 @@ pub fn run(files: &[PathBuf], out: &mut String) -> usize {
     problems
 }
 
-fn defaults() -> Defaults {
+/// The flavour of the socket the driver sends `doc` to: its `spec.provider`.
+fn flavor_of(doc: &SpcDocument) -> Flavor {
+    match doc.provider.as_deref() {
+        Some("openbao") => Flavor::OpenBao,
+        _ => Flavor::Vault,
+    }
+}
+
+fn defaults(flavor: Flavor) -> Defaults {
     Defaults {
         vault: VaultConfig {
             // The provider's default; only shown when a class names none.
@@ -141,6 +152,7 @@ fn defaults() -> Defaults {
         },
         auth_mount: "kubernetes".to_string(),
         policy: crate::policy::ClassPolicy::default(),
+        flavor,
     }
 }
 
@@ -164,21 +176,22 @@ fn strip_prefix(message: String) -> String {
 /// Every problem of one class: parameters group by group, then each object.
 fn check_document(doc: &SpcDocument) -> Vec<Located> {
     let mut found = Vec::new();
-    let defaults = defaults();
+    let defaults = defaults(flavor_of(doc));
 
-    for group in GROUPS {
+    for group in groups() {
+        let is_role = group.as_slice() == spc::names::ROLE;
         let present: Vec<&str> = group
             .iter()
             .copied()
             .filter(|k| doc.parameters.contains_key(*k))
             .collect();
-        if present.is_empty() && group != ["roleName"] {
+        if present.is_empty() && !is_role {
             continue;
         }
         let mut params = BTreeMap::new();
         params.insert("roleName".to_string(), "placeholder".to_string());
         params.insert("objects".to_string(), PLACEHOLDER_OBJECTS.to_string());
-        if group == ["roleName"] {
+        if is_role {
             params.remove("roleName");
         }
         if group == ["syncSecrets"] {
@@ -190,7 +203,7 @@ fn check_document(doc: &SpcDocument) -> Vec<Located> {
                 _ => continue,
             }
         }
-        for k in group {
+        for k in &group {
             if let Some(v) = doc.parameters.get(*k) {
                 params.insert((*k).to_string(), v.clone());
             }
@@ -291,9 +304,8 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
         doc.name
     );
     for key in doc.parameters.keys() {
-        if !KNOWN.contains(&key.as_str()) {
-            let hint = KNOWN
-                .iter()
+        if !known(key) {
+            let hint = known_names()
                 .find(|k| k.eq_ignore_ascii_case(key))
                 .map(|k| format!(" (did you mean {k}?)"))
                 .unwrap_or_default();
@@ -304,10 +316,14 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
             );
         }
     }
-    if let Some(p) = doc.provider.as_deref().filter(|p| *p != "vault") {
+    if let Some(p) = doc
+        .provider
+        .as_deref()
+        .filter(|p| !Flavor::ALL.iter().any(|f| f.provider() == *p))
+    {
         let _ = writeln!(
             out,
-            "{file}: warning: {title}: spec.provider is {p:?}; the driver only sends classes with provider \"vault\" to this provider"
+            "{file}: warning: {title}: spec.provider is {p:?}; the driver only sends classes with provider \"vault\" or \"openbao\" to this provider"
         );
     }
     if !problems.is_empty() {
@@ -323,7 +339,7 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
         }
         return;
     }
-    let spec = match spc::parse_mount(&attributes(doc, &doc.parameters), "", "", &defaults()) {
+    let spec = match spc::parse_mount(&attributes(doc, &doc.parameters), "", "", &defaults(flavor_of(doc))) {
         Ok(s) => s,
         Err(e) => {
             // Every group passed, so this would be a combination the groups
@@ -345,27 +361,32 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
 }
 
 fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
-    let vault = if doc.parameters.contains_key("vaultAddress") {
+    let sets = |names: &[&str]| {
+        names
+            .iter()
+            .any(|n| doc.parameters.get(*n).is_some_and(|v| !v.trim().is_empty()))
+    };
+    let prefix = spec.flavor.flag_prefix();
+    let product = spec.flavor.product();
+    let vault = if sets(spc::names::ADDRESS) {
         spec.vault.addresses.to_string()
     } else {
-        "the provider's -vault-addr".to_string()
+        format!("the provider's -{prefix}-addr")
     };
-    let auth = if doc.parameters.contains_key("vaultKubernetesMountPath")
-        || doc.parameters.contains_key("vaultAuthMountPath")
-    {
+    let auth = if sets(spc::names::KUBERNETES_MOUNT_PATH) || sets(spc::names::AUTH_MOUNT_PATH) {
         format!("auth/{}", spec.auth_mount)
     } else {
-        "the provider's -vault-mount (auth/kubernetes by default)".to_string()
+        format!("the provider's -{prefix}-mount (auth/kubernetes by default)")
     };
     let _ = writeln!(
         out,
-        "  login: role {:?} at {auth}, Vault {vault}, token audience {:?}{}",
+        "  login: role {:?} at {auth}, {product} {vault}, token audience {:?}{}",
         spec.role,
-        spec.audience.as_deref().unwrap_or(spc::DEFAULT_AUDIENCE),
+        spec.token_audience(),
         spec.vault
             .namespace
             .as_deref()
-            .map(|n| format!(", Vault namespace {n:?}"))
+            .map(|n| format!(", {product} namespace {n:?}"))
             .unwrap_or_default()
     );
     let mut reads: HashMap<&spc::ReadKey, usize> = HashMap::new();
@@ -441,5 +462,71 @@ fn describe_output(output: &spc::Output) -> String {
         }
         spc::Output::Template(_) => "a template over this and the other objects".to_string(),
         spc::Output::Hidden => "no file (input of templates only)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> (usize, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spc.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut out = String::new();
+        let problems = run(&[file], &mut out);
+        (problems, out)
+    }
+
+    #[test]
+    fn an_openbao_class_is_checked_with_openbao_names_and_defaults() {
+        let (problems, out) = check(
+            r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: bao}
+spec:
+  provider: openbao
+  parameters:
+    baoRoleName: app
+    baoKubernetesMountPath: k8s
+    objects: |
+      - {objectName: a, secretPath: secret/data/a, secretKey: k}
+"#,
+        );
+        assert_eq!(problems, 0, "{out}");
+        assert!(
+            !out.contains("warning"),
+            "bao names and provider openbao are known:\n{out}"
+        );
+        assert!(
+            out.contains("role \"app\" at auth/k8s, OpenBao the provider's -openbao-addr, token audience \"openbao\""),
+            "{out}"
+        );
+        // A bad value under a bao name is found and named, with its line.
+        let (problems, out) = check(
+            r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: bao}
+spec:
+  provider: openbao
+  parameters:
+    baoRoleName: app
+    baoSkipTLSVerify: "maybe"
+    baoKubernetesMountPath: a
+    openbaoAuthMountPath: b
+    baoRolName: typo
+    objects: |
+      - {objectName: a, secretPath: secret/data/a}
+"#,
+        );
+        assert_eq!(problems, 2, "{out}");
+        assert!(out.contains(":9: error: parameter baoSkipTLSVerify"), "{out}");
+        assert!(
+            out.contains("parameters baoKubernetesMountPath and openbaoAuthMountPath are both set"),
+            "{out}"
+        );
+        assert!(out.contains("parameter \"baoRolName\" is not read"), "{out}");
     }
 }

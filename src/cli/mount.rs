@@ -14,12 +14,13 @@ use base64::Engine as _;
 use clap::Parser;
 
 use super::{spc_file, usage_error, writer, EXIT_PROBLEMS, EXIT_USAGE};
+use crate::app::{Core, CoreConfig};
 use crate::config::Flags;
 use crate::kube::KubeClient;
-use crate::ledger::{Ledger, LedgerSettings, SystemClock};
+use crate::ledger::{Ledger, LedgerSettings};
 use crate::metrics::code_name;
-use crate::mount::{MountInput, MountOutput, Mounter, Settings};
-use crate::spc::{keys, DEFAULT_AUDIENCE};
+use crate::mount::{MountInput, MountOutput, Settings};
+use crate::spc::keys;
 use crate::vault::VaultPool;
 use crate::versions::{key_from_secret, Versions};
 
@@ -165,8 +166,9 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
     let defaults = flags.defaults().map_err(Failure::Usage)?;
     let kube = match &flags.kubeconfig {
         Some(path) => Some(
-            KubeClient::from_kubeconfig(path, flags.request_timeout)
-                .map_err(|e| Failure::Usage(format!("-kubeconfig {}: {e}", path.display())))?,
+            KubeClient::load(Some(path), flags.request_timeout)
+                .await
+                .map_err(Failure::Usage)?,
         ),
         None => None,
     };
@@ -186,7 +188,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         let audience = attrs
             .get("audience")
             .cloned()
-            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_string());
+            .unwrap_or_else(|| flags.primary_flavor().default_audience().to_string());
         let tokens = serde_json::json!({ audience: { "token": jwt.trim(), "expirationTimestamp": "" } });
         attrs.insert(keys::SA_TOKENS.to_string(), tokens.to_string());
     } else if kube.is_none() {
@@ -199,26 +201,36 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         secrets: String::new(),
         permission: args.permission.to_string(),
     };
-    let settings = Settings {
-        defaults,
-        request_timeout: flags.request_timeout,
-        fetch_concurrency: usize::from(flags.fetch_concurrency),
-    };
-    // One mount: a ledger in memory only, never the provider's state file.
-    let ledger = Arc::new(Ledger::new(
-        LedgerSettings {
-            reuse: false,
-            threshold: flags.renew_threshold,
-            grace: flags.rotation_grace,
-            capacity: 1,
-            state_file: None,
+    // The provider's own mount logic, built the same way, for one mount: a
+    // ledger in memory only (never the provider's state file), and no node
+    // (a laptop is none: the pod is named on the command line).
+    let core = Core::build(
+        CoreConfig {
+            settings: Settings {
+                defaults,
+                request_timeout: flags.request_timeout,
+                fetch_concurrency: usize::from(flags.fetch_concurrency),
+                node_name: None,
+            },
+            ledger: LedgerSettings {
+                reuse: false,
+                threshold: flags.renew_threshold,
+                grace: flags.rotation_grace,
+                capacity: 1,
+                state_file: None,
+                node: None,
+                max_held_bytes: flags.max_held_bytes,
+            },
+            request_timeout: flags.request_timeout,
+            max_mount_bytes: flags.max_mount_bytes,
+            max_inflight_bytes: flags.max_inflight_bytes,
         },
-        Arc::new(SystemClock),
-    ));
-    let pool = Arc::new(VaultPool::new(flags.request_timeout));
-    let mounter = Mounter::new(settings, kube, Arc::new(versions), ledger.clone(), pool.clone());
+        kube,
+        Arc::new(versions),
+    );
+    let (ledger, pool) = (core.ledger.clone(), core.pool.clone());
     let started = Instant::now();
-    let result = mounter.mount(&input, started + args.timeout).await;
+    let result = core.mounter.mount(&input, started + args.timeout).await;
     let elapsed = started.elapsed();
     // A dry run shows no values, so nothing it minted can be of use: revoke
     // the login token, which takes any dynamic credentials with it.
@@ -353,7 +365,7 @@ async fn versions(args: &MountArgs, kube: Option<&KubeClient>) -> Result<(Versio
             .hmac_secret_namespace
             .clone()
             .unwrap_or_else(|| kube.namespace().to_string());
-        let name = &flags.hmac_secret_name;
+        let name = &flags.hmac_secret_name();
         let secret = kube.get_secret(&namespace, name).await.map_err(|e| {
             Failure::Mount(format!(
                 "cannot read the object-version key Secret {namespace}/{name}: {e}"
@@ -421,7 +433,7 @@ mod tests {
             .map(String::from),
         );
         let a = MountArgs::try_parse_from(argv).unwrap();
-        assert_eq!(a.provider.vault_addr, "http://127.0.0.1:1");
+        assert_eq!(a.provider.vault_addr.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(a.pod_name, "web-0");
         assert_eq!(a.params, vec![("roleName".to_string(), "x".to_string())]);
         assert!(a.dry_run);

@@ -27,6 +27,8 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         grace: Duration::from_secs(30),
         capacity: 10,
         state_file: None,
+        node: None,
+        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
     };
     let key = TokenKey {
         pod: Pod {
@@ -38,6 +40,7 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         role: "r".into(),
         auth_mount: "kubernetes".into(),
         audience: None,
+        flavor: Default::default(),
         vault: VaultConfig {
             addresses: Endpoint::parse("http://127.0.0.1:8200").unwrap().into(),
             namespace: None,
@@ -182,25 +185,67 @@ fn state_files_are_encrypted_and_authenticated() {
             retiring: inner.retiring.clone(),
         }
     };
-    write_state(&path, &[7u8; 32], &state).unwrap();
+    let seal = Seal {
+        key: &[7u8; 32],
+        node: "node-1",
+        generation: 5,
+    };
+    write_state(&path, &seal, &state).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
         !String::from_utf8_lossy(&bytes).contains("s.secret"),
         "tokens are not stored in clear"
     );
-    assert_eq!(open_state(&[7u8; 32], &bytes).unwrap().entries.len(), 1);
-    assert_eq!(
-        open_state(&[8u8; 32], &bytes).err(),
-        Some("authentication failed"),
+    let (opened, generation) = open_state(&[7u8; 32], "node-1", &bytes).unwrap();
+    assert_eq!((opened.entries.len(), generation), (1, 5));
+    let refused = |key: &[u8; 32], node: &str, bytes: &[u8]| open_state(key, node, bytes).err();
+    assert!(
+        refused(&[8u8; 32], "node-1", &bytes)
+            .unwrap()
+            .contains("authentication failed"),
         "another key"
     );
-    let mut tampered = bytes.clone();
-    tampered[20] ^= 1;
-    assert!(open_state(&[7u8; 32], &tampered).is_err());
-    assert_eq!(
-        open_state(&[7u8; 32], b"garbage").err(),
-        Some("not a ledger state file")
+    assert!(
+        refused(&[7u8; 32], "node-2", &bytes)
+            .unwrap()
+            .contains("authentication failed"),
+        "another node"
     );
+    let mut tampered = bytes.clone();
+    tampered[30] ^= 1;
+    assert!(refused(&[7u8; 32], "node-1", &tampered).is_some(), "content");
+    let mut older = bytes.clone();
+    older[MAGIC.len() + 7] = 4;
+    assert!(
+        refused(&[7u8; 32], "node-1", &older).is_some(),
+        "the generation is authenticated"
+    );
+    assert!(refused(&[7u8; 32], "node-1", b"garbage")
+        .unwrap()
+        .contains("not a ledger state file"));
+    let mut v1 = b"VCPLEDGER1".to_vec();
+    v1.extend_from_slice(&bytes[MAGIC.len()..]);
+    assert!(
+        refused(&[7u8; 32], "node-1", &v1).is_some(),
+        "the old format is ignored, not misread"
+    );
+
+    // Only the state file remains: no temporary file is left behind, and a
+    // symlink at the path is replaced, never written through.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("state")]);
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    write_state(&path, &seal, &state).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -215,6 +260,8 @@ fn a_cache_size_of_zero_means_a_login_per_mount() {
         grace: Duration::from_secs(30),
         capacity: 0,
         state_file: None,
+        node: None,
+        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
     };
     let ledger = Ledger::new(settings, clock.clone());
     ledger.store_token(&key, token(clock.now(), 3600, true));
@@ -383,6 +430,8 @@ impl Republished {
             grace,
             capacity: 10,
             state_file: None,
+            node: None,
+            max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
         };
         Republished {
             ledger: Ledger::new(settings, clock.clone()),
@@ -589,6 +638,8 @@ fn a_cache_size_of_zero_reuses_no_certificate() {
         grace: Duration::from_secs(30),
         capacity: 0,
         state_file: None,
+        node: None,
+        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
     };
     let ledger = Ledger::new(settings, clock.clone());
     ledger.store_token(&key, token(clock.now(), 3600, true));
@@ -615,4 +666,34 @@ async fn a_lease_under_a_renewed_token_follows_its_own_lifetime() {
         1,
         "the replaced lease, after its grace"
     );
+}
+
+#[test]
+fn what_the_ledger_holds_is_bounded() {
+    let (mut ledger, clock, key) = setup(true);
+    ledger.settings.max_held_bytes = 8 * 1024;
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    let read_n = |n: usize| ReadKey {
+        path: format!("/v1/database/creds/app-{n}"),
+        ..read()
+    };
+    let sized = |bytes: usize| {
+        serde_json::json!({"lease_id": "database/creds/app/abc", "lease_duration": 600, "renewable": true,
+            "data": {"username": "u", "blob": "x".repeat(bytes)}})
+    };
+    // Three of ~3 KiB fit under 8 KiB; the third does not.
+    ledger.store_response(&key, &read_n(1), &sized(3000));
+    ledger.store_response(&key, &read_n(2), &sized(3000));
+    ledger.store_response(&key, &read_n(3), &sized(3000));
+    assert!(ledger.reusable(&key, &read_n(1)).is_some());
+    assert!(ledger.reusable(&key, &read_n(2)).is_some());
+    assert!(ledger.reusable(&key, &read_n(3)).is_none(), "over the bound: not held");
+    // Replacing a held one counts only the new size.
+    ledger.store_response(&key, &read_n(2), &sized(3500));
+    assert!(ledger.reusable(&key, &read_n(2)).is_some());
+    // One huge leased response is never held, whatever room is left.
+    let (big, clock, key) = setup(true);
+    big.store_token(&key, token(clock.now(), 3600, true));
+    big.store_response(&key, &read(), &sized(MAX_HELD_RESPONSE + 1));
+    assert!(big.reusable(&key, &read()).is_none());
 }

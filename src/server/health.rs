@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -31,6 +31,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     logs: Option<Arc<dyn LogControl>>,
     refresh: Option<Refresh>,
+    /// Whether `PUT /log-level` is accepted from peers other than loopback.
+    remote_log_level: AtomicBool,
 }
 
 impl Health {
@@ -49,7 +51,13 @@ impl Health {
             metrics,
             logs,
             refresh,
+            remote_log_level: AtomicBool::new(false),
         })
+    }
+
+    /// Accepts `PUT /log-level` from any peer, not only loopback.
+    pub fn allow_remote_log_level(&self, on: bool) {
+        self.remote_log_level.store(on, Ordering::SeqCst);
     }
 
     /// Records whether the driver socket is being served.
@@ -99,7 +107,19 @@ async fn get_log_level(State(health): State<Arc<Health>>) -> (StatusCode, String
     }
 }
 
-async fn put_log_level(State(health): State<Arc<Health>>, body: String) -> (StatusCode, String) {
+async fn put_log_level(
+    State(health): State<Arc<Health>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: String,
+) -> (StatusCode, String) {
+    // The only write on a port the pod network reaches: from loopback only
+    // (kubectl port-forward and exec arrive there), unless allowed.
+    if !peer.ip().is_loopback() && !health.remote_log_level.load(Ordering::SeqCst) {
+        return (
+            StatusCode::FORBIDDEN,
+            "PUT /log-level is accepted from loopback only (use kubectl port-forward); start the provider with -health-remote-log-level=true to accept it from the network\n".to_string(),
+        );
+    }
     let Some(logs) = &health.logs else {
         return (
             StatusCode::NOT_FOUND,
@@ -124,7 +144,17 @@ async fn put_log_level(State(health): State<Arc<Health>>, body: String) -> (Stat
     }
 }
 
-/// The health port's router: health, metrics and the log level.
+/// Serves the health port on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(health).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// The health port's router: health, metrics and the log level. Serve it
+/// with connection info (see [`serve`]): `PUT /log-level` needs the peer.
 pub fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/health/live", get(live))
@@ -167,5 +197,48 @@ mod tests {
         assert_eq!(h.readiness().await, Err("driver socket not served yet"));
         h.set_serving(true);
         assert_eq!(h.readiness().await, Ok(()));
+    }
+
+    struct Level(std::sync::Mutex<crate::config::LogLevel>);
+
+    impl LogControl for Level {
+        fn set_level(&self, level: crate::config::LogLevel) -> Result<(), String> {
+            *self.0.lock().unwrap() = level;
+            Ok(())
+        }
+
+        fn level(&self) -> crate::config::LogLevel {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_level_is_changed_from_loopback_only_unless_allowed() {
+        use axum::body::Body;
+        use axum::extract::connect_info::MockConnectInfo;
+        use tower::ServiceExt as _;
+
+        let logs = Arc::new(Level(std::sync::Mutex::new(crate::config::LogLevel::Info)));
+        let h = Health::new(
+            Arc::new(Versions::fixed(&[0u8; 32])),
+            Arc::new(Metrics::new()),
+            Some(logs.clone()),
+            None,
+        );
+        let put = |from: &str, level: &str| {
+            let app = router(h.clone()).layer(MockConnectInfo(from.parse::<SocketAddr>().unwrap()));
+            let req = axum::http::Request::put("/log-level")
+                .body(Body::from(level.to_string()))
+                .unwrap();
+            async move { app.oneshot(req).await.unwrap().status() }
+        };
+        assert_eq!(put("10.1.2.3:40000", "debug").await, StatusCode::FORBIDDEN);
+        assert_eq!(logs.level(), crate::config::LogLevel::Info);
+        assert_eq!(put("127.0.0.1:40000", "debug").await, StatusCode::OK);
+        assert_eq!(put("[::1]:40000", "warn").await, StatusCode::OK);
+        assert_eq!(logs.level(), crate::config::LogLevel::Warn);
+        h.allow_remote_log_level(true);
+        assert_eq!(put("10.1.2.3:40000", "error").await, StatusCode::OK);
+        assert_eq!(logs.level(), crate::config::LogLevel::Error);
     }
 }

@@ -22,9 +22,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::error::Error;
+use crate::flavor::Flavor;
 use crate::mount::{MountInput, Mounter};
 use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::{self, MountRequest, MountResponse, VersionRequest, VersionResponse};
+use crate::spc::Defaults;
 
 /// The driver rejects responses above this size (its default
 /// `--max-call-recv-msg-size`).
@@ -37,7 +39,10 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// `grpc-timeout` can say up to 99,999,999 hours; kubelet's is ~2 minutes).
 const MAX_MOUNT_BUDGET: Duration = Duration::from_secs(3600);
 
-/// The `CSIDriverProvider` service.
+/// The `CSIDriverProvider` service of one socket. Clones share the mount
+/// logic (its ledger and caches) and the mount slots, so several sockets
+/// (`vault.sock`, `openbao.sock`) are one provider with per-socket defaults.
+#[derive(Clone)]
 pub struct ProviderService {
     mounter: Arc<Mounter>,
     mount_timeout: Duration,
@@ -45,6 +50,10 @@ pub struct ProviderService {
     /// mounts together, and beyond what Vault answers in parallel, more
     /// concurrency only adds memory and queueing inside the provider.
     slots: Arc<tokio::sync::Semaphore>,
+    /// This socket's defaults; `None`: the mount logic's own.
+    defaults: Option<Arc<Defaults>>,
+    /// Which provider this socket stands in for (the Version RPC's name).
+    flavor: Flavor,
 }
 
 impl ProviderService {
@@ -56,7 +65,16 @@ impl ProviderService {
             mounter,
             mount_timeout,
             slots,
+            defaults: None,
+            flavor: Flavor::Vault,
         }
+    }
+
+    /// This service as the socket of `defaults.flavor`, with those defaults.
+    pub fn for_socket(mut self, defaults: Arc<Defaults>) -> ProviderService {
+        self.flavor = defaults.flavor;
+        self.defaults = Some(defaults);
+        self
     }
 
     /// Runs at most `n` mounts at once; the others wait (within their deadline).
@@ -97,7 +115,7 @@ impl CsiDriverProvider for ProviderService {
     async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: "v1alpha1".to_string(),
-            runtime_name: "vault-csi-provider".to_string(),
+            runtime_name: self.flavor.runtime_name().to_string(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
@@ -116,10 +134,14 @@ impl CsiDriverProvider for ProviderService {
             permission: req.permission,
         };
         let (pod, namespace, spc) = pod_labels(&input.attributes);
-        let span = tracing::info_span!("mount", %pod, %namespace, %spc);
+        let provider = self.flavor.provider();
+        let span = tracing::info_span!("mount", %pod, %namespace, %spc, provider);
         let deadline = started + budget;
         let result = match tokio::time::timeout(budget, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(_slot)) => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
+            Ok(Ok(_slot)) => match &self.defaults {
+                Some(d) => self.mounter.mount_with(&input, deadline, d).instrument(span.clone()).await,
+                None => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
+            },
             Ok(Err(_)) => Err(Error::Internal("the provider is shutting down".into())),
             Err(_) => Err(Error::Timeout(format!(
                 "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy (is Vault slow?)"
@@ -277,6 +299,54 @@ pub async fn serve(
         }
     };
     acceptor.abort();
+    result
+}
+
+/// Serves several sockets (each with its own service, e.g. `vault.sock`
+/// and `openbao.sock`) until `shutdown` resolves or one of them stops, then
+/// drains each for at most `grace`. The first failure is returned once all
+/// have stopped.
+pub async fn serve_all(
+    sockets: Vec<(UnixListener, ProviderService)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for (listener, service) in sockets {
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        servers.spawn(serve(listener, service, stopped, grace));
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = false;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                let _ = stop_tx.send(true);
+            }
+            joined = servers.join_next() => {
+                match joined {
+                    None => break,
+                    Some(Ok(Err(e))) if result.is_ok() => result = Err(e),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::error!(error = %e, "a socket's server task failed"),
+                }
+                // One socket stopped: the others stop too, rather than run
+                // on with a socket the driver can no longer reach.
+                stopping = true;
+                let _ = stop_tx.send(true);
+            }
+        }
+    }
     result
 }
 

@@ -10,6 +10,7 @@ fn defaults() -> Defaults {
         },
         auth_mount: "kubernetes".to_string(),
         policy: crate::policy::ClassPolicy::default(),
+        flavor: Flavor::Vault,
     }
 }
 
@@ -699,6 +700,362 @@ fn the_operators_policy_limits_what_a_class_may_name() {
     ])
     .is_ok());
     assert_eq!(open(&[]).unwrap().audience, None);
+}
+
+// ------------------------------------------------------- OpenBao parameter names
+
+/// Attributes with exactly `params` (no default roleName), plus the pod.
+fn bare_attrs(params: &[(&str, &str)]) -> String {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    m.insert(keys::POD_NAME.into(), "web-0".into());
+    m.insert(keys::POD_NAMESPACE.into(), "default".into());
+    m.insert(keys::POD_UID.into(), "uid-1".into());
+    m.insert(keys::SERVICE_ACCOUNT.into(), "app".into());
+    m.insert("objects".into(), ONE.into());
+    for (k, v) in params {
+        m.insert((*k).into(), (*v).into());
+    }
+    serde_json::to_string(&m).unwrap()
+}
+
+fn bare(params: &[(&str, &str)]) -> Result<MountSpec> {
+    parse_mount(&bare_attrs(params), "", "420", &defaults())
+}
+
+/// One aliased parameter: its names, a value for each (distinct), and what
+/// the parsed spec says it resolved to.
+struct Alias {
+    names: &'static [&'static str],
+    values: Vec<String>,
+    read: fn(&MountSpec) -> Option<String>,
+    /// Parameters the value needs next to it.
+    with: &'static [(&'static str, &'static str)],
+}
+
+fn aliases(dir: &std::path::Path) -> Vec<Alias> {
+    let files = |kind: &str| -> Vec<String> {
+        (0..4)
+            .map(|i| {
+                let p = dir.join(format!("{kind}-{i}"));
+                if kind == "dir" {
+                    std::fs::create_dir_all(&p).unwrap();
+                } else {
+                    std::fs::write(&p, "x").unwrap();
+                }
+                p.display().to_string()
+            })
+            .collect()
+    };
+    let distinct = |f: fn(usize) -> String| (0..4).map(f).collect::<Vec<_>>();
+    vec![
+        Alias {
+            names: names::ROLE,
+            values: distinct(|i| format!("role-{i}")),
+            read: |s| Some(s.role.clone()),
+            with: &[],
+        },
+        Alias {
+            names: names::ADDRESS,
+            values: distinct(|i| format!("https://vault-{i}.example:8200")),
+            read: |s| Some(s.vault.addresses.to_string()),
+            with: &[],
+        },
+        Alias {
+            names: names::NAMESPACE,
+            values: distinct(|i| format!("team-{i}")),
+            read: |s| s.vault.namespace.clone(),
+            with: &[],
+        },
+        Alias {
+            names: names::KUBERNETES_MOUNT_PATH,
+            values: distinct(|i| format!("k8s-{i}")),
+            read: |s| Some(s.auth_mount.clone()),
+            with: &[],
+        },
+        Alias {
+            names: names::AUTH_MOUNT_PATH,
+            values: distinct(|i| format!("jwt-{i}")),
+            read: |s| Some(s.auth_mount.clone()),
+            with: &[],
+        },
+        Alias {
+            names: names::CA_CERT_PATH,
+            values: files("ca"),
+            read: |s| s.vault.tls.ca_cert.as_ref().map(|p| p.display().to_string()),
+            with: &[],
+        },
+        Alias {
+            names: names::CA_DIRECTORY,
+            values: files("dir"),
+            read: |s| s.vault.tls.ca_directory.as_ref().map(|p| p.display().to_string()),
+            with: &[],
+        },
+        Alias {
+            names: names::TLS_SERVER_NAME,
+            values: distinct(|i| format!("vault-{i}.internal")),
+            read: |s| s.vault.tls.server_name.clone(),
+            with: &[],
+        },
+        Alias {
+            names: names::TLS_CLIENT_CERT_PATH,
+            values: files("cert"),
+            read: |s| s.vault.tls.client_cert.as_ref().map(|(c, _)| c.display().to_string()),
+            with: &[("vaultTLSClientKeyPath", "/pair/key.pem")],
+        },
+        Alias {
+            names: names::TLS_CLIENT_KEY_PATH,
+            values: files("key"),
+            read: |s| s.vault.tls.client_cert.as_ref().map(|(_, k)| k.display().to_string()),
+            with: &[("vaultTLSClientCertPath", "/pair/cert.pem")],
+        },
+        Alias {
+            names: names::SKIP_TLS_VERIFY,
+            // Only the first differs, so precedence shows at every step.
+            values: vec!["true".into(), "false".into(), "true".into(), "false".into()],
+            read: |s| Some(s.vault.tls.skip_verify.to_string()),
+            with: &[],
+        },
+    ]
+}
+
+#[test]
+fn every_parameter_is_read_under_each_of_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for a in aliases(dir.path()) {
+        for (i, name) in a.names.iter().enumerate() {
+            let mut params: Vec<(&str, &str)> = a.with.to_vec();
+            if a.names != names::ROLE {
+                params.push(("roleName", "app"));
+            }
+            params.push((name, &a.values[i]));
+            // The partner of a client cert/key half is written with the same prefix.
+            let partner;
+            if a.names == names::TLS_CLIENT_CERT_PATH || a.names == names::TLS_CLIENT_KEY_PATH {
+                let other = if a.names == names::TLS_CLIENT_CERT_PATH {
+                    names::TLS_CLIENT_KEY_PATH
+                } else {
+                    names::TLS_CLIENT_CERT_PATH
+                };
+                partner = names::like(name, a.names, other);
+                params.push((partner, "/pair/other.pem"));
+            }
+            let spec = bare(&params).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let expected = if a.names == names::ADDRESS {
+                Endpoint::parse(&a.values[i]).unwrap().to_string()
+            } else {
+                a.values[i].clone()
+            };
+            assert_eq!((a.read)(&spec).as_deref(), Some(expected.as_str()), "{name}");
+            checked += 1;
+        }
+    }
+    // 3 prefixes for 11 parameters, plus plain roleName.
+    assert_eq!(checked, 34);
+}
+
+#[test]
+fn bao_beats_openbao_beats_vault_for_every_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    for a in aliases(dir.path()) {
+        // All names set, each to its own value; drop the winner, the next wins.
+        for first in 0..a.names.len() {
+            let mut params: Vec<(&str, &str)> = a.with.to_vec();
+            if a.names != names::ROLE {
+                params.push(("roleName", "app"));
+            }
+            for (i, name) in a.names.iter().enumerate().skip(first) {
+                params.push((name, &a.values[i]));
+            }
+            let spec = bare(&params).unwrap_or_else(|e| panic!("{}: {e}", a.names[first]));
+            let expected = if a.names == names::ADDRESS {
+                Endpoint::parse(&a.values[first]).unwrap().to_string()
+            } else {
+                a.values[first].clone()
+            };
+            assert_eq!(
+                (a.read)(&spec).as_deref(),
+                Some(expected.as_str()),
+                "{} should win over {:?}",
+                a.names[first],
+                &a.names[first + 1..]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_name_present_but_empty_wins_over_the_names_after_it() {
+    // The default, not vaultAddress.
+    let spec = bare(&[
+        ("roleName", "app"),
+        ("baoAddress", ""),
+        ("vaultAddress", "https://other.example:8200"),
+    ])
+    .unwrap();
+    assert_eq!(spec.vault.addresses, defaults().vault.addresses);
+    let spec = bare(&[
+        ("roleName", "app"),
+        ("openbaoNamespace", " "),
+        ("vaultNamespace", "team"),
+    ])
+    .unwrap();
+    assert_eq!(spec.vault.namespace, None);
+    let spec = bare(&[
+        ("roleName", "app"),
+        ("baoKubernetesMountPath", ""),
+        ("vaultKubernetesMountPath", "other"),
+    ])
+    .unwrap();
+    assert_eq!(spec.auth_mount, "kubernetes");
+    let spec = bare(&[
+        ("roleName", "app"),
+        ("baoSkipTLSVerify", ""),
+        ("vaultSkipTLSVerify", "true"),
+    ])
+    .unwrap();
+    assert!(!spec.vault.tls.skip_verify);
+    // An empty role is missing, and the message says which name hid which.
+    let e = bare(&[("baoRoleName", ""), ("roleName", "app")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("parameter baoRoleName is missing"), "{e}");
+    assert!(e.contains("roleName is not read"), "{e}");
+    let e = bare(&[]).unwrap_err().to_string();
+    assert!(e.contains("parameter roleName is missing"), "{e}");
+}
+
+#[test]
+fn the_mount_path_conflict_is_checked_after_the_names_are_resolved() {
+    // Two spellings of one alias: the first wins, silently.
+    let spec = bare(&[
+        ("roleName", "app"),
+        ("baoKubernetesMountPath", "bao"),
+        ("vaultKubernetesMountPath", "vault"),
+    ])
+    .unwrap();
+    assert_eq!(spec.auth_mount, "bao");
+    // Both aliases: an error naming the parameters the class wrote.
+    let e = bare(&[
+        ("roleName", "app"),
+        ("baoKubernetesMountPath", "bao"),
+        ("vaultAuthMountPath", "jwt"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("parameters baoKubernetesMountPath and vaultAuthMountPath are both set"),
+        "{e}"
+    );
+    let e = bare(&[("roleName", "app"), ("openbaoAuthMountPath", "a/../b")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("parameter openbaoAuthMountPath: the auth mount path"), "{e}");
+}
+
+#[test]
+fn errors_name_the_parameter_the_class_wrote() {
+    let fails = |params: &[(&str, &str)], needle: &str| {
+        let mut all = vec![("roleName", "app")];
+        all.extend_from_slice(params);
+        let e = bare(&all).unwrap_err().to_string();
+        assert!(e.contains(needle), "{params:?}: {e}");
+    };
+    fails(
+        &[("baoSkipTLSVerify", "maybe")],
+        "parameter baoSkipTLSVerify: \"maybe\" is not a boolean",
+    );
+    fails(&[("openbaoAddress", "ftp://x")], "parameter openbaoAddress: ");
+    fails(&[("baoNamespace", "a\nb")], "parameter baoNamespace ");
+    fails(
+        &[("baoTLSClientCertPath", "/c.pem")],
+        "baoTLSClientCertPath and baoTLSClientKeyPath must be set together",
+    );
+    fails(
+        &[("openbaoTLSClientKeyPath", "/k.pem")],
+        "openbaoTLSClientCertPath and openbaoTLSClientKeyPath must be set together",
+    );
+    fails(&[("baoCACertPath", "relative.pem")], "parameter baoCACertPath: ");
+}
+
+#[test]
+fn the_operators_policy_applies_to_the_resolved_value_whatever_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let inside = ca.display().to_string();
+    let mut d = defaults();
+    d.policy = crate::policy::ClassPolicy {
+        allow_http: false,
+        allow_skip_verify: false,
+        ..Default::default()
+    }
+    .with_file_dirs(&[dir.path().to_path_buf()])
+    .unwrap();
+    let parse = |params: &[(&str, &str)]| parse_mount(&bare_attrs(params), "", "420", &d);
+    let fails = |params: &[(&str, &str)], needle: &str| {
+        let e = parse(params).unwrap_err().to_string();
+        assert!(e.contains(needle), "{params:?}: {e}");
+    };
+    fails(
+        &[("roleName", "app"), ("baoAddress", "http://vault.example:8200")],
+        "parameter baoAddress: http://vault.example:8200 is plain http",
+    );
+    fails(
+        &[("roleName", "app"), ("openbaoSkipTLSVerify", "true")],
+        "parameter openbaoSkipTLSVerify: this provider does not allow",
+    );
+    fails(
+        &[("roleName", "app"), ("baoCADirectory", "/etc")],
+        "parameter baoCADirectory: ",
+    );
+    // A refused value under a name that is not read does not matter: the
+    // check is on what the class resolves to.
+    assert!(parse(&[
+        ("roleName", "app"),
+        ("baoAddress", "https://vault.example:8200"),
+        ("vaultAddress", "http://vault.example:8200"),
+        ("baoCACertPath", &inside),
+        ("vaultCACertPath", "/dev/zero"),
+    ])
+    .is_ok());
+    // ... but a refused value that wins is refused.
+    fails(
+        &[
+            ("roleName", "app"),
+            ("baoAddress", "http://vault.example:8200"),
+            ("vaultAddress", "https://vault.example:8200"),
+        ],
+        "parameter baoAddress",
+    );
+}
+
+#[test]
+fn the_default_audience_follows_the_sockets_flavour() {
+    let tokens = r#"{"vault":{"token":"jwt-vault","expirationTimestamp":""},"openbao":{"token":"jwt-openbao","expirationTimestamp":""}}"#;
+    let mut bao = defaults();
+    bao.flavor = Flavor::OpenBao;
+    let a = attrs(&[(keys::SA_TOKENS, tokens)], ONE);
+    let spec = parse_mount(&a, "", "420", &defaults()).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-vault");
+    assert_eq!(spec.token_audience(), "vault");
+    assert_eq!(spec.flavor, Flavor::Vault);
+    let spec = parse_mount(&a, "", "420", &bao).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-openbao");
+    assert_eq!((spec.token_audience(), spec.flavor), ("openbao", Flavor::OpenBao));
+    assert_eq!(
+        spec.audience, None,
+        "a self-requested token still gets the API server's default"
+    );
+    // A named audience is the same on both.
+    let a = attrs(&[(keys::SA_TOKENS, tokens), ("audience", "vault")], ONE);
+    assert_eq!(
+        parse_mount(&a, "", "420", &bao).unwrap().provided_token.unwrap().token,
+        "jwt-vault"
+    );
+    // Messages name the product of the socket.
+    let e = parse_mount(&bare_attrs(&[]), "", "420", &bao).unwrap_err().to_string();
+    assert!(e.contains("name the OpenBao role"), "{e}");
 }
 
 #[test]

@@ -134,7 +134,10 @@ impl KubeDouble {
         let addr = listener.local_addr()?;
         let (changes, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                issuer_discovery: true,
+                ..State::default()
+            }),
             signer,
             uids,
             issuer: issuer.to_owned(),
@@ -441,6 +444,19 @@ impl KubeDouble {
     /// Delays every response by `d` (zero to stop).
     pub fn set_delay(&self, d: Duration) {
         self.shared.lock().delay = d;
+    }
+
+    /// Every pod read so far (get, list, watch): its path (`...?list`,
+    /// `...?watch` for collections) and whether only metadata was asked for.
+    pub fn pod_reads(&self) -> Vec<(String, bool)> {
+        self.shared.lock().pod_reads.clone()
+    }
+
+    /// Whether service accounts may read `/openid/v1/jwks` and
+    /// `/.well-known/openid-configuration` (on by default, as Kubernetes
+    /// binds `system:service-account-issuer-discovery` to every service account).
+    pub fn set_issuer_discovery(&self, on: bool) {
+        self.shared.lock().issuer_discovery = on;
     }
 
     /// While on, every request is answered 503 ServiceUnavailable.

@@ -171,6 +171,18 @@ path "pki/issue/*" { capabilities = ["create", "update"] }
     Ok(())
 }
 
+/// The suffixes of the `VAULT_*` and `BAO_*` variables the provider reads.
+const CONNECTION_ENV: [&str; 8] = [
+    "ADDR",
+    "NAMESPACE",
+    "CACERT",
+    "CAPATH",
+    "TLS_SERVER_NAME",
+    "CLIENT_CERT",
+    "CLIENT_KEY",
+    "SKIP_VERIFY",
+];
+
 /// A running provider process.
 pub struct Provider {
     /// The process (killed on drop).
@@ -192,11 +204,12 @@ impl Provider {
     ) -> anyhow::Result<Provider> {
         let log_file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(binary);
-        cmd.args(args)
-            .env_remove("VAULT_ADDR")
-            .env_remove("KUBECONFIG")
-            .env_remove("VAULT_NAMESPACE")
-            .stdin(Stdio::null())
+        cmd.args(args).env_remove("KUBECONFIG");
+        // The provider's connection defaults come only from what a test gives.
+        for var in CONNECTION_ENV {
+            cmd.env_remove(format!("VAULT_{var}")).env_remove(format!("BAO_{var}"));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);
@@ -235,6 +248,21 @@ impl Provider {
     /// A driver-like client of the given generation.
     pub async fn client(&self, generation: Generation) -> anyhow::Result<DriverClient> {
         DriverClient::connect(&self.socket, generation).await
+    }
+
+    /// Mounts as a v1.6 driver would, on another socket this process serves
+    /// (`-vault-endpoint`, `-openbao-endpoint`).
+    pub async fn mount_at(
+        &self,
+        socket: &Path,
+        params: &BTreeMap<String, String>,
+        pod: &PodContext,
+    ) -> Result<MountResponse, tonic::Status> {
+        let req = mount_request(Generation::V16, "spc", params, pod, false, Vec::new());
+        let client = DriverClient::connect(socket, Generation::V16)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.mount(req, Duration::from_secs(60)).await
     }
 
     /// Mounts as a v1.6 driver would.

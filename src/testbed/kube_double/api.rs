@@ -98,6 +98,14 @@ impl Ctx<'_> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Whether the client asked for `PartialObjectMetadata` (or its list).
+    fn metadata_only(&self) -> bool {
+        self.headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+    }
+
     fn json_body(&self) -> Result<Value, Status> {
         // A real API server also takes protobuf (kubectl sends it for built-in
         // types); the double speaks JSON only, like the provider, and says so
@@ -199,6 +207,28 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         _ => {}
     }
     let caller = authenticate(shared, &parts.headers)?;
+    // Issuer discovery: non-resource URLs every service account may read by
+    // default, like `/version`, but only authenticated.
+    match segs.as_slice() {
+        [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => {
+            if !shared.lock().issuer_discovery {
+                return Err(Status::forbidden_url(&caller.username(), &path));
+            }
+            let body = if segs[0] == "openid" {
+                json!({"keys": [shared.signer.jwk()]})
+            } else {
+                json!({
+                    "issuer": shared.issuer,
+                    "jwks_uri": format!("{}/openid/v1/jwks", shared.issuer),
+                    "response_types_supported": ["id_token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["ES256"],
+                })
+            };
+            return Ok(json_response(200, &body));
+        }
+        _ => {}
+    }
     let body = Limited::new(body, MAX_BODY)
         .collect()
         .await
@@ -517,12 +547,15 @@ fn delete_secret(ctx: &Ctx, ns: &str, name: &str) -> Result<Response<Body>, Stat
 
 fn get_pod(ctx: &Ctx, ns: &str, name: &str) -> Result<Response<Body>, Status> {
     ctx.authorize("get", "pods", Some(ns), Some(name))?;
-    let st = ctx.shared.lock();
+    let metadata_only = ctx.metadata_only();
+    let mut st = ctx.shared.lock();
+    st.pod_reads
+        .push((format!("/api/v1/namespaces/{ns}/pods/{name}"), metadata_only));
     let pod = st
         .pods
         .get(&(ns.to_owned(), name.to_owned()))
         .ok_or_else(|| Status::not_found("pods", name))?;
-    Ok(json_response(200, &pod.to_json_with_kind()))
+    Ok(json_response(200, &pod.render(metadata_only)))
 }
 
 fn is_watch(ctx: &Ctx) -> bool {
@@ -534,6 +567,15 @@ fn list_pods(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
     ctx.authorize(if watch { "watch" } else { "list" }, "pods", ns, None)?;
     let labels = Selector::labels(ctx.query("labelSelector"))?;
     let fields = Selector::fields(ctx.query("fieldSelector"), POD_FIELDS)?;
+    let metadata_only = ctx.metadata_only();
+    ctx.shared.lock().pod_reads.push((
+        format!(
+            "{}?{}",
+            ns.map_or("/api/v1/pods".to_string(), |n| format!("/api/v1/namespaces/{n}/pods")),
+            if watch { "watch" } else { "list" }
+        ),
+        metadata_only,
+    ));
     if watch {
         let since = match ctx.query("resourceVersion").unwrap_or("") {
             "" | "0" => None,
@@ -553,6 +595,7 @@ fn list_pods(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
             fields,
             since,
             timeout,
+            metadata_only,
         ));
     }
     let st = ctx.shared.lock();
@@ -560,13 +603,24 @@ fn list_pods(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
         .pods
         .values()
         .filter(|p| p.matches(ns, &labels, &fields))
-        .map(|p| p.to_json())
+        .map(|p| {
+            if metadata_only {
+                p.to_metadata_json()
+            } else {
+                p.to_json()
+            }
+        })
         .collect();
+    let (kind, api_version) = if metadata_only {
+        ("PartialObjectMetadataList", "meta.k8s.io/v1")
+    } else {
+        ("PodList", "v1")
+    };
     Ok(json_response(
         200,
         &json!({
-            "kind": "PodList",
-            "apiVersion": "v1",
+            "kind": kind,
+            "apiVersion": api_version,
             "metadata": {"resourceVersion": st.resource_version.to_string()},
             "items": items,
         }),
@@ -589,6 +643,7 @@ struct WatchCursor {
     pending: VecDeque<Bytes>,
     changes: tokio::sync::watch::Receiver<u64>,
     deadline: Option<tokio::time::Instant>,
+    metadata_only: bool,
 }
 
 impl WatchCursor {
@@ -599,7 +654,7 @@ impl WatchCursor {
         for e in &st.pod_events[start..] {
             if let Some((kind, pod)) = e.filtered(self.namespace.as_deref(), &self.labels, &self.fields) {
                 self.pending
-                    .push_back(event_line(kind.as_str(), pod.to_json_with_kind()));
+                    .push_back(event_line(kind.as_str(), pod.render(self.metadata_only)));
             }
             self.last_rv = e.resource_version;
         }
@@ -615,6 +670,7 @@ fn watch_pods(
     fields: Selector,
     since: Option<u64>,
     timeout: Option<Duration>,
+    metadata_only: bool,
 ) -> Response<Body> {
     // Subscribe before reading state so no change between the two is missed.
     let mut changes = shared.changes.subscribe();
@@ -629,7 +685,7 @@ fn watch_pods(
                 .values()
                 .filter(|p| p.matches(namespace.as_deref(), &labels, &fields))
             {
-                pending.push_back(event_line("ADDED", p.to_json_with_kind()));
+                pending.push_back(event_line("ADDED", p.render(metadata_only)));
             }
             st.resource_version
         }
@@ -643,6 +699,7 @@ fn watch_pods(
         pending,
         changes,
         deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        metadata_only,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {

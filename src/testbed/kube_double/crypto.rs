@@ -187,6 +187,22 @@ impl TokenSigner {
         })
     }
 
+    /// The verification key as a JWK, as `/openid/v1/jwks` lists it.
+    pub fn jwk(&self) -> Value {
+        // The uncompressed point after the SPKI prefix: 0x04 || x || y.
+        let point = &self.spki_der[P256_SPKI_PREFIX.len()..];
+        let (x, y) = point[1..].split_at(32);
+        json!({
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.kid,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+        })
+    }
+
     /// The verification key as `-----BEGIN PUBLIC KEY-----` (SPKI) PEM.
     pub fn public_key_pem(&self) -> String {
         pem("PUBLIC KEY", &self.spki_der)

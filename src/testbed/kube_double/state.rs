@@ -23,6 +23,13 @@ pub(super) struct State {
     pub requests: Vec<(String, String)>,
     pub delay: Duration,
     pub unavailable: bool,
+    /// Every pod read (get, list, watch): its path and whether only
+    /// metadata was asked for.
+    pub pod_reads: Vec<(String, bool)>,
+    /// Whether service accounts may read the issuer discovery documents
+    /// (Kubernetes' default `system:service-account-issuer-discovery`
+    /// binding grants it to `system:serviceaccounts`).
+    pub issuer_discovery: bool,
 }
 
 impl State {
@@ -84,6 +91,25 @@ impl Pod {
     /// The full object with `kind` and `apiVersion`.
     pub fn to_json_with_kind(&self) -> Value {
         with_kind(self.to_json(), "Pod")
+    }
+
+    /// Only the metadata, as `PartialObjectMetadata` (what a client asking
+    /// with `Accept: application/json;as=PartialObjectMetadata;...` gets).
+    pub fn to_metadata_json(&self) -> Value {
+        json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": self.to_json()["metadata"],
+        })
+    }
+
+    /// Full or metadata-only, as the request asked.
+    pub fn render(&self, metadata_only: bool) -> Value {
+        if metadata_only {
+            self.to_metadata_json()
+        } else {
+            self.to_json_with_kind()
+        }
     }
 
     /// Values for the field selectors the API server supports on pods.

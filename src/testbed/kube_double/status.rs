@@ -46,6 +46,16 @@ impl Status {
         Value::Object(m)
     }
 
+    /// 403 for a non-resource URL, in RBAC's words.
+    pub fn forbidden_url(user: &str, path: &str) -> Self {
+        Status {
+            code: 403,
+            reason: "Forbidden",
+            message: format!("forbidden: User \"{user}\" cannot get path \"{path}\""),
+            details: Some(json!({})),
+        }
+    }
+
     /// 401 for a missing or invalid bearer token.
     pub fn unauthorized() -> Self {
         Status {

@@ -1,0 +1,444 @@
+//! The provider's one wiring place: the typed configuration `main` builds
+//! from flags and environment, the mount logic built from it (shared with
+//! the `mount` subcommand), and [`run`], which serves until its shutdown
+//! future resolves. Background work — the ledger's tick, the pod watch, the
+//! Vault probe, the health port — starts in [`Background`] and stops through
+//! its one cancellation path.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::budget::MemoryBudget;
+use crate::config::{Env, Flags, Socket};
+use crate::flavor::Flavor;
+use crate::kube::KubeClient;
+use crate::ledger::{Ledger, LedgerSettings, SystemClock};
+use crate::logging::LogControl;
+use crate::metrics::Metrics;
+use crate::mount::{Mounter, Settings};
+use crate::podwatch;
+use crate::server::{self, health, ProviderService};
+use crate::spc::Defaults;
+use crate::vault::VaultPool;
+use crate::versions::Versions;
+
+/// How often the ledger looks for renewals and revocations due: short
+/// enough for TTLs of a few seconds, cheap when nothing is due.
+const LEDGER_TICK: Duration = Duration::from_millis(250);
+/// How often the object-version key Secret is re-checked.
+const KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How often the default Vault's health is probed for `vault_up`.
+const VAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long start-up waits for the object-version key before serving.
+const KEY_WAIT: Duration = Duration::from_secs(10);
+
+/// Why the provider could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The Kubernetes API configuration cannot be loaded.
+    #[error("Kubernetes API configuration: {0}")]
+    Kube(String),
+    /// A socket or port could not be bound.
+    #[error("binding {what}: {source}")]
+    Bind {
+        /// What was bound.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed while serving.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the mount logic is built from: the provider's and the `mount`
+/// subcommand's alike.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Mount tunables and the primary socket's defaults.
+    pub settings: Settings,
+    /// The credential ledger.
+    pub ledger: LedgerSettings,
+    /// One HTTP request to Vault.
+    pub request_timeout: Duration,
+    /// `-max-mount-bytes`.
+    pub max_mount_bytes: usize,
+    /// `-max-inflight-bytes`.
+    pub max_inflight_bytes: usize,
+}
+
+/// The mount logic and the parts background work shares with it.
+pub struct Core {
+    /// How a mount works.
+    pub mounter: Arc<Mounter>,
+    /// Per-pod tokens and leased responses.
+    pub ledger: Arc<Ledger>,
+    /// Vault clients.
+    pub pool: Arc<VaultPool>,
+    /// The object-version key.
+    pub versions: Arc<Versions>,
+    /// What Prometheus scrapes.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Core {
+    /// Builds the mount logic over `kube` (if any) and `versions`.
+    pub fn build(config: CoreConfig, kube: Option<KubeClient>, versions: Arc<Versions>) -> Core {
+        let metrics = Arc::new(Metrics::new());
+        let ledger = Arc::new(Ledger::new(config.ledger, Arc::new(SystemClock)).with_metrics(metrics.clone()));
+        let pool = Arc::new(VaultPool::new(config.request_timeout).with_metrics(metrics.clone()));
+        let memory = MemoryBudget::new(
+            config.max_mount_bytes,
+            config.max_inflight_bytes.max(config.max_mount_bytes),
+        );
+        let mounter = Mounter::new(config.settings, kube, versions.clone(), ledger.clone(), pool.clone())
+            .with_metrics(metrics.clone())
+            .with_memory_budget(memory);
+        Core {
+            mounter: Arc::new(mounter),
+            ledger,
+            pool,
+            versions,
+            metrics,
+        }
+    }
+}
+
+/// Everything the serving provider needs, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The sockets to serve, each with its flavour's defaults.
+    pub sockets: Vec<(Socket, Arc<Defaults>)>,
+    /// The mount logic.
+    pub core: CoreConfig,
+    /// `-kubeconfig` (else in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the object-version key Secret lives (`None`: the provider's namespace).
+    pub hmac_secret_namespace: Option<String>,
+    /// Its name.
+    pub hmac_secret_name: String,
+    /// Bound for a mount whose caller sends no deadline.
+    pub mount_timeout: Duration,
+    /// Mounts running at once.
+    pub max_concurrent_mounts: usize,
+    /// How long in-flight mounts may finish after the shutdown future resolves.
+    pub shutdown_grace: Duration,
+    /// The health port, if served.
+    pub health_addr: Option<SocketAddr>,
+    /// Accept `PUT /log-level` from the network.
+    pub health_remote_log_level: bool,
+    /// Watch this node's pods and revoke deleted pods' credentials.
+    pub revoke_on_pod_delete: bool,
+    /// Things worth a warning at start-up that do not stop it.
+    pub warnings: Vec<String>,
+}
+
+impl ProviderConfig {
+    /// Checks flags and environment together; an error is a configuration
+    /// that cannot work (exit code 64).
+    pub fn from_flags(flags: &Flags, env: &Env) -> Result<ProviderConfig, String> {
+        let sockets = flags.sockets()?;
+        let served: Vec<Flavor> = sockets.iter().map(|s| s.flavor).collect();
+        flags.check_flavor_flags(&served)?;
+        let mut with_defaults = Vec::new();
+        for socket in sockets {
+            let defaults = flags.defaults_for(socket.flavor, env)?;
+            with_defaults.push((socket, Arc::new(defaults)));
+        }
+        let primary = with_defaults
+            .first()
+            .map(|(_, d)| d.as_ref().clone())
+            .ok_or_else(|| "no socket to serve".to_string())?;
+        let mut warnings = Vec::new();
+        if let (Some(named), Some(implied)) = (flags.flavor, Flavor::from_socket(&flags.endpoint())) {
+            if named != implied {
+                warnings.push(format!(
+                    "-flavor={named} on a socket named for provider: {implied}: the driver sends provider: {implied} classes to {}, and they get {} defaults",
+                    flags.endpoint().display(),
+                    named.product()
+                ));
+            }
+        }
+        let node_name = flags.node_name.clone().filter(|n| !n.is_empty());
+        let health_addr = match flags.health_addr.as_str() {
+            "" => None,
+            addr => Some(health::parse_addr(addr)?),
+        };
+        Ok(ProviderConfig {
+            sockets: with_defaults,
+            core: CoreConfig {
+                settings: Settings {
+                    defaults: primary,
+                    request_timeout: flags.request_timeout,
+                    fetch_concurrency: usize::from(flags.fetch_concurrency),
+                    node_name: node_name.clone(),
+                },
+                ledger: LedgerSettings {
+                    reuse: flags.lease_reuse,
+                    threshold: flags.renew_threshold,
+                    grace: flags.rotation_grace,
+                    capacity: usize::try_from(flags.cache_size).unwrap_or(0),
+                    state_file: flags.state_path(),
+                    node: node_name,
+                    max_held_bytes: flags.max_held_bytes,
+                },
+                request_timeout: flags.request_timeout,
+                max_mount_bytes: flags.max_mount_bytes,
+                max_inflight_bytes: flags.max_inflight_bytes,
+            },
+            kubeconfig: flags.kubeconfig.clone(),
+            hmac_secret_namespace: flags.hmac_secret_namespace.clone(),
+            hmac_secret_name: flags.hmac_secret_name(),
+            mount_timeout: flags.mount_timeout,
+            max_concurrent_mounts: usize::from(flags.max_concurrent_mounts),
+            shutdown_grace: flags.shutdown_grace,
+            health_addr,
+            health_remote_log_level: flags.health_remote_log_level,
+            revoke_on_pod_delete: flags.revoke_on_pod_delete,
+            warnings,
+        })
+    }
+}
+
+/// Background tasks, stopped together: each runs until it ends by itself or
+/// [`Background::stop`] drops it.
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for Background {
+    fn default() -> Background {
+        Background {
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl Background {
+    /// Runs `task` until it ends or the background is stopped.
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let mut stopped = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = task => tracing::debug!(task = name, "background task ended"),
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+
+    /// Stops every task and waits for them to be dropped.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Serves every socket of `config` until `shutdown` resolves, then drains
+/// in-flight mounts for at most the shutdown grace, persists the ledger and
+/// removes the sockets.
+pub async fn run(
+    config: ProviderConfig,
+    logs: Arc<dyn LogControl>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let kube = KubeClient::load(config.kubeconfig.as_deref(), config.core.request_timeout)
+        .await
+        .map_err(RunError::Kube)?;
+    let key_namespace = config
+        .hmac_secret_namespace
+        .clone()
+        .unwrap_or_else(|| kube.namespace().to_string());
+    let versions = Arc::new(Versions::from_secret(
+        kube.clone(),
+        key_namespace,
+        config.hmac_secret_name.clone(),
+        KEY_REFRESH,
+    ));
+    let probed = config.core.settings.defaults.vault.clone();
+    let node = config.core.settings.node_name.clone();
+    let core = Core::build(config.core.clone(), Some(kube.clone()), versions.clone());
+    let mut background = Background::default();
+
+    // Per-address series for the operator's own addresses, of every socket.
+    for (_, defaults) in &config.sockets {
+        core.metrics.watch_addresses(&defaults.vault.addresses);
+    }
+    core.metrics.watch_addresses(&probed.addresses);
+    // The mounts' own client, so what the probe finds steers them too.
+    match core.pool.client(&probed) {
+        Ok(client) => background.spawn(
+            "vault probe",
+            crate::probe::watch_vault(client, core.metrics.clone(), VAULT_PROBE_INTERVAL),
+        ),
+        Err(e) => {
+            tracing::warn!(vault = %probed.addresses, error = %e, "cannot build a client to probe Vault; vault_up stays 0")
+        }
+    }
+    // Gauges of what the ledger holds are read when scraped, never stale.
+    let held = core.ledger.clone();
+    let refresh: health::Refresh = Box::new(move |m: &Metrics| {
+        let s = held.summary();
+        m.set_token_cache_size(s.tokens);
+        m.set_credentials_held(s.credentials);
+        m.set_soonest_credential_expiry(s.soonest_expiry);
+    });
+    let health = health::Health::new(versions.clone(), core.metrics.clone(), Some(logs), Some(refresh));
+    if let Some(addr) = config.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind {
+                what: format!("the health server on {addr}"),
+                source,
+            })?;
+        // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
+        let bound = listener.local_addr().map_err(|source| RunError::Bind {
+            what: "the health server".to_string(),
+            source,
+        })?;
+        tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
+        health.allow_remote_log_level(config.health_remote_log_level);
+        let served = health.clone();
+        background.spawn("health server", async move {
+            if let Err(e) = health::serve(listener, served).await {
+                tracing::error!(error = %e, "health server stopped");
+            }
+        });
+    }
+
+    // The key decrypts the ledger's state file, so a restart resumes its
+    // credentials before the first mount. If Kubernetes is slow, serve
+    // anyway: the ledger task loads the key and restores the ledger.
+    let restored = match tokio::time::timeout(KEY_WAIT, versions.key()).await {
+        Ok(Ok(key)) => {
+            core.ledger.restore(&key.state_key());
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "object-version key not available yet");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("object-version key not loaded within {KEY_WAIT:?}; continuing");
+            false
+        }
+    };
+    background.spawn(
+        "ledger",
+        ledger_ticks(versions.clone(), core.ledger.clone(), core.pool.clone(), restored),
+    );
+    match (node, config.revoke_on_pod_delete) {
+        (Some(node), true) => background.spawn(
+            "pod watch",
+            podwatch::run(kube.clone(), node, core.ledger.clone(), core.pool.clone()),
+        ),
+        (None, true) => tracing::warn!(
+            "NODE_NAME is not set: credentials of deleted pods will not be revoked early (set it from the downward API, spec.nodeName)"
+        ),
+        (_, false) => tracing::info!("revocation on pod deletion is off"),
+    }
+
+    let service = ProviderService::new(core.mounter.clone(), config.mount_timeout)
+        .with_max_concurrent_mounts(config.max_concurrent_mounts);
+    let mut listeners = Vec::new();
+    for (socket, defaults) in &config.sockets {
+        let listener = server::bind_socket(&socket.path).map_err(|source| RunError::Bind {
+            what: format!("{} (provider: {})", socket.path.display(), socket.flavor),
+            source,
+        })?;
+        tracing::info!(
+            endpoint = %socket.path.display(),
+            provider = socket.flavor.provider(),
+            address = %defaults.vault.addresses,
+            auth_mount = %defaults.auth_mount,
+            audience = defaults.flavor.default_audience(),
+            version = env!("CARGO_PKG_VERSION"),
+            "serving the CSI driver for provider: {} ({} defaults)",
+            socket.flavor,
+            socket.flavor.product()
+        );
+        listeners.push((listener, service.clone().for_socket(defaults.clone())));
+    }
+    health.set_serving(true);
+    // Not ready from the moment draining starts, not only once it ends.
+    let draining = health.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.set_serving(false);
+    };
+    let result = server::serve_all(listeners, shutdown, config.shutdown_grace).await;
+    health.set_serving(false);
+    background.stop().await;
+    if let Ok(key) = versions.key().await {
+        core.ledger.persist(&key.state_key());
+    }
+    for (socket, _) in &config.sockets {
+        if let Err(e) = std::fs::remove_file(&socket.path) {
+            tracing::warn!(error = %e, endpoint = %socket.path.display(), "could not remove the socket");
+        }
+    }
+    tracing::info!("stopped");
+    result.map_err(RunError::from)
+}
+
+/// Restores the ledger once the version key is there (if start-up could
+/// not), then renews, retires and persists credentials every tick.
+async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
+    let mut tick = tokio::time::interval(LEDGER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match versions.key().await {
+            Ok(key) => {
+                if !restored {
+                    ledger.restore(&key.state_key());
+                    restored = true;
+                }
+                ledger.tick(&pool).await;
+                ledger.persist(&key.state_key());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "object-version key not available yet");
+                ledger.tick(&pool).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn background_tasks_run_until_stopped_together() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let mut background = Background::default();
+        for _ in 0..3 {
+            let ticks = ticks.clone();
+            background.spawn("ticker", async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        background.spawn("short", async {});
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), 6);
+        background.stop().await;
+        let after = ticks.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), after, "nothing runs after stop");
+    }
+}
