@@ -314,7 +314,7 @@ impl Metrics {
         );
         registry.register(
             "vault_address_failures",
-            "Attempts that failed on a Vault address and moved to another address or a later try, by address (other: addresses a SecretProviderClass names) and reason",
+            "Requests and health probes that failed on a Vault address (the request moving to another address or a later try), by address (other: addresses a SecretProviderClass names) and reason",
             m.vault_address_failures.clone(),
         );
         registry.register(

@@ -311,10 +311,13 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
     let p = bed.provider("down", &[&format!("-vault-addr={dead}")]).await;
     let addr = health_addr(&p);
     eventually(Duration::from_secs(10), "the Vault-unreachable log line", || async {
-        p.logs().contains("Vault is unreachable")
+        p.logs().contains("Vault address is unreachable")
     })
     .await;
-    let e = p.mount(&params(OBJECTS, &[]), &pod).await.unwrap_err();
+    // A down Vault is retried until the deadline (the driver's 5 s, less 2 s).
+    let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &pod, false, Vec::new());
+    let client = p.client(Generation::V16).await.expect("socket accepts");
+    let e = client.mount(req, Duration::from_secs(5)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     let m = scrape(addr).await;
     assert_eq!(value(&m, "vault_csi_provider_vault_up"), 0.0);
