@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
 use crate::http::Endpoint;
@@ -679,6 +678,16 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
     })
 }
 
+/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
+/// values such as `1`, `t` or `TRUE` over from the incumbent.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
 fn invalid(msg: String) -> Error {
     Error::InvalidRequest(msg)
 }
@@ -1109,7 +1118,7 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
             problem("template", "is empty".to_string());
             None
         }
-        Some(t) => match crate::render::scan_template(name.as_deref().unwrap_or("template"), t) {
+        Some(t) => match crate::template::scan_template(name.as_deref().unwrap_or("template"), t) {
             Ok(references) => Some(TemplateSource {
                 source: t.to_string(),
                 references,
