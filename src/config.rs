@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::spc::parse_go_bool;
+
 use crate::flavor::Flavor;
 
 /// The address used when no flag, environment variable or class names one.
@@ -318,16 +320,6 @@ pub fn parse_log_level(s: &str) -> Result<LogLevel, String> {
         _ => Err(format!(
             "unknown log level {s:?}: use trace, debug, info, warn, error or off"
         )),
-    }
-}
-
-/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
-/// values such as `1`, `t` or `TRUE` over from the incumbent.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
     }
 }
 

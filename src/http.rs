@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -23,7 +23,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
@@ -144,72 +143,6 @@ pub struct TlsOptions {
     pub client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     /// Accept any certificate (insecure; for tests and explicit opt-in only).
     pub skip_verify: bool,
-}
-
-/// Reads every certificate of a PEM file (a bounded regular file, see
-/// [`crate::policy::read_regular_file`]). Blocking I/O.
-pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = crate::policy::read_regular_file(path, crate::policy::MAX_PEM_FILE_BYTES)
-        .map_err(|e| format!("cannot read CA file: {e}"))?;
-    parse_pem_certs(&pem, &path.display().to_string())
-}
-
-/// Parses every certificate of PEM text.
-pub fn parse_pem_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM in {what}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{what} holds no PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// Reads every PEM certificate of the regular files in a directory (like
-/// `VAULT_CAPATH`), at most [`crate::policy::MAX_DIRECTORY_FILES`] entries
-/// and [`crate::policy::MAX_DIRECTORY_BYTES`] in all. Blocking I/O.
-pub fn read_pem_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    use crate::policy::{read_regular_file, MAX_DIRECTORY_BYTES, MAX_DIRECTORY_FILES, MAX_PEM_FILE_BYTES};
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read CA directory {}: {e}", dir.display()))?;
-    let mut certs = Vec::new();
-    let mut total = 0u64;
-    for entry in entries.take(MAX_DIRECTORY_FILES).flatten() {
-        let path = entry.path();
-        // Sub-directories (Kubernetes' ..data), FIFOs and devices are skipped.
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        let Ok(pem) = read_regular_file(&path, MAX_PEM_FILE_BYTES) else {
-            continue;
-        };
-        total += pem.len() as u64;
-        if total > MAX_DIRECTORY_BYTES {
-            return Err(format!(
-                "CA directory {} holds more than {MAX_DIRECTORY_BYTES} bytes of files",
-                dir.display()
-            ));
-        }
-        if let Ok(mut c) = parse_pem_certs(&pem, &path.display().to_string()) {
-            certs.append(&mut c);
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!("CA directory {} holds no PEM certificate", dir.display()));
-    }
-    Ok(certs)
-}
-
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) from a bounded regular
-/// file. Blocking I/O.
-pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = crate::policy::read_regular_file(path, crate::policy::MAX_PEM_FILE_BYTES)
-        .map_err(|e| format!("cannot read private key: {e}"))?;
-    parse_pem_key(&pem, &path.display().to_string())
-}
-
-/// Parses a PEM private key from memory.
-pub fn parse_pem_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("bad private key in {what}: {e}"))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

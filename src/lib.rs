@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod mount;
+pub mod pem;
 pub mod podwatch;
 pub mod policy;
 pub mod probe;
@@ -35,6 +36,7 @@ pub mod render;
 pub mod server;
 pub mod spc;
 pub mod sync;
+pub mod template;
 pub mod testbed;
 pub mod vault;
 pub mod versions;
@@ -154,7 +156,7 @@ mod redaction_tests {
             expires: None,
         };
         clean("ProvidedToken", format!("{provided:?}"));
-        let out = crate::mount::OutFile {
+        let out = crate::render::OutFile {
             path: "f".into(),
             mode: 0o600,
             contents: SECRET.as_bytes().to_vec(),

@@ -19,7 +19,7 @@ use crate::identity::{IssuerKeys, Proof};
 use crate::kube::KubeClient;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
-use crate::render;
+use crate::render::{self, OutFile};
 use crate::spc::{self, Defaults, MountSpec, ObjectSpec, ReadKey};
 use crate::sync::Syncer;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
@@ -61,27 +61,6 @@ impl std::fmt::Debug for MountInput {
             .field("attributes_len", &self.attributes.len())
             .field("secrets_len", &self.secrets.len())
             .field("permission", &self.permission)
-            .finish()
-    }
-}
-
-/// One file to hand to the driver.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OutFile {
-    /// Relative path.
-    pub path: String,
-    /// Mode bits.
-    pub mode: u32,
-    /// Content. Secret: never logged.
-    pub contents: Vec<u8>,
-}
-
-impl std::fmt::Debug for OutFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutFile")
-            .field("path", &self.path)
-            .field("mode", &format_args!("{:#o}", self.mode))
-            .field("len", &self.contents.len())
             .finish()
     }
 }

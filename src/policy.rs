@@ -12,22 +12,9 @@
 //!
 //! Checks run while the Mount request is parsed, before anything is sent.
 
-use std::io::Read as _;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Component, Path, PathBuf};
 
 use crate::http::Endpoint;
-
-/// Cap on one PEM file (a CA bundle, a client certificate or key), whoever
-/// names it: far above any real one (a full public CA bundle is ~200 KiB),
-/// far below memory.
-pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Most entries looked at in one CA directory.
-pub const MAX_DIRECTORY_FILES: usize = 256;
-
-/// Cap on all PEM files of one CA directory together.
-pub const MAX_DIRECTORY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The operator's limits on SecretProviderClass parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +152,7 @@ impl ClassPolicy {
             return Ok(dir);
         }
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("parameter {param}: cannot read {path:?}: {e}"))?;
-        for entry in entries.take(MAX_DIRECTORY_FILES).flatten() {
+        for entry in entries.take(crate::pem::MAX_DIRECTORY_FILES).flatten() {
             let entry_path = entry.path();
             let Ok(canonical) = std::fs::canonicalize(&entry_path) else {
                 continue;
@@ -185,56 +172,6 @@ impl ClassPolicy {
             dirs.join(", ")
         ))
     }
-}
-
-/// Reads a file the way every PEM file is read: a regular file only (not a
-/// device, FIFO, socket or directory), opened without blocking, and at most
-/// `max` bytes, whatever the file claims its size is. Blocking I/O: call it
-/// off the async runtime.
-pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        // A FIFO opened for reading would wait for a writer forever.
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
-        return Err(format!("{} is {what}, not a regular file", path.display()));
-    }
-    if meta.len() > max {
-        return Err(format!(
-            "{} is {} bytes, more than the {max}-byte limit for such files",
-            path.display(),
-            meta.len()
-        ));
-    }
-    // Files in /proc and /sys report a size of 0 and can be any length.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > max {
-        return Err(format!(
-            "{} is larger than the {max}-byte limit for such files",
-            path.display()
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -294,29 +231,6 @@ mod tests {
         assert!(ClassPolicy::default()
             .with_file_dirs(&[root.path().join("missing")])
             .is_err());
-    }
-
-    #[test]
-    fn only_bounded_regular_files_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let small = dir.path().join("small.pem");
-        std::fs::write(&small, b"hello").unwrap();
-        assert_eq!(read_regular_file(&small, 5).unwrap(), b"hello");
-        assert!(read_regular_file(&small, 4).unwrap_err().contains("limit"));
-        assert!(read_regular_file(Path::new("/dev/zero"), 1024)
-            .unwrap_err()
-            .contains("device"));
-        assert!(read_regular_file(dir.path(), 1024).unwrap_err().contains("directory"));
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
-        assert!(made.success());
-        let started = std::time::Instant::now();
-        assert!(read_regular_file(&fifo, 1024).unwrap_err().contains("FIFO"));
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        // /proc files claim to be empty regular files of any length.
-        assert!(read_regular_file(Path::new("/proc/self/maps"), 16)
-            .unwrap_err()
-            .contains("limit"));
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! an earlier mount) always give the same bytes and so the same versions.
 
 mod dotenv;
-mod template;
 mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +14,6 @@ use serde_json::Value as Json;
 
 use crate::budget::Charge;
 use crate::error::{Error, Result};
-use crate::mount::OutFile;
 use crate::spc::{Encoding, Format, ObjectSpec, Output, ReadKey, Select, TemplateObject};
 use crate::versions::VersionKey;
 
@@ -26,7 +24,26 @@ pub const MAX_FILES: usize = 2048;
 /// `--max-call-recv-msg-size`), so files beyond it are never delivered.
 pub const MAX_FILES_BYTES: usize = 4 * 1024 * 1024;
 
-pub use template::scan_template;
+/// One file to hand to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutFile {
+    /// Relative path.
+    pub path: String,
+    /// Mode bits.
+    pub mode: u32,
+    /// Content. Secret: never logged.
+    pub contents: Vec<u8>,
+}
+
+impl std::fmt::Debug for OutFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .field("len", &self.contents.len())
+            .finish()
+    }
+}
 
 /// Files and `(object id, version)` pairs of one mount.
 #[derive(Debug, Clone, Default)]
@@ -74,9 +91,11 @@ pub fn render_all(
     let context = if needs_context {
         let mut inputs = BTreeMap::new();
         for o in objects {
-            inputs.insert(o.name.as_str(), response_of(o)?);
+            let response = response_of(o)?;
+            let entry = serde_json::json!({"data": kv_data(response), "response": envelope(response)});
+            inputs.insert(o.name.as_str(), entry);
         }
-        Some(template::Renderer::new(&inputs))
+        Some(crate::template::Renderer::new(&inputs))
     } else {
         None
     };

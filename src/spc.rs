@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::config::parse_go_bool;
 use crate::error::{Error, Result};
 use crate::failover::Addresses;
 use crate::flavor::Flavor;
@@ -681,6 +680,16 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
     })
 }
 
+/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
+/// values such as `1`, `t` or `TRUE` over from the incumbent.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
 fn invalid(msg: String) -> Error {
     Error::InvalidRequest(msg)
 }
@@ -988,168 +997,199 @@ fn parse_flag(v: &serde_yaml_ng::Value) -> std::result::Result<bool, String> {
     }
 }
 
-fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::Result<Parsed, Vec<String>> {
-    let label = match r.object_name.as_deref() {
-        Some(n) => format!("object {n:?} (#{})", index + 1),
-        None => format!("object #{}", index + 1),
-    };
-    let mut problems = Vec::new();
-    let mut problem = |field: &str, msg: String| problems.push(format!("{label}: {field}: {msg}"));
+/// Collects the problems of one `objects` entry, each naming the entry and
+/// the field.
+struct Problems {
+    label: String,
+    found: Vec<String>,
+}
 
-    if !r.unknown.is_empty() {
-        let names: Vec<&str> = r.unknown.keys().map(String::as_str).collect();
-        tracing::warn!(object = %label, fields = ?names, "ignoring unknown fields in objects entry");
+impl Problems {
+    fn new(index: usize, name: Option<&str>) -> Problems {
+        let label = match name {
+            Some(n) => format!("object {n:?} (#{})", index + 1),
+            None => format!("object #{}", index + 1),
+        };
+        Problems {
+            label,
+            found: Vec::new(),
+        }
     }
 
+    fn add(&mut self, field: &str, msg: impl std::fmt::Display) {
+        self.found.push(format!("{}: {field}: {msg}", self.label));
+    }
+
+    /// `Some(value)`, or `None` with the problem recorded.
+    fn take<T>(&mut self, field: &str, r: std::result::Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.add(field, e)).ok()
+    }
+}
+
+/// A `secretPath` split into API path and query parameters.
+type SecretPath = (String, Vec<(String, String)>);
+
+/// The fields of one entry, each parsed on its own; `None` where a problem
+/// was recorded.
+struct Fields {
+    name: Option<String>,
+    /// `None`: missing or bad; `Some(None)`: no `secretPath` (a template).
+    path: Option<Option<SecretPath>>,
+    method: Option<String>,
+    body: Option<Option<String>>,
+    secret_key: Option<String>,
+    pointer: Option<JsonPointer>,
+    encoding: Option<Encoding>,
+    format: Option<Format>,
+    expand: bool,
+    write_file: bool,
+    template: Option<TemplateSource>,
+    mode: Option<u32>,
+}
+
+fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::Result<Parsed, Vec<String>> {
+    let mut problems = Problems::new(index, r.object_name.as_deref());
+    if !r.unknown.is_empty() {
+        let names: Vec<&str> = r.unknown.keys().map(String::as_str).collect();
+        tracing::warn!(object = %problems.label, fields = ?names, "ignoring unknown fields in objects entry");
+    }
+    let fields = parse_fields(&r, default_mode, &mut problems);
+    check_combinations(&r, &fields, &mut problems);
+    if !problems.found.is_empty() {
+        return Err(problems.found);
+    }
+    assemble(fields).ok_or(problems.found)
+}
+
+/// Each field on its own, every problem recorded.
+fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Problems) -> Fields {
     let name = match r.object_name.as_deref() {
         None | Some("") => {
-            problem("objectName", "missing".to_string());
+            problems.add("objectName", "missing");
             None
         }
-        Some(n) => match check_object_path(n) {
-            Ok(()) => Some(n.to_string()),
-            Err(e) => {
-                problem("objectName", e);
-                None
-            }
-        },
+        Some(n) => problems.take("objectName", check_object_path(n).map(|()| n.to_string())),
     };
-
-    let has_template = r.template.is_some();
     let path = match r.secret_path.as_deref().map(str::trim) {
+        None | Some("") if r.template.is_some() => Some(None),
         None | Some("") => {
-            if !has_template {
-                problem("secretPath", "missing (or give a template)".to_string());
-            }
+            problems.add("secretPath", "missing (or give a template)");
             None
         }
-        Some(p) => match parse_secret_path(p) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                problem("secretPath", e);
-                None
-            }
-        },
+        Some(p) => problems.take("secretPath", parse_secret_path(p)).map(Some),
     };
-
     let method = match r.method.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
         None => Some("GET".to_string()),
         Some(m) => {
             let up = m.to_ascii_uppercase();
-            if matches!(up.as_str(), "GET" | "PUT" | "POST") {
-                Some(up)
-            } else {
-                problem("method", format!("{m:?} is not supported (use GET, PUT or POST)"));
-                None
-            }
+            let known = matches!(up.as_str(), "GET" | "PUT" | "POST");
+            problems.take(
+                "method",
+                known
+                    .then_some(up)
+                    .ok_or_else(|| format!("{m:?} is not supported (use GET, PUT or POST)")),
+            )
         }
     };
-
-    let body = match r.secret_args {
-        None | Some(serde_yaml_ng::Value::Null) => None,
-        Some(v @ serde_yaml_ng::Value::Mapping(_)) => match serde_json::to_value(&v) {
-            Ok(Json::Object(map)) => Some(Json::Object(map).to_string()),
-            Ok(_) | Err(_) => {
-                problem("secretArgs", "must be a map with string keys".to_string());
-                None
-            }
-        },
-        Some(_) => {
-            problem("secretArgs", "must be a map of argument names to values".to_string());
-            None
-        }
-    };
-
-    let secret_key = r.secret_key.filter(|k| !k.is_empty());
-    let encoding = match r
-        .encoding
-        .as_deref()
-        .map(str::trim)
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("") | Some("utf-8") | Some("utf8") => Some(Encoding::Utf8),
-        Some("base64") => Some(Encoding::Base64),
-        Some("hex") => Some(Encoding::Hex),
-        Some(other) => {
-            problem(
-                "encoding",
-                format!("unknown encoding {other:?} (use utf-8, base64 or hex)"),
-            );
-            None
-        }
-    };
-    let pointer = match r.secret_key_pointer.as_deref().map(JsonPointer::parse) {
+    let body = problems.take("secretArgs", parse_secret_args(r.secret_args.as_ref()));
+    let encoding = problems.take("encoding", parse_encoding(r.encoding.as_deref()));
+    let pointer = match r.secret_key_pointer.as_deref() {
         None => None,
-        Some(Ok(p)) => Some(p),
-        Some(Err(e)) => {
-            problem("secretKeyPointer", e);
-            None
-        }
+        Some(p) => problems.take("secretKeyPointer", JsonPointer::parse(p)),
     };
     let format = match r.format.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         None => None,
-        Some(f) => match Format::parse(f) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                problem("format", e);
-                None
-            }
-        },
+        Some(f) => problems.take("format", Format::parse(f)),
     };
-    let mut flag = |field: &str, v: Option<&serde_yaml_ng::Value>, default: bool| match v.map(parse_flag) {
-        None => default,
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
-            problem(field, e);
-            default
-        }
+    let mut flag = |field: &str, v: Option<&serde_yaml_ng::Value>, default: bool| {
+        v.map_or(Some(default), |v| problems.take(field, parse_flag(v)))
+            .unwrap_or(default)
     };
     let expand = flag("expandKeys", r.expand_keys.as_ref(), false);
     let write_file = flag("writeFile", r.write_file.as_ref(), true);
     let template = match r.template.as_deref() {
         None => None,
         Some(t) if t.trim().is_empty() => {
-            problem("template", "is empty".to_string());
+            problems.add("template", "is empty");
             None
         }
-        Some(t) => match crate::render::scan_template(name.as_deref().unwrap_or("template"), t) {
-            Ok(references) => Some(TemplateSource {
+        Some(t) => {
+            let scanned = crate::template::scan_template(name.as_deref().unwrap_or("template"), t);
+            problems.take("template", scanned).map(|references| TemplateSource {
                 source: t.to_string(),
                 references,
-            }),
-            Err(e) => {
-                problem("template", e);
-                None
-            }
-        },
+            })
+        }
     };
+    let mode = match r.file_permission.as_ref().map(parse_mode).transpose() {
+        Ok(None) | Ok(Some(0)) => Some(default_mode),
+        Ok(Some(m)) => Some(m),
+        Err(e) => {
+            problems.add("filePermission", e);
+            None
+        }
+    };
+    Fields {
+        name,
+        path,
+        method,
+        body,
+        secret_key: r.secret_key.clone().filter(|k| !k.is_empty()),
+        pointer,
+        encoding,
+        format,
+        expand,
+        write_file,
+        template,
+        mode,
+    }
+}
 
-    // Which fields were written, to refuse combinations that mean nothing.
+/// `secretArgs`: a map, sent as canonical JSON.
+fn parse_secret_args(v: Option<&serde_yaml_ng::Value>) -> std::result::Result<Option<String>, String> {
+    match v {
+        None | Some(serde_yaml_ng::Value::Null) => Ok(None),
+        Some(v @ serde_yaml_ng::Value::Mapping(_)) => match serde_json::to_value(v) {
+            Ok(Json::Object(map)) => Ok(Some(Json::Object(map).to_string())),
+            Ok(_) | Err(_) => Err("must be a map with string keys".to_string()),
+        },
+        Some(_) => Err("must be a map of argument names to values".to_string()),
+    }
+}
+
+fn parse_encoding(v: Option<&str>) -> std::result::Result<Encoding, String> {
+    match v.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("utf-8") | Some("utf8") => Ok(Encoding::Utf8),
+        Some("base64") => Ok(Encoding::Base64),
+        Some("hex") => Ok(Encoding::Hex),
+        Some(other) => Err(format!("unknown encoding {other:?} (use utf-8, base64 or hex)")),
+    }
+}
+
+/// Refuses combinations of fields that mean nothing together.
+fn check_combinations(r: &RawObject, f: &Fields, problems: &mut Problems) {
+    let has_template = r.template.is_some();
     let has_encoding = r.encoding.as_deref().is_some_and(|e| !e.trim().is_empty());
     let given: Vec<&str> = [
-        ("secretKey", secret_key.is_some()),
+        ("secretKey", f.secret_key.is_some()),
         ("secretKeyPointer", r.secret_key_pointer.is_some()),
         ("format", r.format.is_some()),
-        ("expandKeys", expand),
+        ("expandKeys", f.expand),
         ("encoding", has_encoding),
     ]
     .into_iter()
-    .filter_map(|(f, set)| set.then_some(f))
+    .filter_map(|(field, set)| set.then_some(field))
     .collect();
-    if secret_key.is_some() && r.secret_key_pointer.is_some() {
-        problem(
-            "secretKeyPointer",
-            "cannot be used together with secretKey; keep one".to_string(),
-        );
+    if f.secret_key.is_some() && r.secret_key_pointer.is_some() {
+        problems.add("secretKeyPointer", "cannot be used together with secretKey; keep one");
     }
     if has_template && !given.is_empty() {
-        problem(
+        problems.add(
             "template",
             format!("renders the whole file; remove {}", given.join(", ")),
         );
     }
-    if !write_file {
+    if !f.write_file {
         let mut extra = given.clone();
         if has_template {
             extra.push("template");
@@ -1158,7 +1198,7 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
             extra.push("filePermission");
         }
         if !extra.is_empty() {
-            problem(
+            problems.add(
                 "writeFile",
                 format!(
                     "false makes the object only an input of templates; remove {}",
@@ -1166,57 +1206,51 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
                 ),
             );
         }
-        if path.is_none() && has_template {
-            problem("writeFile", "false needs a secretPath to read".to_string());
+        if matches!(f.path, Some(None)) && has_template {
+            problems.add("writeFile", "false needs a secretPath to read");
         }
     }
-    if format.is_some() && expand {
-        problem(
+    let decoded = matches!(f.encoding, Some(Encoding::Base64 | Encoding::Hex));
+    if f.format.is_some() && f.expand {
+        problems.add(
             "format",
-            "cannot be combined with expandKeys (each expanded key is written as its value)".to_string(),
+            "cannot be combined with expandKeys (each expanded key is written as its value)",
         );
     }
-    if format.is_some() && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex)) {
-        problem("encoding", "cannot be combined with format".to_string());
+    if f.format.is_some() && decoded {
+        problems.add("encoding", "cannot be combined with format");
     }
-    if secret_key.is_none()
-        && pointer.is_none()
-        && !expand
-        && matches!(encoding, Some(Encoding::Base64 | Encoding::Hex))
-    {
-        problem(
+    if f.secret_key.is_none() && f.pointer.is_none() && !f.expand && decoded {
+        problems.add(
             "encoding",
-            "only applies to a value selected with secretKey (or secretKeyPointer, or expandKeys)".to_string(),
+            "only applies to a value selected with secretKey (or secretKeyPointer, or expandKeys)",
         );
     }
+}
 
-    let mode = match r.file_permission.as_ref().map(parse_mode).transpose() {
-        Ok(None) | Ok(Some(0)) => Some(default_mode),
-        Ok(Some(m)) => Some(m),
-        Err(e) => {
-            problem("filePermission", e);
-            None
-        }
-    };
-
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let (Some(name), Some(method), Some(encoding), Some(mode)) = (name, method, encoding, mode) else {
-        return Err(problems);
-    };
+/// Builds the typed object from fields that all parsed.
+fn assemble(f: Fields) -> Option<Parsed> {
+    let Fields {
+        name,
+        path,
+        method,
+        body,
+        secret_key,
+        pointer,
+        encoding,
+        format,
+        expand,
+        write_file,
+        template,
+        mode,
+    } = f;
+    let (name, method, encoding, mode, path, body) = (name?, method?, encoding?, mode?, path?, body?);
     let Some((path, query)) = path else {
-        // No secretPath: a template over other objects (checked above).
-        let Some(template) = template else {
-            return Err(problems);
-        };
-        let config_digest_input = serde_json::json!({
-            "objectName": name,
-            "template": template.source,
-            "mode": mode,
-        })
-        .to_string();
-        return Ok(Parsed::Template(TemplateObject {
+        // No secretPath: a template over other objects.
+        let template = template?;
+        let config_digest_input =
+            serde_json::json!({"objectName": name, "template": template.source, "mode": mode}).to_string();
+        return Some(Parsed::Template(TemplateObject {
             name,
             template,
             mode,
@@ -1229,33 +1263,15 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
         query,
         body,
     };
-    // Exactly the fields every object had before issue 7, so existing
-    // objects keep their versions; the new fields only when written.
-    let mut digest = serde_json::json!({
-        "objectName": name,
-        "secretPath": read.to_string(),
-        "secretArgs": read.body,
-        "secretKey": secret_key,
-        "encoding": format!("{encoding:?}"),
-        "mode": mode,
-    });
-    if let Some(map) = digest.as_object_mut() {
-        if let Some(p) = &pointer {
-            map.insert("secretKeyPointer".into(), Json::from(p.as_str()));
-        }
-        if let Some(f) = format {
-            map.insert("format".into(), Json::from(f.name()));
-        }
-        if expand {
-            map.insert("expandKeys".into(), Json::from(true));
-        }
-        if let Some(t) = &template {
-            map.insert("template".into(), Json::from(t.source.as_str()));
-        }
-        if !write_file {
-            map.insert("writeFile".into(), Json::from(false));
-        }
-    }
+    let shaping = Shaping {
+        secret_key: secret_key.as_deref(),
+        pointer: pointer.as_ref(),
+        format,
+        expand,
+        template: template.as_ref(),
+        write_file,
+    };
+    let config_digest_input = config_digest(&name, &read, &shaping, encoding, mode);
     let select = match (secret_key, pointer) {
         (Some(k), _) => Select::Key(k),
         (None, Some(p)) => Select::Pointer(p),
@@ -1274,13 +1290,55 @@ fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std::result::R
     } else {
         Output::Value { select, encoding }
     };
-    Ok(Parsed::Read(ObjectSpec {
+    Some(Parsed::Read(ObjectSpec {
         name,
         read,
         output,
         mode,
-        config_digest_input: digest.to_string(),
+        config_digest_input,
     }))
+}
+
+/// The object's configuration as it enters its version: exactly the fields
+/// every object had before the shaping fields came, so existing objects keep
+/// their versions; each shaping field only when written.
+/// The shaping fields of an object, as its version sees them.
+struct Shaping<'a> {
+    secret_key: Option<&'a str>,
+    pointer: Option<&'a JsonPointer>,
+    format: Option<Format>,
+    expand: bool,
+    template: Option<&'a TemplateSource>,
+    write_file: bool,
+}
+
+fn config_digest(name: &str, read: &ReadKey, f: &Shaping<'_>, encoding: Encoding, mode: u32) -> String {
+    let mut digest = serde_json::json!({
+        "objectName": name,
+        "secretPath": read.to_string(),
+        "secretArgs": read.body,
+        "secretKey": f.secret_key,
+        "encoding": format!("{encoding:?}"),
+        "mode": mode,
+    });
+    if let Some(map) = digest.as_object_mut() {
+        if let Some(p) = f.pointer {
+            map.insert("secretKeyPointer".into(), Json::from(p.as_str()));
+        }
+        if let Some(format) = f.format {
+            map.insert("format".into(), Json::from(format.name()));
+        }
+        if f.expand {
+            map.insert("expandKeys".into(), Json::from(true));
+        }
+        if let Some(t) = f.template {
+            map.insert("template".into(), Json::from(t.source.as_str()));
+        }
+        if !f.write_file {
+            map.insert("writeFile".into(), Json::from(false));
+        }
+    }
+    digest.to_string()
 }
 
 /// Parses a YAML `filePermission`. Users write `0600` meaning octal (YAML 1.1);

@@ -19,7 +19,7 @@ use serde_json::{json, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::kube::{KubeClient, KubeError};
-use crate::mount::OutFile;
+use crate::render::OutFile;
 use crate::spc::{MountSpec, Pod, SyncSecret};
 use crate::versions::VersionKey;
 
@@ -200,8 +200,8 @@ fn validate(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>) -> Result<()> {
         "kubernetes.io/tls" => {
             let cert = data.get("tls.crt").copied().unwrap_or_default();
             let key = data.get("tls.key").copied().unwrap_or_default();
-            let chain = crate::http::parse_pem_certs(cert, "tls.crt").map_err(|e| bad("tls.crt", e))?;
-            let private = crate::http::parse_pem_key(key, "tls.key").map_err(|e| bad("tls.key", e))?;
+            let chain = crate::pem::parse_pem_certs(cert, "tls.crt").map_err(|e| bad("tls.crt", e))?;
+            let private = crate::pem::parse_pem_key(key, "tls.key").map_err(|e| bad("tls.key", e))?;
             let provider = rustls::crypto::ring::default_provider();
             let signing = provider
                 .key_provider

@@ -203,14 +203,14 @@ impl VaultClient {
             ..Default::default()
         };
         if let Some(p) = &cfg.tls.ca_cert {
-            tls.roots.extend(transport::read_pem_certs(p)?);
+            tls.roots.extend(crate::pem::read_pem_certs(p)?);
         }
         if let Some(d) = &cfg.tls.ca_directory {
-            tls.roots.extend(transport::read_pem_dir(d)?);
+            tls.roots.extend(crate::pem::read_pem_dir(d)?);
         }
         if let Some((cert, key)) = &cfg.tls.client_cert {
-            let chain = transport::read_pem_certs(cert)?;
-            let key = transport::read_pem_key(key)?;
+            let chain = crate::pem::read_pem_certs(cert)?;
+            let key = crate::pem::read_pem_key(key)?;
             tls.client_auth = Some((chain, Arc::new(key)));
         }
         let nodes = cfg

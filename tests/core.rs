@@ -176,9 +176,9 @@ async fn dynamic_database_credentials_log_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
 
     // 1. The kubelet-provided token.
     let pod = bed.pod("default", "with-token", "app");
@@ -292,7 +292,7 @@ async fn jwt_auth_method() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let r = p
         .mount(
             &params(objects, &[("roleName", "app-jwt"), ("vaultAuthMountPath", "jwt")]),
@@ -305,9 +305,9 @@ async fn jwt_auth_method() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_failures_are_permission_denied_and_say_who() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
 
     // A service account the role does not bind.
     bed.world.kube.add_service_account("default", "intruder");
@@ -383,7 +383,7 @@ async fn login_failures_are_permission_denied_and_say_who() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_shared_across_restarts_and_providers_and_follow_the_key() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n- {objectName: all, secretPath: secret/data/app}\n";
     let pod = bed.pod("default", "web-0", "app");
     let a = bed.provider("a", &[]).await;
@@ -430,7 +430,7 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
     let ok = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
     // One good mount first, so the version key is loaded and the counts
     // below only see what the bad requests cause.
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     p.mount(&params(ok, &[]), &pod).await.expect("a good mount");
     let before_vault = vault.bytes_to_server();
     let before_kube = bed.world.kube.requests().len();
@@ -517,7 +517,7 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     bed.world
         .bao
         .kubernetes_role(
@@ -534,7 +534,7 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
 
     p.mount(&params(objects, &[]), &pod).await.unwrap();
     p.mount(&params(objects, &[]), &pod).await.unwrap();
@@ -575,10 +575,10 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_driver_generations_are_served() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let v16 = mount_request(Generation::V16, "spc", &params(objects, &[]), &pod, false, Vec::new());
     let r16 = p
         .mount_raw(Generation::V16, v16)
@@ -664,7 +664,7 @@ async fn the_provider_sends_its_settings_before_any_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let slow = Proxy::start(&bed.world.bao.addr(), Duration::from_millis(1500)).await;
     let p = bed.provider("p", &[&format!("-vault-addr={}", slow.url())]).await;
     let pod = bed.pod("default", "web-0", "app");
@@ -679,7 +679,10 @@ async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     );
     let started = Instant::now();
     let mount = tokio::spawn(async move { client.mount(req, Duration::from_secs(60)).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(10), "the mount to reach Vault", || async {
+        !slow.seen().is_empty()
+    })
+    .await;
     p.sigterm();
     let r = mount
         .await
@@ -710,7 +713,7 @@ async fn tls_options_and_unix_socket_addresses() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"));
     let p = world.provider(binary, "p", &[]).await.unwrap();
     let pod = world.pod("default", "web-0", "app").unwrap();
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let addr = world.bao.addr();
     let ca_s = ca.display().to_string();
     let ca_dir_s = ca_dir.display().to_string();
@@ -805,7 +808,7 @@ async fn tls_options_and_unix_socket_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     // Every Vault answer takes 1 s, so a mount (login + read) takes over 2 s.
     let slow = Proxy::start(&bed.world.bao.addr(), Duration::from_millis(1000)).await;
     let p = bed
@@ -814,7 +817,7 @@ async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline
             &[&format!("-vault-addr={}", slow.url()), "-max-concurrent-mounts=1"],
         )
         .await;
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let a = bed.pod("default", "a-0", "app");
     let b = bed.pod("default", "b-0", "app");
     let ca = p.client(Generation::V16).await.unwrap();
@@ -823,7 +826,11 @@ async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline
     let rb = mount_request(Generation::V16, "spc", &params(objects, &[]), &b, false, Vec::new());
     let started = Instant::now();
     let first = tokio::spawn(async move { ca.mount(ra, Duration::from_secs(30)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first mount holds the only slot once it has reached Vault.
+    eventually(Duration::from_secs(10), "the first mount to reach Vault", || async {
+        !slow.seen().is_empty()
+    })
+    .await;
     // The second mount waits for the only slot, past its own 3 s deadline
     // (1 s after the 2 s margin): it fails in time, saying why.
     let e = cb.mount(rb, Duration::from_millis(3000)).await;

@@ -55,11 +55,12 @@ async fn pods_gone_leases_revoked(bed: &Bed, pods: &[&PodContext]) {
     for pod in pods {
         bed.kube.delete_pod(&pod.namespace, &pod.name);
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while leases(bed).await > 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(leases(bed).await, 0, "every lease is revoked with its pod's token");
+    eventually(
+        Duration::from_secs(10),
+        "every lease revoked with its pod's token",
+        || async { leases(bed).await == 0 },
+    )
+    .await;
 }
 
 /// The SPC parameters: role `app`, audience `vault` (also for tokens the
@@ -293,6 +294,8 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
         &e,
         &["object \"user\"", "database/creds/app", "did not answer within 1s"],
     );
+    // Proving a negative: the read's lease exists once Vault has it; a
+    // resend (the client's retries come within 1 s) would add a second one.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let orphans = leases(&bed).await - before;
     println!("FAULT | slow database read: leases minted by the failed mount | {orphans} |");

@@ -583,7 +583,7 @@ async fn provider_as(bed: &Bed, sa_ns: &str, sa: &str, name: &str) -> Provider {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_component() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     bed.world
         .bao
         .kubernetes_role(
@@ -598,7 +598,7 @@ async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_com
         )
         .await
         .unwrap();
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
 
     // Exactly the base's RBAC: a kubelet token → mount works, key created.
     enforce(&bed, "rbac", "base", &grants(&render("base", &[])));
@@ -682,13 +682,10 @@ async fn probe(port: u16, path: &str) -> u16 {
 
 /// Polls a probe until it answers 200 (readiness waits for the version key).
 async fn wait_ready(port: u16) {
-    for _ in 0..100 {
-        if probe(port, "/health/ready").await == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("/health/ready never answered 200");
+    eventually(Duration::from_secs(5), "/health/ready to answer 200", || async {
+        probe(port, "/health/ready").await == 200
+    })
+    .await;
 }
 
 /// The kubeconfig standing in for the in-cluster configuration: the
@@ -761,7 +758,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
 
     // An SPC without vaultAddress: every Vault request goes through the Agent socket.
     let pod = bed.pod("default", "web-0", "app");
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let r = p
         .mount(&params(objects, &[]), &pod)
         .await
@@ -931,7 +928,7 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     // (`app`, bound to audience vault), and with no audience the kubelet
     // token for `openbao` is used.
     let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let r = p
         .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
         .await
@@ -1000,10 +997,10 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bao_addr_unset_empty_or_set_against_vault_addr() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     openbao_role(&bed, "kubernetes", "bao-app").await;
     let pod = pod_with_tokens(&bed, "web-0", &["openbao"]);
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let spc = params(objects, &[("baoRoleName", "bao-app")]);
     let bao = bed.world.bao.addr();
     let dead = "http://127.0.0.1:1";
@@ -1125,7 +1122,7 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
     // One pod, kubelet tokens for both audiences, the same class on both
     // sockets: each socket picks its audience, auth mount and address.
     let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let spc = params(objects, &[]);
     let from_vault = p.mount_at(&vault_sock, &spc, &pod).await.expect("provider: vault");
     assert_eq!(text(&from_vault, "k"), "shared");

@@ -255,7 +255,7 @@ async fn a_certificate_outlives_shorter_tokens_across_logins() {
 async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
     let bed = Bed::start().await;
     bed.world.bao.setup_pki("pki", "web", "2h").await.unwrap();
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 1h}, secretKey: certificate}\n- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
@@ -300,15 +300,10 @@ async fn deleting_a_pod_revokes_its_credentials_only() {
     assert_ne!(ua, ub, "two pods of one service account get their own credentials");
     assert_eq!(count(&bed, "database/creds/app").await, 2);
     bed.world.kube.delete_pod("default", "a-0");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pg.can_login(&ua, &pa).await.unwrap() {
-        assert!(
-            Instant::now() < deadline,
-            "pod a's credentials were not revoked within 5 s: {}",
-            p.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(5), "pod a's credentials to be revoked", || async {
+        !pg.can_login(&ua, &pa).await.unwrap()
+    })
+    .await;
     assert!(
         pg.can_login(&ub, &pb).await.unwrap(),
         "pod b's credentials are untouched"
@@ -327,10 +322,12 @@ async fn a_restart_resumes_the_ledger_and_a_tampered_state_file_is_ignored() {
     let pod = bed.pod("default", "web-0", "app");
     let p = bed.provider("p", &[]).await;
     let before = creds(&p.mount(&params(DB_OBJECTS, &[]), &pod).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(1500)).await; // one persist tick
-    p.kill().await;
     let state = bed.dir.path().join("p.state");
-    assert!(state.exists(), "state file written");
+    eventually(Duration::from_secs(5), "the state file to be written", || async {
+        state.exists()
+    })
+    .await;
+    p.kill().await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o600);
     let raw = std::fs::read(&state).unwrap();
@@ -344,7 +341,6 @@ async fn a_restart_resumes_the_ledger_and_a_tampered_state_file_is_ignored() {
     assert_eq!(before, after, "same credentials after SIGKILL and restart");
     assert_eq!(count(&bed, "database/creds/app").await, 1, "no new lease");
     assert!(pg.can_login(&after.0, &after.1).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     p.kill().await;
 
     let mut tampered = std::fs::read(&state).unwrap();
@@ -369,7 +365,7 @@ async fn a_restart_resumes_the_ledger_and_a_tampered_state_file_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_hour_lease_and_login_counts() {
     let (bed, _pg) = db_bed("1h", "2h", "1h").await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let objects = format!("{DB_OBJECTS}- {{objectName: kv, secretPath: secret/data/app, secretKey: k}}\n");
     let mut report = Vec::new();
     for (label, reuse) in [

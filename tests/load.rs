@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::*;
 use tonic::Code;
 use vault_csi_provider::testbed::driver::PodContext;
@@ -106,7 +105,7 @@ async fn settled(pid: u32) -> (u64, usize) {
 
 async fn load(pods_n: usize, warm_bursts: usize, many: usize) {
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     // VCP_LOAD_PROVIDER_ENV=NAME=VALUE runs the provider with one extra
     // environment variable (to try allocator settings such as MALLOC_ARENA_MAX).
     let extra_env = std::env::var("VCP_LOAD_PROVIDER_ENV").ok();

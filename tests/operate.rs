@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
@@ -69,28 +69,12 @@ fn value(metrics: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-/// Waits until `f` holds, for at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-const OBJECTS: &str = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+const OBJECTS: &str = KV_OBJECT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_successful_failed_and_cached_mounts() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let addr = health_addr(&p);
     let pod = bed.pod("default", "web-0", "app");
@@ -212,7 +196,7 @@ async fn metrics_count_successful_failed_and_cached_mounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_level_changes_at_runtime_through_the_health_port() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &["-log-level=info"]).await;
     let addr = health_addr(&p);
     let pod = bed.pod("default", "web-0", "app");
@@ -250,7 +234,7 @@ async fn log_level_changes_at_runtime_through_the_health_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_probe() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
 
     // 1. The key Secret lives in a namespace the provider may not read yet:
     // the socket serves, but the provider is not ready until it may.
@@ -294,7 +278,10 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
     let client = p.client(Generation::V16).await.unwrap();
     let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let mount = tokio::spawn(async move { client.mount(req, Duration::from_secs(60)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(10), "the mount to reach Vault", || async {
+        !slow.seen().is_empty()
+    })
+    .await;
     p.sigterm();
     eventually(Duration::from_secs(2), "not ready while draining", || async {
         http(addr, "GET", "/health/ready", "").await.0 == 503
@@ -638,11 +625,11 @@ async fn ledger_metrics_follow_held_credentials_and_renewals() {
 async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
     use std::os::unix::fs::PermissionsExt as _;
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     // The provider's key Secret exists, as on a cluster running the provider.
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
-    let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+    let objects = KV_OBJECT;
     let grpc = p.mount(&params(objects, &[]), &pod).await.expect("gRPC mount");
 
     let dir = bed.dir.path();

@@ -501,7 +501,7 @@ async fn templates_split_a_pki_issue_into_cert_key_and_ca_that_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_that_read_files_or_loop_forever_fail_quickly() {
     let bed = Bed::start().await;
-    bed.world.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
     let t = |tpl: &str| {

@@ -13,7 +13,7 @@ use serde_json::json;
 use support::*;
 use tonic::Code;
 
-const OBJECTS: &str = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+const OBJECTS: &str = KV_OBJECT;
 
 /// Mounts with `extra` parameters; asserts a clear INVALID_ARGUMENT within a
 /// second that mentions `needle`.
@@ -37,7 +37,7 @@ async fn refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_a_class_names_are_read_only_as_small_regular_files() {
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
     let pid = p.child.id().unwrap();
@@ -97,7 +97,7 @@ async fn files_a_class_names_are_read_only_as_small_regular_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_confines_files_addresses_tls_and_audiences() {
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let allowed = bed.dir.path().join("tls");
     std::fs::create_dir(&allowed).unwrap();
     let ca = allowed.join("ca.pem");
@@ -197,7 +197,7 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
 async fn deadlines_at_the_top_of_the_grpc_timeout_range_are_served() {
     use vault_csi_provider::testbed::driver::{mount_request, Generation};
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("default", "web-0", "app");
     let client = p.client(Generation::V16).await.unwrap();
@@ -404,7 +404,7 @@ fn with_token(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let victim = bed.pod("default", "web-0", "app");
     let attacker = bed.pod("default", "intruder-0", "app");
@@ -501,7 +501,7 @@ async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_other_nodes_get_no_token_and_pods_are_read_as_metadata_only() {
     let bed = Bed::start().await;
-    bed.bao.kv2_put("secret", "app", json!({"k": "v"})).await.unwrap();
+    bed.kv_secret().await;
     // The pinned audience makes self-requested tokens ones the role accepts.
     let p = bed
         .provider(

@@ -10,7 +10,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::mount::OutFile;
+use crate::render::OutFile;
 use crate::spc::check_object_path;
 
 const DATA: &str = "..data";

@@ -16,6 +16,10 @@ use vault_csi_provider::testbed::kube_double::KubeDouble;
 #[allow(unused_imports)]
 pub use vault_csi_provider::testbed::world::{params, Provider, World, PROVIDER_NS, READ_ALL};
 
+/// The one-object class most tests mount: file `k` with the value of key
+/// `k` of `secret/data/app` (see [`Bed::kv_secret`]).
+pub const KV_OBJECT: &str = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+
 /// One test's world, with its scratch directory.
 pub struct Bed {
     pub world: World,
@@ -44,12 +48,41 @@ impl Bed {
         self.world.pod(ns, name, sa).expect("pod token")
     }
 
+    /// Stores the KV v2 secret `secret/app` = `{"k": "v"}` that
+    /// [`KV_OBJECT`] reads.
+    pub async fn kv_secret(&self) {
+        self.world
+            .bao
+            .kv2_put("secret", "app", serde_json::json!({"k": "v"}))
+            .await
+            .expect("KV secret stored");
+    }
+
     /// Starts the provider binary built for these tests.
     pub async fn provider(&self, name: &str, extra: &[&str]) -> Provider {
         self.world
             .provider(Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")), name, extra)
             .await
             .expect("provider starts")
+    }
+}
+
+/// Waits until `f` holds, polling every 50 ms for at most `within`; panics
+/// naming `what` otherwise. The one way tests wait for something to happen.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        if std::time::Instant::now() >= until {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -38,15 +38,12 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Prepares `objects` from the responses of the objects that read Vault.
-    pub fn new(inputs: &BTreeMap<&str, &Json>) -> Renderer {
-        let objects = inputs.iter().map(|(name, response)| {
-            let entry = serde_json::json!({
-                "data": super::kv_data(response),
-                "response": super::envelope(response),
-            });
-            (name.to_string(), Value::from(Serde(&entry)))
-        });
+    /// Prepares `objects`: per object that reads Vault, its `{data,
+    /// response}` as templates see them.
+    pub fn new(inputs: &BTreeMap<&str, Json>) -> Renderer {
+        let objects = inputs
+            .iter()
+            .map(|(name, entry)| (name.to_string(), Value::from(Serde(entry))));
         Renderer {
             objects: Value::from_pairs(objects),
         }
