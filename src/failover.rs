@@ -187,8 +187,11 @@ impl Verdict {
 /// Why an address was left for another, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// No connection (refused, DNS, TLS handshake, connect timeout).
+    /// No connection (refused, DNS, connect timeout, a broken handshake).
     Unreachable,
+    /// The TLS handshake was refused (a certificate that does not verify):
+    /// configuration, which no wait fixes.
+    TlsRefused,
     /// `503 Vault is sealed`.
     Sealed,
     /// A standby without an active node, or one that redirected.
@@ -204,6 +207,7 @@ impl Reason {
     pub fn label(self) -> &'static str {
         match self {
             Reason::Unreachable => "unreachable",
+            Reason::TlsRefused => "tls_refused",
             Reason::Sealed => "sealed",
             Reason::NoActiveNode => "no_active_node",
             Reason::Uninitialized => "uninitialized",
@@ -216,6 +220,7 @@ impl Reason {
 pub fn classify(result: &Result<Response, HttpError>) -> Verdict {
     match result {
         Err(HttpError::Connect(_)) => Verdict::Unreached(Reason::Unreachable),
+        Err(HttpError::Tls(_)) => Verdict::Unreached(Reason::TlsRefused),
         Err(HttpError::Broken(_)) => Verdict::Ambiguous,
         Err(HttpError::Timeout(_)) => Verdict::TimedOut,
         Err(HttpError::TooLarge(_) | HttpError::OverBudget(_) | HttpError::Build(_)) => Verdict::Final,
@@ -557,6 +562,10 @@ mod tests {
             Verdict::Unreached(Reason::Unreachable)
         );
         assert_eq!(classify(&Err(HttpError::Broken("reset".into()))), Verdict::Ambiguous);
+        assert_eq!(
+            classify(&Err(HttpError::Tls("invalid peer certificate".into()))),
+            Verdict::Unreached(Reason::TlsRefused)
+        );
         assert_eq!(
             classify(&Err(HttpError::Timeout(Duration::from_secs(1)))),
             Verdict::TimedOut

@@ -401,6 +401,11 @@ pub enum HttpError {
     /// Reading the response would take its mount over a memory limit.
     #[error("{0}")]
     OverBudget(crate::budget::Exceeded),
+    /// The TLS handshake was refused (the server's certificate did not
+    /// verify, or ours was not accepted): nothing was sent, and waiting will
+    /// not change it.
+    #[error("TLS handshake refused: {0}")]
+    Tls(String),
     /// The request could not be built (a bug or bad input).
     #[error("bad request: {0}")]
     Build(String),
@@ -484,7 +489,9 @@ impl HttpClient {
         let max = self.max_body;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
+                if tls_refused(&e) {
+                    HttpError::Tls(describe(&e))
+                } else if e.is_connect() {
                     HttpError::Connect(describe(&e))
                 } else {
                     HttpError::Broken(describe(&e))
@@ -533,6 +540,24 @@ impl HttpClient {
             Err(_) => Err(HttpError::Timeout(self.timeout)),
         }
     }
+}
+
+/// Whether rustls refused the handshake somewhere in the error's chain (an
+/// I/O error carrying a `rustls::Error`, as tokio-rustls reports them).
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    false
 }
 
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {

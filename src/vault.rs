@@ -314,6 +314,9 @@ impl VaultClient {
         let mut processed = false;
         let mut round = 0u32;
         let outcome = 'rounds: loop {
+            // Whether every address refused the TLS handshake this round: a
+            // certificate problem, reported at once instead of waited out.
+            let mut only_tls_refusals = true;
             for i in inner.health.order(Instant::now()) {
                 // The first attempt always goes; later ones only with time
                 // left to report what every address answered.
@@ -340,6 +343,7 @@ impl VaultClient {
                     let answer = interpret(result).err().map(|e| e.to_string()).unwrap_or_default();
                     tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
                     attempts.add(&node.address, format!("{answer} (a standby)"));
+                    only_tls_refusals = false;
                     continue;
                 }
                 let moves_on = match verdict {
@@ -369,6 +373,7 @@ impl VaultClient {
                         Reason::Error
                     }
                 };
+                only_tls_refusals &= reason == Reason::TlsRefused;
                 let answer = match interpret(result) {
                     Err(e) => e.to_string(),
                     Ok(_) => "answered".to_string(),
@@ -378,7 +383,10 @@ impl VaultClient {
                 attempts.add(&node.address, answer);
             }
             // Every address failed this round: wait, and try again while
-            // there is time.
+            // there is time (unless only certificates were refused).
+            if only_tls_refusals && attempts.total() > 0 {
+                break None;
+            }
             let Some(wait) = failover::wait_within(round, Instant::now(), deadline) else {
                 break None;
             };
@@ -676,6 +684,11 @@ fn interpret(result: Result<transport::Response, HttpError>) -> Result<Json, Vau
     let response = match result {
         Ok(r) => r,
         Err(HttpError::Connect(m)) => return Err(VaultError::Connect(m)),
+        Err(HttpError::Tls(m)) => {
+            return Err(VaultError::Connect(format!(
+                "TLS handshake refused: {m} (check the CA (vaultCACertPath, -vault-tls-ca-cert), vaultTLSServerName and the client certificate)"
+            )))
+        }
         Err(HttpError::Broken(m)) => return Err(VaultError::Broken(format!("connection to Vault broke: {m}"))),
         Err(HttpError::Timeout(d)) => return Err(VaultError::Broken(format!("Vault did not answer within {d:?}"))),
         Err(HttpError::TooLarge(_)) => return Err(VaultError::TooLarge),

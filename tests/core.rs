@@ -679,8 +679,8 @@ async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     );
     let started = Instant::now();
     let mount = tokio::spawn(async move { client.mount(req, Duration::from_secs(60)).await });
-    eventually(Duration::from_secs(10), "the mount to reach Vault", || async {
-        !slow.seen().is_empty()
+    eventually(Duration::from_secs(10), "the mount's login to reach Vault", || async {
+        slow.seen().iter().any(|s| s.path.contains("/auth/"))
     })
     .await;
     p.sigterm();
@@ -737,13 +737,21 @@ async fn tls_options_and_unix_socket_addresses() {
             "{extra:?}"
         );
     }
-    // No CA: the certificate is not trusted, and the error says so.
+    // No CA: the certificate is not trusted, and the error says so at once
+    // (a refused certificate is configuration, not weather to wait out).
+    let started = Instant::now();
     let e = p
         .mount(&params(objects, &[("vaultAddress", &addr)]), &pod)
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
+    assert!(e.message().contains("TLS handshake refused"), "{}", e.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     // A server name the certificate does not carry.
     let e = p
         .mount(
@@ -827,9 +835,11 @@ async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline
     let started = Instant::now();
     let first = tokio::spawn(async move { ca.mount(ra, Duration::from_secs(30)).await });
     // The first mount holds the only slot once it has reached Vault.
-    eventually(Duration::from_secs(10), "the first mount to reach Vault", || async {
-        !slow.seen().is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the first mount's login to reach Vault",
+        || async { slow.seen().iter().any(|s| s.path.contains("/auth/")) },
+    )
     .await;
     // The second mount waits for the only slot, past its own 3 s deadline
     // (1 s after the 2 s margin): it fails in time, saying why.

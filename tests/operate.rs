@@ -278,8 +278,8 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
     let client = p.client(Generation::V16).await.unwrap();
     let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let mount = tokio::spawn(async move { client.mount(req, Duration::from_secs(60)).await });
-    eventually(Duration::from_secs(10), "the mount to reach Vault", || async {
-        !slow.seen().is_empty()
+    eventually(Duration::from_secs(10), "the mount's login to reach Vault", || async {
+        slow.seen().iter().any(|s| s.path.contains("/auth/"))
     })
     .await;
     p.sigterm();
