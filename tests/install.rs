@@ -1013,7 +1013,16 @@ async fn bao_addr_unset_empty_or_set_against_vault_addr() {
     assert_eq!(text(&p.mount(&spc, &pod).await.expect("BAO_ADDR used"), "k"), "v");
     // Empty: BAO_ADDR still wins, and means the built-in default, not VAULT_ADDR.
     let p = openbao_provider(&bed, "empty", &[], &[("VAULT_ADDR", &bao), ("BAO_ADDR", "")]).await;
-    let e = p.mount(&spc, &pod).await.unwrap_err();
+    // Nothing listens there: a short driver deadline, since a Vault that
+    // refuses connections is waited out until the deadline.
+    let req = vault_csi_provider::testbed::driver::mount_request(Generation::V16, "spc", &spc, &pod, false, Vec::new());
+    let e = p
+        .client(Generation::V16)
+        .await
+        .unwrap()
+        .mount(req, Duration::from_secs(4))
+        .await
+        .unwrap_err();
     assert!(
         e.message().contains("login to OpenBao at https://127.0.0.1:8200"),
         "{}",
