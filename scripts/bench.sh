@@ -10,5 +10,5 @@ scripts/testbed.sh install
 scripts/testbed.sh pg-start >/dev/null
 eval "$(scripts/testbed.sh env)"
 export VCP_BAO_BIN VCP_TEST_PG_URL VCP_GO_DRIVER VCP_PYTHON
-cargo build --locked --release --bins
+cargo build --locked --release --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/release/csi-bench" "$@"

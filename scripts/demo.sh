@@ -8,5 +8,5 @@ cd "$root"
 scripts/testbed.sh install
 eval "$(scripts/testbed.sh env)"
 export VCP_BAO_BIN VCP_GO_DRIVER
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/debug/csi-testbed" demo

@@ -11,5 +11,5 @@ scripts/testbed.sh pg-start >/dev/null
 eval "$(scripts/testbed.sh env)"
 export VCP_BAO_BIN VCP_TEST_PG_URL VCP_KUBERNETES_VALIDATE VCP_PYTHON VCP_GO_DRIVER
 
-cargo build --locked --all-targets
-cargo test --locked -- "$@"
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace --no-fail-fast -- "$@"

@@ -164,7 +164,7 @@ install_pytools() {
 # never overwrite each other's binary.
 go_driver_bin() {
   local hash
-  hash="$( (echo "$GO_RECIPE"; cat "$GO_SRC"/*.go "$REPO/proto/provider.proto") | sha256sum | cut -c1-16)"
+  hash="$( (echo "$GO_RECIPE"; cat "$GO_SRC"/*.go "$REPO/crates/proto/proto/provider.proto") | sha256sum | cut -c1-16)"
   echo "$GO_DIR/bin/vcp-go-driver-$hash"
 }
 
@@ -194,11 +194,11 @@ install_go_driver() {
   mkdir -p "$stubs"
   # The Go import path comes from an M mapping, so the proto (whose package
   # and service names are wire contract) needs no go_package option.
-  if ! protoc -I "$REPO/proto" \
+  if ! protoc -I "$REPO/crates/proto/proto" \
     --go_out="plugins=grpc,Mprovider.proto=vcptestbed/v1alpha1:$stubs" \
-    "$REPO/proto/provider.proto" >&2; then
+    "$REPO/crates/proto/proto/provider.proto" >&2; then
     rm -rf "$gopath"
-    die "protoc could not generate the Go stubs from proto/provider.proto"
+    die "protoc could not generate the Go stubs from crates/proto/proto/provider.proto"
   fi
   if ! (cd "$GO_SRC" && GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$GO_DIR/cache" \
     GOFLAGS= GOPROXY=off go build -o "$gopath/vcp-go-driver" .) >&2; then

@@ -10,8 +10,9 @@
 //! shared transport), [`server`] (gRPC, socket, health), [`error`] (error
 //! kinds and their gRPC codes), [`metrics`] (what Prometheus scrapes),
 //! [`logging`] (log setup, runtime level), [`probe`] (Vault reachability),
-//! [`cli`] (the `mount` and `check` subcommands), [`testbed`] (test doubles
-//! and harness helpers, not used by the provider binary).
+//! [`cli`] (the `mount` and `check` subcommands), [`app`] (the one wiring
+//! place). The test bed is the separate `vcp-testbed` crate, which the
+//! provider only dev-depends on.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -37,50 +38,11 @@ pub mod server;
 pub mod spc;
 pub mod sync;
 pub mod template;
-pub mod testbed;
 pub mod vault;
 pub mod versions;
 
 /// Generated protocol types and service stubs for the driver contract.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("v1alpha1");
-
-    /// Lengths instead of contents: the attributes and secrets carry
-    /// service-account tokens, the secrets field a Secret's data.
-    impl std::fmt::Debug for MountRequest {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("MountRequest")
-                .field("attributes_len", &self.attributes.len())
-                .field("secrets_len", &self.secrets.len())
-                .field("target_path", &self.target_path)
-                .field("permission", &self.permission)
-                .field("current_object_version", &self.current_object_version)
-                .finish()
-        }
-    }
-
-    impl std::fmt::Debug for MountResponse {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("MountResponse")
-                .field("object_version", &self.object_version)
-                .field("error", &self.error)
-                .field("files", &self.files)
-                .finish()
-        }
-    }
-
-    /// Path, mode and size; never the contents.
-    impl std::fmt::Debug for File {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("File")
-                .field("path", &self.path)
-                .field("mode", &format_args!("{:#o}", self.mode))
-                .field("len", &self.contents.len())
-                .finish()
-        }
-    }
-}
+pub use vcp_proto as proto;
 
 #[cfg(test)]
 mod redaction_tests {

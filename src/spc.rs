@@ -21,20 +21,7 @@ mod output;
 pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
 
 /// Attribute keys kubelet and the driver add to every request.
-pub mod keys {
-    /// Pod name (needs `podInfoOnMount: true` on the CSIDriver).
-    pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
-    /// Pod namespace.
-    pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
-    /// Pod UID.
-    pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
-    /// Pod service account name.
-    pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
-    /// Tokens kubelet requested for the CSIDriver's `tokenRequests`.
-    pub const SA_TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
-    /// Name of the SecretProviderClass (driver v1.6+ only).
-    pub const SPC_NAME: &str = "secretProviderClass";
-}
+pub use vcp_proto::keys;
 
 /// The largest file mode we accept: permission bits only.
 const MAX_MODE: u32 = 0o777;

@@ -272,7 +272,7 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testbed::kube_double::KubeDouble;
+    use vcp_testbed::kube_double::KubeDouble;
 
     /// A failed re-check keeps the key and waits a full interval before the
     /// next attempt, so an API server that is down or slow costs one request

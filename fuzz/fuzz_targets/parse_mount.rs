@@ -21,11 +21,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let defaults = Defaults {
         vault: VaultConfig {
-            endpoint,
+            addresses: endpoint.into(),
             namespace: None,
             tls: TlsConfig::default(),
         },
         auth_mount: "kubernetes".to_string(),
+        policy: vault_csi_provider::policy::ClassPolicy::default(),
+        flavor: vault_csi_provider::flavor::Flavor::Vault,
     };
     if let Ok(spec) = spc::parse_mount(attributes, secrets, permission, &defaults) {
         assert!(!spec.role.is_empty());

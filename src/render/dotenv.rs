@@ -18,7 +18,7 @@
 //!    it skips that line: the key is missing, but no later line is misread.
 //!
 //! Where python-dotenv reads something else (see the README's table, which
-//! `tests/readers.rs` checks against both readers): a value ending in `\`
+//! `tests/it/readers.rs` checks against both readers): a value ending in `\`
 //! (missing), carriage returns (its universal-newline reading turns `\r` and
 //! `\r\n` into `\n` in any form), and a value with `$` or `` ` `` that also
 //! has `'` or `\\` (each `$` and `` ` `` gets a `\` before it). No single

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
-use super::authority::{self, RequestFilter};
+use authority_filter::{self as authority, RequestFilter};
 
 /// How long a client may take to send the HTTP/2 connection preface before
 /// the connection is dropped, so a stuck client cannot hold a connection

@@ -5,7 +5,7 @@
 //! bytes passing through the `:authority` filter (see [`conn`] and
 //! [`authority`]), so drivers of every generation are served.
 
-pub mod authority;
+pub use authority_filter as authority;
 pub mod conn;
 pub mod health;
 

@@ -4,7 +4,7 @@
 // stdout, so the Rust tests and the benchmark can drive it.
 //
 // It is built by `scripts/testbed.sh go-driver` in GOPATH mode against
-// Debian's packaged grpc-go, with stubs generated from proto/provider.proto
+// Debian's packaged grpc-go, with stubs generated from crates/proto/proto/provider.proto
 // at build time (package vcptestbed/v1alpha1 in the build's GOPATH).
 //
 // Usage:

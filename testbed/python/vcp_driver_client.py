@@ -4,7 +4,7 @@
 C-core behaves like grpc-go where it matters here: it sends its connection
 preface and SETTINGS, then waits for the server's SETTINGS before any request.
 It runs with the test bed's venv (scripts/testbed.sh install; VCP_PYTHON) and
-generates its stubs from proto/provider.proto at run time, into a temporary
+generates its stubs from crates/proto/proto/provider.proto at run time, into a temporary
 directory, with grpcio-tools.
 
 Usage:
@@ -46,7 +46,7 @@ import grpc
 from google.protobuf import json_format
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_PROTO = os.path.join(HERE, "..", "..", "proto", "provider.proto")
+DEFAULT_PROTO = os.path.join(HERE, "..", "..", "crates", "proto", "proto", "provider.proto")
 
 # The driver's method config: wait for a ready connection, retry UNAVAILABLE
 # up to 3 attempts with a 1 s .. 10 s backoff.

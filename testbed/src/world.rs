@@ -1,0 +1,312 @@
+//! A whole test world: a real OpenBao whose kubernetes auth method reviews
+//! tokens through the Kubernetes API double, plus pods, and provider
+//! processes serving a unix socket. Shared by the integration tests and the
+//! demo, so both exercise the same wiring.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Context as _};
+use tokio::process::{Child, Command};
+
+use crate::driver::{mount_request, DriverClient, Generation, PodContext};
+use crate::kube_double::KubeDouble;
+use crate::openbao::OpenBao;
+use vcp_proto::{MountRequest, MountResponse};
+
+/// Namespace the provider runs in (and keeps its HMAC key Secret in).
+pub const PROVIDER_NS: &str = "csi";
+/// The provider's service account.
+pub const PROVIDER_SA: &str = "vault-csi-provider";
+/// Policy granting read on everything the tests use.
+pub const READ_ALL: &str = "read-all";
+
+/// OpenBao, the Kubernetes double and a scratch directory.
+pub struct World {
+    /// The real OpenBao dev server.
+    pub bao: OpenBao,
+    /// The Kubernetes API double.
+    pub kube: KubeDouble,
+    /// Scratch directory for sockets, kubeconfigs and logs.
+    pub dir: PathBuf,
+}
+
+impl World {
+    /// Starts OpenBao and the Kubernetes double, wires kubernetes auth, and
+    /// creates role `app` for service account `default/app` (audience `vault`).
+    pub async fn start(dir: &Path) -> anyhow::Result<World> {
+        let bao = OpenBao::start().await.context("starting OpenBao")?;
+        Self::with(dir, bao).await
+    }
+
+    /// The same world with OpenBao serving TLS (its dev CA at
+    /// `bao.ca_cert_path()`).
+    pub async fn start_tls(dir: &Path) -> anyhow::Result<World> {
+        let bao = OpenBao::start_tls().await.context("starting OpenBao with TLS")?;
+        Self::with(dir, bao).await
+    }
+
+    /// The same world around an OpenBao started elsewhere (a handle to a
+    /// node of a [`RaftCluster`](crate::raft::RaftCluster)).
+    pub async fn around(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
+        Self::with(dir, bao).await
+    }
+
+    async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
+        let kube = KubeDouble::start()
+            .await
+            .context("starting the Kubernetes API double")?;
+
+        // Vault's TokenReview identity.
+        kube.add_service_account("kube-system", "vault-reviewer");
+        kube.grant("kube-system", "vault-reviewer", "create", "tokenreviews", None, None);
+        let reviewer = kube.service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
+        // The provider's identity: the HMAC key Secret and TokenRequest.
+        kube.add_service_account(PROVIDER_NS, PROVIDER_SA);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "get", "secrets", Some(PROVIDER_NS), None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "secrets", Some(PROVIDER_NS), None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "serviceaccounts/token", None, None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "list", "pods", None, None);
+        kube.grant(PROVIDER_NS, PROVIDER_SA, "watch", "pods", None, None);
+
+        wire_vault(&bao, &kube, &reviewer).await?;
+        Ok(World {
+            bao,
+            kube,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Wires OpenBao to the double again (see [`wire_vault`]): after a
+    /// dev-mode restart, which forgets all configuration.
+    pub async fn configure_vault(&self) -> anyhow::Result<()> {
+        let reviewer =
+            self.kube
+                .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
+        wire_vault(&self.bao, &self.kube, &reviewer).await
+    }
+
+    /// Adds a pod and returns what kubelet tells the driver about it, with a
+    /// token for audience `vault` (as the CSIDriver's `tokenRequests` asks).
+    pub fn pod(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
+        let mut pod = self.pod_without_token(ns, name, sa);
+        let ttl = Duration::from_secs(3600);
+        let token = self.kube.pod_token(ns, name, &["vault"], ttl)?;
+        pod.tokens = Some(PodContext::tokens_json("vault", &token, SystemTime::now() + ttl));
+        Ok(pod)
+    }
+
+    /// Adds a pod whose volume context carries no token.
+    pub fn pod_without_token(&self, ns: &str, name: &str, sa: &str) -> PodContext {
+        let uid = self.kube.add_pod(ns, name, sa, "node-1");
+        PodContext {
+            name: name.to_string(),
+            namespace: ns.to_string(),
+            uid,
+            service_account: sa.to_string(),
+            tokens: None,
+        }
+    }
+
+    /// The arguments a provider named `name` runs with in this world.
+    pub fn provider_args(&self, name: &str) -> anyhow::Result<(Vec<String>, PathBuf)> {
+        let token = self
+            .kube
+            .service_account_token(PROVIDER_NS, PROVIDER_SA, &[], Duration::from_secs(86400));
+        let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
+        self.kube.write_kubeconfig(&kubeconfig, &token)?;
+        let socket = self.dir.join(format!("{name}.sock"));
+        let args = vec![
+            format!("-endpoint={}", socket.display()),
+            format!("-vault-addr={}", self.bao.addr()),
+            format!("-kubeconfig={}", kubeconfig.display()),
+            format!("-hmac-secret-namespace={PROVIDER_NS}"),
+            format!("-state-file={}", self.dir.join(format!("{name}.state")).display()),
+            "-health-addr=127.0.0.1:0".to_string(),
+            "-log-level=debug".to_string(),
+        ];
+        Ok((args, socket))
+    }
+
+    /// Starts the provider binary at `binary` with this world's arguments
+    /// plus `extra` (later flags win, as with Go's flag package).
+    pub async fn provider(&self, binary: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Provider> {
+        let (mut args, socket) = self.provider_args(name)?;
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Provider::spawn(binary, &args, socket, self.dir.join(format!("{name}.log")), &[]).await
+    }
+}
+
+/// Configures `bao` like every world's: kubernetes auth reviewing through
+/// `kube` with `reviewer`, the read-all policy, and role `app` for
+/// `default/app` (audience `vault`).
+pub async fn wire_vault(bao: &OpenBao, kube: &KubeDouble, reviewer: &str) -> anyhow::Result<()> {
+    bao.enable_auth("kubernetes", "kubernetes").await?;
+    bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), reviewer)
+        .await?;
+    bao.put_policy(
+        READ_ALL,
+        r#"
+path "secret/*" { capabilities = ["read"] }
+path "kv1/*" { capabilities = ["read"] }
+path "database/creds/*" { capabilities = ["read"] }
+path "pki/issue/*" { capabilities = ["create", "update"] }
+"#,
+    )
+    .await?;
+    kube.add_service_account("default", "app");
+    bao.kubernetes_role(
+        "kubernetes",
+        "app",
+        &["app"],
+        &["default"],
+        &[READ_ALL],
+        Some("vault"),
+        "1h",
+        "2h",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The suffixes of the `VAULT_*` and `BAO_*` variables the provider reads.
+const CONNECTION_ENV: [&str; 8] = [
+    "ADDR",
+    "NAMESPACE",
+    "CACERT",
+    "CAPATH",
+    "TLS_SERVER_NAME",
+    "CLIENT_CERT",
+    "CLIENT_KEY",
+    "SKIP_VERIFY",
+];
+
+/// A running provider process.
+pub struct Provider {
+    /// The process (killed on drop).
+    pub child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its stderr log file.
+    pub log: PathBuf,
+}
+
+impl Provider {
+    /// Spawns a provider and waits until its socket answers Version.
+    pub async fn spawn(
+        binary: &Path,
+        args: &[String],
+        socket: PathBuf,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Provider> {
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args).env_remove("KUBECONFIG");
+        // The provider's connection defaults come only from what a test gives.
+        for var in CONNECTION_ENV {
+            cmd.env_remove(format!("VAULT_{var}")).env_remove(format!("BAO_{var}"));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+        let mut p = Provider { child, socket, log };
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(anyhow!("provider exited with {status}: {}", self.logs()));
+            }
+            if self.socket.exists() {
+                if let Ok(c) = DriverClient::connect(&self.socket, Generation::V16).await {
+                    if c.version().await.is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(anyhow!("provider socket not ready after 10 s: {}", self.logs()))
+    }
+
+    /// The provider's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A driver-like client of the given generation.
+    pub async fn client(&self, generation: Generation) -> anyhow::Result<DriverClient> {
+        DriverClient::connect(&self.socket, generation).await
+    }
+
+    /// Mounts as a v1.6 driver would, on another socket this process serves
+    /// (`-vault-endpoint`, `-openbao-endpoint`).
+    pub async fn mount_at(
+        &self,
+        socket: &Path,
+        params: &BTreeMap<String, String>,
+        pod: &PodContext,
+    ) -> Result<MountResponse, tonic::Status> {
+        let req = mount_request(Generation::V16, "spc", params, pod, false, Vec::new());
+        let client = DriverClient::connect(socket, Generation::V16)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.mount(req, Duration::from_secs(60)).await
+    }
+
+    /// Mounts as a v1.6 driver would.
+    pub async fn mount(
+        &self,
+        params: &BTreeMap<String, String>,
+        pod: &PodContext,
+    ) -> Result<MountResponse, tonic::Status> {
+        let req = mount_request(Generation::V16, "spc", params, pod, false, Vec::new());
+        self.mount_raw(Generation::V16, req).await
+    }
+
+    /// Sends a prepared request with a driver of `generation`.
+    pub async fn mount_raw(&self, generation: Generation, req: MountRequest) -> Result<MountResponse, tonic::Status> {
+        let client = self
+            .client(generation)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.mount(req, Duration::from_secs(60)).await
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// SPC parameters: role `app`, the given objects, and extras.
+pub fn params(objects: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("roleName".to_string(), "app".to_string());
+    m.insert("objects".to_string(), objects.to_string());
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
+}

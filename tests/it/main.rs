@@ -1,0 +1,21 @@
+//! The provider's integration tests, one binary (one link) for all: the real
+//! provider binary against real OpenBao, PostgreSQL, gRPC clients and
+//! readers, and the test bed's Kubernetes double. Run one group with
+//! `cargo test --test it <group>::` (e.g. `cargo test --test it leases::`).
+
+mod support;
+
+mod core;
+mod corpus;
+mod failover;
+mod faults;
+mod install;
+mod kubectl;
+mod leases;
+mod load;
+mod operate;
+mod readers;
+mod real_clients;
+mod shaping;
+mod sync;
+mod tenancy;

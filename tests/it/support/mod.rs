@@ -1,0 +1,164 @@
+//! Shared harness for the integration tests: a real OpenBao, the Kubernetes
+//! API double (with OpenBao's kubernetes auth configured against it, so every
+//! login is a genuine TokenReview), and the real provider binary serving a
+//! unix socket, driven by the driver-like client.
+#![allow(dead_code, unused_imports)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use vault_csi_provider::proto::MountResponse;
+use vcp_testbed::driver::PodContext;
+use vcp_testbed::kube_double::KubeDouble;
+
+#[allow(unused_imports)]
+pub use vcp_testbed::fault_proxy::{Fault, Proxy, Seen};
+pub use vcp_testbed::world::{params, Provider, World, PROVIDER_NS, READ_ALL};
+
+/// The one-object class most tests mount: file `k` with the value of key
+/// `k` of `secret/data/app` (see [`Bed::kv_secret`]).
+pub const KV_OBJECT: &str = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
+
+/// One test's world, with its scratch directory.
+pub struct Bed {
+    pub world: World,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bed {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Bed {
+    /// Starts OpenBao and the Kubernetes double (see [`World::start`]).
+    pub async fn start() -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let world = World::start(dir.path())
+            .await
+            .expect("test world starts (run scripts/testbed.sh install)");
+        Bed { world, dir }
+    }
+
+    /// A pod with a kubelet token for audience `vault`.
+    pub fn pod(&self, ns: &str, name: &str, sa: &str) -> PodContext {
+        self.world.pod(ns, name, sa).expect("pod token")
+    }
+
+    /// Stores the KV v2 secret `secret/app` = `{"k": "v"}` that
+    /// [`KV_OBJECT`] reads.
+    pub async fn kv_secret(&self) {
+        self.world
+            .bao
+            .kv2_put("secret", "app", serde_json::json!({"k": "v"}))
+            .await
+            .expect("KV secret stored");
+    }
+
+    /// Starts the provider binary built for these tests.
+    pub async fn provider(&self, name: &str, extra: &[&str]) -> Provider {
+        self.world
+            .provider(Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")), name, extra)
+            .await
+            .expect("provider starts")
+    }
+}
+
+/// Waits until `f` holds, polling every 50 ms for at most `within`; panics
+/// naming `what` otherwise. The one way tests wait for something to happen.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        if std::time::Instant::now() >= until {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// path → (mode, contents) of a response.
+pub fn files(r: &MountResponse) -> BTreeMap<String, (i32, Vec<u8>)> {
+    r.files
+        .iter()
+        .map(|f| (f.path.clone(), (f.mode, f.contents.clone())))
+        .collect()
+}
+
+/// path → contents as text.
+pub fn text(r: &MountResponse, path: &str) -> String {
+    let f = r
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no file {path} in response"));
+    String::from_utf8(f.contents.clone()).expect("utf-8 file")
+}
+
+/// id → version of a response.
+pub fn versions(r: &MountResponse) -> BTreeMap<String, String> {
+    r.object_version
+        .iter()
+        .map(|v| (v.id.clone(), v.version.clone()))
+        .collect()
+}
+
+/// Runs `openssl` on PEM input and returns stdout.
+pub fn openssl(args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// TokenReview calls the Kubernetes double has served (one per Vault login).
+pub fn token_reviews(kube: &KubeDouble) -> usize {
+    kube.requests()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains("tokenreviews"))
+        .count()
+}
+
+/// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("process status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .count()
+}
