@@ -414,7 +414,8 @@ impl Health {
     }
 
     /// Whether node `i` is considered down, and what it answered last.
-    pub fn status(&self, i: usize) -> (bool, String) {
+    #[cfg(test)]
+    fn status(&self, i: usize) -> (bool, String) {
         let n = self.node(i);
         (n.failures > 0, n.last.clone())
     }

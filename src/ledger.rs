@@ -102,8 +102,6 @@ pub struct LedgerSettings {
     pub max_held_bytes: usize,
 }
 
-/// Default for [`LedgerSettings::max_held_bytes`] (`-max-held-bytes`).
-pub const DEFAULT_MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
 /// A leased response larger than this (parsed) is never held: real leases
 /// and certificates are a few KiB.
 pub const MAX_HELD_RESPONSE: usize = 256 * 1024;

@@ -16,30 +16,30 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod budget;
+mod budget;
 pub mod cli;
 pub mod config;
-pub mod error;
-pub mod failover;
+mod error;
+mod failover;
 pub mod flavor;
 pub mod http;
-pub mod identity;
-pub mod kube;
-pub mod ledger;
+mod identity;
+mod kube;
+mod ledger;
 pub mod logging;
-pub mod metrics;
-pub mod mount;
-pub mod pem;
-pub mod podwatch;
+mod metrics;
+mod mount;
+mod pem;
+mod podwatch;
 pub mod policy;
-pub mod probe;
+mod probe;
 pub mod render;
-pub mod server;
+mod server;
 pub mod spc;
-pub mod sync;
-pub mod template;
-pub mod vault;
-pub mod versions;
+mod sync;
+mod template;
+mod vault;
+mod versions;
 
 /// Generated protocol types and service stubs for the driver contract.
 pub use vcp_proto as proto;

@@ -28,7 +28,7 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         capacity: 10,
         state_file: None,
         node: None,
-        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
+        max_held_bytes: 16 * 1024 * 1024,
     };
     let key = TokenKey {
         pod: Pod {
@@ -261,7 +261,7 @@ fn a_cache_size_of_zero_means_a_login_per_mount() {
         capacity: 0,
         state_file: None,
         node: None,
-        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
+        max_held_bytes: 16 * 1024 * 1024,
     };
     let ledger = Ledger::new(settings, clock.clone());
     ledger.store_token(&key, token(clock.now(), 3600, true));
@@ -431,7 +431,7 @@ impl Republished {
             capacity: 10,
             state_file: None,
             node: None,
-            max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
+            max_held_bytes: 16 * 1024 * 1024,
         };
         Republished {
             ledger: Ledger::new(settings, clock.clone()),
@@ -639,7 +639,7 @@ fn a_cache_size_of_zero_reuses_no_certificate() {
         capacity: 0,
         state_file: None,
         node: None,
-        max_held_bytes: crate::ledger::DEFAULT_MAX_HELD_BYTES,
+        max_held_bytes: 16 * 1024 * 1024,
     };
     let ledger = Ledger::new(settings, clock.clone());
     ledger.store_token(&key, token(clock.now(), 3600, true));

@@ -3,9 +3,8 @@
 //!
 //! Every accepted connection is handed to tonic at once, with the client's
 //! bytes passing through the `:authority` filter (see [`conn`] and
-//! [`authority`]), so drivers of every generation are served.
+//! [`authority_filter`]), so drivers of every generation are served.
 
-pub use authority_filter as authority;
 pub mod conn;
 pub mod health;
 
