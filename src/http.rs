@@ -1,32 +1,22 @@
-//! The HTTP transport shared by the Vault and Kubernetes clients: TCP, TLS
-//! (with our own CA, server-name override, client certificates, or no
-//! verification when asked) and unix sockets, with connection pooling,
-//! per-request timeouts and a cap on response size.
+//! The HTTP transport to Vault, on reqwest: TCP, TLS (our own rustls
+//! configuration: a CA, a server-name override, client certificates, or no
+//! verification when asked; ring as the one crypto provider) and unix
+//! sockets, with connection pooling, per-request timeouts and a cap on
+//! response size enforced as the body streams in.
 //!
-//! It knows nothing about Vault or Kubernetes; they build [`Request`]s and
-//! interpret [`Response`]s.
+//! It knows nothing about Vault; [`crate::vault`] builds [`Request`]s and
+//! interprets [`Response`]s.
 
-use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 /// Where a server listens: a URL, or a unix socket (`unix:///path`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -231,109 +221,6 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-/// Opens connections for the pooled client: TCP, TLS over TCP, or a unix socket.
-#[derive(Clone)]
-struct Connector {
-    unix: Option<PathBuf>,
-    tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
-    connect_timeout: Duration,
-}
-
-/// A connection of any of the supported kinds.
-enum Stream {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Unix(UnixStream),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let connect = async {
-                if let Some(path) = &this.unix {
-                    return Ok(Stream::Unix(UnixStream::connect(path).await?));
-                }
-                let host = uri
-                    .host()
-                    .unwrap_or("localhost")
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let port = uri.port_u16().unwrap_or(if this.tls.is_some() { 443 } else { 80 });
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                let _ = tcp.set_nodelay(true);
-                match &this.tls {
-                    None => Ok(Stream::Tcp(tcp)),
-                    Some((connector, name)) => {
-                        let name = match name {
-                            Some(n) => n.clone(),
-                            None => ServerName::try_from(host.clone())
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-                        };
-                        let tls = connector.connect(name, tcp).await?;
-                        Ok(Stream::Tls(Box::new(tls)))
-                    }
-                }
-            };
-            match tokio::time::timeout(this.connect_timeout, connect).await {
-                Ok(r) => r.map(TokioIo::new),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            }
-        })
-    }
-}
-
 /// One request, relative to the client's endpoint.
 #[derive(Clone)]
 pub struct Request {
@@ -411,10 +298,13 @@ pub enum HttpError {
     Build(String),
 }
 
-/// A pooled HTTP client bound to one endpoint and TLS configuration.
+/// A pooled HTTP client bound to one endpoint and TLS configuration, on
+/// reqwest with our own rustls configuration. Redirects are not followed (a
+/// standby's 307 is an answer for the failover logic), nothing is retried
+/// inside (retries are [`crate::vault`]'s decision), and no proxy is used.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<Connector, Full<Bytes>>,
+    client: reqwest::Client,
     base: String,
     timeout: Duration,
     max_body: usize,
@@ -428,37 +318,46 @@ impl HttpClient {
         timeout: Duration,
         max_body: usize,
     ) -> Result<HttpClient, String> {
-        let (unix, tls_connector) = match endpoint {
-            Endpoint::Unix(p) => (Some(p.clone()), None),
-            Endpoint::Tcp { tls: false, .. } => (None, None),
-            Endpoint::Tcp { tls: true, .. } => {
-                let config = tls_config(tls)?;
-                let name = match &tls.server_name {
-                    Some(n) => Some(
-                        ServerName::try_from(n.clone())
-                            .map_err(|e| format!("TLS server name {n:?} is not valid: {e}"))?,
-                    ),
-                    None => None,
-                };
-                (None, Some((TlsConnector::from(Arc::new(config)), name)))
-            }
-        };
-        let connector = Connector {
-            unix,
-            tls: tls_connector,
-            connect_timeout: timeout.min(Duration::from_secs(10)),
-        };
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
-            // What a connection may buffer before the body is read (and
-            // counted against a mount's budget): a mount runs up to
-            // -fetch-concurrency reads at once, each on its own connection.
-            .http1_max_buf_size(64 * 1024)
-            .build(connector);
+            .user_agent(concat!("vault-csi-provider/", env!("CARGO_PKG_VERSION")));
+        let mut base = endpoint.base_url();
+        // Always our configuration (ring), even for plain http: reqwest
+        // would otherwise build a default one, for which it has no provider.
+        builder = builder.use_preconfigured_tls(tls_config(tls)?);
+        match endpoint {
+            Endpoint::Unix(path) => builder = builder.unix_socket(path.clone()),
+            Endpoint::Tcp { tls: false, .. } => {}
+            Endpoint::Tcp {
+                tls: true,
+                host,
+                port,
+                prefix,
+            } => {
+                if let Some(name) = tls.server_name.as_deref().filter(|n| *n != host.as_str()) {
+                    // The name to verify (and send as SNI) goes in the URL;
+                    // it resolves to the endpoint's real host.
+                    ServerName::try_from(name.to_string())
+                        .map_err(|e| format!("TLS server name {name:?} is not valid: {e}"))?;
+                    base = format!("https://{name}:{port}{prefix}");
+                    builder = builder.dns_resolver(Arc::new(ServerNameResolver {
+                        name: name.to_string(),
+                        target: (host.clone(), *port),
+                    }));
+                }
+            }
+        }
+        let client = builder.build().map_err(|e| format!("HTTP client: {}", describe(&e)))?;
         Ok(HttpClient {
             client,
-            base: endpoint.base_url(),
+            base,
             timeout,
             max_body,
         })
@@ -473,36 +372,28 @@ impl HttpClient {
     /// it arrives: a mount over its memory limit stops reading at once
     /// instead of holding the whole body first.
     pub async fn send_within(&self, req: Request, budget: &dyn crate::budget::Charge) -> Result<Response, HttpError> {
-        let uri = format!("{}{}", self.base, req.path_and_query);
-        let mut builder = http::Request::builder().method(req.method).uri(uri);
+        let url = format!("{}{}", self.base, req.path_and_query);
+        let mut builder = self.client.request(req.method, url);
         for (name, value) in &req.headers {
             builder = builder.header(name, value);
         }
-        let body = match req.body {
-            Some((bytes, content_type)) => {
-                builder = builder.header(http::header::CONTENT_TYPE, content_type);
-                Full::new(bytes)
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let request = builder.body(body).map_err(|e| HttpError::Build(e.to_string()))?;
+        if let Some((bytes, content_type)) = req.body {
+            builder = builder.header(http::header::CONTENT_TYPE, content_type).body(bytes);
+        }
         let max = self.max_body;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let mut response = builder.send().await.map_err(|e| {
                 if tls_refused(&e) {
                     HttpError::Tls(describe(&e))
                 } else if e.is_connect() {
                     HttpError::Connect(describe(&e))
+                } else if e.is_builder() {
+                    HttpError::Build(describe(&e))
                 } else {
                     HttpError::Broken(describe(&e))
                 }
             })?;
-            let (parts, mut body) = response.into_parts();
-            let announced = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
+            let announced = response.content_length().and_then(|n| usize::try_from(n).ok());
             if announced.is_some_and(|n| n > max) {
                 return Err(HttpError::TooLarge(max));
             }
@@ -511,9 +402,11 @@ impl HttpClient {
                 budget.charge(n).map_err(HttpError::OverBudget)?;
                 collected.reserve_exact(n);
             }
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| HttpError::Broken(format!("reading response: {e}")))?;
-                let Ok(data) = frame.into_data() else { continue };
+            while let Some(data) = response
+                .chunk()
+                .await
+                .map_err(|e| HttpError::Broken(format!("reading response: {}", describe(&e))))?
+            {
                 let needed = collected.len() + data.len();
                 if needed > max {
                     return Err(HttpError::TooLarge(max));
@@ -530,8 +423,8 @@ impl HttpClient {
                 collected.extend_from_slice(&data);
             }
             Ok(Response {
-                status: parts.status.as_u16(),
-                headers: parts.headers,
+                status: response.status().as_u16(),
+                headers: std::mem::take(response.headers_mut()),
                 body: Bytes::from(collected),
             })
         };
@@ -542,17 +435,49 @@ impl HttpClient {
     }
 }
 
-/// Whether rustls refused the handshake somewhere in the error's chain (an
-/// I/O error carrying a `rustls::Error`, as tokio-rustls reports them).
+/// Resolves the TLS server name of a `vaultTLSServerName` override to the
+/// endpoint's real host, so the connection goes there while rustls sends
+/// and verifies the override (as Go's `tls.Config.ServerName` does).
+struct ServerNameResolver {
+    name: String,
+    target: (String, u16),
+}
+
+impl reqwest::dns::Resolve for ServerNameResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = if name.as_str() == self.name {
+            self.target.0.clone()
+        } else {
+            name.as_str().to_string()
+        };
+        let port = self.target.1;
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(Box::new(addrs.collect::<Vec<_>>().into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether the TLS handshake was refused somewhere in the error's chain: a
+/// `rustls::Error`, or the I/O error of kind `InvalidData` that the TLS
+/// layers turn every rustls failure into (a refused or reset connection has
+/// another kind). I/O errors are looked into too: the connector wraps the
+/// TLS layer's error in one of its own.
 fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
         if err.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if inner.downcast_ref::<rustls::Error>().is_some() {
+        if let Some(io_err) = err.downcast_ref::<io::Error>() {
+            if io_err.kind() == io::ErrorKind::InvalidData {
                 return true;
+            }
+            if let Some(inner) = io_err.get_ref() {
+                current = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
             }
         }
         current = err.source();
