@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::MemoryBudget;
+use crate::config::Defaults;
 use crate::config::{Env, Flags, Socket};
 use crate::flavor::Flavor;
 use crate::kube::KubeClient;
@@ -21,7 +22,6 @@ use crate::metrics::Metrics;
 use crate::mount::{Mounter, Settings};
 use crate::podwatch;
 use crate::server::{self, health, ProviderService};
-use crate::spc::Defaults;
 use crate::vault::VaultPool;
 use crate::versions::Versions;
 

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use serde::Deserialize;
 
-pub use crate::spc::parse_go_bool;
-
+use crate::failover::Addresses;
 use crate::flavor::Flavor;
+use crate::policy::ClassPolicy;
 
 /// The address used when no flag, environment variable or class names one.
 pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8200";
@@ -494,7 +495,7 @@ impl Flags {
 
     /// The defaults of the `-endpoint` socket, from these flags and the
     /// process environment (for the `mount` subcommand).
-    pub fn defaults(&self) -> Result<crate::spc::Defaults, String> {
+    pub fn defaults(&self) -> Result<Defaults, String> {
         let env = Env::from_process();
         self.check_flavor_flags(&[self.primary_flavor()])?;
         self.defaults_for(self.primary_flavor(), &env)
@@ -619,14 +620,13 @@ impl Flags {
     /// The Vault connection and auth mount defaults a socket of `flavor`
     /// gives every SecretProviderClass: its flavour's flags, then its
     /// environment (env < flag < SPC).
-    pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<crate::spc::Defaults, String> {
-        use crate::spc::{Defaults, TlsConfig, VaultConfig};
+    pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<Defaults, String> {
         let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let addr = pick((&self.vault_addr, &self.openbao_addr), "addr", Some("ADDR"))?;
         // One URL, or the nodes of one cluster as a comma-separated list.
         let addresses = match &addr {
-            Some(a) => crate::failover::Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from))?,
-            None => crate::failover::Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}"))?,
+            Some(a) => Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from))?,
+            None => Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}"))?,
         };
         let mount = pick((&self.vault_mount, &self.openbao_mount), "mount", None)?
             .map(|p| p.value)
@@ -703,7 +703,7 @@ impl Flags {
     }
 
     /// The operator's limits on SecretProviderClass parameters.
-    pub fn class_policy(&self) -> Result<crate::policy::ClassPolicy, String> {
+    pub fn class_policy(&self) -> Result<ClassPolicy, String> {
         let vault_addrs = self
             .spc_allowed_vault_addrs
             .iter()
@@ -723,7 +723,7 @@ impl Flags {
             .filter(|d| !d.as_os_str().is_empty())
             .cloned()
             .collect();
-        crate::policy::ClassPolicy {
+        ClassPolicy {
             vault_addrs,
             allow_http: self.spc_allow_http,
             allow_unix: self.spc_allow_unix,
@@ -772,6 +772,63 @@ pub fn go_style_args(args: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
+/// values such as `1`, `t` or `TRUE` over from the incumbent.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
+// ---- Connection settings: what a mount starts from before its class
+// overrides them (`spc` reads the class's parameters over these). ----
+
+/// Provider-wide defaults (flags and environment) that SPC parameters
+/// override, and the operator's limits on what they may override them with.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Vault address, namespace and TLS settings.
+    pub vault: VaultConfig,
+    /// Auth mount path.
+    pub auth_mount: String,
+    /// What a SecretProviderClass may ask for.
+    pub policy: ClassPolicy,
+    /// Which provider the socket stands in for: the default audience, and
+    /// the product named in messages.
+    pub flavor: Flavor,
+}
+
+/// How to reach one Vault server or cluster. Part of the token cache key,
+/// so two SPCs pointing at different servers never share a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+pub struct VaultConfig {
+    /// Where Vault listens: one address, or the nodes of one cluster in
+    /// order of preference (state files from before lists say `endpoint`).
+    #[serde(alias = "endpoint")]
+    pub addresses: Addresses,
+    /// `X-Vault-Namespace` for every request, login included.
+    pub namespace: Option<String>,
+    /// TLS options.
+    pub tls: TlsConfig,
+}
+
+/// TLS settings for the connection to Vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of PEM CA files.
+    pub ca_directory: Option<PathBuf>,
+    /// Name to verify the server certificate against (and send as SNI).
+    pub server_name: Option<String>,
+    /// Client certificate and key for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate.
+    pub skip_verify: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,7 +840,7 @@ mod tests {
     }
 
     fn addr(s: &str) -> crate::failover::Addresses {
-        crate::failover::Addresses::parse(s).unwrap()
+        Addresses::parse(s).unwrap()
     }
 
     fn no_env() -> Env {
@@ -1008,7 +1065,7 @@ mod tests {
     #[test]
     fn every_bao_variable_falls_back_to_its_vault_twin_only_when_unset() {
         let f = parse(&["-endpoint=/provider/openbao.sock"]);
-        type Get = fn(&crate::spc::Defaults) -> Option<String>;
+        type Get = fn(&Defaults) -> Option<String>;
         let cases: [(&str, &str, &str, Get); 6] = [
             ("NAMESPACE", "bao-ns", "vault-ns", |d| d.vault.namespace.clone()),
             ("CACERT", "/bao/ca.pem", "/vault/ca.pem", |d| {

@@ -41,7 +41,8 @@ use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::spc::{Pod, ReadKey, VaultConfig};
+use crate::config::VaultConfig;
+use crate::spc::{Pod, ReadKey};
 use crate::vault::{VaultPool, VaultToken};
 
 /// A source of the current time, replaceable in tests.
@@ -199,7 +200,81 @@ struct Inner {
     warned_full: bool,
 }
 
+/// A renewal the tick found due, with what it needs outside the lock.
+enum Renewal {
+    Token {
+        key: TokenKey,
+        token: String,
+        increment: Duration,
+    },
+    Lease {
+        key: TokenKey,
+        token: String,
+        lease_id: String,
+        increment: Duration,
+    },
+}
+
 impl Inner {
+    /// Drops entries whose token and credentials are all gone, and each
+    /// credential past its expiry (leases also die with their token;
+    /// certificates only expire). True when anything was dropped.
+    fn drop_expired(&mut self, now: SystemTime) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.alive(now));
+        let mut changed = self.entries.len() != before;
+        for e in self.entries.values_mut() {
+            let n = e.credentials.len();
+            let token_alive = e.token_alive(now);
+            e.credentials
+                .retain(|c| c.expires > now && (token_alive || !c.is_lease()));
+            changed |= e.credentials.len() != n;
+        }
+        changed
+    }
+
+    /// Tokens and leases past `threshold` of their last TTL (with a
+    /// per-credential jitter), that may still be extended.
+    fn due_renewals(&self, now: SystemTime, threshold: f64) -> Vec<Renewal> {
+        let mut due = Vec::new();
+        for e in self.entries.values().filter(|e| e.token_alive(now)) {
+            let t = &e.token;
+            if t.token.renewable && !t.capped && t.token.expires.is_some() {
+                let at = add(t.last_renewed, scale(t.last_ttl, threshold * jitter(&t.token.accessor)));
+                if now >= at {
+                    due.push(Renewal::Token {
+                        key: e.key.clone(),
+                        token: t.token.token.clone(),
+                        increment: t.token.ttl,
+                    });
+                }
+            }
+            for c in e
+                .credentials
+                .iter()
+                .filter(|c| c.renewable && !c.capped && c.is_lease())
+            {
+                let at = add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id)));
+                if now >= at {
+                    due.push(Renewal::Lease {
+                        key: e.key.clone(),
+                        token: t.token.token.clone(),
+                        lease_id: c.lease_id.clone(),
+                        increment: c.lifetime,
+                    });
+                }
+            }
+        }
+        due
+    }
+
+    /// Removes and returns the retired credentials whose grace is over.
+    fn take_due_retirements(&mut self, now: SystemTime) -> Vec<Retirement> {
+        let (due, keep): (Vec<Retirement>, Vec<Retirement>) = self.retiring.drain(..).partition(|r| r.at <= now);
+        self.retiring = keep;
+        due
+    }
+
     fn credential_mut(&mut self, key: &TokenKey, lease_id: &str) -> Option<&mut Credential> {
         self.entries
             .get_mut(key)?
@@ -571,138 +646,93 @@ impl Ledger {
     }
 
     /// One round of background work: drop what has expired, renew what is
-    /// due, revoke retired credentials whose grace is over. Network calls
-    /// happen outside the lock.
+    /// due, revoke retired credentials whose grace is over. The plan is made
+    /// under the lock; the network calls happen outside it.
     pub async fn tick(&self, pool: &VaultPool) {
         let now = self.clock.now();
-        let threshold = self.settings.threshold;
-        enum Job {
-            Token {
-                key: TokenKey,
-                token: String,
-                increment: Duration,
-            },
-            Lease {
-                key: TokenKey,
-                token: String,
-                lease_id: String,
-                increment: Duration,
-            },
-        }
-        let (jobs, due) = {
+        let (renewals, retired) = {
             let mut inner = self.lock();
-            let before = inner.entries.len();
-            inner.entries.retain(|_, e| e.alive(now));
-            let mut changed = inner.entries.len() != before;
-            for e in inner.entries.values_mut() {
-                let n = e.credentials.len();
-                let token_alive = e.token_alive(now);
-                // Leases die with their token; certificates only expire.
-                e.credentials
-                    .retain(|c| c.expires > now && (token_alive || !c.is_lease()));
-                changed |= e.credentials.len() != n;
-            }
-            let mut jobs = Vec::new();
-            for e in inner.entries.values().filter(|e| e.token_alive(now)) {
-                let t = &e.token;
-                if t.token.renewable && !t.capped && t.token.expires.is_some() {
-                    let due = add(t.last_renewed, scale(t.last_ttl, threshold * jitter(&t.token.accessor)));
-                    if now >= due {
-                        jobs.push(Job::Token {
-                            key: e.key.clone(),
-                            token: t.token.token.clone(),
-                            increment: t.token.ttl,
-                        });
-                    }
-                }
-                for c in &e.credentials {
-                    if c.renewable && !c.capped && c.is_lease() {
-                        let due = add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id)));
-                        if now >= due {
-                            jobs.push(Job::Lease {
-                                key: e.key.clone(),
-                                token: t.token.token.clone(),
-                                lease_id: c.lease_id.clone(),
-                                increment: c.lifetime,
-                            });
-                        }
-                    }
-                }
-            }
-            let (due, keep): (Vec<Retirement>, Vec<Retirement>) = inner.retiring.drain(..).partition(|r| r.at <= now);
-            inner.retiring = keep;
-            changed |= !due.is_empty();
+            let mut changed = inner.drop_expired(now);
+            let renewals = inner.due_renewals(now, self.settings.threshold);
+            let retired = inner.take_due_retirements(now);
+            changed |= !retired.is_empty();
             inner.dirty |= changed;
-            (jobs, due)
+            (renewals, retired)
         };
-
-        for job in jobs {
-            match job {
-                Job::Token { key, token, increment } => {
-                    let Ok(client) = pool.client(&key.vault) else { continue };
-                    match client.renew_self(&token, increment).await {
-                        Ok(r) => {
-                            self.metrics.credential_renewed();
-                            self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment)
-                        }
-                        Err(e) => {
-                            self.metrics.credential_renewal_failed();
-                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
-                            if e.status() == Some(403) {
-                                // Revoked in Vault: the next mount logs in again.
-                                self.forget_token(&key);
-                            }
-                        }
-                    }
-                }
-                Job::Lease {
+        for renewal in renewals {
+            match renewal {
+                Renewal::Token { key, token, increment } => self.renew_token(pool, key, token, increment).await,
+                Renewal::Lease {
                     key,
                     token,
                     lease_id,
                     increment,
-                } => {
-                    let Ok(client) = pool.client(&key.vault) else { continue };
-                    match client.renew_lease(&token, &lease_id, increment).await {
-                        Ok(r) => {
-                            self.metrics.credential_renewed();
-                            self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment)
-                        }
-                        // Vault unreachable, sealed or electing (after the
-                        // client's own failover and backoff): the lease is
-                        // still good, so the next tick tries again rather
-                        // than replacing it.
-                        Err(e) if e.transient() => {
-                            self.metrics.credential_renewal_failed();
-                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; trying again on the next round");
-                        }
-                        Err(e) => {
-                            self.metrics.credential_renewal_failed();
-                            tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");
-                            self.mark_capped(&key, &lease_id);
-                        }
-                    }
+                } => self.renew_lease(pool, key, token, lease_id, increment).await,
+            }
+        }
+        for r in retired {
+            self.revoke_retired(pool, r).await;
+        }
+    }
+
+    async fn renew_token(&self, pool: &VaultPool, key: TokenKey, token: String, increment: Duration) {
+        let Ok(client) = pool.client(&key.vault) else { return };
+        match client.renew_self(&token, increment).await {
+            Ok(r) => {
+                self.metrics.credential_renewed();
+                self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment)
+            }
+            Err(e) => {
+                self.metrics.credential_renewal_failed();
+                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
+                if e.status() == Some(403) {
+                    // Revoked in Vault: the next mount logs in again.
+                    self.forget_token(&key);
                 }
             }
         }
-        for r in due {
-            let Ok(client) = pool.client(&r.vault) else { continue };
-            let result = match &r.lease_id {
-                Some(id) => client.revoke_lease(&r.token, id).await,
-                None => client.revoke_self(&r.token).await,
-            };
-            if result.is_ok() {
-                self.metrics.credential_revoked();
+    }
+
+    async fn renew_lease(&self, pool: &VaultPool, key: TokenKey, token: String, lease_id: String, increment: Duration) {
+        let Ok(client) = pool.client(&key.vault) else { return };
+        match client.renew_lease(&token, &lease_id, increment).await {
+            Ok(r) => {
+                self.metrics.credential_renewed();
+                self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment)
             }
-            match result {
-                Ok(()) => tracing::debug!(
+            // Vault unreachable, sealed or electing (after the client's own
+            // failover and backoff): the lease is still good, so the next
+            // tick tries again rather than replacing it.
+            Err(e) if e.transient() => {
+                self.metrics.credential_renewal_failed();
+                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; trying again on the next round");
+            }
+            Err(e) => {
+                self.metrics.credential_renewal_failed();
+                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");
+                self.mark_capped(&key, &lease_id);
+            }
+        }
+    }
+
+    async fn revoke_retired(&self, pool: &VaultPool, r: Retirement) {
+        let Ok(client) = pool.client(&r.vault) else { return };
+        let result = match &r.lease_id {
+            Some(id) => client.revoke_lease(&r.token, id).await,
+            None => client.revoke_self(&r.token).await,
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.credential_revoked();
+                tracing::debug!(
                     kind = if r.lease_id.is_some() { "lease" } else { "token" },
                     "revoked replaced credentials after their grace period"
-                ),
-                // Expired or revoked already: nothing left to do.
-                Err(e) if e.status() == Some(403) || e.status() == Some(400) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "revoking replaced credentials failed; they will expire on their own")
-                }
+                )
+            }
+            // Expired or revoked already: nothing left to do.
+            Err(e) if e.status() == Some(403) || e.status() == Some(400) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "revoking replaced credentials failed; they will expire on their own")
             }
         }
     }

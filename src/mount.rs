@@ -14,13 +14,14 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 
 use crate::budget::{Charge, MemoryBudget, MountBudget};
+use crate::config::Defaults;
 use crate::error::{Error, Result};
 use crate::identity::{IssuerKeys, Proof};
 use crate::kube::KubeClient;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
 use crate::render::{self, OutFile};
-use crate::spc::{self, Defaults, MountSpec, ObjectSpec, ReadKey};
+use crate::spc::{self, MountSpec, ObjectSpec, ReadKey};
 use crate::sync::Syncer;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;

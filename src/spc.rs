@@ -7,15 +7,14 @@
 //! ignored because the driver and kubelet add their own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use crate::config::{parse_go_bool, Defaults, VaultConfig};
 use crate::error::{Error, Result};
 use crate::failover::Addresses;
 use crate::flavor::Flavor;
-use crate::policy::ClassPolicy;
 
 mod output;
 pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
@@ -137,50 +136,6 @@ impl<'a> Params<'a> {
             .find(|n| self.attrs.get(**n).is_some_and(|v| !v.trim().is_empty()))
             .copied()
     }
-}
-
-/// Provider-wide defaults (flags and environment) that SPC parameters
-/// override, and the operator's limits on what they may override them with.
-#[derive(Debug, Clone)]
-pub struct Defaults {
-    /// Vault address, namespace and TLS settings.
-    pub vault: VaultConfig,
-    /// Auth mount path.
-    pub auth_mount: String,
-    /// What a SecretProviderClass may ask for.
-    pub policy: ClassPolicy,
-    /// Which provider the socket stands in for: the default audience, and
-    /// the product named in messages.
-    pub flavor: Flavor,
-}
-
-/// How to reach one Vault server or cluster. Part of the token cache key,
-/// so two SPCs pointing at different servers never share a token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub struct VaultConfig {
-    /// Where Vault listens: one address, or the nodes of one cluster in
-    /// order of preference (state files from before lists say `endpoint`).
-    #[serde(alias = "endpoint")]
-    pub addresses: Addresses,
-    /// `X-Vault-Namespace` for every request, login included.
-    pub namespace: Option<String>,
-    /// TLS options.
-    pub tls: TlsConfig,
-}
-
-/// TLS settings for the connection to Vault.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub struct TlsConfig {
-    /// PEM file of CA certificates.
-    pub ca_cert: Option<PathBuf>,
-    /// Directory of PEM CA files.
-    pub ca_directory: Option<PathBuf>,
-    /// Name to verify the server certificate against (and send as SNI).
-    pub server_name: Option<String>,
-    /// Client certificate and key for mTLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// Accept any server certificate.
-    pub skip_verify: bool,
 }
 
 /// The pod a Mount is for, from the volume context.
@@ -665,16 +620,6 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
         sync,
         templates,
     })
-}
-
-/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
-/// values such as `1`, `t` or `TRUE` over from the incumbent.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
-    }
 }
 
 fn invalid(msg: String) -> Error {

@@ -14,9 +14,10 @@ use bytes::Bytes;
 use http::{HeaderName, Method};
 use serde_json::Value as Json;
 
+use crate::config::VaultConfig;
 use crate::failover::{self, Attempts, Health, NodeState, Reason, Resend, Verdict};
 use crate::http::{self as transport, HttpClient, HttpError, Request, TlsOptions};
-use crate::spc::{ReadKey, VaultConfig};
+use crate::spc::ReadKey;
 
 /// Largest Vault response we accept. The driver takes at most 4 MiB of files
 /// per mount, so anything larger could never be delivered anyway.

@@ -53,6 +53,8 @@ pub struct Versions {
     source: Source,
     refresh: Duration,
     state: Mutex<Option<Arc<Loaded>>>,
+    /// The monotonic clock re-checks are timed by (a test moves it on).
+    now: Arc<dyn Fn() -> Instant + Send + Sync>,
 }
 
 impl Versions {
@@ -66,7 +68,15 @@ impl Versions {
             },
             refresh,
             state: Mutex::new(None),
+            now: Arc::new(Instant::now),
         }
+    }
+
+    /// The same, timed by `now` instead of the system's monotonic clock.
+    #[cfg(test)]
+    fn with_clock(mut self, now: impl Fn() -> Instant + Send + Sync + 'static) -> Versions {
+        self.now = Arc::new(now);
+        self
     }
 
     /// Versions keyed by fixed bytes.
@@ -81,6 +91,7 @@ impl Versions {
             source: Source::Fixed,
             refresh: Duration::MAX,
             state: Mutex::new(Some(Arc::new(loaded))),
+            now: Arc::new(Instant::now),
         }
     }
 
@@ -96,7 +107,7 @@ impl Versions {
     pub async fn key(&self) -> Result<VersionKey> {
         let mut state = self.state.lock().await;
         if let Some(loaded) = state.as_ref() {
-            if loaded.checked.elapsed() < self.refresh {
+            if (self.now)().saturating_duration_since(loaded.checked) < self.refresh {
                 return Ok(VersionKey(loaded.clone()));
             }
         }
@@ -120,7 +131,7 @@ impl Versions {
                     key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
                     state_key: derive_state_key(&raw),
                     fingerprint: fp,
-                    checked: Instant::now(),
+                    checked: (self.now)(),
                 });
                 *state = Some(loaded.clone());
                 Ok(VersionKey(loaded))
@@ -135,7 +146,7 @@ impl Versions {
                         key: old.key.clone(),
                         state_key: old.state_key,
                         fingerprint: old.fingerprint.clone(),
-                        checked: Instant::now(),
+                        checked: (self.now)(),
                     });
                     *state = Some(kept.clone());
                     Ok(VersionKey(kept))
@@ -290,12 +301,16 @@ mod tests {
         let client = KubeClient::load(Some(&config), Duration::from_millis(500))
             .await
             .unwrap();
-        let refresh = Duration::from_millis(300);
-        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh);
+        let refresh = Duration::from_secs(60);
+        let skew = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let clock = skew.clone();
+        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh)
+            .with_clock(move || Instant::now() + Duration::from_secs(clock.load(std::sync::atomic::Ordering::SeqCst)));
         let first = versions.key().await.unwrap().version("c", b"x");
 
         kube.set_delay(Duration::from_secs(2));
-        tokio::time::sleep(refresh).await;
+        // A re-check is due.
+        skew.fetch_add(refresh.as_secs(), std::sync::atomic::Ordering::SeqCst);
         let started = Instant::now();
         assert_eq!(
             versions.key().await.unwrap().version("c", b"x"),

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vault_csi_provider::http::Endpoint;
-use vault_csi_provider::spc::{self, Defaults, TlsConfig, VaultConfig};
+use vault_csi_provider::config::{Defaults, TlsConfig, VaultConfig};
+use vault_csi_provider::spc;
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = data.split(|b| *b == 0xFF);

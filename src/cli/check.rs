@@ -13,9 +13,10 @@ use clap::Parser;
 
 use super::spc_file::{self, Located, SpcDocument};
 use super::{usage_error, EXIT_PROBLEMS};
+use crate::config::{Defaults, TlsConfig, VaultConfig};
 use crate::flavor::Flavor;
 use crate::http::Endpoint;
-use crate::spc::{self, keys, Defaults, MountSpec, TlsConfig, VaultConfig};
+use crate::spc::{self, keys, MountSpec};
 
 /// Arguments of `check`.
 #[derive(Debug, Parser)]

@@ -1,6 +1,6 @@
 use super::*;
+use crate::config::TlsConfig;
 use crate::http::Endpoint;
-use crate::spc::TlsConfig;
 
 struct ManualClock(Mutex<SystemTime>);
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::TlsConfig;
 use crate::http::Endpoint;
 
 fn defaults() -> Defaults {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 use serde_json::json;
+use vault_csi_provider::proto::MountRequest;
 use vcp_testbed::clients::{RealClient, Session};
 use vcp_testbed::driver::{mount_request, Generation, PodContext};
 use vcp_testbed::openbao::OpenBao;
@@ -160,14 +161,7 @@ impl Bed {
             let Some(p) = pod.as_ref() else {
                 panic!("a pod is set on the first mount")
             };
-            let req = mount_request(
-                Generation::V16,
-                "spc",
-                &params(OBJECTS, &[("audience", "vault")]),
-                p,
-                false,
-                Vec::new(),
-            );
+            let req = kv_and_db_request(p);
             let at = started.elapsed();
             let call = session.mount_other(&req).await.expect("the grpc-go client answers");
             seen.mounts += 1;
@@ -215,15 +209,20 @@ impl Bed {
     }
 }
 
-async fn session(p: &Provider, pod: &PodContext) -> Session {
-    let req = mount_request(
+/// A Mount of [`OBJECTS`] for `pod`, as driver v1.6 sends it.
+fn kv_and_db_request(pod: &PodContext) -> MountRequest {
+    mount_request(
         Generation::V16,
         "spc",
         &params(OBJECTS, &[("audience", "vault")]),
         pod,
         false,
         Vec::new(),
-    );
+    )
+}
+
+async fn session(p: &Provider, pod: &PodContext) -> Session {
+    let req = kv_and_db_request(pod);
     RealClient::GoV16
         .session(&p.socket, &req, MOUNT_TIMEOUT)
         .await
@@ -301,7 +300,26 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
             .expect("a new leader");
     }
     assert_eq!(leader, sealed, "leadership reached the unsealed node");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The provider's probe (every 5 s) follows leadership there: mount one
+    // pod until a read goes through the proxy.
+    let follower = bed.pod("follow-s");
+    let req = kv_and_db_request(&follower);
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = kv_reads(&proxy);
+        let call = s.mount_other(&req).await.expect("the grpc-go client answers");
+        if call.result.is_ok() {
+            bed.mounted.insert(follower.name.clone());
+        }
+        if kv_reads(&proxy) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the provider did not follow leadership to the unsealed node within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let before = kv_reads(&proxy);
     let seen = bed
         .mount_loop(&mut s, "sealed node unsealed again", Duration::from_secs(5), |_| {})
