@@ -210,6 +210,21 @@ pub fn readable(message: &str) -> String {
 /// Result alias used throughout the provider.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its chain of sources as one line, each cause once (many
+/// libraries repeat their source's text in their own).
+pub(crate) fn describe_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

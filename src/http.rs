@@ -18,6 +18,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::error::describe_chain;
+
 /// Where a server listens: a URL, or a unix socket (`unix:///path`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Endpoint {
@@ -354,7 +356,9 @@ impl HttpClient {
                 }
             }
         }
-        let client = builder.build().map_err(|e| format!("HTTP client: {}", describe(&e)))?;
+        let client = builder
+            .build()
+            .map_err(|e| format!("HTTP client: {}", describe_chain(&e)))?;
         Ok(HttpClient {
             client,
             base,
@@ -384,13 +388,13 @@ impl HttpClient {
         let exchange = async {
             let mut response = builder.send().await.map_err(|e| {
                 if tls_refused(&e) {
-                    HttpError::Tls(describe(&e))
+                    HttpError::Tls(describe_chain(&e))
                 } else if e.is_connect() {
-                    HttpError::Connect(describe(&e))
+                    HttpError::Connect(describe_chain(&e))
                 } else if e.is_builder() {
-                    HttpError::Build(describe(&e))
+                    HttpError::Build(describe_chain(&e))
                 } else {
-                    HttpError::Broken(describe(&e))
+                    HttpError::Broken(describe_chain(&e))
                 }
             })?;
             let announced = response.content_length().and_then(|n| usize::try_from(n).ok());
@@ -405,7 +409,7 @@ impl HttpClient {
             while let Some(data) = response
                 .chunk()
                 .await
-                .map_err(|e| HttpError::Broken(format!("reading response: {}", describe(&e))))?
+                .map_err(|e| HttpError::Broken(format!("reading response: {}", describe_chain(&e))))?
             {
                 let needed = collected.len() + data.len();
                 if needed > max {
@@ -483,19 +487,6 @@ fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
         current = err.source();
     }
     false
-}
-
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

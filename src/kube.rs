@@ -19,7 +19,7 @@ use ::kube::{Api, Client, Config};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 
-use crate::error::Error;
+use crate::error::{describe_chain, Error};
 
 /// A failed Kubernetes API call.
 #[derive(Debug, thiserror::Error)]
@@ -82,23 +82,9 @@ impl From<::kube::Error> for KubeError {
             ::kube::Error::FromUtf8(e) => KubeError::BadResponse(e.to_string()),
             ::kube::Error::BuildRequest(e) => KubeError::BadResponse(e.to_string()),
             ::kube::Error::HttpError(e) => KubeError::BadResponse(e.to_string()),
-            other => KubeError::Unreachable(describe(&other)),
+            other => KubeError::Unreachable(describe_chain(&other)),
         }
     }
-}
-
-/// The whole chain of an error, without repeats.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// A Kubernetes API client.
@@ -126,10 +112,10 @@ impl KubeClient {
                 let kc = Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
                 Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                     .await
-                    .map_err(|e| format!("kubeconfig {}: {}", path.display(), describe(&e)))?
+                    .map_err(|e| format!("kubeconfig {}: {}", path.display(), describe_chain(&e)))?
             }
             None => Config::incluster()
-                .map_err(|e| format!("not in a cluster and no -kubeconfig given ({})", describe(&e)))?,
+                .map_err(|e| format!("not in a cluster and no -kubeconfig given ({})", describe_chain(&e)))?,
         };
         config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
         // No retries hidden in the client: a 429 or 503 is reported as such
@@ -138,7 +124,7 @@ impl KubeClient {
         config.default_retry = false;
         let namespace = config.default_namespace.clone();
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {}", describe(&e)))?;
+        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {}", describe_chain(&e)))?;
         Ok(KubeClient {
             client,
             namespace,

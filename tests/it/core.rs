@@ -708,7 +708,7 @@ async fn tls_options_and_unix_socket_addresses() {
     let ca_dir = dir.path().join("cas");
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(&ca, ca_dir.join("ca.pem")).unwrap();
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"));
+    let binary = provider_binary();
     let p = world.provider(binary, "p", &[]).await.unwrap();
     let pod = world.pod("default", "web-0", "app").unwrap();
     let objects = KV_OBJECT;

@@ -123,11 +123,7 @@ impl Bed {
     async fn provider(&self, name: &str, addrs: &str) -> Provider {
         let list = format!("-vault-addr={addrs}");
         self.world
-            .provider(
-                std::path::Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
-                name,
-                &[&list, "-request-timeout=5s"],
-            )
+            .provider(provider_binary(), name, &[&list, "-request-timeout=5s"])
             .await
             .expect("provider starts")
     }

@@ -567,15 +567,14 @@ async fn provider_as(bed: &Bed, sa_ns: &str, sa: &str, name: &str) -> Provider {
         "-hmac-secret-namespace=csi".to_string(),
         "-health-addr=127.0.0.1:0".to_string(),
     ];
-    Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    spawn_provider(
         &args,
         socket,
         bed.dir.path().join(format!("{name}.log")),
         &[],
+        "provider starts",
     )
     .await
-    .expect("provider starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -739,8 +738,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
         vault_addr.starts_with("unix:///"),
         "same form as unix:///var/run/vault/agent.sock"
     );
-    let p = Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    let p = spawn_provider(
         &args,
         endpoint.clone(),
         root.join("helm.log"),
@@ -748,9 +746,9 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
             ("VAULT_ADDR", &vault_addr),
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
         ],
+        "provider starts with the chart's arguments",
     )
-    .await
-    .expect("provider starts with the chart's arguments");
+    .await;
     wait_ready(health).await;
     assert_eq!(probe(health, "/health/ready").await, 200);
 
@@ -785,8 +783,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
         "--hmac-secret-name=vault-csi-provider-hmac-key".to_string(),
         format!("--health-addr=127.0.0.1:{health}"),
     ];
-    let p = Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    let p = spawn_provider(
         &args,
         endpoint,
         root.join("helm-old.log"),
@@ -794,9 +791,9 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
             ("VAULT_ADDR", &bed.world.bao.addr()),
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
         ],
+        "provider starts with the older chart's arguments",
     )
-    .await
-    .expect("provider starts with the older chart's arguments");
+    .await;
     wait_ready(health).await;
     let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
     assert_eq!(text(&r, "k"), "via-agent");
@@ -855,15 +852,14 @@ async fn openbao_provider(bed: &Bed, name: &str, extra: &[String], env: &[(&str,
         "-log-level=debug".to_string(),
     ];
     args.extend(extra.iter().cloned());
-    Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    spawn_provider(
         &args,
         socket,
         bed.dir.path().join(format!("{name}.log")),
         env,
+        "provider starts",
     )
     .await
-    .expect("provider starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -905,8 +901,7 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     // The chart's only env: VAULT_ADDR, the Agent's socket. No BAO_ADDR, so
     // the openbao socket falls back to it.
     let vault_addr = format!("unix://{}", agent_socket.display());
-    let p = Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    let p = spawn_provider(
         &args,
         endpoint.clone(),
         root.join("openbao-helm.log"),
@@ -915,9 +910,9 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
             ("TMPDIR", readonly.to_str().unwrap()),
         ],
+        "provider starts with openbao-helm's arguments",
     )
-    .await
-    .expect("provider starts with openbao-helm's arguments");
+    .await;
     wait_ready(health).await;
     let version = p.client(Generation::V16).await.unwrap().version().await.unwrap();
     assert_eq!(version.runtime_name, "openbao-csi-provider");
@@ -967,8 +962,7 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
         "--hmac-secret-name=openbao-csi-provider-hmac-key".to_string(),
         format!("-health-addr=127.0.0.1:{health}"),
     ];
-    let p = Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    let p = spawn_provider(
         &args,
         endpoint,
         root.join("openbao-helm-debug.log"),
@@ -976,9 +970,9 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
             ("VAULT_ADDR", &bed.world.bao.addr()),
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
         ],
+        "provider starts with csi.debug=true",
     )
-    .await
-    .expect("provider starts with csi.debug=true");
+    .await;
     wait_ready(health).await;
     let r = p
         .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
@@ -1111,15 +1105,14 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
     let (vault_addr, bao_addr) = (bed.world.bao.addr(), proxy.url());
     let vault_sock = provider_dir.join("vault.sock");
     let bao_sock = provider_dir.join("openbao.sock");
-    let p = Provider::spawn(
-        Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")),
+    let p = spawn_provider(
         &args,
         vault_sock.clone(),
         root.join("both.log"),
         &[("VAULT_ADDR", &vault_addr), ("BAO_ADDR", &bao_addr)],
+        "provider starts with the component's arguments",
     )
-    .await
-    .expect("provider starts with the component's arguments");
+    .await;
     // Both sockets, one process, each with its runtime name.
     for (sock, name) in [(&vault_sock, "vault-csi-provider"), (&bao_sock, "openbao-csi-provider")] {
         let client = DriverClient::connect(sock, Generation::V16).await.unwrap();

@@ -114,7 +114,7 @@ async fn load(pods_n: usize, warm_bursts: usize, many: usize) {
         .collect();
     let (mut args, socket) = bed.world.provider_args("p").expect("provider arguments");
     args.push("-log-level=warn".into());
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"));
+    let binary = provider_binary();
     let log = bed.dir.path().join("p.log");
     let p = Arc::new(
         Provider::spawn(binary, &args, socket, log, &extra_env)

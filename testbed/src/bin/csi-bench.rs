@@ -13,7 +13,8 @@
 //!
 //! Run: `scripts/bench.sh` (or `cargo run --release --bin csi-bench`).
 //! `--quick` shortens every phase; `--pod-hour` runs only the Vault load
-//! per pod-hour (database leases and PKI certificates). For diagnosis, `BENCH_PROVIDER_ARG` sets
+//! per pod-hour (database leases and PKI certificates); `--footprint` only
+//! the footprint (RSS idle and loaded, start-up, binary size). For diagnosis, `BENCH_PROVIDER_ARG` sets
 //! one extra provider flag (e.g. `-log-level=warn`) and `BENCH_KEEP=1` keeps
 //! the scratch directory with the provider's log (its mount lines carry
 //! `duration_ms`).
@@ -39,7 +40,32 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--pod-hour") {
         return rt.block_on(pod_hour_only());
     }
+    if std::env::args().any(|a| a == "--footprint") {
+        return rt.block_on(footprint_only(quick));
+    }
     rt.block_on(run(quick))
+}
+
+/// `--footprint`: only the footprint section.
+async fn footprint_only(quick: bool) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let mut report = Vec::new();
+    let result = footprint(&bench, if quick { 5 } else { 1 }, &mut report).await;
+    print_report(&report);
+    let _ = std::fs::remove_dir_all(&bench.dir);
+    result
+}
+
+/// What the run measured against its targets: (target, measured, met).
+type Report = Vec<(&'static str, String, bool)>;
+
+fn print_report(report: &Report) {
+    println!("\n## Targets\n");
+    println!("| target | measured | met |");
+    println!("|---|---|---|");
+    for (t, m, ok) in report {
+        println!("| {t} | {m} | {} |", if *ok { "yes" } else { "no" });
+    }
 }
 
 /// `--pod-hour`: only the Vault load per pod-hour.
@@ -79,15 +105,32 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// One numeric field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `Threads`
+/// ...): kB for the memory fields; 0 when unreadable.
+fn proc_status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.split(':').next() == Some(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+}
+
+/// Where the resident memory is: heap and stacks, or mapped file pages
+/// (mostly the binary's own code), and how many threads.
+fn rss_parts(pid: u32) -> String {
+    format!(
+        "anonymous {:.1} MiB, file-backed {:.1} MiB, {} threads",
+        proc_status(pid, "RssAnon") as f64 / 1024.0,
+        proc_status(pid, "RssFile") as f64 / 1024.0,
+        proc_status(pid, "Threads")
+    )
 }
 
 fn kv_objects(n: usize) -> String {
@@ -105,6 +148,8 @@ struct Bench {
     provider: Provider,
     binary: PathBuf,
     floor: VaultFloor,
+    /// Scratch directory: logs, state files.
+    dir: PathBuf,
     pods: std::sync::atomic::AtomicUsize,
 }
 
@@ -138,44 +183,54 @@ impl Bench {
     }
 }
 
-async fn run(quick: bool) -> anyhow::Result<()> {
-    let scale = if quick { 5 } else { 1 };
-    let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
-    if !binary.exists() {
-        return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
-    }
-    let world = World::start(&dir).await?;
-    for i in 0..10 {
-        world
-            .bao
-            .kv2_put(
-                "secret",
-                &format!("bench/{i}"),
-                json!({"value": format!("value-{i}-{}", "x".repeat(32))}),
+impl Bench {
+    /// OpenBao with ten KV secrets, the Kubernetes double, and the provider
+    /// under test serving.
+    async fn start() -> anyhow::Result<Arc<Bench>> {
+        let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
+        if !binary.exists() {
+            return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
+        }
+        let world = World::start(&dir).await?;
+        for i in 0..10 {
+            world
+                .bao
+                .kv2_put(
+                    "secret",
+                    &format!("bench/{i}"),
+                    json!({"value": format!("value-{i}-{}", "x".repeat(32))}),
+                )
+                .await?;
+        }
+        let provider = world
+            .provider(
+                &binary,
+                "bench",
+                &[std::env::var("BENCH_PROVIDER_ARG")
+                    .unwrap_or("-log-level=info".into())
+                    .as_str()],
             )
             .await?;
+        let floor = VaultFloor::new(&world.bao.addr(), Duration::from_secs(15));
+        Ok(Arc::new(Bench {
+            world,
+            provider,
+            binary,
+            floor,
+            dir,
+            pods: Default::default(),
+        }))
     }
-    let provider = world
-        .provider(
-            &binary,
-            "bench",
-            &[std::env::var("BENCH_PROVIDER_ARG")
-                .unwrap_or("-log-level=info".into())
-                .as_str()],
-        )
-        .await?;
-    let floor = VaultFloor::new(&world.bao.addr(), Duration::from_secs(15));
-    let bench = Arc::new(Bench {
-        world,
-        provider,
-        binary,
-        floor,
-        pods: Default::default(),
-    });
+}
+
+async fn run(quick: bool) -> anyhow::Result<()> {
+    let scale = if quick { 5 } else { 1 };
+    let bench = Bench::start().await?;
+    let dir = bench.dir.clone();
     let client = bench.provider.client(Generation::V16).await?;
-    let mut report = Vec::new();
+    let mut report = Report::new();
     println!(
         "# vault-csi-provider performance ({} run)\n",
         if quick { "quick" } else { "full" }
@@ -413,7 +468,28 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     ));
 
     // --- Footprint -----------------------------------------------------------------------
+    footprint(&bench, scale, &mut report).await?;
+
+    // --- Vault load per pod-hour ---------------------------------------------------------
+    match Postgres::from_env() {
+        Ok(pg) => vault_load(&bench.world, &pg, &bench.binary, &dir).await?,
+        Err(e) => println!("\n(Vault load per pod-hour skipped: {e})"),
+    }
+
+    print_report(&report);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("\n(kept {})", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// The footprint section: idle and loaded RSS, start-up time, binary size.
+async fn footprint(bench: &Bench, scale: usize, report: &mut Report) -> anyhow::Result<()> {
     println!("\n## Footprint\n");
+    let one = params(&kv_objects(1), &[]);
+    let ten = params(&kv_objects(10), &[]);
     let fresh = bench
         .world
         .provider(&bench.binary, "idle", &["-log-level=info"])
@@ -421,7 +497,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = fresh.child.id().ok_or_else(|| anyhow!("no pid"))?;
     let idle = rss_kib(pid);
-    println!("- RSS idle: {:.1} MiB", idle as f64 / 1024.0);
+    println!("- RSS idle: {:.1} MiB ({})", idle as f64 / 1024.0, rss_parts(pid));
     let fresh_client = fresh.client(Generation::V16).await?;
     let n_ids = 1000 / scale;
     for _ in 0..n_ids {
@@ -471,7 +547,14 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     for i in 0..5 {
         let (args, socket) = bench.world.provider_args(&format!("start-{i}"))?;
         let t = Instant::now();
-        let p = Provider::spawn(&bench.binary, &args, socket, dir.join(format!("start-{i}.log")), &[]).await?;
+        let p = Provider::spawn(
+            &bench.binary,
+            &args,
+            socket,
+            bench.dir.join(format!("start-{i}.log")),
+            &[],
+        )
+        .await?;
         startups.push(t.elapsed());
         p.kill().await;
     }
@@ -497,23 +580,6 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         size <= 25 * 1024 * 1024,
     ));
 
-    // --- Vault load per pod-hour ---------------------------------------------------------
-    match Postgres::from_env() {
-        Ok(pg) => vault_load(&bench.world, &pg, &bench.binary, &dir).await?,
-        Err(e) => println!("\n(Vault load per pod-hour skipped: {e})"),
-    }
-
-    println!("\n## Targets\n");
-    println!("| target | measured | met |");
-    println!("|---|---|---|");
-    for (t, m, ok) in &report {
-        println!("| {t} | {m} | {} |", if *ok { "yes" } else { "no" });
-    }
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        println!("\n(kept {})", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     Ok(())
 }
 
@@ -593,40 +659,22 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
     println!("\n## Vault load per pod-hour (republished every 2 min, one KV + one database object)\n");
     println!("| mode | Vault requests | database leases | logins | by operation |");
     println!("|---|---|---|---|---|");
-    for reuse in ["false", "true"] {
-        let proxy = VaultProxy::start(&world.bao.addr()).await?;
-        let p = world
-            .provider(
-                binary,
-                &format!("load-{reuse}"),
-                &[
-                    "-log-level=warn",
-                    &format!("-vault-addr={}", proxy.url()),
-                    &format!("-lease-reuse={reuse}"),
-                ],
-            )
-            .await?;
-        let pod = world.pod("default", &format!("load-{reuse}"), "app")?;
-        let leases_before = world.bao.leases("database/creds/app").await?.len();
-        for _ in 0..30 {
-            p.mount(&params(objects, &[]), &pod).await.map_err(|s| anyhow!("{s}"))?;
-        }
-        let leases = world.bao.leases("database/creds/app").await?.len() - leases_before;
-        let mut counts: BTreeMap<String, u64> = proxy.counts();
+    for reuse in [false, true] {
         // One renewal of the token within the hour, and with reuse one of
         // the lease.
-        *counts.entry("renew".into()).or_default() += if reuse == "true" { 2 } else { 1 };
-        let total: u64 = counts.values().sum();
-        let logins = counts.get("login").copied().unwrap_or(0);
-        let by_op: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let label = if reuse == "true" {
-            "lease reuse on (default)"
-        } else {
-            "lease reuse off (incumbent behaviour)"
-        };
-        println!("| {label} | {total} | {leases} | {logins} | {} |", by_op.join(", "));
-        std::fs::remove_file(dir.join(format!("load-{reuse}.state"))).ok();
-        p.kill().await;
+        let renewals = if reuse { 2 } else { 1 };
+        let params = params(objects, &[]);
+        pod_hour_row(
+            world,
+            binary,
+            dir,
+            "load",
+            reuse,
+            &params,
+            Issued::Leases("database/creds/app"),
+            renewals,
+        )
+        .await?;
     }
 
     world.bao.setup_pki("pki", "web", "100h").await.context("PKI engine")?;
@@ -647,41 +695,86 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
     println!("\n## PKI certificates per pod-hour (republished every 2 min, token TTL 20 min, certificate TTL 72 h)\n");
     println!("| mode | Vault requests | certificates issued | logins | by operation |");
     println!("|---|---|---|---|---|");
-    for reuse in ["false", "true"] {
-        let proxy = VaultProxy::start(&world.bao.addr()).await?;
-        let p = world
-            .provider(
-                binary,
-                &format!("pki-{reuse}"),
-                &[
-                    "-log-level=warn",
-                    &format!("-vault-addr={}", proxy.url()),
-                    &format!("-lease-reuse={reuse}"),
-                ],
-            )
-            .await?;
-        let pod = world.pod("default", &format!("pki-{reuse}"), "app")?;
-        let certs_before = world.bao.list("pki/certs").await?.len();
-        for _ in 0..30 {
-            p.mount(&params(objects, &[("roleName", "app-20m")]), &pod)
-                .await
-                .map_err(|s| anyhow!("{s}"))?;
-        }
-        let certs = world.bao.list("pki/certs").await?.len() - certs_before;
-        let mut counts: BTreeMap<String, u64> = proxy.counts();
+    for reuse in [false, true] {
         // The token is renewed at 2/3 of its 20 minutes: 4 times an hour.
-        *counts.entry("renew".into()).or_default() += 4;
-        let total: u64 = counts.values().sum();
-        let logins = counts.get("login").copied().unwrap_or(0);
-        let by_op: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let label = if reuse == "true" {
-            "lease reuse on (default)"
-        } else {
-            "lease reuse off (incumbent behaviour)"
-        };
-        println!("| {label} | {total} | {certs} | {logins} | {} |", by_op.join(", "));
-        std::fs::remove_file(dir.join(format!("pki-{reuse}.state"))).ok();
-        p.kill().await;
+        let params = params(objects, &[("roleName", "app-20m")]);
+        pod_hour_row(
+            world,
+            binary,
+            dir,
+            "pki",
+            reuse,
+            &params,
+            Issued::Listed("pki/certs"),
+            4,
+        )
+        .await?;
     }
+    Ok(())
+}
+
+/// What a pod-hour row counts as issued: database leases under a prefix,
+/// or the entries of a LIST (certificates).
+enum Issued<'a> {
+    Leases(&'a str),
+    Listed(&'a str),
+}
+
+impl Issued<'_> {
+    async fn count(&self, world: &World) -> anyhow::Result<usize> {
+        Ok(match self {
+            Issued::Leases(prefix) => world.bao.leases(prefix).await?.len(),
+            Issued::Listed(path) => world.bao.list(path).await?.len(),
+        })
+    }
+}
+
+/// One row of a pod-hour table: a provider behind a counting proxy, one
+/// pod mounting `params` 30 times (an hour at one republish every 2 min),
+/// with `renewals` token and lease renewals added for the hour the run
+/// compresses.
+#[allow(clippy::too_many_arguments)]
+async fn pod_hour_row(
+    world: &World,
+    binary: &Path,
+    dir: &Path,
+    tag: &str,
+    reuse: bool,
+    params: &BTreeMap<String, String>,
+    issued: Issued<'_>,
+    renewals: u64,
+) -> anyhow::Result<()> {
+    let proxy = VaultProxy::start(&world.bao.addr()).await?;
+    let name = format!("{tag}-{reuse}");
+    let p = world
+        .provider(
+            binary,
+            &name,
+            &[
+                "-log-level=warn",
+                &format!("-vault-addr={}", proxy.url()),
+                &format!("-lease-reuse={reuse}"),
+            ],
+        )
+        .await?;
+    let pod = world.pod("default", &name, "app")?;
+    let before = issued.count(world).await?;
+    for _ in 0..30 {
+        p.mount(params, &pod).await.map_err(|s| anyhow!("{s}"))?;
+    }
+    let count = issued.count(world).await? - before;
+    let mut counts: BTreeMap<String, u64> = proxy.counts();
+    *counts.entry("renew".into()).or_default() += renewals;
+    let total: u64 = counts.values().sum();
+    let logins = counts.get("login").copied().unwrap_or(0);
+    let by_op: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let label = if reuse {
+        "lease reuse on (default)"
+    } else {
+        "lease reuse off (incumbent behaviour)"
+    };
+    println!("| {label} | {total} | {count} | {logins} | {} |", by_op.join(", "));
+    std::fs::remove_file(dir.join(format!("{name}.state"))).ok();
+    p.kill().await;
     Ok(())
 }

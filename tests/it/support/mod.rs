@@ -5,7 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -62,10 +62,30 @@ impl Bed {
     /// Starts the provider binary built for these tests.
     pub async fn provider(&self, name: &str, extra: &[&str]) -> Provider {
         self.world
-            .provider(Path::new(env!("CARGO_BIN_EXE_vault-csi-provider")), name, extra)
+            .provider(provider_binary(), name, extra)
             .await
             .expect("provider starts")
     }
+}
+
+/// The provider binary built for these tests.
+pub fn provider_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"))
+}
+
+/// Starts the provider binary with exactly `args` and `env` (as a chart or
+/// a manifest renders them), serving `socket`, logging to `log`; panics
+/// naming `what` if it does not start.
+pub async fn spawn_provider(
+    args: &[String],
+    socket: PathBuf,
+    log: PathBuf,
+    env: &[(&str, &str)],
+    what: &str,
+) -> Provider {
+    Provider::spawn(provider_binary(), args, socket, log, env)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
 }
 
 /// Waits until `f` holds, polling every 50 ms for at most `within`; panics
