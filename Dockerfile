@@ -10,17 +10,21 @@
 # most of it; the CA bundle is ~0.2 MB). Why two targets: docs/install.md,
 # "Security context".
 
-ARG RUST_VERSION=1.88
+# The workspace's rust-version (kube-rs needs 1.89).
+ARG RUST_VERSION=1.89
 
 FROM rust:${RUST_VERSION}-alpine AS build
 # musl-dev + gcc: `ring` compiles C and assembly; the alpine toolchain links
 # statically by default (target x86_64/aarch64-unknown-linux-musl).
 RUN apk add --no-cache musl-dev gcc ca-certificates
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs ./
-COPY proto ./proto
+# The whole workspace's manifests and sources (cargo reads every member);
+# only the provider package is built, so the test bed compiles nothing.
+COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
+COPY testbed ./testbed
 COPY src ./src
-RUN cargo build --locked --release --bin vault-csi-provider \
+RUN cargo build --locked --release -p vault-csi-provider --bin vault-csi-provider \
  && cp target/release/vault-csi-provider /vault-csi-provider \
  && /vault-csi-provider --version
 
