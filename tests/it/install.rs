@@ -685,6 +685,27 @@ async fn wait_ready(port: u16) {
     .await;
 }
 
+/// Starts the provider with the arguments a chart renders — `args`, given
+/// the socket path (`socket` under `root`) and a free health port — and the
+/// container's `env`; returns once `/health/ready` answers.
+async fn chart_provider(
+    root: &Path,
+    socket: &str,
+    env: &[(&str, String)],
+    what: &str,
+    args: impl FnOnce(&Path, u16) -> Vec<String>,
+) -> Provider {
+    let endpoint = root.join(socket);
+    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
+    let health = free_port();
+    let args = args(&endpoint, health);
+    let log = root.join(format!("{}.log", socket.replace('/', "-")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = spawn_provider(&args, endpoint, log, &env, &format!("provider starts with {what}")).await;
+    wait_ready(health).await;
+    p
+}
+
 /// The kubeconfig standing in for the in-cluster configuration: the
 /// provider's service account, and its namespace (`csi`) as the context's.
 fn in_cluster_stand_in(bed: &Bed, name: &str) -> PathBuf {
@@ -774,27 +795,25 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
 
     // Older charts render --debug=<bool> instead of --log-level, and without
     // the Agent, VAULT_ADDR is the Vault service's URL.
-    let endpoint = root.join("provider-old/vault.sock");
-    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
-    let health = free_port();
-    let args = vec![
-        format!("--endpoint={}", endpoint.display()),
-        "--debug=false".to_string(),
-        "--hmac-secret-name=vault-csi-provider-hmac-key".to_string(),
-        format!("--health-addr=127.0.0.1:{health}"),
+    let env = [
+        ("VAULT_ADDR", bed.world.bao.addr()),
+        ("KUBECONFIG", kubeconfig.display().to_string()),
     ];
-    let p = spawn_provider(
-        &args,
-        endpoint,
-        root.join("helm-old.log"),
-        &[
-            ("VAULT_ADDR", &bed.world.bao.addr()),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-        "provider starts with the older chart's arguments",
+    let p = chart_provider(
+        root,
+        "provider-old/vault.sock",
+        &env,
+        "the older chart's arguments",
+        |endpoint, health| {
+            vec![
+                format!("--endpoint={}", endpoint.display()),
+                "--debug=false".to_string(),
+                "--hmac-secret-name=vault-csi-provider-hmac-key".to_string(),
+                format!("--health-addr=127.0.0.1:{health}"),
+            ]
+        },
     )
     .await;
-    wait_ready(health).await;
     let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
     assert_eq!(text(&r, "k"), "via-agent");
 }
@@ -953,27 +972,25 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
 
     // csi.debug=true and csi.agent.enabled=false: --debug=true, and
     // VAULT_ADDR is the OpenBao service's URL.
-    let endpoint = root.join("provider-debug/openbao.sock");
-    std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
-    let health = free_port();
-    let args = vec![
-        format!("--endpoint={}", endpoint.display()),
-        "--debug=true".to_string(),
-        "--hmac-secret-name=openbao-csi-provider-hmac-key".to_string(),
-        format!("-health-addr=127.0.0.1:{health}"),
+    let env = [
+        ("VAULT_ADDR", bed.world.bao.addr()),
+        ("KUBECONFIG", kubeconfig.display().to_string()),
     ];
-    let p = spawn_provider(
-        &args,
-        endpoint,
-        root.join("openbao-helm-debug.log"),
-        &[
-            ("VAULT_ADDR", &bed.world.bao.addr()),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-        "provider starts with csi.debug=true",
+    let p = chart_provider(
+        root,
+        "provider-debug/openbao.sock",
+        &env,
+        "csi.debug=true",
+        |endpoint, health| {
+            vec![
+                format!("--endpoint={}", endpoint.display()),
+                "--debug=true".to_string(),
+                "--hmac-secret-name=openbao-csi-provider-hmac-key".to_string(),
+                format!("-health-addr=127.0.0.1:{health}"),
+            ]
+        },
     )
     .await;
-    wait_ready(health).await;
     let r = p
         .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
         .await
