@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::MemoryBudget;
-use crate::config::Defaults;
-use crate::config::{Env, Flags, Socket};
+use crate::config::{Defaults, Env, Flags, Socket};
 use crate::flavor::Flavor;
 use crate::kube::KubeClient;
 use crate::ledger::{Ledger, LedgerSettings, SystemClock};

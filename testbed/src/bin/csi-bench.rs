@@ -49,11 +49,32 @@ fn main() -> anyhow::Result<()> {
 /// `--footprint`: only the footprint section.
 async fn footprint_only(quick: bool) -> anyhow::Result<()> {
     let bench = Bench::start().await?;
-    let mut report = Vec::new();
-    let result = footprint(&bench, if quick { 5 } else { 1 }, &mut report).await;
+    let mut report = Report::new();
+    let result = footprint(&bench, scale(quick), &mut report).await;
     print_report(&report);
     let _ = std::fs::remove_dir_all(&bench.dir);
     result
+}
+
+/// The run's scratch directory (created) and the provider binary built
+/// next to this one.
+fn scratch() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
+    if !binary.exists() {
+        return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
+    }
+    Ok((dir, binary))
+}
+
+/// How much `--quick` divides every phase's iteration count by.
+fn scale(quick: bool) -> usize {
+    if quick {
+        5
+    } else {
+        1
+    }
 }
 
 /// What the run measured against its targets: (target, measured, met).
@@ -70,12 +91,7 @@ fn print_report(report: &Report) {
 
 /// `--pod-hour`: only the Vault load per pod-hour.
 async fn pod_hour_only() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
-    if !binary.exists() {
-        return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
-    }
+    let (dir, binary) = scratch()?;
     let world = World::start(&dir).await?;
     world
         .bao
@@ -187,12 +203,7 @@ impl Bench {
     /// OpenBao with ten KV secrets, the Kubernetes double, and the provider
     /// under test serving.
     async fn start() -> anyhow::Result<Arc<Bench>> {
-        let dir = std::env::temp_dir().join(format!("csi-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let binary = std::env::current_exe()?.with_file_name("vault-csi-provider");
-        if !binary.exists() {
-            return Err(anyhow!("{} not found: cargo build --release --bins", binary.display()));
-        }
+        let (dir, binary) = scratch()?;
         let world = World::start(&dir).await?;
         for i in 0..10 {
             world
@@ -226,7 +237,7 @@ impl Bench {
 }
 
 async fn run(quick: bool) -> anyhow::Result<()> {
-    let scale = if quick { 5 } else { 1 };
+    let scale = scale(quick);
     let bench = Bench::start().await?;
     let dir = bench.dir.clone();
     let client = bench.provider.client(Generation::V16).await?;
