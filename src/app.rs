@@ -63,6 +63,8 @@ pub struct CoreConfig {
     pub ledger: LedgerSettings,
     /// One HTTP request to Vault.
     pub request_timeout: Duration,
+    /// `-retry-budget`.
+    pub retry_budget: Duration,
     /// `-max-mount-bytes`.
     pub max_mount_bytes: usize,
     /// `-max-inflight-bytes`.
@@ -88,7 +90,11 @@ impl Core {
     pub fn build(config: CoreConfig, kube: Option<KubeClient>, versions: Arc<Versions>) -> Core {
         let metrics = Arc::new(Metrics::new());
         let ledger = Arc::new(Ledger::new(config.ledger, Arc::new(SystemClock)).with_metrics(metrics.clone()));
-        let pool = Arc::new(VaultPool::new(config.request_timeout).with_metrics(metrics.clone()));
+        let pool = Arc::new(
+            VaultPool::new(config.request_timeout)
+                .with_retry_budget(config.retry_budget)
+                .with_metrics(metrics.clone()),
+        );
         let memory = MemoryBudget::new(
             config.max_mount_bytes,
             config.max_inflight_bytes.max(config.max_mount_bytes),
@@ -185,6 +191,7 @@ impl ProviderConfig {
                     max_held_bytes: flags.max_held_bytes,
                 },
                 request_timeout: flags.request_timeout,
+                retry_budget: flags.retry_budget,
                 max_mount_bytes: flags.max_mount_bytes,
                 max_inflight_bytes: flags.max_inflight_bytes,
             },
@@ -390,25 +397,43 @@ pub async fn run(
 }
 
 /// Restores the ledger once the version key is there (if start-up could
-/// not), then renews, retires and persists credentials every tick.
+/// not), then every tick starts the renewals and revocations due and
+/// persists the ledger. Jobs run side by side, at most
+/// [`crate::ledger::JOB_CONCURRENCY`] at once, each on its own: a Vault
+/// election that stalls one pod's renewal does not hold up the next tick or
+/// another pod's. Dropped (at shutdown), the running jobs are dropped with
+/// it; what they had not done stays in the ledger, which `run` persists.
 async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
     let mut tick = tokio::time::interval(LEDGER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::ledger::JOB_CONCURRENCY));
+    let mut running = tokio::task::JoinSet::new();
     loop {
         tick.tick().await;
-        match versions.key().await {
+        while running.try_join_next().is_some() {}
+        let key = match versions.key().await {
             Ok(key) => {
                 if !restored {
                     ledger.restore(&key.state_key());
                     restored = true;
                 }
-                ledger.tick(&pool).await;
-                ledger.persist(&key.state_key());
+                Some(key)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "object-version key not available yet");
-                ledger.tick(&pool).await;
+                None
             }
+        };
+        for job in ledger.plan() {
+            let (ledger, pool, slots) = (ledger.clone(), pool.clone(), slots.clone());
+            running.spawn(async move {
+                // The semaphore is never closed.
+                let Ok(_slot) = slots.acquire_owned().await else { return };
+                ledger.run(&pool, job).await;
+            });
+        }
+        if let Some(key) = key {
+            ledger.persist(&key.state_key());
         }
     }
 }

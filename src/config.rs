@@ -215,6 +215,12 @@ pub struct Flags {
     #[arg(long = "request-timeout", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How long a Vault request keeps retrying while every address refuses,
+    /// is unreachable or sealed (about one leader election); past it, only
+    /// while a node answers that an election is under way.
+    #[arg(long = "retry-budget", default_value = "10s", value_parser = parse_duration)]
+    pub retry_budget: Duration,
+
     /// How many Mount calls run at the same time; more wait for a free slot.
     #[arg(long = "max-concurrent-mounts", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub max_concurrent_mounts: u16,

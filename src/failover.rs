@@ -5,7 +5,9 @@
 //! Nothing here sends a request. [`crate::vault`] sends one request per
 //! attempt through the HTTP client of the chosen address and asks this
 //! module what the outcome means, so the transport can change without
-//! touching the policy.
+//! touching the policy. The decisions of one request are the small state
+//! machine [`Failover`]: told what the last attempt saw, it says to send to
+//! node i, to wait d, or to give up.
 //!
 //! The rules, checked against a 3-node raft OpenBao 2.7 cluster:
 //!
@@ -16,8 +18,13 @@
 //!   (a standby without a leader), `501` not initialised, and a `307` from a
 //!   standby that cannot forward (during an election standbys redirect
 //!   writes to the dead leader). Any request may go elsewhere, and when every
-//!   node answers so (an election, a sealed cluster), again after a backoff,
-//!   until the caller's deadline.
+//!   node answers so (an election, a sealed cluster), again after a backoff.
+//! - Rounds in which every address fails are retried for at most the retry
+//!   budget (`-vault-retry-budget`, about one leader election), and past it
+//!   only while some node answers that an election is under way (no active
+//!   node); never past the caller's deadline. A wrong or dead address thus
+//!   fails its mount in seconds, naming what each address answered, and
+//!   does not hold a mount slot for the driver's whole deadline.
 //! - A broken exchange or any other 5xx may have been processed: only
 //!   idempotent requests (reads, renewals, revocations) are resent, at most
 //!   [`MAX_AMBIGUOUS`] times in all. A login or a write (`pki/issue`) is not,
@@ -442,6 +449,175 @@ pub fn fits(now: Instant, wait: Duration, deadline: Instant) -> bool {
     now + wait + RESERVE <= deadline
 }
 
+/// The retry budget when none is configured: a raft leader election
+/// (OpenBao's default election timeout and a few heartbeats) fits well
+/// inside it.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+/// What [`Failover`] says to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Send the request to node `i`.
+    Send(usize),
+    /// Wait this long, then ask again.
+    Wait(Duration),
+    /// Stop: report what every address answered.
+    GiveUp(Stop),
+}
+
+/// Why [`Failover`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// No further attempt fits before the caller's deadline.
+    Deadline,
+    /// The retry budget is spent and no node said an election is under way.
+    Budget,
+    /// Every address refused the TLS handshake: configuration to fix, not
+    /// weather to wait out.
+    TlsRefused,
+}
+
+/// What an attempt's outcome means for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The outcome stands: report it.
+    Done,
+    /// Try elsewhere; `Some(reason)` marks the node down for that reason,
+    /// `None` leaves its health alone (a standby's refused login).
+    Retry(Option<Reason>),
+}
+
+/// What one attempt saw, as [`Failover::observe`] needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The classified outcome.
+    pub verdict: Verdict,
+    /// A redirect (3xx) answer.
+    pub redirect: bool,
+    /// A login refused (403) by a node the last probe found to be a standby.
+    pub standby_refusal: bool,
+}
+
+/// The failover decisions of one request: which node to send to, how long
+/// to wait, when to give up. No I/O and no clock of its own: the caller
+/// passes the time and the nodes' order, so tests step it without a network.
+#[derive(Debug)]
+pub struct Failover {
+    resend: Resend,
+    single: bool,
+    started: Instant,
+    deadline: Instant,
+    budget: Duration,
+    /// Nodes left to try in this round.
+    queue: std::collections::VecDeque<usize>,
+    in_round: bool,
+    round: u32,
+    attempts: u32,
+    ambiguous: u32,
+    processed: bool,
+    /// This round, every failure was a refused TLS handshake.
+    only_tls: bool,
+    /// This round, some node answered that it has no active node.
+    election: bool,
+}
+
+impl Failover {
+    /// The decisions for a request that may be resent as `resend` allows,
+    /// to a cluster of one address (`single`) or several, started at
+    /// `started`, to end before `deadline`, retrying failed rounds for
+    /// `budget` (longer only during an election).
+    pub fn new(resend: Resend, single: bool, started: Instant, deadline: Instant, budget: Duration) -> Failover {
+        Failover {
+            resend,
+            single,
+            started,
+            deadline,
+            budget,
+            queue: Default::default(),
+            in_round: false,
+            round: 0,
+            attempts: 0,
+            ambiguous: 0,
+            processed: false,
+            only_tls: true,
+            election: false,
+        }
+    }
+
+    /// What to do at `now`. `order` gives the nodes in the order to try
+    /// them; it is asked at the start of each round.
+    pub fn next(&mut self, now: Instant, order: impl FnOnce() -> Vec<usize>) -> Step {
+        if !self.in_round {
+            self.queue = order().into();
+            self.in_round = true;
+            self.only_tls = true;
+            self.election = false;
+        }
+        if let Some(i) = self.queue.pop_front() {
+            // The first attempt always goes; later ones only with time
+            // left to report what every address answered.
+            if self.attempts > 0 && !fits(now, Duration::ZERO, self.deadline) {
+                return Step::GiveUp(Stop::Deadline);
+            }
+            return Step::Send(i);
+        }
+        // Every address failed this round.
+        self.in_round = false;
+        if self.only_tls && self.attempts > 0 {
+            return Step::GiveUp(Stop::TlsRefused);
+        }
+        let Some(mut wait) = wait_within(self.round, now, self.deadline) else {
+            return Step::GiveUp(Stop::Deadline);
+        };
+        if !self.election {
+            let spent = now.saturating_duration_since(self.started);
+            let Some(left) = self.budget.checked_sub(spent).filter(|l| !l.is_zero()) else {
+                return Step::GiveUp(Stop::Budget);
+            };
+            wait = wait.min(left);
+        }
+        self.round += 1;
+        Step::Wait(wait)
+    }
+
+    /// What the attempt on a node saw: whether that ends the request.
+    pub fn observe(&mut self, seen: Seen) -> Next {
+        self.attempts += 1;
+        if seen.standby_refusal {
+            // Possibly a standby's stale view: ask the others too.
+            self.only_tls = false;
+            return Next::Retry(None);
+        }
+        let moves_on = match seen.verdict {
+            Verdict::Final | Verdict::TimedOut => false,
+            // One address: its redirect is configuration to report, not
+            // weather to wait out (there is no other node).
+            Verdict::NotServing(_) if self.single && seen.redirect => false,
+            Verdict::Unreached(_) | Verdict::NotServing(_) => true,
+            Verdict::Ambiguous => self.resend == Resend::Idempotent && self.ambiguous < MAX_AMBIGUOUS,
+        };
+        if !moves_on {
+            return Next::Done;
+        }
+        let reason = match seen.verdict {
+            Verdict::Unreached(r) | Verdict::NotServing(r) => r,
+            _ => {
+                self.ambiguous += 1;
+                self.processed = true;
+                Reason::Error
+            }
+        };
+        self.only_tls &= reason == Reason::TlsRefused;
+        self.election |= reason == Reason::NoActiveNode;
+        Next::Retry(Some(reason))
+    }
+
+    /// Whether an attempt that failed may have been processed by Vault.
+    pub fn processed(&self) -> bool {
+        self.processed
+    }
+}
+
 /// What one address answered, as the final error reports it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -637,6 +813,187 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(wait_within(0, now, now + Duration::from_millis(205)), None);
+    }
+
+    fn seen(verdict: Verdict) -> Seen {
+        Seen {
+            verdict,
+            redirect: false,
+            standby_refusal: false,
+        }
+    }
+
+    /// Steps `f` against `answer(node, now)` with a simulated clock, each
+    /// attempt taking `cost`; returns the steps and when it gave up.
+    fn simulate(
+        mut f: Failover,
+        t0: Instant,
+        cost: Duration,
+        mut answer: impl FnMut(usize, Duration) -> Verdict,
+    ) -> (Vec<Step>, Duration) {
+        let mut now = t0;
+        let mut steps = Vec::new();
+        loop {
+            let step = f.next(now, || vec![0, 1, 2]);
+            steps.push(step);
+            match step {
+                Step::Send(i) => {
+                    let v = answer(i, now - t0);
+                    now += cost;
+                    if f.observe(seen(v)) == Next::Done {
+                        return (steps, now - t0);
+                    }
+                }
+                Step::Wait(d) => now += d,
+                Step::GiveUp(_) => return (steps, now - t0),
+            }
+            assert!(steps.len() < 10_000, "the machine ends");
+        }
+    }
+
+    #[test]
+    fn every_address_refusing_gives_up_after_the_budget_not_the_deadline() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(88);
+        let f = Failover::new(Resend::Login, false, t0, deadline, Duration::from_secs(10));
+        let refused = |_, _| Verdict::Unreached(Reason::Unreachable);
+        let (steps, took) = simulate(f, t0, Duration::from_millis(1), refused);
+        assert_eq!(steps.last(), Some(&Step::GiveUp(Stop::Budget)));
+        assert!(
+            took >= Duration::from_secs(10) && took < Duration::from_secs(11),
+            "gave up at {took:?}"
+        );
+        // Every round tries every node, and waits grow up to 2 s.
+        assert_eq!(
+            &steps[..4],
+            &[Step::Send(0), Step::Send(1), Step::Send(2), Step::Wait(backoff(0))]
+        );
+        assert!(steps
+            .iter()
+            .all(|s| !matches!(s, Step::Wait(d) if *d > Duration::from_secs(2))));
+    }
+
+    #[test]
+    fn an_election_is_waited_out_past_the_budget_until_the_deadline() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(30);
+        let budget = Duration::from_secs(5);
+        // Node 0 is dead; the others have no leader until 12 s, then 1 leads.
+        let electing = |i: usize, at: Duration| match i {
+            0 => Verdict::Unreached(Reason::Unreachable),
+            1 if at >= Duration::from_secs(12) => Verdict::Final,
+            _ => Verdict::NotServing(Reason::NoActiveNode),
+        };
+        let f = Failover::new(Resend::Idempotent, false, t0, deadline, budget);
+        let (steps, took) = simulate(f, t0, Duration::from_millis(1), electing);
+        assert!(matches!(steps.last(), Some(Step::Send(1))), "{:?}", steps.last());
+        assert!(
+            took >= Duration::from_secs(12) && took < Duration::from_secs(15),
+            "{took:?}"
+        );
+        // An election that never ends still stops at the deadline.
+        let endless = |_, _| Verdict::NotServing(Reason::NoActiveNode);
+        let f = Failover::new(Resend::Idempotent, false, t0, deadline, budget);
+        let (steps, took) = simulate(f, t0, Duration::from_millis(1), endless);
+        assert_eq!(steps.last(), Some(&Step::GiveUp(Stop::Deadline)));
+        assert!(took <= Duration::from_secs(30), "{took:?}");
+        assert!(took >= Duration::from_secs(29), "{took:?}");
+    }
+
+    #[test]
+    fn a_sealed_cluster_is_not_an_election() {
+        let t0 = Instant::now();
+        let f = Failover::new(
+            Resend::Idempotent,
+            false,
+            t0,
+            t0 + Duration::from_secs(60),
+            Duration::from_secs(3),
+        );
+        let (steps, took) = simulate(f, t0, Duration::from_millis(1), |_, _| {
+            Verdict::NotServing(Reason::Sealed)
+        });
+        assert_eq!(steps.last(), Some(&Step::GiveUp(Stop::Budget)));
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+
+    #[test]
+    fn what_may_have_been_processed_is_not_resent_unless_idempotent() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(60);
+        let budget = Duration::from_secs(10);
+        // A login: a broken exchange ends it at once.
+        let mut f = Failover::new(Resend::Login, false, t0, deadline, budget);
+        assert_eq!(f.next(t0, || vec![0, 1]), Step::Send(0));
+        assert_eq!(f.observe(seen(Verdict::Ambiguous)), Next::Done);
+        // A read: resent at most MAX_AMBIGUOUS times, then it stands.
+        let mut f = Failover::new(Resend::Idempotent, false, t0, deadline, budget);
+        for i in 0..MAX_AMBIGUOUS as usize {
+            assert_eq!(f.next(t0, || vec![0, 1, 2]), Step::Send(i));
+            assert_eq!(f.observe(seen(Verdict::Ambiguous)), Next::Retry(Some(Reason::Error)));
+        }
+        assert_eq!(f.next(t0, || vec![0, 1, 2]), Step::Send(2));
+        assert_eq!(f.observe(seen(Verdict::Ambiguous)), Next::Done);
+        assert!(f.processed());
+        // A timeout is never resent; a write goes elsewhere only unprocessed.
+        let mut f = Failover::new(Resend::OnlyUnprocessed, false, t0, deadline, budget);
+        f.next(t0, || vec![0, 1]);
+        assert_eq!(
+            f.observe(seen(Verdict::NotServing(Reason::Sealed))),
+            Next::Retry(Some(Reason::Sealed))
+        );
+        f.next(t0, || vec![0, 1]);
+        assert_eq!(f.observe(seen(Verdict::TimedOut)), Next::Done);
+        assert!(!f.processed());
+    }
+
+    #[test]
+    fn refused_certificates_and_single_redirects_are_reported_at_once() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(60);
+        let budget = Duration::from_secs(10);
+        let mut f = Failover::new(Resend::Idempotent, false, t0, deadline, budget);
+        for i in 0..2 {
+            assert_eq!(f.next(t0, || vec![0, 1]), Step::Send(i));
+            f.observe(seen(Verdict::Unreached(Reason::TlsRefused)));
+        }
+        assert_eq!(f.next(t0, || vec![0, 1]), Step::GiveUp(Stop::TlsRefused));
+        let mut f = Failover::new(Resend::Idempotent, true, t0, deadline, budget);
+        f.next(t0, || vec![0]);
+        let redirect = Seen {
+            verdict: Verdict::NotServing(Reason::NoActiveNode),
+            redirect: true,
+            standby_refusal: false,
+        };
+        assert_eq!(f.observe(redirect), Next::Done);
+        // A standby's refused login moves on without marking the node down.
+        let mut f = Failover::new(Resend::Login, false, t0, deadline, budget);
+        f.next(t0, || vec![0, 1]);
+        let refusal = Seen {
+            verdict: Verdict::Final,
+            redirect: false,
+            standby_refusal: true,
+        };
+        assert_eq!(f.observe(refusal), Next::Retry(None));
+        assert_eq!(f.next(t0, || vec![0, 1]), Step::Send(1));
+    }
+
+    #[test]
+    fn no_attempt_starts_too_close_to_the_deadline() {
+        let t0 = Instant::now();
+        let mut f = Failover::new(
+            Resend::Idempotent,
+            false,
+            t0,
+            t0 + Duration::from_millis(300),
+            Duration::from_secs(10),
+        );
+        assert_eq!(f.next(t0, || vec![0, 1]), Step::Send(0));
+        f.observe(seen(Verdict::Unreached(Reason::Unreachable)));
+        assert_eq!(
+            f.next(t0 + Duration::from_millis(150), || vec![0, 1]),
+            Step::GiveUp(Stop::Deadline)
+        );
     }
 
     #[test]

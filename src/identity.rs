@@ -9,17 +9,27 @@
 //! must
 //!
 //! - name this pod: `kubernetes.io.pod.uid` and `.name`, the namespace and the
-//!   service account, and be unexpired (checked always, before any login
-//!   too: a token for another pod is refused outright);
+//!   service account; be meant for the class's audience (`aud`); be
+//!   unexpired (`exp`), valid already (`nbf`) and not issued in the future
+//!   (`iat`); and name the cluster's issuer (`iss`) once that is known. These
+//!   are checked always, before any login too: a token for another pod is
+//!   refused outright;
 //! - carry a valid signature of the cluster's service-account issuer, whose
 //!   keys the API server publishes at `/openid/v1/jwks` (readable by every
 //!   service account by default). The keys are cached and fetched again at
 //!   most every [`REFRESH_AFTER`], or sooner when a token names a key id not
 //!   seen yet (the issuer rotated keys), at most every [`MISS_BACKOFF`].
 //!
-//! When the keys cannot be had, the only proof left is Vault's own review:
-//! the Mounter then reuses a held token only for the very JWT Vault reviewed
-//! at login, and logs in again for any other.
+//! When the keys cannot be had (the discovery binding removed, the API
+//! server unreachable, a key id not published yet), the only proof left is
+//! Vault's own review: the Mounter reuses a held token for a JWT Vault
+//! reviewed before (the ledger remembers its digest per pod and audience),
+//! and proves any other by a login whose token it revokes at once, keeping
+//! the held token and the credentials it leases (see [`crate::mount`]).
+//!
+//! The issuer is known from the discovery document, or else from the last
+//! JWT Vault accepted at login ([`IssuerKeys::learn_issuer`]): the API server
+//! reviews only tokens of its own issuers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +49,8 @@ pub const REFRESH_AFTER: Duration = Duration::from_secs(300);
 pub const MISS_BACKOFF: Duration = Duration::from_secs(10);
 /// Clock skew tolerated for `nbf` and `iat` (never for `exp`).
 const SKEW: u64 = 60;
+/// The JWS algorithms a Kubernetes service-account issuer signs with.
+const SIGNING_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "ES256", "ES384"];
 
 /// Why a JWT does not prove the request's pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +69,22 @@ pub enum Refusal {
     /// It has expired (or is not valid yet).
     #[error("the service-account token is {0}")]
     Expired(String),
+    /// It was requested for another audience than the class's.
+    #[error("the service-account token is for audience {actual}, not {expected:?} (the class's audience): kubelet passes one token per audience")]
+    OtherAudience {
+        /// The token's `aud`.
+        actual: String,
+        /// The class's audience.
+        expected: String,
+    },
+    /// Its issuer is not the cluster's.
+    #[error("the service-account token was issued by {actual:?}, not by the cluster's issuer {expected:?}")]
+    OtherIssuer {
+        /// The token's `iss`.
+        actual: String,
+        /// The cluster's issuer.
+        expected: String,
+    },
     /// The issuer's keys do not verify its signature.
     #[error("the service-account token's signature does not verify against the cluster's issuer keys{0}")]
     BadSignature(String),
@@ -98,8 +126,9 @@ fn decode(token: &str) -> Result<Jws<'_>, Refusal> {
     })
 }
 
-/// Checks that `claims` name `pod` and are valid at `now`.
-pub fn check_claims(claims: &Json, pod: &Pod, now: SystemTime) -> Result<(), Refusal> {
+/// Checks that `claims` name `pod`, are meant for `audience` and are valid
+/// at `now`.
+pub fn check_claims(claims: &Json, pod: &Pod, audience: &str, now: SystemTime) -> Result<(), Refusal> {
     let text = |pointer: &str| claims.pointer(pointer).and_then(Json::as_str).unwrap_or_default();
     let expected = format!(
         "pod {}/{} (uid {}) of service account {}",
@@ -135,7 +164,36 @@ pub fn check_claims(claims: &Json, pod: &Pod, now: SystemTime) -> Result<(), Ref
     if number("nbf").is_some_and(|nbf| nbf > now + SKEW) {
         return Err(Refusal::Expired("not valid yet".to_string()));
     }
+    if number("iat").is_some_and(|iat| iat > now + SKEW) {
+        return Err(Refusal::Expired("issued in the future".to_string()));
+    }
+    // `aud` is a string or an array of strings (RFC 7519, 4.1.3).
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Json::String(one)) => vec![one.as_str()],
+        Some(Json::Array(many)) => many.iter().filter_map(Json::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.contains(&audience) {
+        return Err(Refusal::OtherAudience {
+            actual: format!("{audiences:?}"),
+            expected: audience.to_string(),
+        });
+    }
     Ok(())
+}
+
+/// Checks the token's `iss` against the cluster's issuer, when known.
+fn check_issuer(claims: &Json, issuer: Option<&str>) -> Result<(), Refusal> {
+    let Some(expected) = issuer else { return Ok(()) };
+    let iss = claims.get("iss").and_then(Json::as_str).unwrap_or_default();
+    if iss == expected {
+        Ok(())
+    } else {
+        Err(Refusal::OtherIssuer {
+            actual: iss.to_string(),
+            expected: expected.to_string(),
+        })
+    }
 }
 
 /// One verification key of the issuer.
@@ -240,51 +298,62 @@ impl IssuerKeys {
         }
     }
 
-    /// Checks that `token` proves `pod`: claims always, the signature when
-    /// the issuer's keys can be had.
-    pub async fn prove(&self, token: &str, pod: &Pod) -> Result<Proof, Refusal> {
+    /// Checks that `token` proves `pod` for `audience`: claims always, the
+    /// signature when the issuer's keys can be had. A key id the issuer has
+    /// not published (yet) leaves the proof to Vault's review, like missing
+    /// keys; a signature that a published key does not verify, or an
+    /// algorithm Kubernetes never signs with, is refused.
+    pub async fn prove(&self, token: &str, pod: &Pod, audience: &str) -> Result<Proof, Refusal> {
         let jws = decode(token)?;
-        check_claims(&jws.claims, pod, SystemTime::now())?;
+        check_claims(&jws.claims, pod, audience, SystemTime::now())?;
+        check_issuer(&jws.claims, self.known_issuer().as_deref())?;
+        let alg = jws.header.get("alg").and_then(Json::as_str).unwrap_or_default();
+        if !SIGNING_ALGORITHMS.contains(&alg) {
+            return Err(Refusal::BadSignature(format!(
+                " (algorithm {alg:?} is not one a Kubernetes issuer signs with)"
+            )));
+        }
         let kid = jws
             .header
             .get("kid")
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string();
-        if let Some(found) = self.lookup(&kid, Instant::now()) {
-            return self.conclude(&jws, found);
+        if let Some(key) = self.lookup(&kid, Instant::now()) {
+            return self.conclude(&jws, &key);
         }
         if let Some(why) = self.refresh().await {
             return Ok(Proof::ClaimsOnly(why));
         }
         match self.lookup(&kid, Instant::now()) {
-            Some(found) => self.conclude(&jws, found),
-            None => Err(Refusal::BadSignature(format!(" (no key with id {kid:?})"))),
+            Some(key) => self.conclude(&jws, &key),
+            None => Ok(Proof::ClaimsOnly(format!(
+                "the cluster's issuer has published no key with id {kid:?}"
+            ))),
         }
     }
 
-    fn conclude(&self, jws: &Jws<'_>, (key, issuer): (Key, Option<String>)) -> Result<Proof, Refusal> {
-        verify_signature(jws, &key)?;
-        let iss = jws.claims.get("iss").and_then(Json::as_str);
-        if let Some(expected) = issuer {
-            if iss != Some(expected.as_str()) {
-                return Err(Refusal::BadSignature(format!(
-                    " (issued by {:?}, not the cluster's issuer {expected:?})",
-                    iss.unwrap_or_default()
-                )));
-            }
-        }
+    fn conclude(&self, jws: &Jws<'_>, key: &Key) -> Result<Proof, Refusal> {
+        verify_signature(jws, key)?;
+        check_issuer(&jws.claims, self.known_issuer().as_deref())?;
         Ok(Proof::Verified)
     }
 
-    /// The key `kid` and the issuer, if the cache holds them and is fresh.
-    fn lookup(&self, kid: &str, now: Instant) -> Option<(Key, Option<String>)> {
+    /// The cluster's issuer, once its discovery document was read (kept
+    /// while later fetches fail).
+    fn known_issuer(&self) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.fetched.as_ref().and_then(|f| f.issuer.clone())
+    }
+
+    /// The key `kid`, if the cache holds it and is fresh.
+    fn lookup(&self, kid: &str, now: Instant) -> Option<Key> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let fetched = state.fetched.as_ref()?;
         if now.duration_since(fetched.at) > REFRESH_AFTER {
             return None;
         }
-        fetched.keys.get(kid).map(|k| (k.clone(), fetched.issuer.clone()))
+        fetched.keys.get(kid).cloned()
     }
 
     /// Fetches the keys unless a fetch was tried within [`MISS_BACKOFF`];
@@ -317,7 +386,7 @@ impl IssuerKeys {
                     .as_ref()
                     .is_none_or(|(_, f)| f.as_deref() != Some(why.as_str()))
                 {
-                    tracing::warn!(error = %why, "cannot read the cluster's service-account issuer keys; held Vault tokens are reused only for the exact token Vault reviewed");
+                    tracing::warn!(error = %why, "cannot read the cluster's service-account issuer keys; a held Vault token is reused for a token Vault reviewed, and any other is proven by a login whose token is revoked at once");
                 }
                 state.last_try = Some((now, Some(why.clone())));
                 // Keys fetched before stay usable while fresh.
@@ -397,7 +466,10 @@ mod tests {
     #[test]
     fn claims_must_name_this_pod_and_be_current() {
         let p = pod();
-        assert_eq!(check_claims(&claims_for(&p, 600), &p, SystemTime::now()), Ok(()));
+        assert_eq!(
+            check_claims(&claims_for(&p, 600), &p, "vault", SystemTime::now()),
+            Ok(())
+        );
         for other in [
             Pod {
                 uid: "uid-2".into(),
@@ -417,25 +489,61 @@ mod tests {
             },
         ] {
             assert!(matches!(
-                check_claims(&claims_for(&p, 600), &other, SystemTime::now()),
+                check_claims(&claims_for(&p, 600), &other, "vault", SystemTime::now()),
                 Err(Refusal::OtherPod { .. })
             ));
         }
         assert!(matches!(
-            check_claims(&claims_for(&p, -1), &p, SystemTime::now()),
+            check_claims(&claims_for(&p, -1), &p, "vault", SystemTime::now()),
             Err(Refusal::Expired(_))
         ));
         let mut unbound = claims_for(&p, 600);
         unbound["kubernetes.io"].as_object_mut().unwrap().remove("pod");
         assert!(matches!(
-            check_claims(&unbound, &p, SystemTime::now()),
+            check_claims(&unbound, &p, "vault", SystemTime::now()),
             Err(Refusal::Malformed(_))
         ));
         let mut future = claims_for(&p, 600);
         future["nbf"] = json!(future["nbf"].as_u64().unwrap() + 3600);
         assert!(matches!(
-            check_claims(&future, &p, SystemTime::now()),
+            check_claims(&future, &p, "vault", SystemTime::now()),
             Err(Refusal::Expired(_))
+        ));
+        let mut minted_later = claims_for(&p, 600);
+        minted_later["iat"] = json!(minted_later["iat"].as_u64().unwrap() + 3600);
+        assert_eq!(
+            check_claims(&minted_later, &p, "vault", SystemTime::now()),
+            Err(Refusal::Expired("issued in the future".into()))
+        );
+        // Within the tolerated skew, a slightly fast clock is no reason.
+        let mut skewed = claims_for(&p, 600);
+        skewed["iat"] = json!(skewed["iat"].as_u64().unwrap() + 30);
+        assert_eq!(check_claims(&skewed, &p, "vault", SystemTime::now()), Ok(()));
+    }
+
+    #[test]
+    fn the_token_must_be_meant_for_the_class_audience() {
+        let p = pod();
+        let now = SystemTime::now();
+        assert!(matches!(
+            check_claims(&claims_for(&p, 600), &p, "openbao", now),
+            Err(Refusal::OtherAudience { .. })
+        ));
+        let mut one = claims_for(&p, 600);
+        one["aud"] = json!("openbao");
+        assert_eq!(check_claims(&one, &p, "openbao", now), Ok(()));
+        let mut several = claims_for(&p, 600);
+        several["aud"] = json!(["https://kubernetes.default.svc", "vault"]);
+        assert_eq!(check_claims(&several, &p, "vault", now), Ok(()));
+        let mut none = claims_for(&p, 600);
+        none.as_object_mut().unwrap().remove("aud");
+        let e = check_claims(&none, &p, "vault", now).unwrap_err();
+        assert!(e.to_string().contains("not \"vault\""), "{e}");
+        assert_eq!(check_issuer(&claims_for(&p, 600), None), Ok(()));
+        assert_eq!(check_issuer(&claims_for(&p, 600), Some("https://kube.test")), Ok(()));
+        assert!(matches!(
+            check_issuer(&claims_for(&p, 600), Some("https://other.test")),
+            Err(Refusal::OtherIssuer { .. })
         ));
     }
 
@@ -496,20 +604,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unknown_key_id_is_left_to_vault_and_a_known_one_must_verify() {
+        let rng = SystemRandom::new();
+        let p = pod();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = ec.public_key().as_ref();
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "ec-1",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        }]});
+        let keys = IssuerKeys::new(None);
+        {
+            // As after a successful fetch, moments ago: inside the miss back-off.
+            let mut state = keys.state.lock().unwrap();
+            let now = Instant::now();
+            state.fetched = Some(Fetched {
+                issuer: Some("https://kube.test".into()),
+                keys: parse_jwks(&jwks),
+                at: now,
+            });
+            state.last_try = Some((now, None));
+        }
+        let sign = |header: Json, claims: &Json| jws(&header, claims, |m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
+        let claims = claims_for(&p, 600);
+        let good = sign(json!({"alg": "ES256", "kid": "ec-1"}), &claims);
+        assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
+        let rotated = sign(json!({"alg": "ES256", "kid": "ec-2"}), &claims);
+        assert!(
+            matches!(keys.prove(&rotated, &p, "vault").await, Ok(Proof::ClaimsOnly(why)) if why.contains("ec-2")),
+            "a key id not published yet is proven by Vault's review, not refused"
+        );
+        let mut elsewhere = claims.clone();
+        elsewhere["iss"] = json!("https://other.test");
+        let foreign = sign(json!({"alg": "ES256", "kid": "ec-2"}), &elsewhere);
+        assert!(matches!(
+            keys.prove(&foreign, &p, "vault").await,
+            Err(Refusal::OtherIssuer { .. })
+        ));
+        let mut edited = good.rsplit_once('.').unwrap().0.to_string();
+        edited.push_str(".AAAA");
+        assert!(matches!(
+            keys.prove(&edited, &p, "vault").await,
+            Err(Refusal::BadSignature(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn without_api_access_only_the_claims_are_checked() {
         let keys = IssuerKeys::new(None);
         let p = pod();
         let token = jws(&json!({"alg": "ES256", "kid": "x"}), &claims_for(&p, 600), |_| {
             vec![0; 64]
         });
-        assert!(matches!(keys.prove(&token, &p).await, Ok(Proof::ClaimsOnly(_))));
+        assert!(matches!(
+            keys.prove(&token, &p, "vault").await,
+            Ok(Proof::ClaimsOnly(_))
+        ));
         let other = Pod {
             uid: "uid-2".into(),
             ..pod()
         };
         assert!(matches!(
-            keys.prove(&token, &other).await,
+            keys.prove(&token, &other, "vault").await,
             Err(Refusal::OtherPod { .. })
         ));
+        assert!(matches!(
+            keys.prove(&token, &p, "openbao").await,
+            Err(Refusal::OtherAudience { .. })
+        ));
+        // An algorithm no Kubernetes issuer uses is refused, keys or not.
+        for alg in ["none", "HS256"] {
+            let unsigned = jws(&json!({"alg": alg, "kid": "x"}), &claims_for(&p, 600), |_| Vec::new());
+            assert!(matches!(
+                keys.prove(&unsigned, &p, "vault").await,
+                Err(Refusal::BadSignature(_))
+            ));
+        }
     }
 }

@@ -173,56 +173,135 @@ impl Entry {
 /// Something to revoke later: a replaced lease, or a replaced token (with
 /// every lease it created).
 #[derive(Clone, Serialize, Deserialize)]
-struct Retirement {
+pub struct Retirement {
     pod_uid: String,
     vault: VaultConfig,
     /// The token used for the call (the replaced token itself for `Token`).
     token: String,
     lease_id: Option<String>,
+    /// When it is due (again, after a failed attempt).
     at: SystemTime,
+    /// The Vault role whose policies allow (or not) revoking the lease.
+    #[serde(default)]
+    role: String,
+    /// Attempts that failed transiently (Vault unreachable or electing).
+    #[serde(default)]
+    attempts: u32,
+}
+
+impl Retirement {
+    /// Which in-flight job this is.
+    fn job_id(&self) -> String {
+        format!("retire/{}/{}", self.token, self.lease_id.as_deref().unwrap_or_default())
+    }
+
+    fn same(&self, other: &Retirement) -> bool {
+        self.token == other.token && self.lease_id == other.lease_id
+    }
+}
+
+/// A service-account JWT that Vault reviewed at a login for this pod and
+/// audience: the proof, when the issuer's keys cannot be read, that a
+/// request carrying it comes from the pod (see [`crate::identity`]). Only
+/// its SHA-256 is kept.
+#[derive(Clone, Serialize, Deserialize)]
+struct Reviewed {
+    pod_uid: String,
+    audience: String,
+    digest: String,
+    /// The JWT's own expiry: no proof outlives it.
+    expires: SystemTime,
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct State {
     entries: Vec<Entry>,
     retiring: Vec<Retirement>,
+    #[serde(default)]
+    reviewed: Vec<Reviewed>,
 }
+
+/// Most reviewed JWTs held (a few per pod on a node); the soonest to expire
+/// goes first beyond it.
+const MAX_REVIEWED: usize = 16_384;
 
 #[derive(Default)]
 struct Inner {
     entries: HashMap<TokenKey, Entry>,
     retiring: Vec<Retirement>,
+    /// Per (pod uid, audience): the JWT Vault last reviewed.
+    reviewed: HashMap<(String, String), Reviewed>,
     dirty: bool,
     /// The generation of the state file last read or written; every write
     /// goes one higher, and a file of a lower generation is never resumed.
     generation: u64,
     /// Whether the last response refused for the memory bound was logged.
     warned_full: bool,
+    /// Background jobs running now (renewals, revocations): the next plan
+    /// leaves them out, so a slow one is never started twice.
+    in_flight: std::collections::HashSet<String>,
+    /// Roles whose denied lease revocation was logged already.
+    warned_revoke_denied: std::collections::HashSet<String>,
 }
 
-/// A renewal the tick found due, with what it needs outside the lock.
-enum Renewal {
-    Token {
+/// Background work the tick found due, with what it needs outside the
+/// lock. Each job is independent of every other: one pod's slow Vault call
+/// never holds up another pod's renewal.
+pub enum Job {
+    /// Renew a pod's token.
+    RenewToken {
+        /// Whose.
         key: TokenKey,
+        /// The token (never logged).
         token: String,
+        /// The TTL to ask for.
         increment: Duration,
     },
-    Lease {
+    /// Renew a lease under the pod's token.
+    RenewLease {
+        /// Whose.
         key: TokenKey,
+        /// The pod's token (never logged).
         token: String,
+        /// The lease.
         lease_id: String,
+        /// The TTL to ask for.
         increment: Duration,
     },
+    /// Revoke a replaced lease or token. It stays in the ledger (and the
+    /// state file) until the revocation is done: work cut short by a
+    /// shutdown is resumed after the restart.
+    Retire(Retirement),
 }
+
+impl Job {
+    fn id(&self) -> String {
+        match self {
+            Job::RenewToken { token, .. } => format!("renew/{token}"),
+            Job::RenewLease { lease_id, .. } => format!("renew-lease/{lease_id}"),
+            Job::Retire(r) => r.job_id(),
+        }
+    }
+}
+
+/// Background jobs run at once, at most (each waits for Vault at most
+/// [`crate::vault::BACKGROUND_BUDGET`] plus one request timeout).
+pub const JOB_CONCURRENCY: usize = 32;
+/// Wait before a revocation that failed transiently is tried again.
+const RETIRE_RETRY: Duration = Duration::from_secs(5);
+/// Transient failures after which a revocation is given up (the credential
+/// then runs out at its own TTL): about ten minutes of retries.
+const RETIRE_ATTEMPTS: u32 = 120;
 
 impl Inner {
     /// Drops entries whose token and credentials are all gone, and each
     /// credential past its expiry (leases also die with their token;
     /// certificates only expire). True when anything was dropped.
     fn drop_expired(&mut self, now: SystemTime) -> bool {
-        let before = self.entries.len();
+        let before = self.entries.len() + self.reviewed.len();
         self.entries.retain(|_, e| e.alive(now));
-        let mut changed = self.entries.len() != before;
+        self.reviewed.retain(|_, r| r.expires > now);
+        let mut changed = self.entries.len() + self.reviewed.len() != before;
         for e in self.entries.values_mut() {
             let n = e.credentials.len();
             let token_alive = e.token_alive(now);
@@ -235,14 +314,14 @@ impl Inner {
 
     /// Tokens and leases past `threshold` of their last TTL (with a
     /// per-credential jitter), that may still be extended.
-    fn due_renewals(&self, now: SystemTime, threshold: f64) -> Vec<Renewal> {
+    fn due_renewals(&self, now: SystemTime, threshold: f64) -> Vec<Job> {
         let mut due = Vec::new();
         for e in self.entries.values().filter(|e| e.token_alive(now)) {
             let t = &e.token;
             if t.token.renewable && !t.capped && t.token.expires.is_some() {
                 let at = add(t.last_renewed, scale(t.last_ttl, threshold * jitter(&t.token.accessor)));
                 if now >= at {
-                    due.push(Renewal::Token {
+                    due.push(Job::RenewToken {
                         key: e.key.clone(),
                         token: t.token.token.clone(),
                         increment: t.token.ttl,
@@ -256,7 +335,7 @@ impl Inner {
             {
                 let at = add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id)));
                 if now >= at {
-                    due.push(Renewal::Lease {
+                    due.push(Job::RenewLease {
                         key: e.key.clone(),
                         token: t.token.token.clone(),
                         lease_id: c.lease_id.clone(),
@@ -268,11 +347,21 @@ impl Inner {
         due
     }
 
-    /// Removes and returns the retired credentials whose grace is over.
-    fn take_due_retirements(&mut self, now: SystemTime) -> Vec<Retirement> {
-        let (due, keep): (Vec<Retirement>, Vec<Retirement>) = self.retiring.drain(..).partition(|r| r.at <= now);
-        self.retiring = keep;
-        due
+    /// The retired credentials whose grace is over (they stay listed until
+    /// their revocation is done).
+    fn due_retirements(&self, now: SystemTime) -> Vec<Job> {
+        self.retiring
+            .iter()
+            .filter(|r| r.at <= now)
+            .map(|r| Job::Retire(r.clone()))
+            .collect()
+    }
+
+    /// Whether some entry still hands out `token`, alive.
+    fn holds_live_token(&self, token: &str, now: SystemTime) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.token.token.token == token && e.token_alive(now))
     }
 
     fn credential_mut(&mut self, key: &TokenKey, lease_id: &str) -> Option<&mut Credential> {
@@ -437,6 +526,8 @@ impl Ledger {
                     token: old.token.token.token.clone(),
                     lease_id: None,
                     at,
+                    role: key.role.clone(),
+                    attempts: 0,
                 });
             }
         }
@@ -456,6 +547,64 @@ impl Ledger {
             },
         );
         self.evict(&mut inner);
+        inner.dirty = true;
+    }
+
+    /// Records that Vault accepted `jwt` at a login for the pod `pod_uid`
+    /// and `audience`; the JWT is good until `expires`.
+    pub fn record_review(&self, pod_uid: &str, audience: &str, jwt: &str, expires: SystemTime) {
+        let now = self.clock.now();
+        if expires <= now {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.reviewed.len() >= MAX_REVIEWED {
+            let soonest = inner
+                .reviewed
+                .iter()
+                .min_by_key(|(_, r)| r.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                inner.reviewed.remove(&k);
+            }
+        }
+        inner.reviewed.insert(
+            (pod_uid.to_string(), audience.to_string()),
+            Reviewed {
+                pod_uid: pod_uid.to_string(),
+                audience: audience.to_string(),
+                digest: jwt_digest(jwt),
+                expires,
+            },
+        );
+        inner.dirty = true;
+    }
+
+    /// Whether `jwt` is the one Vault last reviewed for the pod `pod_uid`
+    /// and `audience`, and has not expired.
+    pub fn was_reviewed(&self, pod_uid: &str, audience: &str, jwt: &str) -> bool {
+        let now = self.clock.now();
+        let inner = self.lock();
+        inner
+            .reviewed
+            .get(&(pod_uid.to_string(), audience.to_string()))
+            .is_some_and(|r| r.expires > now && r.digest == jwt_digest(jwt))
+    }
+
+    /// Queues a token for revocation by the next tick (a proof login's,
+    /// whose immediate revocation failed): kept in the state file until done.
+    pub fn retire_token_now(&self, key: &TokenKey, token: &str) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        inner.retiring.push(Retirement {
+            pod_uid: key.pod.uid.clone(),
+            vault: key.vault.clone(),
+            token: token.to_string(),
+            lease_id: None,
+            at: now,
+            role: key.role.clone(),
+            attempts: 0,
+        });
         inner.dirty = true;
     }
 
@@ -585,6 +734,8 @@ impl Ledger {
                     token: entry.token.token.token.clone(),
                     lease_id: Some(old.lease_id.clone()),
                     at: old.expires.min(add(now, grace)),
+                    role: key.role.clone(),
+                    attempts: 0,
                 });
             }
         }
@@ -607,6 +758,11 @@ impl Ledger {
                 }
                 inner.dirty = true;
             }
+        }
+        let reviews = inner.reviewed.len();
+        inner.reviewed.retain(|(pod, _), _| pod != uid);
+        if inner.reviewed.len() != reviews {
+            inner.dirty = true;
         }
         let (gone, keep): (Vec<Retirement>, Vec<Retirement>) = inner.retiring.drain(..).partition(|r| r.pod_uid == uid);
         inner.retiring = keep;
@@ -645,34 +801,51 @@ impl Ledger {
         }
     }
 
-    /// One round of background work: drop what has expired, renew what is
-    /// due, revoke retired credentials whose grace is over. The plan is made
-    /// under the lock; the network calls happen outside it.
-    pub async fn tick(&self, pool: &VaultPool) {
+    /// Plans background work: drops what has expired, and returns the
+    /// renewals and revocations due that are not running already, marking
+    /// them as running. Each must be passed to [`Ledger::run`].
+    pub fn plan(&self) -> Vec<Job> {
         let now = self.clock.now();
-        let (renewals, retired) = {
-            let mut inner = self.lock();
-            let mut changed = inner.drop_expired(now);
-            let renewals = inner.due_renewals(now, self.settings.threshold);
-            let retired = inner.take_due_retirements(now);
-            changed |= !retired.is_empty();
-            inner.dirty |= changed;
-            (renewals, retired)
-        };
-        for renewal in renewals {
-            match renewal {
-                Renewal::Token { key, token, increment } => self.renew_token(pool, key, token, increment).await,
-                Renewal::Lease {
-                    key,
-                    token,
-                    lease_id,
-                    increment,
-                } => self.renew_lease(pool, key, token, lease_id, increment).await,
+        let mut inner = self.lock();
+        let changed = inner.drop_expired(now);
+        inner.dirty |= changed;
+        let mut jobs = inner.due_renewals(now, self.settings.threshold);
+        jobs.extend(inner.due_retirements(now));
+        jobs.retain(|j| inner.in_flight.insert(j.id()));
+        jobs
+    }
+
+    /// Runs one planned job. Dropped before it ends (a shutdown), it leaves
+    /// the ledger as it was: a renewal not applied is due again, a
+    /// revocation not done is still listed, and persisted.
+    pub async fn run(&self, pool: &VaultPool, job: Job) {
+        /// Takes the job off the running list however `run` ends.
+        struct Running<'a>(&'a Ledger, String);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.lock().in_flight.remove(&self.1);
             }
         }
-        for r in retired {
-            self.revoke_retired(pool, r).await;
+        let _running = Running(self, job.id());
+        match job {
+            Job::RenewToken { key, token, increment } => self.renew_token(pool, key, token, increment).await,
+            Job::RenewLease {
+                key,
+                token,
+                lease_id,
+                increment,
+            } => self.renew_lease(pool, key, token, lease_id, increment).await,
+            Job::Retire(r) => self.revoke_retired(pool, r).await,
         }
+    }
+
+    /// One whole round of background work: [`Ledger::plan`], then every job
+    /// at most [`JOB_CONCURRENCY`] at a time, until all are done.
+    pub async fn tick(&self, pool: &VaultPool) {
+        use futures_util::stream::StreamExt as _;
+        futures_util::stream::iter(self.plan())
+            .for_each_concurrent(JOB_CONCURRENCY, |job| self.run(pool, job))
+            .await;
     }
 
     async fn renew_token(&self, pool: &VaultPool, key: TokenKey, token: String, increment: Duration) {
@@ -716,7 +889,11 @@ impl Ledger {
     }
 
     async fn revoke_retired(&self, pool: &VaultPool, r: Retirement) {
-        let Ok(client) = pool.client(&r.vault) else { return };
+        let kind = if r.lease_id.is_some() { "lease" } else { "token" };
+        let client = match pool.client(&r.vault) {
+            Ok(c) => c,
+            Err(e) => return self.retry_retirement(&r, &e),
+        };
         let result = match &r.lease_id {
             Some(id) => client.revoke_lease(&r.token, id).await,
             None => client.revoke_self(&r.token).await,
@@ -724,17 +901,61 @@ impl Ledger {
         match result {
             Ok(()) => {
                 self.metrics.credential_revoked();
-                tracing::debug!(
-                    kind = if r.lease_id.is_some() { "lease" } else { "token" },
-                    "revoked replaced credentials after their grace period"
-                )
+                tracing::debug!(kind, "revoked replaced credentials");
             }
-            // Expired or revoked already: nothing left to do.
-            Err(e) if e.status() == Some(403) || e.status() == Some(400) => {}
+            // A lease under a token the ledger still holds alive: Vault
+            // denies `sys/leases/revoke` itself (its default policy does not
+            // grant it). The lease then runs out at its own TTL.
+            Err(e)
+                if e.status() == Some(403)
+                    && r.lease_id.is_some()
+                    && self.lock().holds_live_token(&r.token, self.clock.now()) =>
+            {
+                self.metrics.credential_revocation_denied();
+                let first = self.lock().warned_revoke_denied.insert(r.role.clone());
+                if first {
+                    tracing::warn!(role = %r.role, error = %e, "Vault refused to revoke a replaced lease: the role's policies do not allow it. Replaced leases of this role run out at their own TTL; to revoke them at once, add to its policy: path \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}");
+                }
+            }
+            // The token expired or was revoked already: so were its leases.
+            Err(e) if matches!(e.status(), Some(400 | 403 | 404)) => {
+                tracing::debug!(kind, "replaced credentials were gone already");
+            }
+            Err(e) if e.transient() => return self.retry_retirement(&r, &e),
             Err(e) => {
-                tracing::warn!(error = %e, "revoking replaced credentials failed; they will expire on their own")
+                tracing::warn!(kind, error = %e, "revoking replaced credentials failed; they will expire on their own")
             }
         }
+        self.finish_retirement(&r);
+    }
+
+    /// Takes a retirement off the list: done, or nothing more to do.
+    fn finish_retirement(&self, r: &Retirement) {
+        let mut inner = self.lock();
+        let before = inner.retiring.len();
+        inner.retiring.retain(|x| !x.same(r));
+        if inner.retiring.len() != before {
+            inner.dirty = true;
+        }
+    }
+
+    /// A revocation failed for now (Vault unreachable, electing): due again
+    /// after [`RETIRE_RETRY`], given up after [`RETIRE_ATTEMPTS`].
+    fn retry_retirement(&self, r: &Retirement, why: &dyn std::fmt::Display) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let Some(x) = inner.retiring.iter_mut().find(|x| x.same(r)) else {
+            return;
+        };
+        x.attempts += 1;
+        if x.attempts >= RETIRE_ATTEMPTS {
+            tracing::warn!(error = %why, attempts = x.attempts, "giving up revoking replaced credentials; they will expire on their own");
+            inner.retiring.retain(|x| !x.same(r));
+        } else {
+            tracing::debug!(error = %why, attempts = x.attempts, "revoking replaced credentials failed for now; trying again");
+            x.at = add(now, RETIRE_RETRY);
+        }
+        inner.dirty = true;
     }
 
     fn apply_token_renewal(&self, key: &TokenKey, token: &str, ttl: Duration, renewable: bool, asked: Duration) {
@@ -786,6 +1007,7 @@ impl Ledger {
             let state = State {
                 entries: inner.entries.values().cloned().collect(),
                 retiring: inner.retiring.clone(),
+                reviewed: inner.reviewed.values().cloned().collect(),
             };
             (state, inner.generation)
         };
@@ -831,6 +1053,14 @@ impl Ledger {
                     }
                 }
                 inner.retiring.extend(state.retiring);
+                for r in state.reviewed {
+                    if r.expires > now {
+                        inner
+                            .reviewed
+                            .entry((r.pod_uid.clone(), r.audience.clone()))
+                            .or_insert(r);
+                    }
+                }
                 tracing::info!(pods = restored, path = %path.display(), "resumed the credential ledger from the state file");
             }
             Err(why) => {
@@ -838,6 +1068,11 @@ impl Ledger {
             }
         }
     }
+}
+
+/// The hex SHA-256 of a JWT: what the ledger keeps of one.
+fn jwt_digest(jwt: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, jwt.as_bytes()))
 }
 
 /// The lease facts of a response: a `lease_id` with a TTL, or a PKI

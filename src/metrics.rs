@@ -196,10 +196,12 @@ pub struct Metrics {
     token_cache_hits: Counter,
     token_cache_misses: Counter,
     token_cache_evictions: Counter,
+    token_proof_logins: Counter,
     credentials_held: Gauge,
     credential_renewals: Family<RenewalLabels, Counter>,
     credential_rotations: Counter,
     credential_revocations: Counter,
+    credential_revocations_denied: Counter,
     credential_expiry: Gauge<f64, AtomicU64>,
     hmac_key_loaded: Gauge,
 }
@@ -235,10 +237,12 @@ impl Metrics {
             token_cache_hits: Counter::default(),
             token_cache_misses: Counter::default(),
             token_cache_evictions: Counter::default(),
+            token_proof_logins: Counter::default(),
             credentials_held: Gauge::default(),
             credential_renewals: Family::default(),
             credential_rotations: Counter::default(),
             credential_revocations: Counter::default(),
+            credential_revocations_denied: Counter::default(),
             credential_expiry: Gauge::default(),
             hmac_key_loaded: Gauge::default(),
             registry: Registry::default(),
@@ -343,6 +347,11 @@ impl Metrics {
             m.token_cache_evictions.clone(),
         );
         registry.register(
+            "token_proof_logins",
+            "Logins made only to have Vault review a new service-account token of a pod whose Vault token is held (the issuer keys could not verify it); each login's token is revoked at once",
+            m.token_proof_logins.clone(),
+        );
+        registry.register(
             "credentials_held",
             "Dynamic credentials (leases) the provider keeps alive",
             m.credentials_held.clone(),
@@ -361,6 +370,11 @@ impl Metrics {
             "credential_revocations",
             "Credentials revoked by the provider",
             m.credential_revocations.clone(),
+        );
+        registry.register(
+            "credential_revocations_denied",
+            "Replaced leases Vault would not let the provider revoke (403 on sys/leases/revoke: the role's policies lack update on it); they run out at their own TTL",
+            m.credential_revocations_denied.clone(),
         );
         registry.register_with_unit(
             "credential_soonest_expiry",
@@ -471,6 +485,17 @@ impl Metrics {
     /// A mount found no usable cached token.
     pub fn token_cache_miss(&self) {
         self.token_cache_misses.inc();
+    }
+
+    /// A mount proved a new service-account token by a login (whose token
+    /// is revoked) and kept the held token.
+    pub fn token_proof_login(&self) {
+        self.token_proof_logins.inc();
+    }
+
+    /// Vault refused to revoke a replaced lease (403).
+    pub fn credential_revocation_denied(&self) {
+        self.credential_revocations_denied.inc();
     }
 
     /// A cached token was pushed out to make room.

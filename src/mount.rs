@@ -87,16 +87,13 @@ pub struct Mounter {
     memory: Arc<MemoryBudget>,
     /// The cluster's issuer keys, to prove a request's pod on a cache hit.
     issuer: IssuerKeys,
-    /// Per pod uid: the SHA-256 of the JWT Vault last reviewed at login,
-    /// the proof left when the issuer keys cannot be read.
-    reviewed: std::sync::Mutex<HashMap<String, [u8; 32]>>,
     /// Per pod uid: when it was last seen scheduled to this node.
     on_node: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 /// How long a pod seen on this node is trusted to stay there.
 const NODE_CHECK_TTL: Duration = Duration::from_secs(60);
-/// Bound on the per-pod proof caches; they are cleared when reached.
+/// Bound on the per-pod node-check cache; it is cleared when reached.
 const MAX_PROOFS: usize = 16_384;
 
 impl Mounter {
@@ -113,7 +110,6 @@ impl Mounter {
         let issuer = IssuerKeys::new(kube.clone());
         Mounter {
             issuer,
-            reviewed: Default::default(),
             on_node: Default::default(),
             settings,
             kube,
@@ -300,11 +296,16 @@ impl Mounter {
 
     /// A valid Vault token for the pod: held by the ledger, or from a fresh
     /// login. A held token goes only to a request that proves its pod (see
-    /// [`crate::identity`]); one that cannot is served by a fresh login,
-    /// which Vault's own review proves.
+    /// [`crate::identity`]): by the issuer's signature, by carrying a JWT
+    /// Vault reviewed before, or — for any other JWT when the signature
+    /// cannot be checked — by a proof login. That login's token is revoked
+    /// at once and the held token kept: in Vault a lease belongs to the token
+    /// that created it, so replacing the token would re-issue every
+    /// credential the pod holds.
     async fn token(&self, spec: &MountSpec, key: &TokenKey, client: &VaultClient) -> Result<(VaultToken, bool)> {
+        let audience = spec.token_audience();
         let proof = match &spec.provided_token {
-            Some(t) => Some(self.issuer.prove(&t.token, &spec.pod).await.map_err(|e| {
+            Some(t) => Some(self.issuer.prove(&t.token, &spec.pod, audience).await.map_err(|e| {
                 Error::NotThisPod(format!(
                     "mount for pod {}/{} refused: {e}",
                     spec.pod.namespace, spec.pod.name
@@ -312,22 +313,21 @@ impl Mounter {
             })?),
             None => None,
         };
-        if let Some(t) = self.ledger.token(key) {
-            let proven = match (&proof, &spec.provided_token) {
-                (Some(Proof::Verified), _) => true,
-                (Some(Proof::ClaimsOnly(_)), Some(jwt)) => self.was_reviewed(&spec.pod.uid, &jwt.token),
+        if let Some(held) = self.ledger.token(key) {
+            match (&proof, &spec.provided_token) {
+                (Some(Proof::ClaimsOnly(why)), Some(jwt))
+                    if !self.ledger.was_reviewed(&spec.pod.uid, audience, &jwt.token) =>
+                {
+                    tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, reason = %why, "a new service-account token that cannot be verified here: proving it by a login, keeping the held Vault token");
+                    self.prove_by_login(spec, key, client, jwt).await?;
+                }
+                (Some(_), _) => {}
                 // The provider mints this pod's tokens itself: the pod must
                 // at least run on this node.
-                _ => {
-                    self.check_on_node(spec).await?;
-                    true
-                }
-            };
-            if proven {
-                self.metrics.token_cache_hit();
-                return Ok((t, true));
+                (None, _) => self.check_on_node(spec).await?,
             }
-            tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "the request's token is not the one Vault reviewed and cannot be verified here: logging in again");
+            self.metrics.token_cache_hit();
+            return Ok((held, true));
         }
         self.metrics.token_cache_miss();
         let jwt = self.service_account_token(spec).await?;
@@ -335,10 +335,43 @@ impl Mounter {
             .login(&spec.auth_mount, &spec.role, &jwt)
             .await
             .map_err(|e| login_error(spec, e))?;
-        self.remember_reviewed(&spec.pod.uid, &jwt);
+        if let Some(provided) = &spec.provided_token {
+            self.record_review(spec, provided);
+        }
         tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %token.accessor, "logged in to Vault");
         self.ledger.store_token(key, token.clone());
         Ok((token, false))
+    }
+
+    /// Has Vault review `jwt` by a login and queues that login's token for
+    /// revocation (the ledger's next tick, within a second; kept in the
+    /// state file until done). A refused login fails the mount as any
+    /// login would.
+    async fn prove_by_login(
+        &self,
+        spec: &MountSpec,
+        key: &TokenKey,
+        client: &VaultClient,
+        jwt: &spc::ProvidedToken,
+    ) -> Result<()> {
+        let proof = client
+            .login(&spec.auth_mount, &spec.role, &jwt.token)
+            .await
+            .map_err(|e| login_error(spec, e))?;
+        self.metrics.token_proof_login();
+        self.ledger.retire_token_now(key, &proof.token);
+        self.record_review(spec, jwt);
+        tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %proof.accessor, "Vault accepted the pod's new service-account token; its login token is being revoked");
+        Ok(())
+    }
+
+    /// Remembers that Vault accepted the kubelet token `jwt` for this pod.
+    fn record_review(&self, spec: &MountSpec, jwt: &spc::ProvidedToken) {
+        let expires = jwt
+            .expires
+            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(REQUESTED_TOKEN_SECONDS));
+        self.ledger
+            .record_review(&spec.pod.uid, spec.token_audience(), &jwt.token, expires);
     }
 
     /// The pod's JWT: from kubelet's `serviceAccount.tokens`, else minted
@@ -388,23 +421,6 @@ impl Mounter {
 }
 
 impl Mounter {
-    fn remember_reviewed(&self, uid: &str, jwt: &str) {
-        let digest = ring::digest::digest(&ring::digest::SHA256, jwt.as_bytes());
-        let mut seen = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_PROOFS {
-            seen.clear();
-        }
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(digest.as_ref());
-        seen.insert(uid.to_string(), bytes);
-    }
-
-    fn was_reviewed(&self, uid: &str, jwt: &str) -> bool {
-        let digest = ring::digest::digest(&ring::digest::SHA256, jwt.as_bytes());
-        let seen = self.reviewed.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(uid).is_some_and(|d| d.as_slice() == digest.as_ref())
-    }
-
     /// Refuses a pod that is not scheduled to this node (when the node's
     /// name is known): the driver on this node mounts only for pods here, so
     /// a request naming another node's pod did not come from its kubelet.

@@ -15,7 +15,7 @@ use http::{HeaderName, Method};
 use serde_json::Value as Json;
 
 use crate::config::VaultConfig;
-use crate::failover::{self, Attempts, Health, NodeState, Reason, Resend, Verdict};
+use crate::failover::{self, Attempts, Health, Next, NodeState, Reason, Resend, Step, Verdict};
 use crate::http::{self as transport, HttpClient, HttpError, Request, TlsOptions};
 use crate::spc::ReadKey;
 
@@ -52,12 +52,16 @@ pub enum VaultError {
     /// Every address failed in a way that let the request be resent, until
     /// the time allowed ran out, or an attempt that may have been processed
     /// ended the failover.
-    #[error("{}", describe_attempts(attempts, *elapsed))]
+    #[error("{}{}", describe_attempts(attempts, *elapsed), describe_stop(*stop, *budget))]
     Unavailable {
         /// What each address answered last.
         attempts: Attempts,
         /// Time spent trying.
         elapsed: Duration,
+        /// Why the failover stopped (`None`: an attempt's answer ended it).
+        stop: Option<failover::Stop>,
+        /// The retry budget it ran with.
+        budget: Duration,
         /// Whether any attempt may have been processed by Vault (a broken
         /// exchange, an unexplained 5xx, a timeout).
         processed: bool,
@@ -78,6 +82,17 @@ fn describe_attempts(attempts: &Attempts, elapsed: Duration) -> String {
                 .collect();
             format!("no Vault address could serve the request ({took}): {}", each.join("; "))
         }
+    }
+}
+
+/// Why retrying stopped, when that is not plain from the answers.
+fn describe_stop(stop: Option<failover::Stop>, budget: Duration) -> String {
+    match stop {
+        Some(failover::Stop::Budget) => format!(
+            "; gave up after the retry budget of {:.0} s (-vault-retry-budget) with no node reporting a leader election",
+            budget.as_secs_f64()
+        ),
+        _ => String::new(),
     }
 }
 
@@ -162,6 +177,9 @@ pub struct VaultClient {
     /// Failover and backoff stop in time to report before this; `None`:
     /// [`BACKGROUND_BUDGET`] from the start of each request.
     deadline: Option<Instant>,
+    /// How long rounds in which every address fails are retried, unless a
+    /// node reports an election (see [`crate::failover`]).
+    retry_budget: Duration,
 }
 
 struct Node {
@@ -234,7 +252,14 @@ impl VaultClient {
                 failed: tokio::sync::Notify::new(),
             }),
             deadline: None,
+            retry_budget: failover::DEFAULT_RETRY_BUDGET,
         })
+    }
+
+    /// The same client, retrying rounds of failed addresses for `budget`.
+    pub fn with_retry_budget(mut self, budget: Duration) -> VaultClient {
+        self.retry_budget = budget;
+        self
     }
 
     /// Counts every HTTP exchange of this client in `metrics`. Call before
@@ -259,6 +284,7 @@ impl VaultClient {
         VaultClient {
             inner: Arc::new(inner),
             deadline: self.deadline,
+            retry_budget: self.retry_budget,
         }
     }
 
@@ -268,6 +294,7 @@ impl VaultClient {
         VaultClient {
             inner: self.inner.clone(),
             deadline: Some(deadline),
+            retry_budget: self.retry_budget,
         }
     }
 
@@ -311,88 +338,64 @@ impl VaultClient {
             tokio::spawn(watch(Arc::downgrade(&self.inner)));
         }
         let mut attempts = Attempts::default();
-        let mut ambiguous = 0u32;
-        let mut processed = false;
-        let mut round = 0u32;
-        let outcome = 'rounds: loop {
-            // Whether every address refused the TLS handshake this round: a
-            // certificate problem, reported at once instead of waited out.
-            let mut only_tls_refusals = true;
-            for i in inner.health.order(Instant::now()) {
-                // The first attempt always goes; later ones only with time
-                // left to report what every address answered.
-                if attempts.total() > 0 && !failover::fits(Instant::now(), Duration::ZERO, deadline) {
-                    break 'rounds None;
-                }
-                let node = &inner.nodes[i];
-                let sent = Instant::now();
-                let result = node.http.send_within(req.clone(), budget).await;
-                if let Some(m) = &inner.metrics {
-                    m.vault_request(
-                        &req.path_and_query,
-                        result.as_ref().ok().map(|r| r.status),
-                        sent.elapsed(),
-                    );
-                }
-                let verdict = failover::classify(&result);
-                if resend == Resend::Login
-                    && !single
-                    && inner.health.is_standby(i)
-                    && result.as_ref().is_ok_and(|r| r.status == 403)
-                {
-                    // Possibly a standby's stale view: ask the others too.
-                    let answer = interpret(result).err().map(|e| e.to_string()).unwrap_or_default();
-                    tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
-                    attempts.add(&node.address, format!("{answer} (a standby)"));
-                    only_tls_refusals = false;
+        let mut plan = failover::Failover::new(resend, single, started, deadline, self.retry_budget);
+        let mut stop = None;
+        let outcome = loop {
+            let i = match plan.next(Instant::now(), || inner.health.order(Instant::now())) {
+                Step::Send(i) => i,
+                Step::Wait(d) => {
+                    tokio::time::sleep(d).await;
                     continue;
                 }
-                let moves_on = match verdict {
-                    Verdict::Final => false,
-                    Verdict::TimedOut => false,
-                    // One address: its redirect is configuration to report,
-                    // not weather to wait out (there is no other node).
-                    Verdict::NotServing(_)
-                        if single && result.as_ref().is_ok_and(|r| (300..400).contains(&r.status)) =>
-                    {
-                        false
-                    }
-                    Verdict::Unreached(_) | Verdict::NotServing(_) => true,
-                    Verdict::Ambiguous => resend == Resend::Idempotent && ambiguous < failover::MAX_AMBIGUOUS,
-                };
-                if !moves_on {
-                    if matches!(verdict, Verdict::Final) {
+                Step::GiveUp(why) => {
+                    stop = Some(why);
+                    break None;
+                }
+            };
+            let node = &inner.nodes[i];
+            let sent = Instant::now();
+            let result = node.http.send_within(req.clone(), budget).await;
+            if let Some(m) = &inner.metrics {
+                m.vault_request(
+                    &req.path_and_query,
+                    result.as_ref().ok().map(|r| r.status),
+                    sent.elapsed(),
+                );
+            }
+            let status = result.as_ref().ok().map(|r| r.status);
+            let seen = failover::Seen {
+                verdict: failover::classify(&result),
+                redirect: status.is_some_and(|s| (300..400).contains(&s)),
+                standby_refusal: resend == Resend::Login
+                    && !single
+                    && inner.health.is_standby(i)
+                    && status == Some(403),
+            };
+            match plan.observe(seen) {
+                Next::Done => {
+                    if seen.verdict == Verdict::Final {
                         self.node_serving(i);
                     }
-                    break 'rounds Some((i, result, verdict));
+                    break Some((i, result, seen.verdict));
                 }
-                let reason = match verdict {
-                    Verdict::Unreached(r) | Verdict::NotServing(r) => r,
-                    _ => {
-                        ambiguous += 1;
-                        processed = true;
-                        Reason::Error
+                Next::Retry(reason) => {
+                    let answer = match interpret(result) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "answered".to_string(),
+                    };
+                    match reason {
+                        Some(reason) => {
+                            tracing::debug!(vault = %node.address, path = %req.path_and_query, reason = reason.label(), answer = %answer, "Vault address failed; trying the next");
+                            self.node_failed(i, reason, &answer);
+                            attempts.add(&node.address, answer);
+                        }
+                        None => {
+                            tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
+                            attempts.add(&node.address, format!("{answer} (a standby)"));
+                        }
                     }
-                };
-                only_tls_refusals &= reason == Reason::TlsRefused;
-                let answer = match interpret(result) {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "answered".to_string(),
-                };
-                tracing::debug!(vault = %node.address, path = %req.path_and_query, reason = reason.label(), answer = %answer, "Vault address failed; trying the next");
-                self.node_failed(i, reason, &answer);
-                attempts.add(&node.address, answer);
+                }
             }
-            // Every address failed this round: wait, and try again while
-            // there is time (unless only certificates were refused).
-            if only_tls_refusals && attempts.total() > 0 {
-                break None;
-            }
-            let Some(wait) = failover::wait_within(round, Instant::now(), deadline) else {
-                break None;
-            };
-            tokio::time::sleep(wait).await;
-            round += 1;
         };
         let failed_over = attempts.total() > 0;
         let result = match outcome {
@@ -416,6 +419,8 @@ impl VaultClient {
                             attempts,
                             elapsed: started.elapsed(),
                             processed: true,
+                            stop: None,
+                            budget: self.retry_budget,
                         })
                     }
                     other => other,
@@ -424,7 +429,9 @@ impl VaultClient {
             None => Err(VaultError::Unavailable {
                 attempts,
                 elapsed: started.elapsed(),
-                processed,
+                processed: plan.processed(),
+                stop,
+                budget: self.retry_budget,
             }),
         };
         if failed_over {
@@ -661,6 +668,7 @@ async fn watch(inner: Weak<Inner>) {
         let client = VaultClient {
             inner: strong,
             deadline: None,
+            retry_budget: failover::DEFAULT_RETRY_BUDGET,
         };
         client.probe().await;
     }
@@ -1088,6 +1096,7 @@ mod tests {
 pub struct VaultPool {
     clients: std::sync::Mutex<std::collections::HashMap<VaultConfig, VaultClient>>,
     timeout: Duration,
+    retry_budget: Duration,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
@@ -1101,8 +1110,16 @@ impl VaultPool {
         VaultPool {
             clients: Default::default(),
             timeout,
+            retry_budget: failover::DEFAULT_RETRY_BUDGET,
             metrics: None,
         }
+    }
+
+    /// Clients retry rounds of failed addresses for `budget`
+    /// (`-vault-retry-budget`).
+    pub fn with_retry_budget(mut self, budget: Duration) -> VaultPool {
+        self.retry_budget = budget;
+        self
     }
 
     /// Counts every HTTP exchange of the pool's clients in `metrics`.
@@ -1143,7 +1160,7 @@ impl VaultPool {
     }
 
     fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
-        let mut client = VaultClient::new(cfg, self.timeout)?;
+        let mut client = VaultClient::new(cfg, self.timeout)?.with_retry_budget(self.retry_budget);
         if let Some(m) = &self.metrics {
             client = client.with_metrics(m.clone());
         }

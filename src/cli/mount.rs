@@ -222,6 +222,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
                 max_held_bytes: flags.max_held_bytes,
             },
             request_timeout: flags.request_timeout,
+            retry_budget: flags.retry_budget,
             max_mount_bytes: flags.max_mount_bytes,
             max_inflight_bytes: flags.max_inflight_bytes,
         },

@@ -183,6 +183,7 @@ fn state_files_are_encrypted_and_authenticated() {
         State {
             entries: inner.entries.values().cloned().collect(),
             retiring: inner.retiring.clone(),
+            reviewed: Vec::new(),
         }
     };
     let seal = Seal {
@@ -696,4 +697,47 @@ fn what_the_ledger_holds_is_bounded() {
     big.store_token(&key, token(clock.now(), 3600, true));
     big.store_response(&key, &read(), &sized(MAX_HELD_RESPONSE + 1));
     assert!(big.reusable(&key, &read()).is_none());
+}
+
+#[test]
+fn reviewed_jwts_are_kept_per_pod_and_audience_and_survive_a_restart() {
+    let (ledger, clock, key) = setup(true);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let ledger = Ledger {
+        settings: LedgerSettings {
+            state_file: Some(path.clone()),
+            ..ledger.settings.clone()
+        },
+        ..ledger
+    };
+    let until = clock.now() + Duration::from_secs(600);
+    ledger.record_review("u1", "vault", "jwt-a", until);
+    ledger.record_review("u1", "other", "jwt-b", until);
+    assert!(ledger.was_reviewed("u1", "vault", "jwt-a"));
+    assert!(
+        ledger.was_reviewed("u1", "other", "jwt-b"),
+        "a second audience does not displace the first"
+    );
+    assert!(!ledger.was_reviewed("u1", "vault", "jwt-b"));
+    assert!(!ledger.was_reviewed("u2", "vault", "jwt-a"));
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    ledger.persist(&[3u8; 32]);
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains("jwt-a"),
+        "only digests, sealed"
+    );
+
+    let restarted = Ledger::new(ledger.settings.clone(), clock.clone());
+    restarted.restore(&[3u8; 32]);
+    assert!(restarted.was_reviewed("u1", "vault", "jwt-a"));
+    assert!(restarted.was_reviewed("u1", "other", "jwt-b"));
+    clock.advance(Duration::from_secs(601));
+    assert!(
+        !restarted.was_reviewed("u1", "vault", "jwt-a"),
+        "not past the JWT's expiry"
+    );
+    restarted.record_review("u1", "vault", "jwt-c", clock.now() + Duration::from_secs(60));
+    restarted.remove_pod("u1");
+    assert!(!restarted.was_reviewed("u1", "vault", "jwt-c"), "gone with its pod");
 }

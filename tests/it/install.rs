@@ -1547,3 +1547,117 @@ async fn example_openbao_kv() {
     let config: Value = serde_json::from_str(&text(&r, "config/app.json")).unwrap();
     assert_eq!(config["mode"], "prod");
 }
+
+/// The committed example pins classes to the operator's Vault: a class
+/// naming another address (or plain http, a unix socket, skipped TLS
+/// verification) is refused while its request is parsed, before any
+/// connection is made; one naming none mounts from the operator's Vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_install_pins_classes_to_the_operators_vault() {
+    let bed = Bed::start().await;
+    bed.kv_secret().await;
+    let example = variants().into_iter().find(|v| v.name == "deploy/example").unwrap();
+    let (_, c) = provider_container(&example);
+    let root = bed.dir.path();
+    let provider_dir = root.join("provider");
+    std::fs::create_dir_all(&provider_dir).unwrap();
+    // The rendered arguments, relocated, with the test's OpenBao in place of
+    // the example's https://vault.example.com:8200 (TLS aside, the same pin).
+    let operators = bed.world.bao.addr();
+    let mut args: Vec<String> = strings(&c["args"])
+        .into_iter()
+        .map(|a| a.replace("/provider/", &format!("{}/", provider_dir.display())))
+        .map(|a| a.replace("https://vault.example.com:8200", &operators))
+        .map(|a| {
+            if a.starts_with("-health-addr=") {
+                "-health-addr=127.0.0.1:0".to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    for pinned in [
+        "-spc-allow-http=false",
+        "-spc-allow-unix=false",
+        "-spc-allow-skip-tls-verify=false",
+    ] {
+        assert!(
+            args.contains(&pinned.to_string()),
+            "the example sets {pinned}: {args:?}"
+        );
+    }
+    assert!(
+        args.contains(&format!("-spc-allowed-vault-addrs={operators}")),
+        "the example lists only its own Vault: {args:?}"
+    );
+    args.push(format!(
+        "-kubeconfig={}",
+        in_cluster_stand_in(&bed, "example").display()
+    ));
+    args.push("-hmac-secret-namespace=csi".to_string());
+    let socket = provider_dir.join("vault.sock");
+    let p = spawn_provider(
+        &args,
+        socket,
+        root.join("example.log"),
+        &[("VAULT_ADDR", &operators)],
+        "provider starts with the example's arguments",
+    )
+    .await;
+
+    // Another server that counts every connection made to it.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("https://{}", elsewhere.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = elsewhere.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let pod = bed.pod("default", "web-0", "app");
+    let sock = root.join("agent.sock");
+    let http_other = other.replace("https://", "http://");
+    let unix = format!("unix://{}", sock.display());
+    for (what, extra, needle) in [
+        (
+            "another https address",
+            vec![("vaultAddress", other.as_str())],
+            "-spc-allowed-vault-addrs",
+        ),
+        (
+            "another plain-http address",
+            vec![("vaultAddress", http_other.as_str())],
+            "-spc-allow-http=false",
+        ),
+        (
+            "a unix socket on the node",
+            vec![("vaultAddress", unix.as_str())],
+            "-spc-allow-unix=false",
+        ),
+        (
+            "an unverified connection to the operator's Vault",
+            vec![("vaultSkipTLSVerify", "true")],
+            "-spc-allow-skip-tls-verify=false",
+        ),
+    ] {
+        let e = p.mount(&params(KV_OBJECT, &extra), &pod).await.expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());
+        assert!(e.message().contains(needle), "{what}: {}", e.message());
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was sent to the address a class named"
+    );
+    let r = p
+        .mount(&params(KV_OBJECT, &[]), &pod)
+        .await
+        .expect("a class naming no address mounts from the operator's Vault");
+    assert_eq!(text(&r, "k"), "v");
+    let named = p
+        .mount(&params(KV_OBJECT, &[("vaultAddress", operators.as_str())]), &pod)
+        .await
+        .expect("a class naming the operator's own address mounts too");
+    assert_eq!(text(&named, "k"), "v");
+}

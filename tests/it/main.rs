@@ -14,6 +14,7 @@ mod kubectl;
 mod leases;
 mod load;
 mod operate;
+mod proofs;
 mod readers;
 mod real_clients;
 mod shaping;
