@@ -342,6 +342,8 @@ pub async fn run(
         "ledger",
         ledger_ticks(versions.clone(), core.ledger.clone(), core.pool.clone(), restored),
     );
+    // Recreates a deleted key Secret at once; mounts then ask Kubernetes nothing.
+    background.spawn("key watch", versions.clone().watch());
     match (node, config.revoke_on_pod_delete) {
         (Some(node), true) => background.spawn(
             "pod watch",

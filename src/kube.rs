@@ -4,8 +4,9 @@
 //! server-side apply, watches that relist on their own).
 //!
 //! It covers TokenRequest for pods whose volume context carries no token,
-//! the Secret holding the object-version key, synced Secrets, the pods of
-//! this node (as metadata only) and the issuer's public keys. Every failure
+//! the Secret holding the object-version key (read, created and watched),
+//! synced Secrets, the pods of this node (as metadata only) and the
+//! issuer's public keys. Every failure
 //! becomes a [`KubeError`], and [`KubeError::classify`] is the one place
 //! that turns it into the provider's [`Error`].
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use ::kube::api::{ListParams, Patch, PatchParams, PostParams};
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::core::PartialObjectMeta;
+use ::kube::runtime::watcher;
 use ::kube::{Api, Client, Config};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
@@ -68,6 +70,22 @@ impl KubeError {
             KubeError::Status { .. } | KubeError::BadResponse(_) => Error::BadResponse(format!("{what}: {self}")),
         }
     }
+}
+
+/// Whether the API server refused a watcher's list or watch (401/403:
+/// RBAC), which retrying will not change.
+pub fn watch_refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            match e {
+                ::kube::Error::Api(status) => Some(status.code),
+                _ => None,
+            }
+        }
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    matches!(code, Some(401 | 403))
 }
 
 impl From<::kube::Error> for KubeError {
@@ -186,7 +204,9 @@ impl KubeClient {
         Ok(IssuedToken { token })
     }
 
-    fn secrets(&self, namespace: &str) -> Api<Secret> {
+    /// The Secrets of `namespace`: for the calls below, and for the watcher
+    /// of the object-version key Secret (narrowed to it by name).
+    pub fn secrets(&self, namespace: &str) -> Api<Secret> {
         Api::namespaced(self.client.clone(), namespace)
     }
 

@@ -19,7 +19,7 @@ use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::WatchStreamExt as _;
 use futures_util::StreamExt as _;
 
-use crate::kube::KubeClient;
+use crate::kube::{watch_refused, KubeClient};
 use crate::ledger::Ledger;
 use crate::vault::VaultPool;
 
@@ -55,7 +55,7 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
                     revoke(&ledger, &pool, &uid).await;
                 }
             }
-            Some(Err(e)) if denied(&e) => {
+            Some(Err(e)) if watch_refused(&e) => {
                 tracing::warn!(node = %node, error = %e, "cannot list or watch this node's pods: credentials of deleted pods will not be revoked early but expire on their own (grant list/watch on pods, see deploy/components/revoke-on-pod-delete)");
                 return;
             }
@@ -63,21 +63,6 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
             Some(Err(e)) => tracing::warn!(node = %node, error = %e, "watching this node's pods failed; retrying"),
         }
     }
-}
-
-/// Whether the API server refused the list or watch (RBAC).
-fn denied(e: &watcher::Error) -> bool {
-    let api = match e {
-        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            match e {
-                ::kube::Error::Api(status) => Some(status.code),
-                _ => None,
-            }
-        }
-        watcher::Error::WatchError(status) => Some(status.code),
-        _ => None,
-    };
-    matches!(api, Some(401 | 403))
 }
 
 async fn revoke(ledger: &Ledger, pool: &VaultPool, uid: &str) {

@@ -4,13 +4,31 @@
 //! Keyed, because the driver stores versions in a SecretProviderClassPodStatus
 //! that more principals can read than the secret itself; shared through the
 //! Secret, so every node and every restart computes the same version for the
-//! same content. The key is held in memory and re-checked at most once per
-//! refresh interval, so deleting the Secret rotates the key without every
-//! mount paying for an API call.
+//! same content.
+//!
+//! The key is held in memory, so a mount pays no API call for it, and
+//! [`Versions::watch`] keeps it in step with the Secret: it watches that one
+//! Secret by name (a `metadata.name` field selector, which RBAC can grant
+//! list and watch for by `resourceNames`), creates a new key the moment the
+//! Secret is deleted (deleting it is how an operator rotates the key: every
+//! object's version changes at the next mount) and takes up a key someone
+//! else put there. While the watch is in step, [`Versions::key`] asks the API
+//! server nothing. While it is not — before its first list, after a failed
+//! watch until it delivers again, and for good when RBAC refuses it (a Role
+//! from before the watch, with only get and create) — `key` re-reads the
+//! Secret at most once per refresh interval, as it always did; a deleted
+//! Secret then comes back within that interval instead of at once.
+//!
+//! A failing API server never fails a mount that has a key: the held key is
+//! kept until the Secret can be read (or recreated) again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::kube::runtime::watcher::{self, Event};
+use ::kube::runtime::WatchStreamExt as _;
+use futures_util::StreamExt as _;
 use ring::hmac;
 use ring::rand::SecureRandom as _;
 use tokio::sync::Mutex;
@@ -20,7 +38,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
-use crate::kube::{KubeClient, KubeError};
+use crate::kube::{watch_refused, KubeClient, KubeError};
 
 /// Data key of the HMAC Secret.
 const KEY_FIELD: &str = "key";
@@ -51,8 +69,12 @@ struct Loaded {
 /// Computes object versions with the shared key.
 pub struct Versions {
     source: Source,
+    /// How often `key` re-reads the Secret while the watch is not in step.
     refresh: Duration,
     state: Mutex<Option<Arc<Loaded>>>,
+    /// Whether [`Versions::watch`] holds the key in step with the Secret;
+    /// `key` then makes no API call. Changed only under the `state` lock.
+    in_step: AtomicBool,
     /// The monotonic clock re-checks are timed by (a test moves it on).
     now: Arc<dyn Fn() -> Instant + Send + Sync>,
 }
@@ -68,6 +90,7 @@ impl Versions {
             },
             refresh,
             state: Mutex::new(None),
+            in_step: AtomicBool::new(false),
             now: Arc::new(Instant::now),
         }
     }
@@ -91,6 +114,7 @@ impl Versions {
             source: Source::Fixed,
             refresh: Duration::MAX,
             state: Mutex::new(Some(Arc::new(loaded))),
+            in_step: AtomicBool::new(false),
             now: Arc::new(Instant::now),
         }
     }
@@ -100,14 +124,18 @@ impl Versions {
         self.state.lock().await.is_some()
     }
 
-    /// The current key, loading or re-checking it when due. A failed re-check
-    /// keeps the key already held (the API server being briefly down must not
-    /// fail mounts); a failed first load fails the mount, since versions
-    /// without the key would leak content hashes.
+    /// The current key. While the watch is in step that is the key held,
+    /// with no API call; otherwise it is loaded, or re-checked when the last
+    /// check is a refresh interval old. A failed re-check keeps the key
+    /// already held (the API server being briefly down must not fail
+    /// mounts); a failed first load fails the mount, since versions without
+    /// the key would leak content hashes.
     pub async fn key(&self) -> Result<VersionKey> {
         let mut state = self.state.lock().await;
         if let Some(loaded) = state.as_ref() {
-            if (self.now)().saturating_duration_since(loaded.checked) < self.refresh {
+            if self.in_step.load(Ordering::Acquire)
+                || (self.now)().saturating_duration_since(loaded.checked) < self.refresh
+            {
                 return Ok(VersionKey(loaded.clone()));
             }
         }
@@ -118,24 +146,7 @@ impl Versions {
                 .ok_or_else(|| Error::Internal("no version key".into()));
         };
         match load_or_create(kube, namespace, name).await {
-            Ok(raw) => {
-                let fp = fingerprint(&raw);
-                if let Some(old) = state.as_ref() {
-                    if old.fingerprint != fp {
-                        tracing::warn!(secret = %format!("{namespace}/{name}"), "object-version key changed: versions of every object will change once");
-                    }
-                } else {
-                    tracing::info!(secret = %format!("{namespace}/{name}"), fingerprint = %fp, "object-version key loaded");
-                }
-                let loaded = Arc::new(Loaded {
-                    key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
-                    state_key: derive_state_key(&raw),
-                    fingerprint: fp,
-                    checked: (self.now)(),
-                });
-                *state = Some(loaded.clone());
-                Ok(VersionKey(loaded))
-            }
+            Ok(raw) => Ok(self.hold(&mut state, &raw)),
             Err(e) => match state.as_ref() {
                 Some(old) if !matches!(e, Error::KubeDenied(_)) => {
                     tracing::warn!(error = %e, "cannot re-check the object-version key; keeping the one in memory");
@@ -154,6 +165,137 @@ impl Versions {
                 _ => Err(e),
             },
         }
+    }
+
+    /// Makes `raw` the held key, logging a first load or a change by
+    /// fingerprint (never the key).
+    fn hold(&self, state: &mut Option<Arc<Loaded>>, raw: &[u8]) -> VersionKey {
+        let fp = fingerprint(raw);
+        let secret = self.secret_name();
+        match state.as_ref() {
+            Some(old) if old.fingerprint != fp => tracing::warn!(
+                %secret, fingerprint = %fp, previous = %old.fingerprint,
+                "object-version key changed: versions of every object will change once"
+            ),
+            Some(_) => {}
+            None => tracing::info!(%secret, fingerprint = %fp, "object-version key loaded"),
+        }
+        let loaded = Arc::new(Loaded {
+            key: hmac::Key::new(hmac::HMAC_SHA256, raw),
+            state_key: derive_state_key(raw),
+            fingerprint: fp,
+            checked: (self.now)(),
+        });
+        *state = Some(loaded.clone());
+        VersionKey(loaded)
+    }
+
+    /// `namespace/name` of the key Secret, for messages.
+    fn secret_name(&self) -> String {
+        match &self.source {
+            Source::Secret { namespace, name, .. } => format!("{namespace}/{name}"),
+            Source::Fixed => "(fixed key)".to_string(),
+        }
+    }
+
+    /// Keeps the held key in step with the key Secret, until dropped: a
+    /// kube-runtime watcher on that one Secret (listing again by itself, with
+    /// backoff, when the watch breaks). The Secret deleted, or missing from a
+    /// list, is recreated at once; a Secret with another key has its key
+    /// taken up. Ends at once for a fixed key, and when RBAC refuses the
+    /// list or watch (saying so once): `key` then re-checks on its own.
+    pub async fn watch(self: Arc<Versions>) {
+        let Source::Secret { kube, namespace, name } = &self.source else {
+            return;
+        };
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let events = watcher::watcher(kube.secrets(namespace), config).default_backoff();
+        tokio::pin!(events);
+        // Whether the list in progress holds the Secret.
+        let mut listed = false;
+        loop {
+            match events.next().await {
+                None => break,
+                Some(Ok(Event::Init)) => listed = false,
+                Some(Ok(Event::InitApply(secret))) => {
+                    listed = true;
+                    self.take_up(&secret).await;
+                }
+                Some(Ok(Event::InitDone)) => {
+                    if !listed {
+                        self.recreate("missing").await;
+                    }
+                }
+                Some(Ok(Event::Apply(secret))) => self.take_up(&secret).await,
+                Some(Ok(Event::Delete(_))) => self.recreate("deleted").await,
+                Some(Err(e)) if watch_refused(&e) => {
+                    tracing::warn!(
+                        secret = %self.secret_name(), error = %e,
+                        "cannot watch the object-version key Secret: a deleted key Secret is recreated, and a changed key taken up, only when the key is re-checked, every {:?} (grant list and watch on that Secret by resourceNames, as deploy/base/rbac.yaml does)",
+                        self.refresh
+                    );
+                    break;
+                }
+                Some(Err(e)) => {
+                    // The watcher backs off and lists or watches again by
+                    // itself; meanwhile `key` re-checks on its own.
+                    let was_in_step = self.leave_step().await;
+                    if was_in_step {
+                        tracing::warn!(secret = %self.secret_name(), error = %e, "watching the object-version key Secret failed; re-checking it every {:?} until the watch is back", self.refresh);
+                    } else {
+                        tracing::debug!(secret = %self.secret_name(), error = %e, "watching the object-version key Secret failed again");
+                    }
+                }
+            }
+        }
+        self.leave_step().await;
+    }
+
+    /// Takes up the key of the Secret as the watch saw it; a Secret without
+    /// a usable key leaves the held key in place and `key` re-checking.
+    async fn take_up(&self, secret: &Secret) {
+        let Source::Secret { namespace, name, .. } = &self.source else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        match key_from_secret(secret, namespace, name) {
+            Ok(raw) => {
+                self.hold(&mut state, &raw);
+                self.in_step.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the object-version key Secret holds no usable key; keeping the one in memory");
+                self.in_step.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// The Secret is gone (`why`): creates a new key at once, or takes the
+    /// one another provider created first. The lock is held throughout, so
+    /// no mount after the Secret is back uses the old key. On failure the
+    /// held key stays, and `key` re-checks until the Secret exists again.
+    async fn recreate(&self, why: &str) {
+        let Source::Secret { kube, namespace, name } = &self.source else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        tracing::info!(secret = %self.secret_name(), "object-version key Secret {why}; recreating it");
+        match load_or_create(kube, namespace, name).await {
+            Ok(raw) => {
+                self.hold(&mut state, &raw);
+                self.in_step.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot recreate the object-version key Secret yet; keeping the key in memory and re-checking every {:?}", self.refresh);
+                self.in_step.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Marks the watch out of step; returns whether it was in step.
+    async fn leave_step(&self) -> bool {
+        let _state = self.state.lock().await;
+        self.in_step.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -282,8 +424,151 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
     use vcp_testbed::kube_double::KubeDouble;
+
+    /// A client of `kube` as the service account `csi/provider`, allowed get
+    /// and create on Secrets in `csi` and, with `watch`, list and watch on
+    /// the Secret `csi/key` (as deploy/base/rbac.yaml grants).
+    async fn provider_client(kube: &KubeDouble, dir: &std::path::Path, watch: bool) -> KubeClient {
+        kube.add_service_account("csi", "provider");
+        kube.grant("csi", "provider", "get", "secrets", Some("csi"), None);
+        kube.grant("csi", "provider", "create", "secrets", Some("csi"), None);
+        if watch {
+            kube.grant("csi", "provider", "list", "secrets", Some("csi"), Some("key"));
+            kube.grant("csi", "provider", "watch", "secrets", Some("csi"), Some("key"));
+        }
+        let config = dir.join("kubeconfig");
+        let token = kube.service_account_token("csi", "provider", &[], Duration::from_secs(3600));
+        kube.write_kubeconfig(&config, &token).unwrap();
+        KubeClient::load(Some(&config), Duration::from_millis(500))
+            .await
+            .unwrap()
+    }
+
+    /// Versions keyed by `csi/key` whose clock runs `skew` seconds ahead.
+    fn skewed(client: KubeClient, refresh: Duration, skew: &Arc<AtomicU64>) -> Arc<Versions> {
+        let clock = skew.clone();
+        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh)
+            .with_clock(move || Instant::now() + Duration::from_secs(clock.load(Ordering::SeqCst)));
+        Arc::new(versions)
+    }
+
+    /// The version of one fixed object under the key `raw`.
+    async fn version_under(raw: &[u8]) -> String {
+        Versions::fixed(raw).key().await.unwrap().version("c", b"x")
+    }
+
+    /// The raw key stored in the double's Secret `csi/key`.
+    fn stored_key(kube: &KubeDouble) -> Option<Vec<u8>> {
+        let secret: Secret = serde_json::from_value(kube.secret("csi", "key")?).unwrap();
+        key_from_secret(&secret, "csi", "key").ok()
+    }
+
+    /// Polls `f` every 20 ms for at most 5 s.
+    async fn within_5s<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !f().await {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// With the watch in step, mounts make no API call for the key; a
+    /// deleted key Secret is recreated at once with a new key, which
+    /// replaces the held one; a key put there by someone else is taken up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watch_recreates_a_deleted_key_at_once_and_mounts_ask_nothing() {
+        let kube = KubeDouble::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let client = provider_client(&kube, dir.path(), true).await;
+        let versions = skewed(client, Duration::from_secs(60), &Arc::new(AtomicU64::new(0)));
+        let first = versions.key().await.unwrap().version("c", b"x");
+        let watch = tokio::spawn(versions.clone().watch());
+        within_5s("the watch in step", || async {
+            versions.in_step.load(Ordering::Acquire)
+        })
+        .await;
+
+        kube.clear_requests();
+        for _ in 0..20 {
+            assert_eq!(versions.key().await.unwrap().version("c", b"x"), first);
+        }
+        let asked: Vec<_> = kube
+            .requests()
+            .into_iter()
+            .filter(|(_, path)| !path.contains("watch="))
+            .collect();
+        assert!(asked.is_empty(), "mounts asked Kubernetes: {asked:?}");
+
+        kube.clear_requests();
+        kube.delete_secret("csi", "key");
+        within_5s("the key Secret back", || async { stored_key(&kube).is_some() }).await;
+        let recreated = stored_key(&kube).unwrap();
+        let rotated = version_under(&recreated).await;
+        assert_ne!(rotated, first, "a new key");
+        within_5s("the new key held", || async {
+            versions.key().await.unwrap().version("c", b"x") == rotated
+        })
+        .await;
+
+        let theirs = [7u8; KEY_LEN];
+        kube.put_secret(
+            "csi",
+            serde_json::json!({"metadata": {"name": "key"}, "data": {"key": ByteString(theirs.to_vec())}}),
+        );
+        let expected = version_under(&theirs).await;
+        within_5s("the key put there taken up", || async {
+            versions.key().await.unwrap().version("c", b"x") == expected
+        })
+        .await;
+        assert!(versions.in_step.load(Ordering::Acquire));
+        // All the while, the only calls besides the watch were the watch
+        // task's own recreation (a read, then the create): none by `key`.
+        let calls: Vec<(String, String)> = kube
+            .requests()
+            .into_iter()
+            .filter(|(_, path)| !path.contains("watch="))
+            .map(|(m, path)| (m, path.split('?').next().unwrap_or_default().to_string()))
+            .collect();
+        let recreation = [
+            ("GET".to_string(), "/api/v1/namespaces/csi/secrets/key".to_string()),
+            ("POST".to_string(), "/api/v1/namespaces/csi/secrets".to_string()),
+        ];
+        assert_eq!(calls, recreation);
+        watch.abort();
+    }
+
+    /// Without list and watch on the key Secret (a Role from before the
+    /// watch) the watch ends and the key is re-checked every interval, as
+    /// before: the held key until then, the recreated one after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_watch_falls_back_to_the_periodic_recheck() {
+        let kube = KubeDouble::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let client = provider_client(&kube, dir.path(), false).await;
+        let refresh = Duration::from_secs(60);
+        let skew = Arc::new(AtomicU64::new(0));
+        let versions = skewed(client, refresh, &skew);
+        let first = versions.key().await.unwrap().version("c", b"x");
+        tokio::time::timeout(Duration::from_secs(10), versions.clone().watch())
+            .await
+            .expect("a refused watch ends");
+        assert!(!versions.in_step.load(Ordering::Acquire));
+
+        kube.delete_secret("csi", "key");
+        assert_eq!(
+            versions.key().await.unwrap().version("c", b"x"),
+            first,
+            "the held key until the re-check is due"
+        );
+        skew.fetch_add(refresh.as_secs(), Ordering::SeqCst);
+        let rotated = versions.key().await.unwrap().version("c", b"x");
+        assert_ne!(rotated, first);
+        assert_eq!(rotated, version_under(&stored_key(&kube).expect("recreated")).await);
+    }
 
     /// A failed re-check keeps the key and waits a full interval before the
     /// next attempt, so an API server that is down or slow costs one request
@@ -291,26 +576,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_recheck_is_not_repeated_by_every_mount() {
         let kube = KubeDouble::start().await.unwrap();
-        kube.add_service_account("csi", "provider");
-        kube.grant("csi", "provider", "get", "secrets", Some("csi"), None);
-        kube.grant("csi", "provider", "create", "secrets", Some("csi"), None);
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kubeconfig");
-        let token = kube.service_account_token("csi", "provider", &[], Duration::from_secs(3600));
-        kube.write_kubeconfig(&config, &token).unwrap();
-        let client = KubeClient::load(Some(&config), Duration::from_millis(500))
-            .await
-            .unwrap();
+        let client = provider_client(&kube, dir.path(), false).await;
         let refresh = Duration::from_secs(60);
-        let skew = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let clock = skew.clone();
-        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh)
-            .with_clock(move || Instant::now() + Duration::from_secs(clock.load(std::sync::atomic::Ordering::SeqCst)));
+        let skew = Arc::new(AtomicU64::new(0));
+        let versions = skewed(client, refresh, &skew);
         let first = versions.key().await.unwrap().version("c", b"x");
 
         kube.set_delay(Duration::from_secs(2));
         // A re-check is due.
-        skew.fetch_add(refresh.as_secs(), std::sync::atomic::Ordering::SeqCst);
+        skew.fetch_add(refresh.as_secs(), Ordering::SeqCst);
         let started = Instant::now();
         assert_eq!(
             versions.key().await.unwrap().version("c", b"x"),

@@ -2,7 +2,7 @@
 //!
 //! Serves HTTPS on `127.0.0.1:<ephemeral>` with its own CA and behaves like a
 //! kube-apiserver for what the provider and Vault use: TokenReview,
-//! TokenRequest, Secrets, Pods (get, list, watch). Tokens are real ES256 JWTs
+//! TokenRequest, Secrets (list and watch included), Pods (get, list, watch). Tokens are real ES256 JWTs
 //! with the claims of bound service-account tokens, so Vault's `kubernetes`
 //! auth method (via TokenReview) and `jwt` auth method (via the public key)
 //! both validate them genuinely, and deleting a pod or service account
@@ -19,8 +19,8 @@
 //! - Server-side apply tracks ownership per leaf field (see `secrets`), not the
 //!   full structured-merge-diff algorithm; strategic merge patch is treated as
 //!   JSON merge patch; JSON patch is answered with 415.
-//! - Watches exist for pods only; there is no history compaction (no 410 Gone)
-//!   and no bookmarks.
+//! - Watches exist for pods and Secrets; there is no history compaction (no
+//!   410 Gone) and no bookmarks.
 //! - Only the RBAC verbs and resources listed on [`KubeDouble::grant`]; no
 //!   aggregated roles, groups or impersonation.
 //! - HTTP/1.1 only.
@@ -55,7 +55,7 @@ use serde_json::{json, Value};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crypto::{rfc3339, unix_now, TokenSigner, UidSource};
-use state::{EventKind, Grant, Pod, PodEvent, ServiceAccount, State};
+use state::{EventKind, Grant, Pod, ServiceAccount, State};
 use tokens::TokenClaims;
 
 /// The issuer (and default API audience) of a kubeadm-style cluster.
@@ -67,8 +67,6 @@ struct Shared {
     signer: TokenSigner,
     uids: UidSource,
     issuer: String,
-    /// Carries the latest pod-event resourceVersion to wake watch streams.
-    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -76,18 +74,6 @@ impl Shared {
     /// still consistent enough for a test double, so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records a pod change for watchers and wakes them.
-    fn record_pod_event(&self, st: &mut State, kind: EventKind, old: Option<Pod>, object: Pod) {
-        let rv = object.resource_version;
-        st.pod_events.push(PodEvent {
-            resource_version: rv,
-            kind,
-            old,
-            object,
-        });
-        self.changes.send_replace(rv);
     }
 }
 
@@ -132,7 +118,6 @@ impl KubeDouble {
             .await
             .context("binding the kube double listener")?;
         let addr = listener.local_addr()?;
-        let (changes, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 issuer_discovery: true,
@@ -141,7 +126,6 @@ impl KubeDouble {
             signer,
             uids,
             issuer: issuer.to_owned(),
-            changes,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
         let server_shared = shared.clone();
@@ -240,7 +224,7 @@ impl KubeDouble {
         if let Some(old) = st.pods.remove(&key) {
             let mut gone = old;
             gone.resource_version = st.bump();
-            self.shared.record_pod_event(&mut st, EventKind::Deleted, None, gone);
+            st.record(EventKind::Deleted, None, gone);
         }
         let pod = Pod {
             namespace: ns.to_owned(),
@@ -255,7 +239,7 @@ impl KubeDouble {
         };
         let uid = pod.uid.clone();
         st.pods.insert(key, pod.clone());
-        self.shared.record_pod_event(&mut st, EventKind::Added, None, pod);
+        st.record(EventKind::Added, None, pod);
         uid
     }
 
@@ -270,8 +254,7 @@ impl KubeDouble {
         pod.labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         pod.resource_version = st.bump();
         st.pods.insert(key, pod.clone());
-        self.shared
-            .record_pod_event(&mut st, EventKind::Modified, Some(old), pod);
+        st.record(EventKind::Modified, Some(old), pod);
         true
     }
 
@@ -280,7 +263,7 @@ impl KubeDouble {
         let mut st = self.shared.lock();
         if let Some(mut pod) = st.pods.remove(&(ns.to_owned(), name.to_owned())) {
             pod.resource_version = st.bump();
-            self.shared.record_pod_event(&mut st, EventKind::Deleted, None, pod);
+            st.record(EventKind::Deleted, None, pod);
         }
     }
 
@@ -337,8 +320,9 @@ impl KubeDouble {
     /// Grants `verb` on `resource` (`secrets`, `pods`, `serviceaccounts/token`,
     /// `tokenreviews`, or `*`) to a service account, in `namespace` (`None`:
     /// cluster-wide, like a ClusterRoleBinding) and optionally only on the
-    /// object named `resource_name`. Verbs: get, list, watch, create, update,
-    /// patch, delete, or `*`.
+    /// object named `resource_name` (as in RBAC, a list or watch is on that
+    /// object when its field selector requires `metadata.name=<that name>`).
+    /// Verbs: get, list, watch, create, update, patch, delete, or `*`.
     pub fn grant(
         &self,
         sa_namespace: &str,

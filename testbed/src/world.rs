@@ -20,6 +20,9 @@ use vcp_proto::{MountRequest, MountResponse};
 pub const PROVIDER_NS: &str = "csi";
 /// The provider's service account.
 pub const PROVIDER_SA: &str = "vault-csi-provider";
+/// The object-version key Secret's default name (`-hmac-secret-name`), in
+/// [`PROVIDER_NS`].
+pub const KEY_SECRET: &str = "vault-csi-provider-hmac-key";
 /// Policy granting read on everything the tests use.
 pub const READ_ALL: &str = "read-all";
 
@@ -67,6 +70,17 @@ impl World {
         kube.add_service_account(PROVIDER_NS, PROVIDER_SA);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "get", "secrets", Some(PROVIDER_NS), None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "secrets", Some(PROVIDER_NS), None);
+        // The key Secret's watch, by name (deploy/base/rbac.yaml).
+        for verb in ["list", "watch"] {
+            kube.grant(
+                PROVIDER_NS,
+                PROVIDER_SA,
+                verb,
+                "secrets",
+                Some(PROVIDER_NS),
+                Some(KEY_SECRET),
+            );
+        }
         kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "serviceaccounts/token", None, None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "list", "pods", None, None);
         kube.grant(PROVIDER_NS, PROVIDER_SA, "watch", "pods", None, None);

@@ -362,6 +362,8 @@ fn needed(component: &str) -> BTreeSet<Grant> {
     let set: Vec<Grant> = match component {
         "base" => vec![
             g("namespace/csi", "secrets", "vault-csi-provider-hmac-key", "get"),
+            g("namespace/csi", "secrets", "vault-csi-provider-hmac-key", "list"),
+            g("namespace/csi", "secrets", "vault-csi-provider-hmac-key", "watch"),
             g("namespace/csi", "secrets", "", "create"),
         ],
         "token-request" => vec![

@@ -10,6 +10,7 @@ mod corpus;
 mod failover;
 mod faults;
 mod install;
+mod key_watch;
 mod kubectl;
 mod leases;
 mod load;

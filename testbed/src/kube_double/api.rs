@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::crypto::{rfc3339, unix_now};
 use super::secrets::{self, Writer};
-use super::state::Selector;
+use super::state::{Pod, Selector, Watched};
 use super::status::{Cause, Status};
 use super::tokens::{Identity, TokenClaims};
 use super::Shared;
@@ -445,16 +445,19 @@ fn token_request(ctx: &Ctx, ns: &str, sa: &str) -> Result<Response<Body>, Status
     ))
 }
 
+/// `GET .../secrets`: a list or, with `watch`, a watch (the provider
+/// watches its key Secret by name).
 fn list_secrets(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
-    if is_watch(ctx) {
-        return Err(Status::bad_request(
-            "watching secrets is not implemented by the test double",
-        ));
-    }
-    ctx.authorize("list", "secrets", ns, None)?;
+    let watch = is_watch(ctx);
+    let verb = if watch { "watch" } else { "list" };
+    ctx.authorize(verb, "secrets", ns, request_name(ctx).as_deref())?;
     let labels = Selector::labels(ctx.query("labelSelector"))?;
+    let fields = Selector::fields(ctx.query("fieldSelector"), secrets::FIELDS)?;
+    if watch {
+        return serve_watch::<secrets::Secret>(ctx, ns, labels, fields);
+    }
     let st = ctx.shared.lock();
-    Ok(json_response(200, &secrets::list(&st, ns, &labels)))
+    Ok(json_response(200, &secrets::list(&st, ns, &labels, &fields)))
 }
 
 fn get_secret(ctx: &Ctx, ns: &str, name: &str) -> Result<Response<Body>, Status> {
@@ -562,9 +565,24 @@ fn is_watch(ctx: &Ctx) -> bool {
     matches!(ctx.query("watch"), Some("true" | "1"))
 }
 
+/// The object a list or watch request names, for RBAC. The API server
+/// takes the value its field selector requires `metadata.name` to equal
+/// (`metadata.name=x` or `==`, alone or with other requirements, as long as
+/// it could be a name in a URL path), so a rule with `resourceNames` allows
+/// listing and watching exactly those objects; without one the request
+/// names nothing, and only rules without `resourceNames` allow it.
+fn request_name(ctx: &Ctx) -> Option<String> {
+    let fields = Selector::any(ctx.query("fieldSelector")).ok()?;
+    fields
+        .exact("metadata.name")
+        .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains(['/', '%']))
+        .map(str::to_owned)
+}
+
 fn list_pods(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
     let watch = is_watch(ctx);
-    ctx.authorize(if watch { "watch" } else { "list" }, "pods", ns, None)?;
+    let verb = if watch { "watch" } else { "list" };
+    ctx.authorize(verb, "pods", ns, request_name(ctx).as_deref())?;
     let labels = Selector::labels(ctx.query("labelSelector"))?;
     let fields = Selector::fields(ctx.query("fieldSelector"), POD_FIELDS)?;
     let metadata_only = ctx.metadata_only();
@@ -577,26 +595,7 @@ fn list_pods(ctx: &Ctx, ns: Option<&str>) -> Result<Response<Body>, Status> {
         metadata_only,
     ));
     if watch {
-        let since = match ctx.query("resourceVersion").unwrap_or("") {
-            "" | "0" => None,
-            rv => Some(
-                rv.parse::<u64>()
-                    .map_err(|_| Status::bad_request(format!("invalid resource version: {rv:?}")))?,
-            ),
-        };
-        let timeout = ctx
-            .query("timeoutSeconds")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        return Ok(watch_pods(
-            ctx.shared.clone(),
-            ns.map(str::to_owned),
-            labels,
-            fields,
-            since,
-            timeout,
-            metadata_only,
-        ));
+        return serve_watch::<Pod>(ctx, ns, labels, fields);
     }
     let st = ctx.shared.lock();
     let items: Vec<Value> = st
@@ -633,28 +632,69 @@ fn event_line(kind: &str, object: Value) -> Bytes {
     Bytes::from(line)
 }
 
-/// State of one watch stream between polls.
-struct WatchCursor {
-    shared: Arc<Shared>,
+/// Answers a watch request on objects of kind `T` (`resourceVersion`,
+/// `timeoutSeconds` and the metadata-only `Accept` as the real server reads
+/// them); the caller has authorized it and parsed the selectors.
+fn serve_watch<T: Watched>(
+    ctx: &Ctx,
+    ns: Option<&str>,
+    labels: Selector,
+    fields: Selector,
+) -> Result<Response<Body>, Status> {
+    let since = match ctx.query("resourceVersion").unwrap_or("") {
+        "" | "0" => None,
+        rv => Some(
+            rv.parse::<u64>()
+                .map_err(|_| Status::bad_request(format!("invalid resource version: {rv:?}")))?,
+        ),
+    };
+    let timeout = ctx
+        .query("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok(watch_stream::<T>(
+        ctx.shared.clone(),
+        Filter {
+            namespace: ns.map(str::to_owned),
+            labels,
+            fields,
+        },
+        since,
+        timeout,
+        ctx.metadata_only(),
+    ))
+}
+
+/// Which objects a watch sees.
+struct Filter {
     namespace: Option<String>,
     labels: Selector,
     fields: Selector,
+}
+
+/// State of one watch stream between polls.
+struct WatchCursor<T> {
+    shared: Arc<Shared>,
+    filter: Filter,
     last_rv: u64,
     pending: VecDeque<Bytes>,
     changes: tokio::sync::watch::Receiver<u64>,
     deadline: Option<tokio::time::Instant>,
     metadata_only: bool,
+    kind: std::marker::PhantomData<fn() -> T>,
 }
 
-impl WatchCursor {
+impl<T: Watched> WatchCursor<T> {
     /// Queues every event after `last_rv` this watcher should see.
     fn collect(&mut self) {
         let st = self.shared.lock();
-        let start = st.pod_events.partition_point(|e| e.resource_version <= self.last_rv);
-        for e in &st.pod_events[start..] {
-            if let Some((kind, pod)) = e.filtered(self.namespace.as_deref(), &self.labels, &self.fields) {
+        let events = T::events(&st);
+        let start = events.partition_point(|e| e.resource_version <= self.last_rv);
+        let f = &self.filter;
+        for e in &events[start..] {
+            if let Some((kind, object)) = e.filtered(f.namespace.as_deref(), &f.labels, &f.fields) {
                 self.pending
-                    .push_back(event_line(kind.as_str(), pod.render(self.metadata_only)));
+                    .push_back(event_line(kind.as_str(), object.render(self.metadata_only)));
             }
             self.last_rv = e.resource_version;
         }
@@ -662,44 +702,43 @@ impl WatchCursor {
 }
 
 /// Streams newline-delimited watch events; without a resourceVersion it
-/// first sends ADDED for every matching pod, as the real server does.
-fn watch_pods(
+/// first sends ADDED for every matching object, as the real server does.
+fn watch_stream<T: Watched>(
     shared: Arc<Shared>,
-    namespace: Option<String>,
-    labels: Selector,
-    fields: Selector,
+    filter: Filter,
     since: Option<u64>,
     timeout: Option<Duration>,
     metadata_only: bool,
 ) -> Response<Body> {
-    // Subscribe before reading state so no change between the two is missed.
-    let mut changes = shared.changes.subscribe();
-    changes.borrow_and_update();
     let mut pending = VecDeque::new();
-    let last_rv = match since {
-        Some(rv) => rv,
-        None => {
-            let st = shared.lock();
-            for p in st
-                .pods
-                .values()
-                .filter(|p| p.matches(namespace.as_deref(), &labels, &fields))
-            {
-                pending.push_back(event_line("ADDED", p.render(metadata_only)));
+    // Subscribe under the same lock the state is read with, so no change
+    // between the two is missed.
+    let (changes, last_rv) = {
+        let st = shared.lock();
+        let mut changes = st.changes.subscribe();
+        changes.borrow_and_update();
+        let last_rv = match since {
+            Some(rv) => rv,
+            None => {
+                for object in
+                    T::current(&st).filter(|o| o.matches(filter.namespace.as_deref(), &filter.labels, &filter.fields))
+                {
+                    pending.push_back(event_line("ADDED", object.render(metadata_only)));
+                }
+                st.resource_version
             }
-            st.resource_version
-        }
+        };
+        (changes, last_rv)
     };
-    let cursor = WatchCursor {
+    let cursor = WatchCursor::<T> {
         shared,
-        namespace,
-        labels,
-        fields,
+        filter,
         last_rv,
         pending,
         changes,
         deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         metadata_only,
+        kind: std::marker::PhantomData,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {

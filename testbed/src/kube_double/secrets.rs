@@ -9,6 +9,9 @@
 //! an apply changes the value of a field another manager owns; `force=true`
 //! takes such fields over; fields a manager stops applying are removed unless
 //! another manager still owns them.
+//!
+//! Every write records a watch event (ADDED, MODIFIED, DELETED) in the
+//! state's Secret log, as the pods' writes do in theirs.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::crypto::{rfc3339, UidSource};
-use super::state::{FieldSet, State};
+use super::state::{Event, EventKind, FieldSet, Selector, State, Watched};
 use super::status::{Cause, Status};
 
 const PLURAL: &str = "secrets";
@@ -126,6 +129,51 @@ impl Secret {
             obj.insert("immutable".into(), json!(imm));
         }
         Value::Object(obj)
+    }
+}
+
+/// The field selectors the API server supports on Secrets.
+pub(super) const FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "type"];
+
+impl Secret {
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "metadata.name" => self.name.clone(),
+            "metadata.namespace" => self.namespace.clone(),
+            "type" => self.content.type_.clone(),
+            _ => return None,
+        })
+    }
+}
+
+impl Watched for Secret {
+    fn current(st: &State) -> impl Iterator<Item = &Self> {
+        st.secrets.values()
+    }
+    fn events(st: &State) -> &[Event<Self>] {
+        &st.secret_events
+    }
+    fn events_mut(st: &mut State) -> &mut Vec<Event<Self>> {
+        &mut st.secret_events
+    }
+    fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+    fn matches(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> bool {
+        namespace.is_none_or(|ns| ns == self.namespace)
+            && labels.matches(|k| self.content.labels.get(k).cloned())
+            && fields.matches(|k| self.field(k))
+    }
+    fn render(&self, metadata_only: bool) -> Value {
+        if metadata_only {
+            json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": self.to_json(false)["metadata"],
+            })
+        } else {
+            self.to_json(true)
+        }
     }
 }
 
@@ -527,13 +575,12 @@ fn key(ns: &str, name: &str) -> (String, String) {
     (ns.to_owned(), name.to_owned())
 }
 
-/// `GET .../secrets` with an optional label selector.
-pub(super) fn list(state: &State, ns: Option<&str>, labels: &super::state::Selector) -> Value {
+/// `GET .../secrets` with optional label and field selectors.
+pub(super) fn list(state: &State, ns: Option<&str>, labels: &Selector, fields: &Selector) -> Value {
     let items: Vec<Value> = state
         .secrets
         .values()
-        .filter(|s| ns.is_none_or(|ns| ns == s.namespace))
-        .filter(|s| labels.matches(|k| s.content.labels.get(k).cloned()))
+        .filter(|s| s.matches(ns, labels, fields))
         .map(|s| s.to_json(false))
         .collect();
     json!({
@@ -614,7 +661,8 @@ pub(super) fn create(state: &mut State, w: &Writer, ns: &str, body: &Value) -> R
         content,
     };
     let out = secret.to_json(true);
-    state.secrets.insert(key(ns, &name), secret);
+    state.secrets.insert(key(ns, &name), secret.clone());
+    state.record(EventKind::Added, None, secret);
     Ok(out)
 }
 
@@ -714,14 +762,29 @@ fn commit_update(state: &mut State, w: &Writer, ns: &str, name: &str, content: S
         }),
     }
     managers.retain(|m| !m.fields.is_empty());
+    store_update(state, &k, content, managers)
+}
+
+/// Stores an existing Secret's new content and managers under a new
+/// resourceVersion, recording the MODIFIED event.
+fn store_update(
+    state: &mut State,
+    k: &(String, String),
+    content: SecretContent,
+    managers: Vec<ManagerEntry>,
+) -> Result<Value, Status> {
     let rv = state.bump();
-    let Some(secret) = state.secrets.get_mut(&k) else {
-        return Err(Status::not_found(PLURAL, name));
+    let Some(secret) = state.secrets.get_mut(k) else {
+        return Err(Status::not_found(PLURAL, &k.1));
     };
+    let old = secret.clone();
     secret.content = content;
     secret.managers = managers;
     secret.resource_version = rv;
-    Ok(secret.to_json(true))
+    let new = secret.clone();
+    let out = new.to_json(true);
+    state.record(EventKind::Modified, Some(old), new);
+    Ok(out)
 }
 
 /// `PATCH` with `application/apply-patch+yaml` (server-side apply). Returns
@@ -789,7 +852,8 @@ pub(super) fn apply(
             }],
         };
         let out = secret.to_json(true);
-        state.secrets.insert(k, secret);
+        state.secrets.insert(k, secret.clone());
+        state.record(EventKind::Added, None, secret);
         return Ok((201, out));
     };
 
@@ -853,14 +917,7 @@ pub(super) fn apply(
     if content == existing.content && managers == existing.managers {
         return Ok((200, existing.to_json(true)));
     }
-    let rv = state.bump();
-    let Some(secret) = state.secrets.get_mut(&k) else {
-        return Err(Status::not_found(PLURAL, name));
-    };
-    secret.content = content;
-    secret.managers = managers;
-    secret.resource_version = rv;
-    Ok((200, secret.to_json(true)))
+    Ok((200, store_update(state, &k, content, managers)?))
 }
 
 fn apply_conflict(name: &str, conflicts: &BTreeMap<String, Vec<String>>) -> Status {
@@ -911,8 +968,7 @@ pub(super) fn delete(state: &mut State, ns: &str, name: &str, options: Option<&V
     };
     precondition.check_preconditions(existing)?;
     let uid = existing.uid.clone();
-    state.secrets.remove(&k);
-    state.bump();
+    remove(state, ns, name);
     Ok(json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -938,34 +994,31 @@ pub(super) fn put_unchecked(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Status::bad_request("metadata.name is required"))?;
     let content = input.content();
-    let rv = state.bump();
     let k = key(ns, &name);
-    match state.secrets.get_mut(&k) {
-        Some(s) => {
-            s.content = content;
-            s.resource_version = rv;
-        }
-        None => {
-            state.secrets.insert(
-                k,
-                Secret {
-                    namespace: ns.to_owned(),
-                    name,
-                    uid: uids.next(),
-                    resource_version: rv,
-                    created: rfc3339(now),
-                    content,
-                    managers: Vec::new(),
-                },
-            );
-        }
+    if state.secrets.contains_key(&k) {
+        let managers = state.secrets.get(&k).map(|s| s.managers.clone()).unwrap_or_default();
+        store_update(state, &k, content, managers)?;
+    } else {
+        let secret = Secret {
+            namespace: ns.to_owned(),
+            name,
+            uid: uids.next(),
+            resource_version: state.bump(),
+            created: rfc3339(now),
+            content,
+            managers: Vec::new(),
+        };
+        state.secrets.insert(k, secret.clone());
+        state.record(EventKind::Added, None, secret);
     }
     Ok(())
 }
 
-/// Control-API delete.
+/// Deletes a Secret if it exists (the DELETE handler after its checks, and
+/// the control API), recording the DELETED event.
 pub(super) fn remove(state: &mut State, ns: &str, name: &str) {
-    if state.secrets.remove(&key(ns, name)).is_some() {
-        state.bump();
+    if let Some(mut gone) = state.secrets.remove(&key(ns, name)) {
+        gone.resource_version = state.bump();
+        state.record(EventKind::Deleted, None, gone);
     }
 }

@@ -1,5 +1,5 @@
 //! In-memory objects of the double, their JSON rendering, label and field
-//! selectors, and the RBAC grants table.
+//! selectors, the change logs watches replay, and the RBAC grants table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,8 +17,13 @@ pub(super) struct State {
     pub service_accounts: BTreeMap<(String, String), ServiceAccount>,
     pub pods: BTreeMap<(String, String), Pod>,
     /// Every pod change since start; watches replay from here.
-    pub pod_events: Vec<PodEvent>,
+    pub pod_events: Vec<Event<Pod>>,
     pub secrets: BTreeMap<(String, String), Secret>,
+    /// Every Secret change since start.
+    pub secret_events: Vec<Event<Secret>>,
+    /// Carries the resourceVersion of the latest recorded change, to wake
+    /// watch streams (of any kind: each looks in its own log).
+    pub changes: tokio::sync::watch::Sender<u64>,
     pub grants: Vec<Grant>,
     pub requests: Vec<(String, String)>,
     pub delay: Duration,
@@ -37,6 +42,59 @@ impl State {
     pub fn bump(&mut self) -> u64 {
         self.resource_version += 1;
         self.resource_version
+    }
+
+    /// Records a change of `object` (already carrying the resourceVersion of
+    /// the write; for a deletion, a fresh one) for watchers and wakes them.
+    /// `old` is the object before a modification.
+    pub fn record<T: Watched>(&mut self, kind: EventKind, old: Option<T>, object: T) {
+        let resource_version = object.resource_version();
+        T::events_mut(self).push(Event {
+            resource_version,
+            kind,
+            old,
+            object,
+        });
+        self.changes.send_replace(resource_version);
+    }
+}
+
+/// A kind of object a client can watch: where its objects and its change
+/// log live in the state, and how a watch's filter and rendering see one.
+/// The watch machinery (`api::serve_watch`) is written once over this.
+pub(super) trait Watched: Clone + Send + 'static {
+    /// The objects that exist now.
+    fn current(st: &State) -> impl Iterator<Item = &Self>;
+    /// The recorded changes, oldest first (resourceVersions ascending).
+    fn events(st: &State) -> &[Event<Self>];
+    /// The same, to append to.
+    fn events_mut(st: &mut State) -> &mut Vec<Event<Self>>;
+    /// `metadata.resourceVersion`.
+    fn resource_version(&self) -> u64;
+    /// Whether the object passes the namespace restriction and both selectors.
+    fn matches(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> bool;
+    /// The object as a watch event carries it, full or metadata-only.
+    fn render(&self, metadata_only: bool) -> Value;
+}
+
+impl Watched for Pod {
+    fn current(st: &State) -> impl Iterator<Item = &Self> {
+        st.pods.values()
+    }
+    fn events(st: &State) -> &[Event<Self>] {
+        &st.pod_events
+    }
+    fn events_mut(st: &mut State) -> &mut Vec<Event<Self>> {
+        &mut st.pod_events
+    }
+    fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+    fn matches(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> bool {
+        Pod::matches(self, namespace, labels, fields)
+    }
+    fn render(&self, metadata_only: bool) -> Value {
+        Pod::render(self, metadata_only)
     }
 }
 
@@ -162,19 +220,19 @@ impl EventKind {
     }
 }
 
-/// One recorded pod change; `old` lets a filtered watch turn a MODIFIED into
-/// ADDED/DELETED when the pod enters or leaves the selection, as the real one does.
+/// One recorded change; `old` lets a filtered watch turn a MODIFIED into
+/// ADDED/DELETED when the object enters or leaves the selection, as the real one does.
 #[derive(Clone, Debug)]
-pub(super) struct PodEvent {
+pub(super) struct Event<T> {
     pub resource_version: u64,
     pub kind: EventKind,
-    pub old: Option<Pod>,
-    pub object: Pod,
+    pub old: Option<T>,
+    pub object: T,
 }
 
-impl PodEvent {
+impl<T: Watched> Event<T> {
     /// The event as a watcher with this filter would see it, if at all.
-    pub fn filtered(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> Option<(EventKind, &Pod)> {
+    pub fn filtered(&self, namespace: Option<&str>, labels: &Selector, fields: &Selector) -> Option<(EventKind, &T)> {
         let now = self.object.matches(namespace, labels, fields);
         match self.kind {
             EventKind::Added | EventKind::Deleted => now.then_some((self.kind, &self.object)),
@@ -209,6 +267,13 @@ pub(super) struct Selector {
 impl Selector {
     /// Parses a `labelSelector`.
     pub fn labels(text: Option<&str>) -> Result<Self, Status> {
+        Self::parse(text.unwrap_or(""), None)
+    }
+
+    /// Parses a selector's syntax only, with any keys: what the API server
+    /// reads a request's `fieldSelector` with before authorizing it (unknown
+    /// field labels are refused later, by the resource's handler).
+    pub fn any(text: Option<&str>) -> Result<Self, Status> {
         Self::parse(text.unwrap_or(""), None)
     }
 
@@ -254,6 +319,16 @@ impl Selector {
         Ok(Selector { reqs })
     }
 
+    /// The value the selector requires `key` to equal (`key=v` or `key==v`),
+    /// if it does. The API server takes `metadata.name`'s as a list or watch
+    /// request's object name, which RBAC rules with `resourceNames` match.
+    pub fn exact(&self, key: &str) -> Option<&str> {
+        self.reqs.iter().find_map(|r| match r {
+            Requirement::Equals(k, v) if k == key => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
     /// Evaluates the selector against a value lookup.
     pub fn matches(&self, get: impl Fn(&str) -> Option<String>) -> bool {
         self.reqs.iter().all(|r| match r {
@@ -293,7 +368,10 @@ impl Grant {
             (Some(g), Some(r)) => g == r,
             (Some(_), None) => false,
         };
-        // resourceNames never match list/watch/create-without-name, as in RBAC.
+        // A rule with resourceNames matches only a request that names an
+        // object: by its URL, or a list/watch whose field selector requires
+        // metadata.name (see `api::request_name`); never a create or a list
+        // of everything, as in RBAC.
         let name_ok = match (&self.resource_name, name) {
             (None, _) => true,
             (Some(g), Some(r)) => g == r,

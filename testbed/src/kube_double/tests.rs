@@ -729,6 +729,196 @@ async fn pods_get_list_and_watch() {
     assert!(events.iter().all(|e| e["type"] == "ADDED"));
 }
 
+/// Reads newline-delimited watch events off a streaming response body.
+struct Events {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl Events {
+    fn new(resp: http::Response<hyper::body::Incoming>) -> Self {
+        assert_eq!(resp.status(), 200);
+        Events {
+            body: resp.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event, or `None` if none arrives within `within` (or the
+    /// stream ends).
+    async fn next_within(&mut self, within: Duration) -> Option<Value> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=i).collect();
+                return Some(serde_json::from_str(&line).unwrap());
+            }
+            let frame = tokio::time::timeout_at(until, self.body.frame()).await.ok()??.unwrap();
+            if let Ok(d) = frame.into_data() {
+                self.buf.push_str(std::str::from_utf8(&d).unwrap());
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("watch event in time")
+    }
+}
+
+/// As the real API server: a list or watch names an object when its field
+/// selector requires `metadata.name`, so a rule with `resourceNames` allows
+/// listing and watching exactly that Secret (how the provider watches its key
+/// Secret), and nothing else.
+#[tokio::test]
+async fn secrets_are_listed_and_watched_by_name_under_a_resource_names_rule() {
+    let kd = KubeDouble::start().await.unwrap();
+    let c = TestClient::new(&kd);
+    let t = kd.service_account_token("ns", "sa", &[], HOUR);
+    kd.grant("ns", "sa", "list", "secrets", Some("ns"), Some("key"));
+    kd.grant("ns", "sa", "watch", "secrets", Some("ns"), Some("key"));
+    kd.put_secret("ns", json!({"metadata": {"name": "key"}, "data": {"key": "AQ=="}}));
+    kd.put_secret("ns", json!({"metadata": {"name": "other"}, "data": {"key": "Ag=="}}));
+    kd.put_secret(
+        "elsewhere",
+        json!({"metadata": {"name": "key"}, "data": {"key": "Aw=="}}),
+    );
+    let base = "/api/v1/namespaces/ns/secrets";
+    let by_name = format!("{base}?fieldSelector=metadata.name%3Dkey");
+
+    // Denied: everything, another name, a selector that names nothing, a
+    // label selector, another namespace, and get (another verb).
+    for path in [
+        base.to_string(),
+        format!("{base}?watch=true"),
+        format!("{base}?fieldSelector=metadata.name%3Dother"),
+        format!("{base}?fieldSelector=metadata.name%21%3Dother"),
+        format!("{base}?fieldSelector=type%3DOpaque"),
+        format!("{base}?labelSelector=metadata.name%3Dkey"),
+        "/api/v1/namespaces/elsewhere/secrets?fieldSelector=metadata.name%3Dkey".to_string(),
+        "/api/v1/secrets?fieldSelector=metadata.name%3Dkey".to_string(),
+        format!("{base}/key"),
+    ] {
+        assert_eq!(c.get(&path, &t).await.0, 403, "{path}");
+    }
+    let (code, body) = c.get(&format!("{base}?fieldSelector=metadata.name%3Dother"), &t).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        body["message"],
+        "secrets \"other\" is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"secrets\" in API group \"\" in the namespace \"ns\""
+    );
+    // Authorization comes first: an unknown field label is 403 before it is 400.
+    assert_eq!(c.get(&format!("{base}?fieldSelector=spec.x%3Dy"), &t).await.0, 403);
+
+    // Allowed: the list of that one Secret (`==` and further requirements
+    // still name it; they only narrow the list).
+    let (code, list) = c.get(&by_name, &t).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["kind"], "SecretList");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["key"]);
+    assert_eq!(list["items"][0]["data"]["key"], "AQ==");
+    let (code, narrowed) = c
+        .get(
+            &format!("{base}?fieldSelector=metadata.name%3D%3Dkey%2Ctype%3Dkubernetes.io%2Ftls"),
+            &t,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(narrowed["items"], json!([]));
+    let list_rv = rv(&list);
+
+    // The watch from the list's resourceVersion sees that Secret's changes
+    // only: MODIFIED, DELETED (with a newer resourceVersion), ADDED.
+    let mut events = Events::new(
+        c.open(
+            "GET",
+            &format!("{by_name}&watch=true&resourceVersion={list_rv}"),
+            Some(&t),
+            None,
+            None,
+        )
+        .await,
+    );
+    kd.put_secret("ns", json!({"metadata": {"name": "other"}, "data": {"key": "BA=="}}));
+    kd.put_secret(
+        "elsewhere",
+        json!({"metadata": {"name": "key"}, "data": {"key": "BQ=="}}),
+    );
+    kd.put_secret("ns", json!({"metadata": {"name": "key"}, "data": {"key": "Bg=="}}));
+    let ev = events.next().await;
+    assert_eq!(ev["type"], "MODIFIED");
+    assert_eq!(ev["object"]["kind"], "Secret");
+    assert_eq!(ev["object"]["metadata"]["namespace"], "ns");
+    assert_eq!(ev["object"]["data"]["key"], "Bg==");
+    let modified_rv = rv(&ev["object"]);
+    assert!(modified_rv > list_rv);
+    kd.delete_secret("ns", "other");
+    kd.delete_secret("ns", "key");
+    let ev = events.next().await;
+    assert_eq!(ev["type"], "DELETED");
+    assert_eq!(ev["object"]["metadata"]["name"], "key");
+    assert!(
+        rv(&ev["object"]) > modified_rv,
+        "a deletion has its own resourceVersion"
+    );
+    // Writes through the API record events too: a create by another client.
+    kd.grant("ns", "admin", "*", "*", None, None);
+    let admin = kd.service_account_token("ns", "admin", &[], HOUR);
+    let (code, _) = c
+        .send_json(
+            "POST",
+            base,
+            &admin,
+            json!({"metadata": {"name": "key"}, "data": {"key": "Bw=="}}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let ev = events.next().await;
+    assert_eq!(ev["type"], "ADDED");
+    assert_eq!(ev["object"]["data"]["key"], "Bw==");
+    // ... and a delete through the API.
+    assert_eq!(
+        c.call("DELETE", &format!("{base}/key"), Some(&admin), None, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(events.next().await["type"], "DELETED");
+    assert!(
+        events.next_within(Duration::from_millis(300)).await.is_none(),
+        "no event of other Secrets"
+    );
+
+    // Without a resourceVersion the watch starts with the Secret as it is.
+    kd.put_secret("ns", json!({"metadata": {"name": "key"}, "data": {"key": "CA=="}}));
+    let mut events = Events::new(
+        c.open(
+            "GET",
+            &format!("{by_name}&watch=1&timeoutSeconds=1"),
+            Some(&t),
+            None,
+            None,
+        )
+        .await,
+    );
+    let ev = events.next().await;
+    assert_eq!(ev["type"], "ADDED");
+    assert_eq!(ev["object"]["data"]["key"], "CA==");
+    let started = Instant::now();
+    assert!(events.next_within(Duration::from_secs(5)).await.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "timeoutSeconds ends the stream"
+    );
+}
+
 #[tokio::test]
 async fn fault_injection_request_log_and_kubeconfig() {
     let (kd, c, t) = admin().await;

@@ -15,7 +15,7 @@ use vcp_testbed::kube_double::KubeDouble;
 
 #[allow(unused_imports)]
 pub use vcp_testbed::fault_proxy::{Fault, Proxy, Seen};
-pub use vcp_testbed::world::{params, Provider, World, PROVIDER_NS, READ_ALL};
+pub use vcp_testbed::world::{params, Provider, World, KEY_SECRET, PROVIDER_NS, PROVIDER_SA, READ_ALL};
 
 /// The one-object class most tests mount: file `k` with the value of key
 /// `k` of `secret/data/app` (see [`Bed::kv_secret`]).
