@@ -89,7 +89,7 @@ fn describe_attempts(attempts: &Attempts, elapsed: Duration) -> String {
 fn describe_stop(stop: Option<failover::Stop>, budget: Duration) -> String {
     match stop {
         Some(failover::Stop::Budget) => format!(
-            "; gave up after the retry budget of {:.0} s (-vault-retry-budget) with no node reporting a leader election",
+            "; gave up after the retry budget of {:.0} s (-retry-budget) with no node reporting a leader election",
             budget.as_secs_f64()
         ),
         _ => String::new(),

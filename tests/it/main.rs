@@ -8,6 +8,7 @@ mod support;
 mod core;
 mod corpus;
 mod failover;
+mod failure_paths;
 mod faults;
 mod install;
 mod key_watch;
