@@ -453,6 +453,18 @@ mod tests {
         })
     }
 
+    /// A P-256 signing key and the JWK set publishing it as `ec-1`.
+    fn ec_key(rng: &SystemRandom) -> (EcdsaKeyPair, Json) {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, rng).unwrap();
+        let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng).unwrap();
+        let point = ec.public_key().as_ref();
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "ec-1",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        }]});
+        (ec, jwks)
+    }
+
     fn jws(header: &Json, claims: &Json, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
         let input = format!(
             "{}.{}",
@@ -553,13 +565,7 @@ mod tests {
         let p = pod();
         let claims = claims_for(&p, 600);
 
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let point = ec.public_key().as_ref();
-        let jwks = json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "ec-1",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-        }]});
+        let (ec, jwks) = ec_key(&rng);
         let der =
             rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(include_bytes!("../tests/fixtures/jwt-rsa-2048.pem"))
                 .unwrap();
@@ -607,13 +613,7 @@ mod tests {
     async fn an_unknown_key_id_is_left_to_vault_and_a_known_one_must_verify() {
         let rng = SystemRandom::new();
         let p = pod();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let point = ec.public_key().as_ref();
-        let jwks = json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "ec-1",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-        }]});
+        let (ec, jwks) = ec_key(&rng);
         let keys = IssuerKeys::new(None);
         {
             // As after a successful fetch, moments ago: inside the miss back-off.
