@@ -741,3 +741,58 @@ fn reviewed_jwts_are_kept_per_pod_and_audience_and_survive_a_restart() {
     restarted.remove_pod("u1");
     assert!(!restarted.was_reviewed("u1", "vault", "jwt-c"), "gone with its pod");
 }
+
+#[tokio::test]
+async fn a_lease_revocation_vault_denies_is_counted_once_and_not_retried() {
+    use axum::routing::put;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A Vault whose policies do not grant update on sys/leases/revoke (its
+    // default policy does not).
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/v1/sys/leases/revoke",
+        put(move || {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                (
+                    axum::http::StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({"errors": ["1 error occurred:\n\t* permission denied\n\n"]})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (ledger, clock, mut key) = setup(true);
+    key.vault.addresses = Endpoint::parse(&url).unwrap().into();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ledger = ledger.with_metrics(metrics.clone());
+    let pool = VaultPool::new(Duration::from_secs(5));
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    ledger.store_response(&key, &read(), &database_lease(60, false, 1));
+    // Rotated past the threshold: the old lease retires after the grace.
+    clock.advance(Duration::from_secs(41));
+    ledger.store_response(&key, &read(), &database_lease(60, false, 2));
+    clock.advance(Duration::from_secs(31));
+    ledger.tick(&pool).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(
+        metrics
+            .encode()
+            .contains("vault_csi_provider_credential_revocations_denied_total 1"),
+        "{}",
+        metrics.encode()
+    );
+    assert!(ledger.lock().retiring.is_empty(), "a denial is final: not retried");
+    assert!(
+        ledger.lock().warned_revoke_denied.contains("r"),
+        "logged once for role r"
+    );
+    clock.advance(Duration::from_secs(10));
+    ledger.tick(&pool).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
