@@ -53,7 +53,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// An attempt is not started with less than this left before the deadline,
 /// so the caller can still report what every address answered.
-pub const RESERVE: Duration = Duration::from_millis(200);
+const RESERVE: Duration = Duration::from_millis(200);
 /// First cool-down of a failed node; doubled per consecutive failure.
 const FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 /// Longest cool-down: a node is tried again at least this often.
@@ -429,14 +429,14 @@ impl Health {
 }
 
 /// The wait after the `round`-th round (from 0) in which every node failed.
-pub fn backoff(round: u32) -> Duration {
+fn backoff(round: u32) -> Duration {
     (FIRST_BACKOFF * (1u32 << round.min(10))).min(MAX_BACKOFF)
 }
 
 /// How long to wait after the `round`-th failed round before the next one:
 /// the backoff, shortened so that one more attempt still starts
 /// [`RESERVE`] before `deadline`; `None` when no attempt fits any more.
-pub fn wait_within(round: u32, now: Instant, deadline: Instant) -> Option<Duration> {
+fn wait_within(round: u32, now: Instant, deadline: Instant) -> Option<Duration> {
     let room = deadline.saturating_duration_since(now).checked_sub(RESERVE)?;
     if room < Duration::from_millis(10) {
         return None;
@@ -445,7 +445,7 @@ pub fn wait_within(round: u32, now: Instant, deadline: Instant) -> Option<Durati
 }
 
 /// Whether an attempt that starts after `wait` still fits before `deadline`.
-pub fn fits(now: Instant, wait: Duration, deadline: Instant) -> bool {
+fn fits(now: Instant, wait: Duration, deadline: Instant) -> bool {
     now + wait + RESERVE <= deadline
 }
 

@@ -27,9 +27,8 @@
 //! and proves any other by a login whose token it revokes at once, keeping
 //! the held token and the credentials it leases (see [`crate::mount`]).
 //!
-//! The issuer is known from the discovery document, or else from the last
-//! JWT Vault accepted at login ([`IssuerKeys::learn_issuer`]): the API server
-//! reviews only tokens of its own issuers.
+//! The issuer is known once the discovery document has been read, and stays
+//! known while later fetches fail.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -306,37 +305,36 @@ impl IssuerKeys {
     pub async fn prove(&self, token: &str, pod: &Pod, audience: &str) -> Result<Proof, Refusal> {
         let jws = decode(token)?;
         check_claims(&jws.claims, pod, audience, SystemTime::now())?;
-        check_issuer(&jws.claims, self.known_issuer().as_deref())?;
         let alg = jws.header.get("alg").and_then(Json::as_str).unwrap_or_default();
         if !SIGNING_ALGORITHMS.contains(&alg) {
             return Err(Refusal::BadSignature(format!(
                 " (algorithm {alg:?} is not one a Kubernetes issuer signs with)"
             )));
         }
-        let kid = jws
-            .header
-            .get("kid")
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Some(key) = self.lookup(&kid, Instant::now()) {
-            return self.conclude(&jws, &key);
-        }
-        if let Some(why) = self.refresh().await {
-            return Ok(Proof::ClaimsOnly(why));
-        }
-        match self.lookup(&kid, Instant::now()) {
-            Some(key) => self.conclude(&jws, &key),
-            None => Ok(Proof::ClaimsOnly(format!(
-                "the cluster's issuer has published no key with id {kid:?}"
-            ))),
-        }
-    }
-
-    fn conclude(&self, jws: &Jws<'_>, key: &Key) -> Result<Proof, Refusal> {
-        verify_signature(jws, key)?;
+        let kid = jws.header.get("kid").and_then(Json::as_str).unwrap_or_default();
+        let key = match self.lookup(kid, Instant::now()) {
+            Some(key) => Some(key),
+            None => match self.refresh().await {
+                Some(why) => return self.claims_only(&jws, why),
+                None => self.lookup(kid, Instant::now()),
+            },
+        };
+        let Some(key) = key else {
+            return self.claims_only(
+                &jws,
+                format!("the cluster's issuer has published no key with id {kid:?}"),
+            );
+        };
+        verify_signature(&jws, &key)?;
         check_issuer(&jws.claims, self.known_issuer().as_deref())?;
         Ok(Proof::Verified)
+    }
+
+    /// What is left when the signature cannot be checked (`why`): the
+    /// claims, and the issuer if known.
+    fn claims_only(&self, jws: &Jws<'_>, why: String) -> Result<Proof, Refusal> {
+        check_issuer(&jws.claims, self.known_issuer().as_deref())?;
+        Ok(Proof::ClaimsOnly(why))
     }
 
     /// The cluster's issuer, once its discovery document was read (kept

@@ -190,6 +190,19 @@ pub struct Retirement {
 }
 
 impl Retirement {
+    /// `token` of the pod `key` (or a lease under it), to revoke at `at`.
+    fn new(key: &TokenKey, token: String, lease_id: Option<String>, at: SystemTime) -> Retirement {
+        Retirement {
+            pod_uid: key.pod.uid.clone(),
+            vault: key.vault.clone(),
+            token,
+            lease_id,
+            at,
+            role: key.role.clone(),
+            attempts: 0,
+        }
+    }
+
     /// Which in-flight job this is.
     fn job_id(&self) -> String {
         format!("retire/{}/{}", self.token, self.lease_id.as_deref().unwrap_or_default())
@@ -520,15 +533,9 @@ impl Ledger {
                     .expires
                     .map(|e| e.min(add(now, grace)))
                     .unwrap_or(add(now, grace));
-                inner.retiring.push(Retirement {
-                    pod_uid: key.pod.uid.clone(),
-                    vault: key.vault.clone(),
-                    token: old.token.token.token.clone(),
-                    lease_id: None,
-                    at,
-                    role: key.role.clone(),
-                    attempts: 0,
-                });
+                inner
+                    .retiring
+                    .push(Retirement::new(key, old.token.token.token.clone(), None, at));
             }
         }
         let fresh = TokenState {
@@ -596,15 +603,7 @@ impl Ledger {
     pub fn retire_token_now(&self, key: &TokenKey, token: &str) {
         let now = self.clock.now();
         let mut inner = self.lock();
-        inner.retiring.push(Retirement {
-            pod_uid: key.pod.uid.clone(),
-            vault: key.vault.clone(),
-            token: token.to_string(),
-            lease_id: None,
-            at: now,
-            role: key.role.clone(),
-            attempts: 0,
-        });
+        inner.retiring.push(Retirement::new(key, token.to_string(), None, now));
         inner.dirty = true;
     }
 
@@ -643,7 +642,8 @@ impl Ledger {
     }
 
     /// A held response for `read` that is still comfortably valid: by its
-    /// own expiry (a renewable lease is kept alive by [`Ledger::tick`], any
+    /// own expiry (a renewable lease is kept alive by the background jobs of
+    /// [`Ledger::plan`], any
     /// other credential is replaced once past the threshold of its
     /// lifetime), and for a lease, while its token is one [`Ledger::token`]
     /// still hands out (the lease dies with it). A certificate does not
@@ -728,15 +728,12 @@ impl Ledger {
             let old = entry.credentials.remove(i);
             // A replaced certificate is left to expire: it is not a lease.
             if old.is_lease() && entry.token_alive(now) {
-                retiring.push(Retirement {
-                    pod_uid: key.pod.uid.clone(),
-                    vault: key.vault.clone(),
-                    token: entry.token.token.token.clone(),
-                    lease_id: Some(old.lease_id.clone()),
-                    at: old.expires.min(add(now, grace)),
-                    role: key.role.clone(),
-                    attempts: 0,
-                });
+                retiring.push(Retirement::new(
+                    key,
+                    entry.token.token.token.clone(),
+                    Some(old.lease_id.clone()),
+                    old.expires.min(add(now, grace)),
+                ));
             }
         }
         entry.credentials.push(credential);
@@ -839,8 +836,11 @@ impl Ledger {
         }
     }
 
-    /// One whole round of background work: [`Ledger::plan`], then every job
-    /// at most [`JOB_CONCURRENCY`] at a time, until all are done.
+    /// One whole round of background work, for the unit tests:
+    /// [`Ledger::plan`], then every job at most [`JOB_CONCURRENCY`] at a
+    /// time, until all are done. The provider runs jobs as tasks instead
+    /// (`app::ledger_ticks`), so that no round waits for its slowest job.
+    #[cfg(test)]
     pub async fn tick(&self, pool: &VaultPool) {
         use futures_util::stream::StreamExt as _;
         futures_util::stream::iter(self.plan())

@@ -1116,7 +1116,7 @@ impl VaultPool {
     }
 
     /// Clients retry rounds of failed addresses for `budget`
-    /// (`-vault-retry-budget`).
+    /// (`-retry-budget`).
     pub fn with_retry_budget(mut self, budget: Duration) -> VaultPool {
         self.retry_budget = budget;
         self
