@@ -427,31 +427,38 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use vcp_testbed::kube_double::KubeDouble;
+    use vcp_testbed::cluster::Cluster;
 
-    /// A client of `kube` as the service account `csi/provider`, allowed get
-    /// and create on Secrets in `csi` and, with `watch`, list and watch on
-    /// the Secret `csi/key` (as deploy/base/rbac.yaml grants).
-    async fn provider_client(kube: &KubeDouble, dir: &std::path::Path, watch: bool) -> KubeClient {
-        kube.add_service_account("csi", "provider");
-        kube.grant("csi", "provider", "get", "secrets", Some("csi"), None);
-        kube.grant("csi", "provider", "create", "secrets", Some("csi"), None);
-        if watch {
-            kube.grant("csi", "provider", "list", "secrets", Some("csi"), Some("key"));
-            kube.grant("csi", "provider", "watch", "secrets", Some("csi"), Some("key"));
+    /// The key Secret's name, as deploy/base's Role names it.
+    const KEY: &str = "vault-csi-provider-hmac-key";
+
+    /// A share of the real API server and a client of it (through the
+    /// share's fault proxy) as the provider's ServiceAccount with
+    /// deploy/base's RBAC; without `watch`, a Role from before the watch
+    /// (get on the key Secret, create on Secrets).
+    async fn provider_client(dir: &std::path::Path, watch: bool) -> (Cluster, KubeClient) {
+        let kube = Cluster::start().await.unwrap();
+        let ns = kube.provider_namespace.clone();
+        if !watch {
+            kube.key_role_from_before_the_watch(&ns).await.unwrap();
         }
-        let config = dir.join("kubeconfig");
-        let token = kube.service_account_token("csi", "provider", &[], Duration::from_secs(3600));
-        kube.write_kubeconfig(&config, &token).unwrap();
-        KubeClient::load(Some(&config), Duration::from_millis(500))
+        let token = kube
+            .service_account_token(&ns, vcp_testbed::cluster::PROVIDER_SA, &[], Duration::from_secs(3600))
             .await
-            .unwrap()
+            .unwrap();
+        let config = dir.join("kubeconfig");
+        kube.write_kubeconfig(&config, &token, &ns).unwrap();
+        let client = KubeClient::load(Some(&config), Duration::from_millis(500))
+            .await
+            .unwrap();
+        (kube, client)
     }
 
-    /// Versions keyed by `csi/key` whose clock runs `skew` seconds ahead.
-    fn skewed(client: KubeClient, refresh: Duration, skew: &Arc<AtomicU64>) -> Arc<Versions> {
+    /// Versions keyed by the provider namespace's key Secret whose clock runs
+    /// `skew` seconds ahead.
+    fn skewed(kube: &Cluster, client: KubeClient, refresh: Duration, skew: &Arc<AtomicU64>) -> Arc<Versions> {
         let clock = skew.clone();
-        let versions = Versions::from_secret(client, "csi".into(), "key".into(), refresh)
+        let versions = Versions::from_secret(client, kube.provider_namespace.clone(), KEY.into(), refresh)
             .with_clock(move || Instant::now() + Duration::from_secs(clock.load(Ordering::SeqCst)));
         Arc::new(versions)
     }
@@ -461,10 +468,11 @@ mod tests {
         Versions::fixed(raw).key().await.unwrap().version("c", b"x")
     }
 
-    /// The raw key stored in the double's Secret `csi/key`.
-    fn stored_key(kube: &KubeDouble) -> Option<Vec<u8>> {
-        let secret: Secret = serde_json::from_value(kube.secret("csi", "key")?).unwrap();
-        key_from_secret(&secret, "csi", "key").ok()
+    /// The raw key stored in the key Secret.
+    async fn stored_key(kube: &Cluster) -> Option<Vec<u8>> {
+        let ns = &kube.provider_namespace;
+        let secret: Secret = serde_json::from_value(kube.secret(ns, KEY).await.unwrap()?).unwrap();
+        key_from_secret(&secret, ns, KEY).ok()
     }
 
     /// Polls `f` every 20 ms for at most 5 s.
@@ -481,10 +489,9 @@ mod tests {
     /// replaces the held one; a key put there by someone else is taken up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_watch_recreates_a_deleted_key_at_once_and_mounts_ask_nothing() {
-        let kube = KubeDouble::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let client = provider_client(&kube, dir.path(), true).await;
-        let versions = skewed(client, Duration::from_secs(60), &Arc::new(AtomicU64::new(0)));
+        let (kube, client) = provider_client(dir.path(), true).await;
+        let versions = skewed(&kube, client, Duration::from_secs(60), &Arc::new(AtomicU64::new(0)));
         let first = versions.key().await.unwrap().version("c", b"x");
         let watch = tokio::spawn(versions.clone().watch());
         within_5s("the watch in step", || async {
@@ -504,9 +511,9 @@ mod tests {
         assert!(asked.is_empty(), "mounts asked Kubernetes: {asked:?}");
 
         kube.clear_requests();
-        kube.delete_secret("csi", "key");
-        within_5s("the key Secret back", || async { stored_key(&kube).is_some() }).await;
-        let recreated = stored_key(&kube).unwrap();
+        kube.delete_secret(&kube.provider_namespace, KEY).await.unwrap();
+        within_5s("the key Secret back", || async { stored_key(&kube).await.is_some() }).await;
+        let recreated = stored_key(&kube).await.unwrap();
         let rotated = version_under(&recreated).await;
         assert_ne!(rotated, first, "a new key");
         within_5s("the new key held", || async {
@@ -514,30 +521,46 @@ mod tests {
         })
         .await;
 
+        // Meanwhile the only calls besides the watch were the watch task's
+        // own recreation (a read, then the create): none by `key`.
+        let non_watch = || -> Vec<(String, String)> {
+            kube.requests()
+                .into_iter()
+                .filter(|(_, path)| !path.contains("watch="))
+                .map(|(m, path)| (m, path.split('?').next().unwrap_or_default().to_string()))
+                .collect()
+        };
+        let ns = &kube.provider_namespace;
+        let recreation = [
+            ("GET".to_string(), format!("/api/v1/namespaces/{ns}/secrets/{KEY}")),
+            ("POST".to_string(), format!("/api/v1/namespaces/{ns}/secrets")),
+        ];
+        assert_eq!(non_watch(), recreation);
+
+        // Another provider's key wins the race to recreate it (here: while
+        // this one's own calls are refused, its watch stream still open).
+        kube.clear_requests();
+        kube.set_unavailable(true);
+        kube.delete_secret(ns, KEY).await.unwrap();
         let theirs = [7u8; KEY_LEN];
         kube.put_secret(
-            "csi",
-            serde_json::json!({"metadata": {"name": "key"}, "data": {"key": ByteString(theirs.to_vec())}}),
-        );
+            ns,
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY}, "data": {"key": ByteString(theirs.to_vec())}}),
+        )
+        .await
+        .unwrap();
+        kube.set_unavailable(false);
         let expected = version_under(&theirs).await;
         within_5s("the key put there taken up", || async {
             versions.key().await.unwrap().version("c", b"x") == expected
         })
         .await;
         assert!(versions.in_step.load(Ordering::Acquire));
-        // All the while, the only calls besides the watch were the watch
-        // task's own recreation (a read, then the create): none by `key`.
-        let calls: Vec<(String, String)> = kube
-            .requests()
-            .into_iter()
-            .filter(|(_, path)| !path.contains("watch="))
-            .map(|(m, path)| (m, path.split('?').next().unwrap_or_default().to_string()))
-            .collect();
-        let recreation = [
-            ("GET".to_string(), "/api/v1/namespaces/csi/secrets/key".to_string()),
-            ("POST".to_string(), "/api/v1/namespaces/csi/secrets".to_string()),
-        ];
-        assert_eq!(calls, recreation);
+        assert!(
+            non_watch().iter().all(|call| recreation.contains(call)),
+            "only recreation attempts: {:?}",
+            non_watch()
+        );
         watch.abort();
     }
 
@@ -546,19 +569,18 @@ mod tests {
     /// before: the held key until then, the recreated one after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_watch_falls_back_to_the_periodic_recheck() {
-        let kube = KubeDouble::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let client = provider_client(&kube, dir.path(), false).await;
+        let (kube, client) = provider_client(dir.path(), false).await;
         let refresh = Duration::from_secs(60);
         let skew = Arc::new(AtomicU64::new(0));
-        let versions = skewed(client, refresh, &skew);
+        let versions = skewed(&kube, client, refresh, &skew);
         let first = versions.key().await.unwrap().version("c", b"x");
         tokio::time::timeout(Duration::from_secs(10), versions.clone().watch())
             .await
             .expect("a refused watch ends");
         assert!(!versions.in_step.load(Ordering::Acquire));
 
-        kube.delete_secret("csi", "key");
+        kube.delete_secret(&kube.provider_namespace, KEY).await.unwrap();
         assert_eq!(
             versions.key().await.unwrap().version("c", b"x"),
             first,
@@ -567,7 +589,10 @@ mod tests {
         skew.fetch_add(refresh.as_secs(), Ordering::SeqCst);
         let rotated = versions.key().await.unwrap().version("c", b"x");
         assert_ne!(rotated, first);
-        assert_eq!(rotated, version_under(&stored_key(&kube).expect("recreated")).await);
+        assert_eq!(
+            rotated,
+            version_under(&stored_key(&kube).await.expect("recreated")).await
+        );
     }
 
     /// A failed re-check keeps the key and waits a full interval before the
@@ -575,12 +600,11 @@ mod tests {
     /// per interval rather than one per mount.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_recheck_is_not_repeated_by_every_mount() {
-        let kube = KubeDouble::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let client = provider_client(&kube, dir.path(), false).await;
+        let (kube, client) = provider_client(dir.path(), false).await;
         let refresh = Duration::from_secs(60);
         let skew = Arc::new(AtomicU64::new(0));
-        let versions = skewed(client, refresh, &skew);
+        let versions = skewed(&kube, client, refresh, &skew);
         let first = versions.key().await.unwrap().version("c", b"x");
 
         kube.set_delay(Duration::from_secs(2));

@@ -1,44 +1,50 @@
 //! A whole test world: a real OpenBao whose kubernetes auth method reviews
-//! tokens through the Kubernetes API double, plus pods, and provider
-//! processes serving a unix socket. Shared by the integration tests and the
-//! demo, so both exercise the same wiring.
+//! tokens through the real kube-apiserver (the test's share of it, behind
+//! its fault proxy: see [`crate::cluster`]), plus pods, and provider
+//! processes serving a unix socket, each as its own ServiceAccount with the
+//! RBAC `deploy/` renders. Shared by the integration tests, the demo and
+//! the benchmark, so all exercise the same wiring.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
 use tokio::process::{Child, Command};
 
+use crate::cluster::Cluster;
+use crate::control_plane::ControlPlane;
 use crate::driver::{mount_request, DriverClient, Generation, PodContext};
-use crate::kube_double::KubeDouble;
 use crate::openbao::OpenBao;
 use vcp_proto::{MountRequest, MountResponse};
 
-/// Namespace the provider runs in (and keeps its HMAC key Secret in).
-pub const PROVIDER_NS: &str = "csi";
-/// The provider's service account.
-pub const PROVIDER_SA: &str = "vault-csi-provider";
+pub use crate::cluster::PROVIDER_SA;
+
 /// The object-version key Secret's default name (`-hmac-secret-name`), in
-/// [`PROVIDER_NS`].
+/// the provider's namespace.
 pub const KEY_SECRET: &str = "vault-csi-provider-hmac-key";
 /// Policy granting read on everything the tests use.
 pub const READ_ALL: &str = "read-all";
+/// The service account of the world's application pods, bound by role `app`.
+pub const APP_SA: &str = "app";
 
-/// OpenBao, the Kubernetes double and a scratch directory.
+/// OpenBao, the test's share of the Kubernetes control plane and a scratch
+/// directory.
 pub struct World {
     /// The real OpenBao dev server.
     pub bao: OpenBao,
-    /// The Kubernetes API double.
-    pub kube: KubeDouble,
+    /// The real kube-apiserver, through the test's namespaces and proxy.
+    pub kube: Cluster,
     /// Scratch directory for sockets, kubeconfigs and logs.
     pub dir: PathBuf,
 }
 
 impl World {
-    /// Starts OpenBao and the Kubernetes double, wires kubernetes auth, and
-    /// creates role `app` for service account `default/app` (audience `vault`).
+    /// Starts OpenBao, takes a share of the shared control plane, wires
+    /// kubernetes auth, and creates role `app` for service account `app` of
+    /// the test's namespace (audience `vault`).
     pub async fn start(dir: &Path) -> anyhow::Result<World> {
         let bao = OpenBao::start().await.context("starting OpenBao")?;
         Self::with(dir, bao).await
@@ -57,35 +63,25 @@ impl World {
         Self::with(dir, bao).await
     }
 
-    async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
-        let kube = KubeDouble::start()
+    /// The same world on a control plane of its own (e.g. another signing
+    /// algorithm).
+    pub async fn on(dir: &Path, cp: Arc<ControlPlane>) -> anyhow::Result<World> {
+        let bao = OpenBao::start().await.context("starting OpenBao")?;
+        let kube = Cluster::on(cp)
             .await
-            .context("starting the Kubernetes API double")?;
+            .context("a share of the Kubernetes control plane")?;
+        Self::wired(dir, bao, kube).await
+    }
 
-        // Vault's TokenReview identity.
-        kube.add_service_account("kube-system", "vault-reviewer");
-        kube.grant("kube-system", "vault-reviewer", "create", "tokenreviews", None, None);
-        let reviewer = kube.service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
-        // The provider's identity: the HMAC key Secret and TokenRequest.
-        kube.add_service_account(PROVIDER_NS, PROVIDER_SA);
-        kube.grant(PROVIDER_NS, PROVIDER_SA, "get", "secrets", Some(PROVIDER_NS), None);
-        kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "secrets", Some(PROVIDER_NS), None);
-        // The key Secret's watch, by name (deploy/base/rbac.yaml).
-        for verb in ["list", "watch"] {
-            kube.grant(
-                PROVIDER_NS,
-                PROVIDER_SA,
-                verb,
-                "secrets",
-                Some(PROVIDER_NS),
-                Some(KEY_SECRET),
-            );
-        }
-        kube.grant(PROVIDER_NS, PROVIDER_SA, "create", "serviceaccounts/token", None, None);
-        kube.grant(PROVIDER_NS, PROVIDER_SA, "list", "pods", None, None);
-        kube.grant(PROVIDER_NS, PROVIDER_SA, "watch", "pods", None, None);
+    async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
+        let kube = Cluster::start()
+            .await
+            .context("a share of the Kubernetes control plane")?;
+        Self::wired(dir, bao, kube).await
+    }
 
-        wire_vault(&bao, &kube, &reviewer).await?;
+    async fn wired(dir: &Path, bao: OpenBao, kube: Cluster) -> anyhow::Result<World> {
+        wire_vault(&bao, &kube).await?;
         Ok(World {
             bao,
             kube,
@@ -93,50 +89,67 @@ impl World {
         })
     }
 
-    /// Wires OpenBao to the double again (see [`wire_vault`]): after a
-    /// dev-mode restart, which forgets all configuration.
+    /// Wires OpenBao to the control plane again (see [`wire_vault`]):
+    /// after a dev-mode restart, which forgets all configuration.
     pub async fn configure_vault(&self) -> anyhow::Result<()> {
-        let reviewer =
-            self.kube
-                .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
-        wire_vault(&self.bao, &self.kube, &reviewer).await
+        wire_vault(&self.bao, &self.kube).await
     }
 
-    /// Adds a pod and returns what kubelet tells the driver about it, with a
-    /// token for audience `vault` (as the CSIDriver's `tokenRequests` asks).
-    pub fn pod(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
-        let mut pod = self.pod_without_token(ns, name, sa);
+    /// The test's namespace, where its application pods run.
+    pub fn ns(&self) -> &str {
+        &self.kube.namespace
+    }
+
+    /// The provider's namespace (its ServiceAccount, RBAC and key Secret).
+    pub fn provider_ns(&self) -> &str {
+        &self.kube.provider_namespace
+    }
+
+    /// Adds a pod on the world's node and returns what kubelet tells the
+    /// driver about it, with a token for audience `vault` (as the
+    /// CSIDriver's `tokenRequests` asks).
+    pub async fn pod(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
+        let mut pod = self.pod_without_token(ns, name, sa).await?;
         let ttl = Duration::from_secs(3600);
-        let token = self.kube.pod_token(ns, name, &["vault"], ttl)?;
+        let token = self.kube.pod_token(ns, name, &["vault"], ttl).await?;
         pod.tokens = Some(PodContext::tokens_json("vault", &token, SystemTime::now() + ttl));
         Ok(pod)
     }
 
-    /// Adds a pod whose volume context carries no token.
-    pub fn pod_without_token(&self, ns: &str, name: &str, sa: &str) -> PodContext {
-        let uid = self.kube.add_pod(ns, name, sa, "node-1");
-        PodContext {
+    /// Adds a pod on the world's node whose volume context carries no token.
+    pub async fn pod_without_token(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
+        let uid = self.kube.add_pod(ns, name, sa, &self.kube.node).await?;
+        Ok(PodContext {
             name: name.to_string(),
             namespace: ns.to_string(),
             uid,
             service_account: sa.to_string(),
             tokens: None,
-        }
+        })
     }
 
-    /// The arguments a provider named `name` runs with in this world.
-    pub fn provider_args(&self, name: &str) -> anyhow::Result<(Vec<String>, PathBuf)> {
+    /// A kubeconfig for the provider's ServiceAccount installed in `ns`,
+    /// written to `<dir>/<name>.kubeconfig`, whose context names `ns`.
+    pub async fn provider_kubeconfig(&self, ns: &str, name: &str) -> anyhow::Result<PathBuf> {
         let token = self
             .kube
-            .service_account_token(PROVIDER_NS, PROVIDER_SA, &[], Duration::from_secs(86400));
+            .service_account_token(ns, PROVIDER_SA, &[], Duration::from_secs(86400))
+            .await?;
         let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
-        self.kube.write_kubeconfig(&kubeconfig, &token)?;
+        self.kube.write_kubeconfig(&kubeconfig, &token, ns)?;
+        Ok(kubeconfig)
+    }
+
+    /// The arguments a provider named `name` runs with in this world: as
+    /// the provider's ServiceAccount of the world's provider namespace.
+    pub async fn provider_args(&self, name: &str) -> anyhow::Result<(Vec<String>, PathBuf)> {
+        let kubeconfig = self.provider_kubeconfig(self.provider_ns(), name).await?;
         let socket = self.dir.join(format!("{name}.sock"));
         let args = vec![
             format!("-endpoint={}", socket.display()),
             format!("-vault-addr={}", self.bao.addr()),
             format!("-kubeconfig={}", kubeconfig.display()),
-            format!("-hmac-secret-namespace={PROVIDER_NS}"),
+            format!("-hmac-secret-namespace={}", self.provider_ns()),
             format!("-state-file={}", self.dir.join(format!("{name}.state")).display()),
             "-health-addr=127.0.0.1:0".to_string(),
             "-log-level=debug".to_string(),
@@ -147,18 +160,20 @@ impl World {
     /// Starts the provider binary at `binary` with this world's arguments
     /// plus `extra` (later flags win, as with Go's flag package).
     pub async fn provider(&self, binary: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Provider> {
-        let (mut args, socket) = self.provider_args(name)?;
+        let (mut args, socket) = self.provider_args(name).await?;
         args.extend(extra.iter().map(|s| s.to_string()));
         Provider::spawn(binary, &args, socket, self.dir.join(format!("{name}.log")), &[]).await
     }
 }
 
 /// Configures `bao` like every world's: kubernetes auth reviewing through
-/// `kube` with `reviewer`, the read-all policy, and role `app` for
-/// `default/app` (audience `vault`).
-pub async fn wire_vault(bao: &OpenBao, kube: &KubeDouble, reviewer: &str) -> anyhow::Result<()> {
+/// `kube` (its proxy) with Vault's reviewer identity, the read-all policy,
+/// and role `app` for service account `app` of the test's namespace
+/// (audience `vault`).
+pub async fn wire_vault(bao: &OpenBao, kube: &Cluster) -> anyhow::Result<()> {
+    let reviewer = kube.reviewer_token().await?;
     bao.enable_auth("kubernetes", "kubernetes").await?;
-    bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), reviewer)
+    bao.configure_kubernetes_auth("kubernetes", &kube.url(), &kube.ca_pem(), &reviewer)
         .await?;
     bao.put_policy(
         READ_ALL,
@@ -170,12 +185,11 @@ path "pki/issue/*" { capabilities = ["create", "update"] }
 "#,
     )
     .await?;
-    kube.add_service_account("default", "app");
     bao.kubernetes_role(
         "kubernetes",
         "app",
-        &["app"],
-        &["default"],
+        &[APP_SA],
+        &[&kube.namespace],
         &[READ_ALL],
         Some("vault"),
         "1h",

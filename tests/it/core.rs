@@ -31,7 +31,7 @@ async fn kv_v2_objects_with_keys_modes_encodings_nesting_and_versions() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = r#"
 - objectName: password
   secretPath: secret/data/app
@@ -101,7 +101,7 @@ async fn kv_v1() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: user, secretPath: kv1/app, secretKey: user}\n- {objectName: nested, secretPath: kv1/app, secretKey: nested}\n";
     let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
     assert_eq!(text(&r, "user"), "admin");
@@ -113,7 +113,7 @@ async fn pki_one_issue_per_distinct_request() {
     let bed = Bed::start().await;
     bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = r#"
 - objectName: tls.crt
   secretPath: pki/issue/web
@@ -155,7 +155,7 @@ async fn dynamic_database_credentials_log_in() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: db-user, secretPath: database/creds/app, secretKey: username}\n- {objectName: db-pass, secretPath: database/creds/app, secretKey: password}\n";
     let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
     let user = text(&r, "db-user");
@@ -179,19 +179,15 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     let objects = KV_OBJECT;
 
     // 1. The kubelet-provided token.
-    let pod = bed.pod("default", "with-token", "app");
+    let pod = bed.pod("with-token").await;
     assert_eq!(text(&p.mount(&params(objects, &[]), &pod).await.unwrap(), "k"), "v");
-    let requested = |kube: &vcp_testbed::kube_double::KubeDouble| {
+    let requested = |kube: &vcp_testbed::cluster::Cluster| {
         kube.requests()
             .iter()
             .filter(|(m, path)| m == "POST" && path.split('?').next().is_some_and(|p| p.ends_with("/token")))
             .count()
     };
-    assert_eq!(
-        requested(&bed.world.kube),
-        0,
-        "no TokenRequest when kubelet passed a token"
-    );
+    assert_eq!(requested(&bed.kube), 0, "no TokenRequest when kubelet passed a token");
 
     // 2. No token in the volume context → TokenRequest, bound to the pod,
     // with the API server's default audience (as the incumbent does), so
@@ -202,7 +198,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
             "kubernetes",
             "any-aud",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             None,
             "1h",
@@ -210,7 +206,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
         )
         .await
         .unwrap();
-    let bare = bed.pod_without_token("default", "no-token", "app");
+    let bare = bed.pod_without_token("no-token").await;
     assert_eq!(
         text(
             &p.mount(&params(objects, &[("roleName", "any-aud")]), &bare)
@@ -220,7 +216,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
         ),
         "v"
     );
-    assert_eq!(requested(&bed.world.kube), 1);
+    assert_eq!(requested(&bed.kube), 1);
 
     // 3. A custom audience, both from kubelet and requested.
     bed.world
@@ -229,7 +225,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
             "kubernetes",
             "custom",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("my-aud"),
             "1h",
@@ -237,11 +233,11 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
         )
         .await
         .unwrap();
-    let mut pod = bed.pod_without_token("default", "custom-aud", "app");
+    let mut pod = bed.pod_without_token("custom-aud").await;
     let token = bed
-        .world
         .kube
-        .pod_token("default", "custom-aud", &["my-aud"], Duration::from_secs(3600))
+        .pod_token(bed.ns(), "custom-aud", &["my-aud"], Duration::from_secs(3600))
+        .await
         .unwrap();
     pod.tokens = Some(vcp_testbed::driver::PodContext::tokens_json(
         "my-aud",
@@ -250,11 +246,11 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     ));
     let custom = params(objects, &[("roleName", "custom"), ("audience", "my-aud")]);
     assert_eq!(text(&p.mount(&custom, &pod).await.unwrap(), "k"), "v");
-    let bare = bed.pod_without_token("default", "custom-aud-2", "app");
+    let bare = bed.pod_without_token("custom-aud-2").await;
     assert_eq!(text(&p.mount(&custom, &bare).await.unwrap(), "k"), "v");
-    assert_eq!(requested(&bed.world.kube), 2);
+    assert_eq!(requested(&bed.kube), 2);
     // The `vault`-audience token is refused by a role that wants `my-aud`.
-    let wrong = bed.pod("default", "wrong-aud", "app");
+    let wrong = bed.pod("wrong-aud").await;
     let e = p
         .mount(&params(objects, &[("roleName", "custom")]), &wrong)
         .await
@@ -273,7 +269,7 @@ async fn jwt_auth_method() {
     bed.world.bao.enable_auth("jwt", "jwt").await.unwrap();
     bed.world
         .bao
-        .configure_jwt_auth("jwt", &bed.world.kube.jwt_public_key_pem())
+        .configure_jwt_auth("jwt", &bed.kube.jwt_public_key_pem())
         .await
         .unwrap();
     bed.world
@@ -282,14 +278,14 @@ async fn jwt_auth_method() {
             "jwt",
             "app-jwt",
             "vault",
-            "system:serviceaccount:default:app",
+            &format!("system:serviceaccount:{}:app", bed.ns()),
             &[READ_ALL],
             "1h",
         )
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
     let r = p
         .mount(
@@ -308,25 +304,26 @@ async fn login_failures_are_permission_denied_and_say_who() {
     let objects = KV_OBJECT;
 
     // A service account the role does not bind.
-    bed.world.kube.add_service_account("default", "intruder");
-    let pod = bed.pod("default", "intruder-0", "intruder");
+    let pod = bed.world.pod(bed.ns(), "intruder-0", "intruder").await.unwrap();
     let e = p.mount(&params(objects, &[]), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let m = e.message();
     assert!(
-        m.contains("role \"app\"") && m.contains("default/intruder") && m.contains("auth mount \"kubernetes\""),
+        m.contains("role \"app\"")
+            && m.contains(&format!("{}/intruder", bed.ns()))
+            && m.contains("auth mount \"kubernetes\""),
         "{m}"
     );
     assert!(m.contains("bound_service_account_names"), "hint missing: {m}");
 
     // A deleted pod: its bound token no longer passes TokenReview.
-    let gone = bed.pod("default", "gone-0", "app");
-    bed.world.kube.delete_pod("default", "gone-0");
+    let gone = bed.pod("gone-0").await;
+    bed.kube.delete_pod(bed.ns(), "gone-0").await.unwrap();
     let e = p.mount(&params(objects, &[]), &gone).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
 
     // A role that does not exist.
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let e = p
         .mount(&params(objects, &[("roleName", "nope")]), &pod)
         .await
@@ -383,7 +380,7 @@ async fn versions_are_shared_across_restarts_and_providers_and_follow_the_key() 
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n- {objectName: all, secretPath: secret/data/app}\n";
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let a = bed.provider("a", &[]).await;
     let first = versions(&a.mount(&params(objects, &[]), &pod).await.unwrap());
     let b = bed.provider("b", &[]).await;
@@ -397,24 +394,22 @@ async fn versions_are_shared_across_restarts_and_providers_and_follow_the_key() 
         "stable across restarts"
     );
     let key = bed
-        .world
         .kube
-        .secret(PROVIDER_NS, "vault-csi-provider-hmac-key")
+        .secret(bed.provider_ns(), KEY_SECRET)
+        .await
+        .unwrap()
         .expect("key Secret created");
     assert_eq!(key["immutable"], true);
 
     // Deleting the key Secret rotates the key.
-    bed.world.kube.delete_secret(PROVIDER_NS, "vault-csi-provider-hmac-key");
+    bed.kube.delete_secret(bed.provider_ns(), KEY_SECRET).await.unwrap();
     a2.kill().await;
     b.kill().await;
     let a3 = bed.provider("a", &[]).await;
     let rotated = versions(&a3.mount(&params(objects, &[]), &pod).await.unwrap());
     assert_ne!(rotated["k"], first["k"]);
     assert!(
-        bed.world
-            .kube
-            .secret(PROVIDER_NS, "vault-csi-provider-hmac-key")
-            .is_some(),
+        bed.kube.secret(bed.provider_ns(), KEY_SECRET).await.unwrap().is_some(),
         "a new key Secret was created"
     );
 }
@@ -424,14 +419,14 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
     let bed = Bed::start().await;
     let vault = Proxy::start(&bed.world.bao.addr(), Duration::ZERO).await;
     let p = bed.provider("p", &[&format!("-vault-addr={}", vault.url())]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let ok = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
     // One good mount first, so the version key is loaded and the counts
     // below only see what the bad requests cause.
     bed.kv_secret().await;
     p.mount(&params(ok, &[]), &pod).await.expect("a good mount");
     let before_vault = vault.bytes_to_server();
-    let before_kube = bed.world.kube.requests().len();
+    let before_kube = bed.kube.requests().len();
 
     type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
     let cases: Vec<Case> = vec![
@@ -483,11 +478,7 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
     );
 
     assert_eq!(vault.bytes_to_server(), before_vault, "no request reached Vault");
-    assert_eq!(
-        bed.world.kube.requests().len(),
-        before_kube,
-        "no request reached Kubernetes"
-    );
+    assert_eq!(bed.kube.requests().len(), before_kube, "no request reached Kubernetes");
 
     // Missing key and bad base64 are found only after the read, and say so.
     bed.world
@@ -522,7 +513,7 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
             "kubernetes",
             "short",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("vault"),
             "4s",
@@ -531,16 +522,12 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
 
     p.mount(&params(objects, &[]), &pod).await.unwrap();
     p.mount(&params(objects, &[]), &pod).await.unwrap();
-    assert_eq!(
-        token_reviews(&bed.world.kube),
-        1,
-        "the second mount reuses the cached token"
-    );
+    assert_eq!(token_reviews(&bed.kube), 1, "the second mount reuses the cached token");
 
     // Revoke every token issued by kubernetes logins behind the provider's back.
     bed.world
@@ -553,21 +540,21 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
         .await
         .expect("a 403 with a cached token leads to one fresh login");
     assert_eq!(text(&r, "k"), "v");
-    assert_eq!(token_reviews(&bed.world.kube), 2);
+    assert_eq!(token_reviews(&bed.kube), 2);
 
     // A token that cannot be extended (at its max TTL) is replaced before
     // it expires: with a 4 s TTL and max TTL, the background renewal finds
     // it capped, and a mount after the threshold logs in again.
     let short = params(objects, &[("roleName", "short")]);
     p.mount(&short, &pod).await.unwrap();
-    let reviews = token_reviews(&bed.world.kube);
+    let reviews = token_reviews(&bed.kube);
     p.mount(&short, &pod).await.unwrap();
-    assert_eq!(token_reviews(&bed.world.kube), reviews, "still fresh");
+    assert_eq!(token_reviews(&bed.kube), reviews, "still fresh");
     tokio::time::sleep(Duration::from_millis(3200)).await;
     p.mount(&short, &pod).await.unwrap();
     // (Vault's kubernetes auth may also review the JWT again when the
     // background renewal renews the token, so count at least one login.)
-    assert!(token_reviews(&bed.world.kube) > reviews, "near-expiry token replaced");
+    assert!(token_reviews(&bed.kube) > reviews, "near-expiry token replaced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +562,7 @@ async fn both_driver_generations_are_served() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
     let v16 = mount_request(Generation::V16, "spc", &params(objects, &[]), &pod, false, Vec::new());
     let r16 = p
@@ -665,7 +652,7 @@ async fn sigterm_drains_a_slow_mount_then_removes_the_socket() {
     bed.kv_secret().await;
     let slow = Proxy::start(&bed.world.bao.addr(), Duration::from_millis(1500)).await;
     let p = bed.provider("p", &[&format!("-vault-addr={}", slow.url())]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let client = p.client(Generation::V16).await.unwrap();
     let req = mount_request(
         Generation::V16,
@@ -710,7 +697,7 @@ async fn tls_options_and_unix_socket_addresses() {
     std::fs::copy(&ca, ca_dir.join("ca.pem")).unwrap();
     let binary = provider_binary();
     let p = world.provider(binary, "p", &[]).await.unwrap();
-    let pod = world.pod("default", "web-0", "app").unwrap();
+    let pod = world.pod(world.ns(), "web-0", "app").await.unwrap();
     let objects = KV_OBJECT;
     let addr = world.bao.addr();
     let ca_s = ca.display().to_string();
@@ -784,12 +771,7 @@ async fn tls_options_and_unix_socket_addresses() {
     // plain HTTP, so relay a unix socket to a plain-HTTP OpenBao.
     let plain = vcp_testbed::openbao::OpenBao::start().await.unwrap();
     plain.kv2_put("secret", "app", json!({"k": "unix"})).await.unwrap();
-    let reviewer = world
-        .kube
-        .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(3600));
-    vcp_testbed::world::wire_vault(&plain, &world.kube, &reviewer)
-        .await
-        .unwrap();
+    vcp_testbed::world::wire_vault(&plain, &world.kube).await.unwrap();
     let sock = dir.path().join("agent.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let upstream = plain.addr().trim_start_matches("http://").to_string();
@@ -824,8 +806,8 @@ async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline
         )
         .await;
     let objects = KV_OBJECT;
-    let a = bed.pod("default", "a-0", "app");
-    let b = bed.pod("default", "b-0", "app");
+    let a = bed.pod("a-0").await;
+    let b = bed.pod("b-0").await;
     let ca = p.client(Generation::V16).await.unwrap();
     let cb = p.client(Generation::V16).await.unwrap();
     let ra = mount_request(Generation::V16, "spc", &params(objects, &[]), &a, false, Vec::new());

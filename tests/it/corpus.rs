@@ -230,7 +230,7 @@ async fn every_corpus_request_gets_a_clear_error_and_the_server_survives() {
         .await
         .unwrap();
     let mut p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let channel = raw_channel(&p.socket).await;
 
     let started = Instant::now();

@@ -75,7 +75,7 @@ impl Bed {
             .expect("KV v2 at secret/");
         let world = World::around(dir.path(), admin)
             .await
-            .expect("kubernetes auth wired to the double");
+            .expect("kubernetes auth wired to the control plane");
         let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
         world
             .bao
@@ -128,8 +128,8 @@ impl Bed {
             .expect("provider starts")
     }
 
-    fn pod(&self, name: &str) -> PodContext {
-        self.world.pod("default", name, "app").expect("pod token")
+    async fn pod(&self, name: &str) -> PodContext {
+        self.world.pod(self.world.ns(), name, APP_SA).await.expect("pod token")
     }
 
     /// Mounts every [`EVERY`] for `duration` through `session`, a new pod
@@ -152,7 +152,13 @@ impl Bed {
                 faulted = true;
             }
             if n.is_multiple_of(MOUNTS_PER_POD) {
-                pod = Some(self.pod(&format!("{label}-{}", n / MOUNTS_PER_POD)));
+                // A pod name is a DNS subdomain: the label in lower-case words.
+                let words: Vec<&str> = label
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                let name = format!("{}-{}", words.join("-").to_ascii_lowercase(), n / MOUNTS_PER_POD);
+                pod = Some(self.pod(&name).await);
             }
             let Some(p) = pod.as_ref() else {
                 panic!("a pod is set on the first mount")
@@ -246,7 +252,7 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
     let other = (0..3).find(|i| *i != active && *i != standby).expect("third node");
     let list = [standby, active, other].map(|i| bed.cluster.addr(i)).join(",");
     let p = bed.provider("standby", &list).await;
-    let mut s = session(&p, &bed.pod("warm-a")).await;
+    let mut s = session(&p, &bed.pod("warm-a").await).await;
     let seen = bed
         .mount_loop(&mut s, "standby killed (first in the list)", LOOP, |c| c.kill(standby))
         .await;
@@ -264,7 +270,7 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
     let p = bed
         .provider("sealed", &format!("{},{}", proxy.url(), rest.join(",")))
         .await;
-    let mut s = session(&p, &bed.pod("warm-s")).await;
+    let mut s = session(&p, &bed.pod("warm-s").await).await;
     bed.cluster.seal(sealed).await.expect("seal a standby");
     let before = kv_reads(&proxy);
     let seen = bed
@@ -307,7 +313,7 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
     assert_eq!(leader, sealed, "leadership reached the unsealed node");
     // The provider's probe (every 5 s) follows leadership there: mount one
     // pod until a read goes through the proxy.
-    let follower = bed.pod("follow-s");
+    let follower = bed.pod("follow-s").await;
     let req = kv_and_db_request(&follower);
     let until = Instant::now() + Duration::from_secs(15);
     loop {
@@ -358,13 +364,13 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
     let order: Vec<usize> = std::iter::once(active).chain((0..3).filter(|i| *i != active)).collect();
     let list = order.iter().map(|i| bed.cluster.addr(*i)).collect::<Vec<_>>().join(",");
     let p = bed.provider("active", &list).await;
-    let holder = bed.pod("holder");
+    let holder = bed.pod("holder").await;
     let held = p
         .mount(&params(SHORT, &[("audience", "vault")]), &holder)
         .await
         .expect("the holder mounts");
     let (user, pass) = (text(&held, "user"), text(&held, "pass"));
-    let mut s = session(&p, &bed.pod("warm-b")).await;
+    let mut s = session(&p, &bed.pod("warm-b").await).await;
     let seen = bed
         .mount_loop(&mut s, "active node killed (first in the list)", LOOP, |c| {
             c.kill(active)
@@ -427,7 +433,7 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
             &format!("{},{}", bed.cluster.addr(active), rest.join(",")),
         )
         .await;
-    let mut s = session(&p, &bed.pod("warm-c")).await;
+    let mut s = session(&p, &bed.pod("warm-c").await).await;
     let seen = bed
         .mount_loop(&mut s, "first address dead from the start", LOOP, |_| {})
         .await;

@@ -29,7 +29,7 @@ async fn failed_mount(p: &Provider, extra: &[(&str, &str)], pod: &PodContext) ->
 async fn a_dead_or_silent_vault_fails_the_mount_in_seconds_naming_the_address() {
     let bed = Bed::start().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
 
     // Nothing listens there: every connection is refused.
     let refusing = {
@@ -127,7 +127,7 @@ async fn leases_due_during_a_vault_outage_are_all_renewed_when_it_returns() {
         .await;
     let mut creds = Vec::new();
     for i in 0..PODS {
-        let pod = bed.pod("default", &format!("web-{i}"), "app");
+        let pod = bed.pod(&format!("web-{i}")).await;
         let r = p
             .mount(&params(DB_OBJECTS, &[]), &pod)
             .await
@@ -193,7 +193,7 @@ async fn revocations_cut_short_by_a_shutdown_are_done_after_the_restart() {
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let vault_addr = format!("-vault-addr={}", proxy.url());
     let p = bed.provider("p", &[&vault_addr]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     p.mount(&params(KV_OBJECT, &[]), &pod).await.expect("first mount");
     // Vault will not revoke for now.
     proxy.set_only("/v1/auth/token/revoke-self", Fault::Status(503));
@@ -201,7 +201,8 @@ async fn revocations_cut_short_by_a_shutdown_are_done_after_the_restart() {
     for _ in 0..4 {
         let token = bed
             .kube
-            .pod_token("default", "web-0", &["vault"], Duration::from_secs(3600))
+            .pod_token(bed.ns(), "web-0", &["vault"], Duration::from_secs(3600))
+            .await
             .unwrap();
         let fresh = PodContext {
             tokens: Some(PodContext::tokens_json("vault", &token, expires)),

@@ -40,10 +40,11 @@ async fn configure_secrets(bed: &Bed) {
         .expect("kv put");
 }
 
-/// A provider that watches node-1's pods, so deleting a pod revokes its
+/// A provider that watches its node's pods, so deleting a pod revokes its
 /// token and every lease the token created.
 async fn provider(bed: &Bed, name: &str, extra: &[&str]) -> Provider {
-    let mut args = vec!["-node-name=node-1"];
+    let node = format!("-node-name={}", bed.kube.node);
+    let mut args = vec![node.as_str()];
     args.extend_from_slice(extra);
     bed.provider(name, &args).await
 }
@@ -51,7 +52,7 @@ async fn provider(bed: &Bed, name: &str, extra: &[&str]) -> Provider {
 /// Deletes the pods and waits until their leases are revoked with their tokens.
 async fn pods_gone_leases_revoked(bed: &Bed, pods: &[&PodContext]) {
     for pod in pods {
-        bed.kube.delete_pod(&pod.namespace, &pod.name);
+        bed.kube.delete_pod(&pod.namespace, &pod.name).await.unwrap();
     }
     eventually(
         Duration::from_secs(10),
@@ -153,13 +154,13 @@ fn assert_mentions(e: &tonic::Status, parts: &[&str]) {
 async fn vault_stopped_then_restarted() {
     let mut bed = db_bed().await;
     let mut p = provider(&bed, "p", &[]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("stopped: warm-up", &p, &warm).await;
     assert_eq!(leases(&bed).await, 1);
 
     bed.world.bao.stop().await.unwrap();
     // No token yet: the login never reached Vault, so the driver may retry.
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails_by("Vault stopped, new pod (login)", &p, &cold, SHORT_DEADLINE).await;
     assert_eq!(e.code(), Code::Unavailable);
     assert_mentions(
@@ -194,11 +195,11 @@ async fn vault_refusing_connections() {
     let bed = db_bed().await;
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let mut p = provider(&bed, "p", &[&format!("-vault-addr={}", proxy.url())]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("refused: warm-up", &p, &warm).await;
 
     proxy.set(Fault::Refuse);
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails_by("connection refused, new pod (login)", &p, &cold, SHORT_DEADLINE).await;
     assert_eq!(e.code(), Code::Unavailable);
     assert_mentions(&e, &["cannot connect to Vault", "refused"]);
@@ -217,11 +218,11 @@ async fn vault_refusing_connections() {
 async fn vault_sealed_then_unsealed() {
     let bed = db_bed().await;
     let mut p = provider(&bed, "p", &[]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("sealed: warm-up", &p, &warm).await;
 
     bed.bao.seal().await.unwrap();
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails_by("Vault sealed, new pod (login)", &p, &cold, SHORT_DEADLINE).await;
     assert_eq!(e.code(), Code::Unavailable);
     assert_mentions(&e, &["login to Vault", "503", "Vault is sealed", "attempts in"]);
@@ -243,12 +244,12 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let vault = format!("-vault-addr={}", proxy.url());
     let mut p = provider(&bed, "p", &[&vault, "-request-timeout=1s"]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("slow: warm-up", &p, &warm).await;
     let tokens_before = bed.bao.leases("auth/kubernetes/login").await.unwrap().len();
 
     proxy.set(Fault::Delay(Duration::from_secs(3)));
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails(
         "Vault slower than -request-timeout=1s, new pod (login)",
         &p,
@@ -277,7 +278,7 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
 
     // Only the database is slow: the read reached Vault, which minted a
     // credential the provider never saw.
-    let db_slow = bed.pod("default", "db-slow-0", "app");
+    let db_slow = bed.pod("db-slow-0").await;
     let before = leases(&bed).await;
     proxy.set_only("/v1/database/", Fault::Delay(Duration::from_secs(3)));
     let e = fails(
@@ -305,7 +306,7 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
     let p2 = provider(&bed, "p2", &[&vault]).await;
     proxy.set(Fault::Delay(Duration::from_secs(10)));
     let client = p2.client(Generation::V16).await.unwrap();
-    let late = bed.pod("default", "late-0", "app");
+    let late = bed.pod("late-0").await;
     let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &late, false, Vec::new());
     let started = Instant::now();
     let e = client.mount(req, Duration::from_secs(4)).await.unwrap_err();
@@ -332,13 +333,13 @@ async fn vault_answering_500_and_503() {
     let bed = db_bed().await;
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let mut p = provider(&bed, "p", &[&format!("-vault-addr={}", proxy.url())]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("5xx: warm-up", &p, &warm).await;
 
     for status in [500, 503] {
         proxy.clear_seen();
         proxy.set(Fault::Status(status));
-        let cold = bed.pod("default", &format!("cold-{status}"), "app");
+        let cold = bed.pod(&format!("cold-{status}")).await;
         let e = fails(
             &format!("Vault answering {status}, new pod (login)"),
             &p,
@@ -379,12 +380,12 @@ async fn vault_redirecting_to_a_standby() {
     let bed = db_bed().await;
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let mut p = provider(&bed, "p", &[&format!("-vault-addr={}", proxy.url())]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("307: warm-up", &p, &warm).await;
 
     proxy.clear_seen();
     proxy.set(Fault::Redirect("http://standby.invalid:8200/v1/x".to_string()));
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails(
         "Vault redirecting (307), new pod (login)",
         &p,
@@ -419,12 +420,12 @@ async fn vault_closing_connections_mid_response() {
     bed.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let mut p = provider(&bed, "p", &[&format!("-vault-addr={}", proxy.url())]).await;
-    let warm = bed.pod("default", "warm-0", "app");
+    let warm = bed.pod("warm-0").await;
     succeeds("cut: warm-up", &p, &warm).await;
     let tokens_before = bed.bao.leases("auth/kubernetes/login").await.unwrap().len();
 
     proxy.set(Fault::CloseMidResponse);
-    let cold = bed.pod("default", "cold-0", "app");
+    let cold = bed.pod("cold-0").await;
     let e = fails(
         "connection closed mid-response, new pod (login)",
         &p,
@@ -468,7 +469,7 @@ async fn vault_closing_connections_mid_response() {
 
     // Only the database read is cut: it reached Vault, which minted a
     // credential; the GET is retried (up to 3 attempts), each minting one.
-    let db_cut = bed.pod("default", "db-cut-0", "app");
+    let db_cut = bed.pod("db-cut-0").await;
     let before = leases(&bed).await;
     proxy.set_only("/v1/database/", Fault::CloseMidResponse);
     let e = fails(
@@ -508,7 +509,7 @@ async fn kubernetes_api_down_or_slow() {
     // cannot be loaded.
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     let vault = format!("-vault-addr={}", proxy.url());
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
 
     // Down from the start: the version key cannot be loaded, so the mount
     // fails before anything is asked of Vault, and the driver may retry.
@@ -537,7 +538,7 @@ async fn kubernetes_api_down_or_slow() {
     bed.kube.set_unavailable(true);
     succeeds("Kubernetes API down, key and token cached", &p, &pod).await;
     // A pod without a kubelet token needs the TokenRequest API.
-    let bare = bed.pod_without_token("default", "bare-0", "app");
+    let bare = bed.pod_without_token("bare-0").await;
     let e = fails(
         "Kubernetes API down (503), TokenRequest needed",
         &p,
@@ -547,9 +548,9 @@ async fn kubernetes_api_down_or_slow() {
     .await;
     assert_eq!(e.code(), Code::Unavailable);
     // (The pod is first checked to run on this node, which needs the API too.)
-    assert_mentions(&e, &["pod default/bare-0", "503"]);
+    assert_mentions(&e, &[&format!("pod {}/bare-0", bed.ns()), "503"]);
     // A new pod with a kubelet token: Vault's own TokenReview fails.
-    let fresh = bed.pod("default", "fresh-0", "app");
+    let fresh = bed.pod("fresh-0").await;
     let e = fails(
         "Kubernetes API down (503), Vault's TokenReview fails",
         &p,
@@ -578,7 +579,7 @@ async fn kubernetes_api_down_or_slow() {
     bed.kube.set_delay(Duration::ZERO);
     succeeds("Kubernetes API fast again", &q, &pod).await;
     bed.kube.set_delay(Duration::from_secs(3));
-    let bare2 = bed.pod_without_token("default", "bare-1", "app");
+    let bare2 = bed.pod_without_token("bare-1").await;
     let e = fails(
         "Kubernetes API slower than -request-timeout=1s, TokenRequest needed",
         &q,
@@ -592,4 +593,21 @@ async fn kubernetes_api_down_or_slow() {
     alive(&mut q).await;
     succeeds("Kubernetes API fast again: TokenRequest", &q, &bare2).await;
     succeeds("Kubernetes API fast again: fresh pod", &p, &fresh).await;
+
+    // Throttled by API priority and fairness (429 with Retry-After): no
+    // hidden retries, the same bounded failure, naming the answer.
+    bed.kube.set_failing(Some(429));
+    let bare3 = bed.pod_without_token("bare-2").await;
+    let e = fails(
+        "Kubernetes API throttling (429), TokenRequest needed",
+        &p,
+        &bare3,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_mentions(&e, &["429"]);
+    succeeds("Kubernetes API throttling, key and token cached", &p, &pod).await;
+    bed.kube.set_failing(None);
+    succeeds("Kubernetes API answering again: TokenRequest", &p, &bare3).await;
 }

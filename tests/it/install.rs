@@ -1,19 +1,21 @@
 //! Installing on a real cluster: the kustomize variants under `deploy/`
 //! (rendered with `kubectl kustomize`, validated against the Kubernetes
-//! OpenAPI schemas, RBAC checked rule by rule and then enforced by the
-//! Kubernetes double), the vault-helm chart's argument list and Agent-socket
-//! `VAULT_ADDR`, and the files under `examples/`, mounted as they are.
+//! OpenAPI schemas, RBAC checked rule by rule and then applied to the real
+//! kube-apiserver, which enforces it while the provider mounts), the
+//! vault-helm and openbao-helm charts' argument lists and Agent-socket
+//! `VAULT_ADDR`, and the files under `examples/`, applied and mounted as
+//! they are.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
-use serde::Deserialize as _;
 use serde_json::{json, Value};
 use tonic::Code;
 use vault_csi_provider::spc::names as spc_names;
+use vcp_testbed::deploy;
 use vcp_testbed::driver::{DriverClient, Generation, PodContext};
 use vcp_testbed::postgres::Postgres;
 
@@ -44,18 +46,6 @@ const EXAMPLES: &[&str] = &[
 
 // ---------------------------------------------------------------- rendering
 
-/// `kubectl`, or a failure that says how to get it.
-fn kubectl() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("kubectl"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("kubectl not found on PATH: the manifest tests render deploy/ with `kubectl kustomize`; install kubectl (v1.27+)")
-    })
-}
-
 /// The `kubernetes-validate` tool that `scripts/testbed.sh install` puts in
 /// `.testbed/`, or a failure that says how to get it.
 fn validator() -> PathBuf {
@@ -70,27 +60,9 @@ fn validator() -> PathBuf {
     path
 }
 
-/// `to` relative to `from` (kustomize refuses absolute paths to bases).
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for c in &to[common..] {
-        out.push(c);
-    }
-    out
-}
-
 /// Parses a multi-document YAML stream into JSON values (empty documents dropped).
 fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
+    deploy::yaml_docs(text).expect("valid YAML")
 }
 
 /// A rendered install: a name and its objects.
@@ -101,39 +73,13 @@ struct Variant {
 }
 
 fn kustomize(dir: &Path) -> String {
-    let out = Command::new(kubectl())
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    deploy::kustomize(dir).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Renders the base with `components` through a generated overlay.
 fn render(name: &str, components: &[&str]) -> Variant {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kustomize").join(name);
-    std::fs::create_dir_all(&dir).expect("overlay dir");
-    let dir = dir.canonicalize().expect("canonical overlay dir");
-    let deploy = Path::new(REPO).join("deploy").canonicalize().expect("deploy/");
-    let rel = |p: &str| relative(&dir, &deploy.join(p)).display().to_string();
-    let overlay = json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [rel("base")],
-        "components": components.iter().map(|c| rel(&format!("components/{c}"))).collect::<Vec<_>>(),
-    });
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        serde_yaml_ng::to_string(&overlay).expect("yaml"),
-    )
-    .expect("write overlay");
-    let yaml = kustomize(&dir);
+    let yaml = deploy::render_in(&dir, components).unwrap_or_else(|e| panic!("{e:#}"));
     Variant {
         name: name.to_string(),
         objects: yaml_docs(&yaml),
@@ -529,54 +475,29 @@ fn the_daemonset_is_locked_down_in_every_variant() {
     assert_eq!(spec["podInfoOnMount"], true);
 }
 
-/// Applies a rendered variant's grants to a service account of the double,
-/// as the API server would enforce them.
-fn enforce(bed: &Bed, sa_ns: &str, sa: &str, grants: &BTreeSet<Grant>) {
-    enforce_in(bed, sa_ns, sa, grants, None);
-}
-
-/// As [`enforce`], with the unbound ClusterRoles bound in `bound_in` (an
-/// admin's RoleBinding).
-fn enforce_in(bed: &Bed, sa_ns: &str, sa: &str, grants: &BTreeSet<Grant>, bound_in: Option<&str>) {
-    for gr in grants {
-        let ns = if gr.scope.starts_with("unbound/") {
-            match bound_in {
-                Some(ns) => Some(ns),
-                None => continue,
-            }
-        } else {
-            gr.scope.strip_prefix("namespace/")
-        };
-        let name = (!gr.name.is_empty()).then_some(gr.name.as_str());
-        bed.world.kube.grant(sa_ns, sa, &gr.verb, &gr.resource, ns, name);
-    }
-}
-
-/// Starts the provider as service account `sa_ns/sa` (no grants of the test world).
-async fn provider_as(bed: &Bed, sa_ns: &str, sa: &str, name: &str) -> Provider {
-    bed.world.kube.add_service_account(sa_ns, sa);
-    let token = bed
-        .world
-        .kube
-        .service_account_token(sa_ns, sa, &[], Duration::from_secs(86400));
-    let kubeconfig = bed.dir.path().join(format!("{name}.kubeconfig"));
-    bed.world.kube.write_kubeconfig(&kubeconfig, &token).unwrap();
+/// Starts the provider as the ServiceAccount `deploy/` renders, installed
+/// in its own namespace `<test>-<name>` with exactly the RBAC of the base
+/// and `components` (applied to the real API server, which enforces it).
+async fn installed_provider(bed: &Bed, name: &str, components: &[&str]) -> (Provider, String) {
+    let ns = bed.kube.namespace(name).await.unwrap();
+    bed.kube.install_provider(&ns, components).await.unwrap();
+    let kubeconfig = bed.world.provider_kubeconfig(&ns, name).await.unwrap();
     let socket = bed.dir.path().join(format!("{name}.sock"));
     let args = vec![
         format!("-endpoint={}", socket.display()),
         format!("-vault-addr={}", bed.world.bao.addr()),
         format!("-kubeconfig={}", kubeconfig.display()),
-        "-hmac-secret-namespace=csi".to_string(),
         "-health-addr=127.0.0.1:0".to_string(),
     ];
-    spawn_provider(
+    let p = spawn_provider(
         &args,
         socket,
         bed.dir.path().join(format!("{name}.log")),
         &[],
         "provider starts",
     )
-    .await
+    .await;
+    (p, ns)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,7 +510,7 @@ async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_com
             "kubernetes",
             "any-aud",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             None,
             "1h",
@@ -599,18 +520,18 @@ async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_com
         .unwrap();
     let objects = KV_OBJECT;
 
-    // Exactly the base's RBAC: a kubelet token → mount works, key created.
-    enforce(&bed, "rbac", "base", &grants(&render("base", &[])));
-    let p = provider_as(&bed, "rbac", "base", "base").await;
-    let pod = bed.pod("default", "web-0", "app");
+    // Exactly the base's RBAC: a kubelet token → mount works, key created
+    // (in the namespace the kubeconfig's context names, as in-cluster).
+    let (p, ns) = installed_provider(&bed, "base", &[]).await;
+    let pod = bed.pod("web-0").await;
     let r = p
         .mount(&params(objects, &[]), &pod)
         .await
         .expect("mount with the base RBAC");
     assert_eq!(text(&r, "k"), "v");
-    assert!(bed.world.kube.secret("csi", "vault-csi-provider-hmac-key").is_some());
+    assert!(bed.kube.secret(&ns, KEY_SECRET).await.unwrap().is_some());
     // ... but no TokenRequest: a pod without a kubelet token is refused.
-    let bare = bed.pod_without_token("default", "bare-0", "app");
+    let bare = bed.pod_without_token("bare-0").await;
     let e = p
         .mount(&params(objects, &[("roleName", "any-aud")]), &bare)
         .await
@@ -618,14 +539,8 @@ async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_com
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
 
     // The token-request component's RBAC makes that mount work.
-    enforce(
-        &bed,
-        "rbac",
-        "tr",
-        &grants(&render("token-request", &["token-request"])),
-    );
-    let p = provider_as(&bed, "rbac", "tr", "tr").await;
-    let bare = bed.pod_without_token("default", "bare-1", "app");
+    let (p, _) = installed_provider(&bed, "tr", &["token-request"]).await;
+    let bare = bed.pod_without_token("bare-1").await;
     let r = p
         .mount(&params(objects, &[("roleName", "any-aud")]), &bare)
         .await
@@ -709,22 +624,35 @@ async fn chart_provider(
 }
 
 /// The kubeconfig standing in for the in-cluster configuration: the
-/// provider's service account, and its namespace (`csi`) as the context's.
-fn in_cluster_stand_in(bed: &Bed, name: &str) -> PathBuf {
-    let token =
-        bed.world
-            .kube
-            .service_account_token(PROVIDER_NS, "vault-csi-provider", &[], Duration::from_secs(86400));
-    let path = bed.dir.path().join(format!("{name}.kubeconfig"));
-    bed.world.kube.write_kubeconfig(&path, &token).unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("namespace: default"));
-    std::fs::write(
-        &path,
-        text.replace("namespace: default", &format!("namespace: {PROVIDER_NS}")),
-    )
-    .unwrap();
-    path
+/// provider's service account, and its namespace as the context's.
+async fn in_cluster_stand_in(bed: &Bed, name: &str) -> PathBuf {
+    bed.world.provider_kubeconfig(bed.provider_ns(), name).await.unwrap()
+}
+
+/// The Role a chart (vault-helm's and openbao-helm's `csi-role.yaml`)
+/// renders for the provider's key Secret `key`: `get` on it by name and
+/// `create` on Secrets, bound to the provider's ServiceAccount.
+async fn chart_key_role(bed: &Bed, key: &str) {
+    let ns = bed.provider_ns();
+    bed.kube
+        .apply(&[
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": format!("{key}-role"), "namespace": ns},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": [key]},
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                ],
+            }),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": format!("{key}-role"), "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{key}-role")},
+                "subjects": [{"kind": "ServiceAccount", "name": PROVIDER_SA, "namespace": ns}],
+            }),
+        ])
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +671,8 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     let agent_socket = root.join("var/run/vault/agent.sock");
     let upstream = bed.world.bao.addr().trim_start_matches("http://").to_string();
     let relayed = agent_relay(&agent_socket, upstream).await;
-    let kubeconfig = in_cluster_stand_in(&bed, "helm");
+    let kubeconfig = in_cluster_stand_in(&bed, "helm").await;
+    chart_key_role(&bed, "my-vault-csi-provider-hmac-key").await;
     let health = free_port();
 
     // csi-daemonset.yaml with csi.agent.enabled=true (the chart's default),
@@ -776,7 +705,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     assert_eq!(probe(health, "/health/ready").await, 200);
 
     // An SPC without vaultAddress: every Vault request goes through the Agent socket.
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
     let r = p
         .mount(&params(objects, &[]), &pod)
@@ -788,9 +717,10 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
         "Vault was reached through the unix socket"
     );
     let key = bed
-        .world
         .kube
-        .secret(PROVIDER_NS, "my-vault-csi-provider-hmac-key")
+        .secret(bed.provider_ns(), "my-vault-csi-provider-hmac-key")
+        .await
+        .unwrap()
         .expect("the key Secret the chart's Role names, in the provider's namespace");
     assert_eq!(key["immutable"], true);
     p.sigterm();
@@ -822,7 +752,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
 
 // ---------------------------------------------------------------- OpenBao
 
-/// A kubernetes-auth role for `default/app` at `mount` whose tokens must
+/// A kubernetes-auth role for `<test namespace>/app` at `mount` whose tokens must
 /// carry audience `openbao`.
 async fn openbao_role(bed: &Bed, mount: &str, role: &str) {
     bed.world
@@ -831,7 +761,7 @@ async fn openbao_role(bed: &Bed, mount: &str, role: &str) {
             mount,
             role,
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("openbao"),
             "1h",
@@ -843,13 +773,13 @@ async fn openbao_role(bed: &Bed, mount: &str, role: &str) {
 
 /// A pod with the kubelet tokens a CSIDriver whose `tokenRequests` list
 /// `audiences` hands over, one per audience.
-fn pod_with_tokens(bed: &Bed, name: &str, audiences: &[&str]) -> PodContext {
-    let mut pod = bed.world.pod_without_token("default", name, "app");
+async fn pod_with_tokens(bed: &Bed, name: &str, audiences: &[&str]) -> PodContext {
+    let mut pod = bed.pod_without_token(name).await;
     let ttl = Duration::from_secs(3600);
     let expires = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + ttl).to_string();
     let mut tokens = serde_json::Map::new();
     for audience in audiences {
-        let token = bed.world.kube.pod_token("default", name, &[audience], ttl).unwrap();
+        let token = bed.kube.pod_token(bed.ns(), name, &[audience], ttl).await.unwrap();
         tokens.insert(
             audience.to_string(),
             json!({"token": token, "expirationTimestamp": expires}),
@@ -860,12 +790,15 @@ fn pod_with_tokens(bed: &Bed, name: &str, audiences: &[&str]) -> PodContext {
 }
 
 /// The provider serving `<scratch>/<name>/openbao.sock` only (OpenBao's
-/// flags, env and defaults), as the provider's service account.
+/// flags, env and defaults), as the provider's service account with
+/// openbao-helm's Role for its key Secret.
 async fn openbao_provider(bed: &Bed, name: &str, extra: &[String], env: &[(&str, &str)]) -> Provider {
+    // Its key Secret is OpenBao's default, which openbao-helm's Role names.
+    chart_key_role(bed, "openbao-csi-provider-hmac-key").await;
     let dir = bed.dir.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("openbao.sock");
-    let kubeconfig = in_cluster_stand_in(bed, name);
+    let kubeconfig = in_cluster_stand_in(bed, name).await;
     let mut args = vec![
         format!("-endpoint={}", socket.display()),
         format!("-kubeconfig={}", kubeconfig.display()),
@@ -906,7 +839,8 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     let readonly = root.join("read-only");
     std::fs::create_dir_all(&readonly).unwrap();
     std::fs::set_permissions(&readonly, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
-    let kubeconfig = in_cluster_stand_in(&bed, "openbao-helm");
+    let kubeconfig = in_cluster_stand_in(&bed, "openbao-helm").await;
+    chart_key_role(&bed, "openbao-csi-provider-hmac-key").await;
     let health = free_port();
 
     // csi-daemonset.yaml of openbao-helm 0.29.2 with its defaults (chart
@@ -941,7 +875,7 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     // A class as OpenBao users write it: baoRoleName wins over roleName
     // (`app`, bound to audience vault), and with no audience the kubelet
     // token for `openbao` is used.
-    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
+    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]).await;
     let objects = KV_OBJECT;
     let r = p
         .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
@@ -953,9 +887,10 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
         "OpenBao was reached through the Agent's unix socket"
     );
     let key = bed
-        .world
         .kube
-        .secret(PROVIDER_NS, "openbao-csi-provider-hmac-key")
+        .secret(bed.provider_ns(), "openbao-csi-provider-hmac-key")
+        .await
+        .unwrap()
         .expect("the key Secret the chart's Role names, in the provider's namespace");
     assert_eq!(key["immutable"], true);
     let logs = p.logs();
@@ -1010,7 +945,7 @@ async fn bao_addr_unset_empty_or_set_against_vault_addr() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     openbao_role(&bed, "kubernetes", "bao-app").await;
-    let pod = pod_with_tokens(&bed, "web-0", &["openbao"]);
+    let pod = pod_with_tokens(&bed, "web-0", &["openbao"]).await;
     let objects = KV_OBJECT;
     let spc = params(objects, &[("baoRoleName", "bao-app")]);
     let bao = bed.world.bao.addr();
@@ -1065,18 +1000,10 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
     // where role `app` wants audience openbao. At `kubernetes`, role `app`
     // wants audience vault (the world's).
     bed.world.bao.enable_auth("bao-kubernetes", "kubernetes").await.unwrap();
-    let reviewer =
-        bed.world
-            .kube
-            .service_account_token("kube-system", "vault-reviewer", &[], Duration::from_secs(86400));
+    let reviewer = bed.kube.reviewer_token().await.unwrap();
     bed.world
         .bao
-        .configure_kubernetes_auth(
-            "bao-kubernetes",
-            &bed.world.kube.url(),
-            &bed.world.kube.ca_pem(),
-            &reviewer,
-        )
+        .configure_kubernetes_auth("bao-kubernetes", &bed.kube.url(), &bed.kube.ca_pem(), &reviewer)
         .await
         .unwrap();
     openbao_role(&bed, "bao-kubernetes", "app").await;
@@ -1103,7 +1030,7 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
             }
         })
         .collect();
-    let kubeconfig = in_cluster_stand_in(&bed, "both");
+    let kubeconfig = in_cluster_stand_in(&bed, "both").await;
     args.push(format!("-kubeconfig={}", kubeconfig.display()));
     args.push("-openbao-mount=bao-kubernetes".to_string());
     let rendered_env: BTreeMap<String, String> = c["env"]
@@ -1140,7 +1067,7 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
 
     // One pod, kubelet tokens for both audiences, the same class on both
     // sockets: each socket picks its audience, auth mount and address.
-    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]);
+    let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]).await;
     let objects = KV_OBJECT;
     let spc = params(objects, &[]);
     let from_vault = p.mount_at(&vault_sock, &spc, &pod).await.expect("provider: vault");
@@ -1155,16 +1082,9 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
     );
     // One object-version key for both sockets: equal objects, equal versions.
     assert_eq!(versions(&from_vault)["k"], versions(&from_bao)["k"]);
-    assert!(bed
-        .world
-        .kube
-        .secret(PROVIDER_NS, "vault-csi-provider-hmac-key")
-        .is_some());
-    assert!(bed
-        .world
-        .kube
-        .secret(PROVIDER_NS, "openbao-csi-provider-hmac-key")
-        .is_none());
+    let key = |name: &'static str| bed.kube.secret(bed.provider_ns(), name);
+    assert!(key(KEY_SECRET).await.unwrap().is_some());
+    assert!(key("openbao-csi-provider-hmac-key").await.unwrap().is_none());
 
     // The token cache keeps the flavours apart. A class on the openbao
     // socket naming the vault socket's address and mount, for the same pod
@@ -1205,6 +1125,8 @@ struct Example {
     /// The pod's name and service account.
     pod_name: String,
     service_account: String,
+    /// `pod.yaml`: the ServiceAccount and the Pod.
+    manifests: Vec<Value>,
     /// `policy.hcl`.
     policy: String,
 }
@@ -1268,6 +1190,7 @@ fn example(name: &str) -> Example {
         parameters,
         pod_name: pod["metadata"]["name"].as_str().unwrap().to_string(),
         service_account: sa,
+        manifests: docs.clone(),
         policy: std::fs::read_to_string(dir.join("policy.hcl")).unwrap(),
     }
 }
@@ -1303,7 +1226,7 @@ impl Example {
                 "kubernetes",
                 role,
                 &[&self.service_account],
-                &["default"],
+                &[bed.ns()],
                 &[role],
                 audience,
                 "1h",
@@ -1313,8 +1236,58 @@ impl Example {
             .unwrap();
     }
 
-    fn pod(&self, bed: &Bed) -> PodContext {
-        bed.pod("default", &self.pod_name, &self.service_account)
+    /// Applies `pod.yaml` to the API server as written, in the test's
+    /// namespace (the examples name none, so they land in the user's
+    /// current one), with the pod named `name` and scheduled to the
+    /// provider's node; what kubelet tells the driver about it, no token yet.
+    async fn pod_named(&self, bed: &Bed, name: &str) -> PodContext {
+        let mut applied = Vec::new();
+        for doc in &self.manifests {
+            let mut doc = doc.clone();
+            doc["metadata"]["namespace"] = json!(bed.ns());
+            if doc["kind"] == "Pod" {
+                doc["metadata"]["name"] = json!(name);
+                doc["spec"]["nodeName"] = json!(bed.kube.node);
+            }
+            applied.push(doc);
+        }
+        bed.kube.apply(&applied).await.expect("the example's pod.yaml applies");
+        let uid = bed
+            .kube
+            .pod_uid(bed.ns(), name)
+            .await
+            .unwrap()
+            .expect("the example's pod");
+        PodContext {
+            name: name.to_string(),
+            namespace: bed.ns().to_string(),
+            uid,
+            service_account: self.service_account.clone(),
+            tokens: None,
+        }
+    }
+
+    /// The example's pod with kubelet's token for `audience`.
+    async fn pod_for(&self, bed: &Bed, audience: &str) -> PodContext {
+        let mut pod = self.pod_named(bed, &self.pod_name).await;
+        let ttl = Duration::from_secs(3600);
+        let token = bed
+            .kube
+            .pod_token(bed.ns(), &self.pod_name, &[audience], ttl)
+            .await
+            .unwrap();
+        pod.tokens = Some(PodContext::tokens_json(
+            audience,
+            &token,
+            std::time::SystemTime::now() + ttl,
+        ));
+        pod
+    }
+
+    /// The example's pod with the token the reference CSIDriver's
+    /// `tokenRequests` asks for (audience `vault`).
+    async fn pod(&self, bed: &Bed) -> PodContext {
+        self.pod_for(bed, "vault").await
     }
 }
 
@@ -1352,7 +1325,7 @@ async fn example_kv() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let r = p
-        .mount(&ex.params_for(&bed), &ex.pod(&bed))
+        .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
         .await
         .expect("kv example mounts");
     assert_eq!(text(&r, "db-password"), "second");
@@ -1375,7 +1348,7 @@ async fn example_database() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let r = p
-        .mount(&ex.params_for(&bed), &ex.pod(&bed))
+        .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
         .await
         .expect("database example mounts");
     let (user, pass) = (text(&r, "db-username"), text(&r, "db-password"));
@@ -1391,7 +1364,7 @@ async fn example_pki() {
     let ca = bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
     let r = p
-        .mount(&ex.params_for(&bed), &ex.pod(&bed))
+        .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
         .await
         .expect("pki example mounts");
     let cert = text(&r, "tls.crt");
@@ -1414,10 +1387,10 @@ async fn example_jwt_auth() {
     bed.world.bao.enable_auth("jwt", "jwt").await.unwrap();
     bed.world
         .bao
-        .configure_jwt_auth("jwt", &bed.world.kube.jwt_public_key_pem())
+        .configure_jwt_auth("jwt", &bed.kube.jwt_public_key_pem())
         .await
         .unwrap();
-    let subject = format!("system:serviceaccount:default:{}", ex.service_account);
+    let subject = format!("system:serviceaccount:{}:{}", bed.ns(), ex.service_account);
     bed.world
         .bao
         .jwt_role("jwt", &role, "vault", &subject, &[&role], "1h")
@@ -1430,7 +1403,7 @@ async fn example_jwt_auth() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let r = p
-        .mount(&ex.params_for(&bed), &ex.pod(&bed))
+        .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
         .await
         .expect("jwt example mounts");
     assert_eq!(text(&r, "db-password"), "jwt");
@@ -1449,28 +1422,14 @@ async fn example_custom_audience() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     // Kubelet minted the audience (CSIDriver tokenRequests lists it) ...
-    let mut pod = bed
-        .world
-        .pod_without_token("default", &ex.pod_name, &ex.service_account);
-    let token = bed
-        .world
-        .kube
-        .pod_token("default", &ex.pod_name, &[&audience], Duration::from_secs(3600))
-        .unwrap();
-    pod.tokens = Some(PodContext::tokens_json(
-        &audience,
-        &token,
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    ));
+    let pod = ex.pod_for(&bed, &audience).await;
     let r = p
         .mount(&ex.params_for(&bed), &pod)
         .await
         .expect("custom-audience example mounts");
     assert_eq!(text(&r, "db-password"), "aud");
     // ... or the provider requests it (token-request component).
-    let bare = bed
-        .world
-        .pod_without_token("default", &format!("{}-2", ex.pod_name), &ex.service_account);
+    let bare = ex.pod_named(&bed, &format!("{}-2", ex.pod_name)).await;
     let r = p
         .mount(&ex.params_for(&bed), &bare)
         .await
@@ -1489,27 +1448,29 @@ async fn example_sync() {
         .await
         .unwrap();
     // The example's RoleBinding binds the secret-sync component's ClusterRole
-    // for the provider in the pod's namespace; grant exactly that.
+    // for the provider (in `csi`) in the pod's namespace (`default`): apply
+    // it, placed in the test's namespaces.
     let binding =
-        &yaml_docs(&std::fs::read_to_string(Path::new(REPO).join("examples/sync/rolebinding.yaml")).unwrap())[0];
+        yaml_docs(&std::fs::read_to_string(Path::new(REPO).join("examples/sync/rolebinding.yaml")).unwrap()).remove(0);
     assert_eq!(binding["roleRef"]["name"], "vault-csi-provider-secret-sync");
-    let subject = &binding["subjects"][0];
-    assert_eq!(subject["namespace"], PROVIDER_NS);
-    let ns = binding["metadata"]["namespace"].as_str().unwrap();
-    let sync_grants: BTreeSet<Grant> = grants(&render("secret-sync", &["secret-sync"]))
-        .into_iter()
-        .filter(|g| g.scope.starts_with("unbound/"))
-        .collect();
-    let sa = subject["name"].as_str().unwrap();
+    assert_eq!(binding["subjects"][0]["name"], PROVIDER_SA);
+    assert_eq!(binding["subjects"][0]["namespace"], "csi", "deploy/base's namespace");
+    assert_eq!(binding["metadata"]["namespace"], "default", "the pod's");
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod(ns, &ex.pod_name, &ex.service_account);
+    let pod = ex.pod(&bed).await;
     // Without the binding the mount fails and says so.
     let e = p.mount(&ex.params_for(&bed), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
-    enforce_in(&bed, PROVIDER_NS, sa, &sync_grants, Some(ns));
+    let binding = vcp_testbed::cluster::sync_binding(binding, bed.provider_ns(), bed.ns()).unwrap();
+    bed.kube.apply(&[binding]).await.unwrap();
     let r = p.mount(&ex.params_for(&bed), &pod).await.expect("sync example mounts");
     assert_eq!(text(&r, "password"), "synced");
-    let secret = bed.world.kube.secret(ns, "app-credentials").expect("the synced Secret");
+    let secret = bed
+        .kube
+        .secret(bed.ns(), "app-credentials")
+        .await
+        .unwrap()
+        .expect("the synced Secret");
     assert_eq!(secret["type"], "kubernetes.io/basic-auth");
     assert_eq!(secret["data"]["password"], "c3luY2Vk", "base64 of the Vault value");
 }
@@ -1528,19 +1489,7 @@ async fn example_openbao_kv() {
         .unwrap();
     let p = openbao_provider(&bed, "p", &[], &[]).await;
     // Kubelet hands over the token for audience openbao (tokenRequests).
-    let mut pod = bed
-        .world
-        .pod_without_token("default", &ex.pod_name, &ex.service_account);
-    let token = bed
-        .world
-        .kube
-        .pod_token("default", &ex.pod_name, &["openbao"], Duration::from_secs(3600))
-        .unwrap();
-    pod.tokens = Some(PodContext::tokens_json(
-        "openbao",
-        &token,
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    ));
+    let pod = ex.pod_for(&bed, "openbao").await;
     let r = p
         .mount(&ex.params_for(&bed), &pod)
         .await
@@ -1594,9 +1543,9 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
     );
     args.push(format!(
         "-kubeconfig={}",
-        in_cluster_stand_in(&bed, "example").display()
+        in_cluster_stand_in(&bed, "example").await.display()
     ));
-    args.push("-hmac-secret-namespace=csi".to_string());
+    args.push(format!("-hmac-secret-namespace={}", bed.provider_ns()));
     let socket = provider_dir.join("vault.sock");
     let p = spawn_provider(
         &args,
@@ -1617,7 +1566,7 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let sock = root.join("agent.sock");
     let http_other = other.replace("https://", "http://");
     let unix = format!("unix://{}", sock.display());

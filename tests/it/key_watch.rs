@@ -15,8 +15,8 @@ const OBJECTS: &str =
     "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n- {objectName: all, secretPath: secret/data/app}\n";
 
 /// `metadata.uid` and `data.key` (base64) of the key Secret, if it exists.
-fn key_secret(bed: &Bed) -> Option<(String, String)> {
-    let secret = bed.kube.secret(PROVIDER_NS, KEY_SECRET)?;
+async fn key_secret(bed: &Bed) -> Option<(String, String)> {
+    let secret = bed.kube.secret(bed.provider_ns(), KEY_SECRET).await.unwrap()?;
     Some((
         secret["metadata"]["uid"].as_str()?.to_string(),
         secret["data"]["key"].as_str()?.to_string(),
@@ -28,11 +28,11 @@ async fn a_deleted_key_secret_is_back_at_once_and_every_version_changes() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let ps = params(OBJECTS, &[]);
     let before = versions(&p.mount(&ps, &pod).await.unwrap());
     assert_eq!(before.len(), 2);
-    let (old_uid, _) = key_secret(&bed).expect("key Secret created");
+    let (old_uid, _) = key_secret(&bed).await.expect("key Secret created");
 
     // Mounts ask Kubernetes nothing for the key (kubelet hands the token).
     bed.kube.clear_requests();
@@ -45,14 +45,14 @@ async fn a_deleted_key_secret_is_back_at_once_and_every_version_changes() {
         .collect();
     assert!(asked.is_empty(), "a mount asked Kubernetes: {asked:?}");
 
-    bed.kube.delete_secret(PROVIDER_NS, KEY_SECRET);
+    bed.kube.delete_secret(bed.provider_ns(), KEY_SECRET).await.unwrap();
     let deleted = Instant::now();
     eventually(Duration::from_secs(1), "the key Secret recreated", || async {
-        key_secret(&bed).is_some_and(|(uid, _)| uid != old_uid)
+        key_secret(&bed).await.is_some_and(|(uid, _)| uid != old_uid)
     })
     .await;
     println!("KEY_WATCH | key Secret back {:?} after its deletion", deleted.elapsed());
-    let (_, new_key) = key_secret(&bed).unwrap();
+    let (_, new_key) = key_secret(&bed).await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = versions(&p.mount(&ps, &pod).await.unwrap());
@@ -63,8 +63,8 @@ async fn a_deleted_key_secret_is_back_at_once_and_every_version_changes() {
 
     // The same pod recreated (same namespace, name and service account, a
     // new uid): versions depend on key and content, not on the pod.
-    bed.kube.delete_pod("default", "web-0");
-    let again = bed.pod("default", "web-0", "app");
+    bed.kube.delete_pod(bed.ns(), "web-0").await.unwrap();
+    let again = bed.pod("web-0").await;
     assert_ne!(again.uid, pod.uid);
     assert_eq!(versions(&p.mount(&ps, &again).await.unwrap()), after);
 
@@ -82,18 +82,12 @@ async fn without_rbac_for_the_watch_the_provider_falls_back_to_the_recheck() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     // A Role from before the watch: get and create only.
-    for verb in ["list", "watch"] {
-        bed.kube.revoke(
-            PROVIDER_NS,
-            PROVIDER_SA,
-            verb,
-            "secrets",
-            Some(PROVIDER_NS),
-            Some(KEY_SECRET),
-        );
-    }
+    bed.kube
+        .key_role_from_before_the_watch(bed.provider_ns())
+        .await
+        .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let ps = params(OBJECTS, &[]);
     let before = versions(&p.mount(&ps, &pod).await.expect("mounts work without the watch"));
     eventually(Duration::from_secs(10), "the refused watch logged", || async {
@@ -103,9 +97,9 @@ async fn without_rbac_for_the_watch_the_provider_falls_back_to_the_recheck() {
 
     // Nothing recreates the Secret before the next re-check (a minute), and
     // mounts keep working with the key held.
-    bed.kube.delete_secret(PROVIDER_NS, KEY_SECRET);
+    bed.kube.delete_secret(bed.provider_ns(), KEY_SECRET).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(key_secret(&bed).is_none(), "recreated without a watch");
+    assert!(key_secret(&bed).await.is_none(), "recreated without a watch");
     assert_eq!(versions(&p.mount(&ps, &pod).await.unwrap()), before);
     assert_eq!(
         p.logs().matches("cannot watch the object-version key Secret").count(),
@@ -116,6 +110,6 @@ async fn without_rbac_for_the_watch_the_provider_falls_back_to_the_recheck() {
     // A provider started now creates a new key, as ever.
     let q = bed.provider("q", &[]).await;
     let rotated = versions(&q.mount(&ps, &pod).await.unwrap());
-    assert!(key_secret(&bed).is_some());
+    assert!(key_secret(&bed).await.is_some());
     assert_ne!(rotated["k"], before["k"]);
 }

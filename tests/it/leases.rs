@@ -24,7 +24,7 @@ async fn db_bed(default_ttl: &str, max_ttl: &str, token_ttl: &str) -> (Bed, Post
             "kubernetes",
             "app",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("vault"),
             token_ttl,
@@ -47,7 +47,7 @@ fn creds(r: &vault_csi_provider::proto::MountResponse) -> (String, String) {
 async fn republishing_reuses_one_lease_and_one_login_across_ttls() {
     let (bed, pg) = db_bed("4s", "1h", "6s").await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let started = Instant::now();
     let mut first: Option<(String, String)> = None;
     let mut versions_seen = std::collections::BTreeSet::new();
@@ -88,7 +88,7 @@ async fn republishing_reuses_one_lease_and_one_login_across_ttls() {
 async fn a_pod_never_republished_keeps_working_credentials() {
     let (bed, pg) = db_bed("3s", "1h", "4s").await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let (user, pass) = creds(&p.mount(&params(DB_OBJECTS, &[]), &pod).await.unwrap());
     for second in 0..10 {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -106,7 +106,7 @@ async fn a_pod_never_republished_keeps_working_credentials() {
 async fn credentials_rotate_before_their_max_ttl_and_always_work() {
     let (bed, pg) = db_bed("3s", "6s", "1h").await;
     let p = bed.provider("p", &["-rotation-grace=30s"]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let mut users = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(14) {
@@ -138,7 +138,7 @@ async fn pki_certificates_are_reused_until_the_threshold_then_renewed_before_exp
     let bed = Bed::start().await;
     bed.world.bao.setup_pki("pki", "web", "1h").await.unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 6s}, secretKey: certificate}\n";
     let mut serials: Vec<(String, Duration)> = Vec::new();
     let started = Instant::now();
@@ -198,7 +198,7 @@ async fn a_certificate_outlives_shorter_tokens_across_logins() {
             "kubernetes",
             "app",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("vault"),
             "3s",
@@ -207,10 +207,10 @@ async fn a_certificate_outlives_shorter_tokens_across_logins() {
         .await
         .unwrap();
     let p = bed.provider("p", &["-rotation-grace=1s"]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 1h}, secretKey: certificate}\n";
     let stored_before = stored_certificates(&bed, "pki").await.len();
-    let logins_before = token_reviews(&bed.world.kube);
+    let logins_before = token_reviews(&bed.kube);
     let started = Instant::now();
     let mut first: Option<(String, String)> = None;
     while started.elapsed() < Duration::from_secs(8) {
@@ -227,7 +227,7 @@ async fn a_certificate_outlives_shorter_tokens_across_logins() {
         assert_eq!(*version0, version, "same content, same version");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let logins = token_reviews(&bed.world.kube) - logins_before;
+    let logins = token_reviews(&bed.kube) - logins_before;
     assert!(
         logins >= 2,
         "the 3-second tokens were replaced by logins: {logins} logins\n{}",
@@ -255,7 +255,7 @@ async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
     bed.world.bao.setup_pki("pki", "web", "2h").await.unwrap();
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 1h}, secretKey: certificate}\n- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
     let stored_before = stored_certificates(&bed, "pki").await.len();
     let first = text(&p.mount(&params(objects, &[]), &pod).await.unwrap(), "tls.crt");
@@ -271,7 +271,7 @@ async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
         .await
         .expect("a refused token leads to one fresh login");
     assert_eq!(text(&r, "k"), "v");
-    assert_eq!(token_reviews(&bed.world.kube), 2);
+    assert_eq!(token_reviews(&bed.kube), 2);
     assert_eq!(
         text(&r, "tls.crt"),
         first,
@@ -290,14 +290,14 @@ async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_pod_revokes_its_credentials_only() {
     let (bed, pg) = db_bed("1h", "2h", "1h").await;
-    let p = bed.provider("p", &["-node-name=node-1"]).await;
-    let a = bed.pod("default", "a-0", "app");
-    let b = bed.pod("default", "b-0", "app");
+    let p = bed.provider("p", &[&format!("-node-name={}", bed.kube.node)]).await;
+    let a = bed.pod("a-0").await;
+    let b = bed.pod("b-0").await;
     let (ua, pa) = creds(&p.mount(&params(DB_OBJECTS, &[]), &a).await.unwrap());
     let (ub, pb) = creds(&p.mount(&params(DB_OBJECTS, &[]), &b).await.unwrap());
     assert_ne!(ua, ub, "two pods of one service account get their own credentials");
     assert_eq!(count(&bed, "database/creds/app").await, 2);
-    bed.world.kube.delete_pod("default", "a-0");
+    bed.kube.delete_pod(bed.ns(), "a-0").await.unwrap();
     eventually(Duration::from_secs(5), "pod a's credentials to be revoked", || async {
         !pg.can_login(&ua, &pa).await.unwrap()
     })
@@ -317,7 +317,7 @@ async fn deleting_a_pod_revokes_its_credentials_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_the_ledger_and_a_tampered_state_file_is_ignored() {
     let (bed, pg) = db_bed("1h", "2h", "1h").await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let p = bed.provider("p", &[]).await;
     let before = creds(&p.mount(&params(DB_OBJECTS, &[]), &pod).await.unwrap());
     let state = bed.dir.path().join("p.state");
@@ -372,7 +372,7 @@ async fn pod_hour_lease_and_login_counts() {
     ] {
         let name = format!("p-{reuse}");
         let p = bed.provider(&name, &[&format!("-lease-reuse={reuse}")]).await;
-        let pod = bed.pod("default", &format!("pod-{reuse}"), "app");
+        let pod = bed.pod(&format!("pod-{reuse}")).await;
         let leases_before = count(&bed, "database/creds/app").await;
         let logins_before = count(&bed, "auth/kubernetes/login").await;
         for _ in 0..30 {
@@ -407,7 +407,7 @@ async fn pod_hour_certificate_counts() {
             "kubernetes",
             "app",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("vault"),
             "20m",
@@ -424,14 +424,14 @@ async fn pod_hour_certificate_counts() {
         let p = bed
             .provider(&format!("p-{reuse}"), &[&format!("-lease-reuse={reuse}")])
             .await;
-        let pod = bed.pod("default", &format!("pod-{reuse}"), "app");
+        let pod = bed.pod(&format!("pod-{reuse}")).await;
         let certs_before = stored_certificates(&bed, "pki").await.len();
-        let logins_before = token_reviews(&bed.world.kube);
+        let logins_before = token_reviews(&bed.kube);
         for _ in 0..30 {
             p.mount(&params(objects, &[]), &pod).await.expect("mount");
         }
         let certs = stored_certificates(&bed, "pki").await.len() - certs_before;
-        let logins = token_reviews(&bed.world.kube) - logins_before;
+        let logins = token_reviews(&bed.kube) - logins_before;
         report.push((label, certs, logins));
     }
     for (label, certs, logins) in &report {

@@ -112,7 +112,7 @@ async fn load(pods_n: usize, warm_bursts: usize, many: usize) {
         .and_then(|kv| kv.split_once('='))
         .into_iter()
         .collect();
-    let (mut args, socket) = bed.world.provider_args("p").expect("provider arguments");
+    let (mut args, socket) = bed.world.provider_args("p").await.expect("provider arguments");
     args.push("-log-level=warn".into());
     let binary = provider_binary();
     let log = bed.dir.path().join("p.log");
@@ -122,9 +122,10 @@ async fn load(pods_n: usize, warm_bursts: usize, many: usize) {
             .expect("provider starts"),
     );
     let pid = p.child.id().expect("provider pid");
-    let pods: Vec<PodContext> = (0..pods_n)
-        .map(|i| bed.pod("default", &format!("load-{i}"), "app"))
-        .collect();
+    let mut pods = Vec::with_capacity(pods_n);
+    for i in 0..pods_n {
+        pods.push(bed.pod(&format!("load-{i}")).await);
+    }
     let pods = Arc::new(pods);
 
     // Baseline: one mount done, so the version key and code paths are warm.

@@ -1,6 +1,7 @@
 //! The provider's integration tests, one binary (one link) for all: the real
 //! provider binary against real OpenBao, PostgreSQL, gRPC clients and
-//! readers, and the test bed's Kubernetes double. Run one group with
+//! readers, and a real kube-apiserver (one control plane for the binary,
+//! namespaces per test; see `vcp_testbed::cluster`). Run one group with
 //! `cargo test --test it <group>::` (e.g. `cargo test --test it leases::`).
 
 mod support;
@@ -13,6 +14,7 @@ mod faults;
 mod install;
 mod key_watch;
 mod kubectl;
+mod kubernetes;
 mod leases;
 mod load;
 mod operate;

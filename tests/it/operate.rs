@@ -75,7 +75,7 @@ async fn metrics_count_successful_failed_and_cached_mounts() {
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
     let addr = health_addr(&p);
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
 
     let m = scrape(addr).await;
     assert_eq!(
@@ -183,7 +183,7 @@ async fn metrics_count_successful_failed_and_cached_mounts() {
     // A one-entry cache evicts on the second pod.
     let small = bed.provider("small", &["-cache-size=1"]).await;
     let small_addr = health_addr(&small);
-    let other = bed.pod("default", "web-1", "app");
+    let other = bed.pod("web-1").await;
     small.mount(&params(OBJECTS, &[]), &pod).await.unwrap();
     small.mount(&params(OBJECTS, &[]), &other).await.unwrap();
     let m = scrape(small_addr).await;
@@ -197,7 +197,7 @@ async fn log_level_changes_at_runtime_through_the_health_port() {
     bed.kv_secret().await;
     let p = bed.provider("p", &["-log-level=info"]).await;
     let addr = health_addr(&p);
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let infos = |p: &Provider| p.logs().lines().filter(|l| l.contains(" INFO ")).count();
 
     assert_eq!(http(addr, "GET", "/log-level", "").await, (200, "info\n".to_string()));
@@ -219,7 +219,8 @@ async fn log_level_changes_at_runtime_through_the_health_port() {
         .rev()
         .find(|l| l.contains(" INFO ") && l.contains("result=\"ok\""))
         .expect("the per-mount info line is back");
-    for field in ["pod=web-0", "namespace=default", "spc=spc", "objects=1", "duration_ms="] {
+    let namespace = format!("namespace={}", bed.ns());
+    for field in ["pod=web-0", &namespace, "spc=spc", "objects=1", "duration_ms="] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
     assert!(logs.contains("DEBUG"), "debug lines after switching to debug");
@@ -236,28 +237,32 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
 
     // 1. The key Secret lives in a namespace the provider may not read yet:
     // the socket serves, but the provider is not ready until it may.
-    let p = bed.provider("locked", &["-hmac-secret-namespace=locked"]).await;
+    let locked = bed.kube.namespace("locked").await.unwrap();
+    let p = bed
+        .provider("locked", &[&format!("-hmac-secret-namespace={locked}")])
+        .await;
     let addr = health_addr(&p);
     let (status, body) = http(addr, "GET", "/health/ready", "").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("key not loaded"), "{body}");
     assert_eq!(http(addr, "GET", "/health/live", "").await.0, 200);
-    bed.world.kube.grant(
-        PROVIDER_NS,
-        "vault-csi-provider",
-        "get",
-        "secrets",
-        Some("locked"),
-        None,
-    );
-    bed.world.kube.grant(
-        PROVIDER_NS,
-        "vault-csi-provider",
-        "create",
-        "secrets",
-        Some("locked"),
-        None,
-    );
+    // An admin lets it: a Role for Secrets there, bound to its account.
+    bed.kube
+        .apply(&[
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "key", "namespace": locked},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}],
+            }),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "key", "namespace": locked},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "key"},
+                "subjects": [{"kind": "ServiceAccount", "name": PROVIDER_SA, "namespace": bed.provider_ns()}],
+            }),
+        ])
+        .await
+        .unwrap();
     eventually(Duration::from_secs(20), "readiness once the key loads", || async {
         http(addr, "GET", "/health/ready", "").await.0 == 200
     })
@@ -272,7 +277,7 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
         http(addr, "GET", "/health/ready", "").await.0 == 200
     })
     .await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let client = p.client(Generation::V16).await.unwrap();
     let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let mount = tokio::spawn(async move { client.mount(req, Duration::from_secs(60)).await });
@@ -356,7 +361,7 @@ async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n  filePermission: 0600\n- objectName: config/port\n  secretPath: /v1/secret/data/app\n  secretKey: port\n  filePermission: 0440\n- objectName: whole.json\n  secretPath: secret/data/app\n";
     let grpc = p.mount(&params(objects, &[]), &pod).await.expect("gRPC mount");
 
@@ -366,7 +371,8 @@ async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
     std::fs::write(
         &spc,
         format!(
-            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: spc\n  namespace: default\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    objects: |\n{indented}"
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: spc\n  namespace: {}\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    objects: |\n{indented}",
+            bed.ns()
         ),
     )
     .unwrap();
@@ -376,11 +382,12 @@ async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
     let target = dir.join("target");
     let vault_addr = format!("-vault-addr={}", bed.world.bao.addr());
     let kube_flag = format!("-kubeconfig={}", kubeconfig.display());
+    let key_namespace = format!("-hmac-secret-namespace={}", bed.provider_ns());
     let common = [
         "mount",
         spc.to_str().unwrap(),
         &vault_addr,
-        "-hmac-secret-namespace=csi",
+        &key_namespace,
         "--pod-name=web-0",
         "--service-account=app",
     ];
@@ -419,10 +426,11 @@ async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
 
     // The key from a file (base64, as in the Secret) gives the same versions.
     let secret = bed
-        .world
         .kube
-        .secret(PROVIDER_NS, "vault-csi-provider-hmac-key")
-        .unwrap();
+        .secret(bed.provider_ns(), KEY_SECRET)
+        .await
+        .unwrap()
+        .expect("the key Secret");
     let key_file = dir.join("hmac.key");
     std::fs::write(&key_file, secret["data"]["key"].as_str().unwrap()).unwrap();
     let mut args = common.to_vec();
@@ -592,7 +600,7 @@ async fn ledger_metrics_follow_held_credentials_and_renewals() {
         .unwrap();
     let p = bed.provider("p", &[]).await;
     let addr = health_addr(&p);
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n";
     p.mount(&params(objects, &[]), &pod).await.expect("mount");
     let m = scrape(addr).await;
@@ -625,19 +633,23 @@ async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
     bed.kv_secret().await;
     // The provider's key Secret exists, as on a cluster running the provider.
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
     let grpc = p.mount(&params(objects, &[]), &pod).await.expect("gRPC mount");
 
     let dir = bed.dir.path();
     // The plugin: prints an ExecCredential with a token the API accepts, and
     // records that it ran.
-    let token = bed.world.kube.service_account_token(
-        PROVIDER_NS,
-        "vault-csi-provider",
-        &[],
-        std::time::Duration::from_secs(3600),
-    );
+    let token = bed
+        .kube
+        .service_account_token(
+            bed.provider_ns(),
+            PROVIDER_SA,
+            &[],
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
     let ran = dir.join("plugin-ran");
     let plugin = dir.join("credential-plugin.sh");
     std::fs::write(
@@ -650,7 +662,7 @@ async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
     .unwrap();
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let plain = dir.join("plain.kubeconfig");
-    bed.world.kube.write_kubeconfig(&plain, "unused").unwrap();
+    bed.kube.write_kubeconfig(&plain, "unused", bed.ns()).unwrap();
     let mut kubeconfig: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&plain).unwrap()).unwrap();
     kubeconfig["users"][0]["user"] = json!({"exec": {
         "apiVersion": "client.authentication.k8s.io/v1",
@@ -665,7 +677,8 @@ async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
     std::fs::write(
         &spc,
         format!(
-            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: spc\n  namespace: default\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    audience: vault\n    objects: |\n      {}",
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: spc\n  namespace: {}\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    audience: vault\n    objects: |\n      {}",
+            bed.ns(),
             objects.trim_end()
         ),
     )
@@ -680,7 +693,7 @@ async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
         spc.to_str().unwrap(),
         &vault_addr,
         &kube_flag,
-        "-hmac-secret-namespace=csi",
+        &format!("-hmac-secret-namespace={}", bed.provider_ns()),
         "--pod-name=web-0",
         &uid,
         "--service-account=app",

@@ -15,13 +15,14 @@ const DB_OBJECTS: &str = "- {objectName: user, secretPath: database/creds/app, s
 
 /// `pod` as kubelet describes it on its next republish: a fresh token for
 /// each of `audiences`.
-fn fresh_tokens(bed: &Bed, pod: &PodContext, audiences: &[&str]) -> PodContext {
+async fn fresh_tokens(bed: &Bed, pod: &PodContext, audiences: &[&str]) -> PodContext {
     let expires = SystemTime::now() + Duration::from_secs(3600);
     let mut tokens = serde_json::Map::new();
     for aud in audiences {
         let token = bed
             .kube
             .pod_token(&pod.namespace, &pod.name, &[aud], Duration::from_secs(3600))
+            .await
             .expect("pod token");
         let one: serde_json::Value = serde_json::from_str(&PodContext::tokens_json(aud, &token, expires)).unwrap();
         tokens.extend(one.as_object().unwrap().clone());
@@ -50,11 +51,11 @@ async fn new_tokens_without_issuer_keys_keep_one_credential_across_a_restart() {
         .unwrap();
     bed.kube.set_issuer_discovery(false);
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let mut users = BTreeSet::new();
     for i in 0..12 {
         let r = p
-            .mount(&params(DB_OBJECTS, &[]), &fresh_tokens(&bed, &pod, &["vault"]))
+            .mount(&params(DB_OBJECTS, &[]), &fresh_tokens(&bed, &pod, &["vault"]).await)
             .await
             .unwrap_or_else(|e| panic!("mount {i}: {e:?}"));
         let (user, pass) = (text(&r, "user"), text(&r, "pass"));
@@ -86,7 +87,7 @@ async fn new_tokens_without_issuer_keys_keep_one_credential_across_a_restart() {
     p.kill().await;
     let p = bed.provider("p", &[]).await;
     let reviews = token_reviews(&bed.kube);
-    let republished = fresh_tokens(&bed, &pod, &["vault"]);
+    let republished = fresh_tokens(&bed, &pod, &["vault"]).await;
     for _ in 0..3 {
         let r = p
             .mount(&params(DB_OBJECTS, &[]), &republished)
@@ -115,7 +116,7 @@ async fn a_pod_with_volumes_for_two_audiences_is_not_logged_in_again_on_republis
             "kubernetes",
             "other",
             &["app"],
-            &["default"],
+            &[bed.ns()],
             &[READ_ALL],
             Some("other"),
             "1h",
@@ -125,11 +126,7 @@ async fn a_pod_with_volumes_for_two_audiences_is_not_logged_in_again_on_republis
         .unwrap();
     bed.kube.set_issuer_discovery(false);
     let p = bed.provider("p", &[]).await;
-    let pod = fresh_tokens(
-        &bed,
-        &bed.pod_without_token("default", "web-0", "app"),
-        &["vault", "other"],
-    );
+    let pod = fresh_tokens(&bed, &bed.pod_without_token("web-0").await, &["vault", "other"]).await;
     let first = params(KV_OBJECT, &[]);
     let second = params(KV_OBJECT, &[("roleName", "other"), ("audience", "other")]);
     p.mount(&first, &pod).await.expect("the vault-audience volume");
@@ -147,7 +144,7 @@ async fn a_pod_with_volumes_for_two_audiences_is_not_logged_in_again_on_republis
     }
     // A token for the other audience under this volume's audience is refused.
     let mut swapped = pod.clone();
-    let other = fresh_tokens(&bed, &pod, &["other"]);
+    let other = fresh_tokens(&bed, &pod, &["other"]).await;
     swapped.tokens = Some(other.tokens.unwrap().replace("\"other\"", "\"vault\""));
     let e = p
         .mount(&first, &swapped)

@@ -151,7 +151,7 @@ async fn kv_example(bed: &Bed) -> KvExample {
             "kubernetes",
             &role,
             &[sa],
-            &["default"],
+            &[bed.ns()],
             &[&role],
             Some("vault"),
             "1h",
@@ -171,7 +171,7 @@ async fn kv_example(bed: &Bed) -> KvExample {
         .unwrap();
     KvExample {
         parameters,
-        pod: bed.pod("default", pod_name, sa),
+        pod: bed.world.pod(bed.ns(), pod_name, sa).await.unwrap(),
     }
 }
 

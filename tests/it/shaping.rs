@@ -14,16 +14,21 @@ fn golden_dir() -> PathBuf {
 }
 
 /// A fixed object-version key, so versions are reproducible across runs.
-fn put_fixed_version_key(bed: &Bed) {
+async fn put_fixed_version_key(bed: &Bed) {
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    bed.world.kube.put_secret(
-        PROVIDER_NS,
-        json!({
-            "metadata": {"name": "vault-csi-provider-hmac-key"},
-            "immutable": true,
-            "data": {"key": key},
-        }),
-    );
+    bed.kube
+        .put_secret(
+            bed.provider_ns(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": KEY_SECRET},
+                "immutable": true,
+                "data": {"key": key},
+            }),
+        )
+        .await
+        .unwrap();
 }
 
 /// Replaces the value of every `"created_time":"..."` with a fixed one: the
@@ -106,7 +111,7 @@ const EXISTING_OBJECTS: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_of_existing_objects_are_unchanged() {
     let bed = Bed::start().await;
-    put_fixed_version_key(&bed);
+    put_fixed_version_key(&bed).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"password": "first-v1"}))
@@ -145,7 +150,7 @@ async fn golden_files_of_existing_objects_are_unchanged() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let r = p
         .mount(&params(EXISTING_OBJECTS, &[]), &pod)
         .await
@@ -206,7 +211,7 @@ async fn json_pointer_into_a_nested_kv_value() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = r#"
 - {objectName: cert, secretPath: secret/data/app, secretKeyPointer: /tls/server/cert}
 - {objectName: port, secretPath: secret/data/app, secretKeyPointer: /tls/server/port}
@@ -253,7 +258,7 @@ async fn data_only_json_yaml_and_dotenv_for_a_kv_v2_secret() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = r#"
 - {objectName: app.json, secretPath: secret/data/app, format: json}
 - {objectName: app.yaml, secretPath: secret/data/app, format: yaml}
@@ -333,7 +338,7 @@ async fn one_file_per_key_and_unsafe_keys_are_refused() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: app, secretPath: secret/data/app, expandKeys: true, filePermission: 0640}\n";
     let r = p.mount(&params(objects, &[]), &pod).await.expect("mount");
     let f = files(&r);
@@ -396,7 +401,7 @@ async fn templates_render_pgpass_and_url_from_one_database_lease() {
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = r#"
 - objectName: db-creds
   secretPath: database/creds/app
@@ -459,7 +464,7 @@ async fn templates_split_a_pki_issue_into_cert_key_and_ca_that_verify() {
     let bed = Bed::start().await;
     let root = bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     // One issue; the bundle a user might keep is re-split with the PEM helpers.
     let objects = r#"
 - objectName: issue
@@ -500,7 +505,7 @@ async fn templates_that_read_files_or_loop_forever_fail_quickly() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let t = |tpl: &str| {
         format!(
             "- {{objectName: k, secretPath: secret/data/app, writeFile: false}}\n- objectName: f\n  template: {}\n",

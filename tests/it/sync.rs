@@ -1,6 +1,7 @@
 //! Provider-side sync to Kubernetes Secrets against real OpenBao and the
-//! Kubernetes API double: types, ownership, change detection, refusal to
-//! touch foreign Secrets, RBAC and validation.
+//! real kube-apiserver (server-side apply, managed fields, RBAC from
+//! `deploy/components/secret-sync`): types, ownership, change detection,
+//! refusal to touch foreign Secrets, RBAC and validation.
 
 use std::collections::BTreeMap;
 
@@ -8,20 +9,8 @@ use crate::support::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tonic::Code;
+use vcp_testbed::cluster::PodOptions;
 use vcp_testbed::driver::PodContext;
-use vcp_testbed::kube_double::PodOptions;
-use vcp_testbed::world::{PROVIDER_NS, PROVIDER_SA};
-
-fn allow_sync(bed: &Bed, ns: &str) {
-    for verb in ["get", "create", "patch"] {
-        bed.world
-            .kube
-            .grant(PROVIDER_NS, PROVIDER_SA, verb, "secrets", Some(ns), None);
-    }
-    bed.world
-        .kube
-        .grant(PROVIDER_NS, PROVIDER_SA, "get", "pods", Some(ns), None);
-}
 
 fn data(secret: &Value, key: &str) -> Vec<u8> {
     let b64 = secret["data"][key]
@@ -31,8 +20,7 @@ fn data(secret: &Value, key: &str) -> Vec<u8> {
 }
 
 fn writes(bed: &Bed, name: &str) -> usize {
-    bed.world
-        .kube
+    bed.kube
         .requests()
         .iter()
         .filter(|(m, p)| (m == "PATCH" || m == "PUT" || m == "POST") && p.contains(&format!("/secrets/{name}")))
@@ -44,7 +32,7 @@ const KV: &str = "- {objectName: user, secretPath: secret/data/app, secretKey: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
@@ -62,25 +50,29 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
     bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
     let owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9", "uid": "rs-uid-1", "controller": true});
-    let uid = bed.world.kube.add_pod_with(
-        "default",
-        "web-7d9-abc",
-        "app",
-        "node-1",
-        PodOptions {
-            owner_references: vec![owner],
-            ..Default::default()
-        },
-    );
+    let uid = bed
+        .kube
+        .add_pod_with(
+            bed.ns(),
+            "web-7d9-abc",
+            APP_SA,
+            &bed.kube.node,
+            PodOptions {
+                owner_references: vec![owner],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let ttl = std::time::Duration::from_secs(3600);
     let token = bed
-        .world
         .kube
-        .pod_token("default", "web-7d9-abc", &["vault"], ttl)
+        .pod_token(bed.ns(), "web-7d9-abc", &["vault"], ttl)
+        .await
         .unwrap();
     let pod = PodContext {
         name: "web-7d9-abc".into(),
-        namespace: "default".into(),
+        namespace: bed.ns().into(),
         uid,
         service_account: "app".into(),
         tokens: Some(PodContext::tokens_json(
@@ -117,9 +109,10 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
         .expect("mount with sync");
 
     let app = bed
-        .world
         .kube
-        .secret("default", "app-creds")
+        .secret(bed.ns(), "app-creds")
+        .await
+        .unwrap()
         .expect("app-creds created");
     assert_eq!(app["type"], "Opaque");
     assert_eq!(data(&app, "username"), b"u1");
@@ -136,13 +129,18 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
         .unwrap()
         .contains("u1"));
 
-    let tls = bed.world.kube.secret("default", "web-tls").expect("web-tls created");
+    let tls = bed
+        .kube
+        .secret(bed.ns(), "web-tls")
+        .await
+        .unwrap()
+        .expect("web-tls created");
     assert_eq!(tls["type"], "kubernetes.io/tls");
     let cert_pub = openssl(&["x509", "-noout", "-pubkey"], &data(&tls, "tls.crt"));
     let key_pub = openssl(&["pkey", "-pubout"], &data(&tls, "tls.key"));
     assert_eq!(cert_pub, key_pub);
 
-    let pull = bed.world.kube.secret("default", "pull").expect("pull created");
+    let pull = bed.kube.secret(bed.ns(), "pull").await.unwrap().expect("pull created");
     assert_eq!(pull["type"], "kubernetes.io/dockerconfigjson");
     assert!(
         pull["metadata"].get("ownerReferences").is_none(),
@@ -150,12 +148,12 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
     );
 
     // A pod without a controller owns its Secret itself.
-    let solo = bed.pod("default", "solo", "app");
+    let solo = bed.pod("solo").await;
     let sync_solo = "- {secretName: solo-creds, data: [{key: u, objectName: user}]}";
     p.mount(&params(KV, &[("syncSecrets", sync_solo)]), &solo)
         .await
         .expect("mount");
-    let s = bed.world.kube.secret("default", "solo-creds").unwrap();
+    let s = bed.kube.secret(bed.ns(), "solo-creds").await.unwrap().unwrap();
     assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Pod");
     assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], solo.uid.as_str());
 }
@@ -163,14 +161,14 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let sync =
         "- {secretName: app-creds, data: [{key: username, objectName: user}, {key: password, objectName: pass}]}";
     let ps = params(KV, &[("syncSecrets", sync)]);
@@ -188,7 +186,10 @@ async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
     p.mount(&ps, &pod).await.unwrap();
     assert_eq!(writes(&bed, "app-creds"), 2, "the change is written on the next mount");
     assert_eq!(
-        data(&bed.world.kube.secret("default", "app-creds").unwrap(), "password"),
+        data(
+            &bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap(),
+            "password"
+        ),
         b"p2"
     );
 
@@ -206,19 +207,22 @@ async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_secret_is_never_touched() {
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
         .await
         .unwrap();
-    bed.world.kube.put_secret(
-        "default",
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-creds", "namespace": "default"}, "type": "Opaque", "data": {"username": "b3JpZ2luYWw="}}),
-    );
-    let before = bed.world.kube.secret("default", "app-creds").unwrap();
+    bed.kube
+        .put_secret(
+            bed.ns(),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-creds"}, "type": "Opaque", "data": {"username": "b3JpZ2luYWw="}}),
+        )
+        .await
+        .unwrap();
+    let before = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let sync = "- {secretName: app-creds, data: [{key: username, objectName: user}]}";
     let e = p.mount(&params(KV, &[("syncSecrets", sync)]), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -228,7 +232,7 @@ async fn a_foreign_secret_is_never_touched() {
         e.message()
     );
     assert_eq!(
-        bed.world.kube.secret("default", "app-creds").unwrap(),
+        bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap(),
         before,
         "byte-for-byte intact"
     );
@@ -238,37 +242,38 @@ async fn a_foreign_secret_is_never_touched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_binding_the_error_names_it_and_other_namespaces_are_never_written() {
     let bed = Bed::start().await;
-    allow_sync(&bed, "other");
+    let other = bed.kube.namespace("other").await.unwrap();
+    bed.allow_sync(&other).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let sync = "- {secretName: app-creds, data: [{key: username, objectName: user}]}";
     let e = p.mount(&params(KV, &[("syncSecrets", sync)]), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(
-        e.message().contains("RoleBinding in default") && e.message().contains("vault-csi-provider-secret-sync"),
+        e.message().contains(&format!("RoleBinding in {}", bed.ns()))
+            && e.message().contains("vault-csi-provider-secret-sync"),
         "{}",
         e.message()
     );
     let elsewhere = bed
-        .world
         .kube
         .requests()
         .iter()
-        .filter(|(_, p)| p.contains("/namespaces/other/"))
+        .filter(|(_, p)| p.contains(&format!("/namespaces/{other}/")))
         .count();
     assert_eq!(elsewhere, 0, "only the pod's namespace is ever addressed");
-    assert!(bed.world.kube.secret("other", "app-creds").is_none());
+    assert!(bed.kube.secret(&other, "app-creds").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_sync_specs_are_named() {
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "x".repeat(1024 * 1024)}))
@@ -276,7 +281,7 @@ async fn invalid_sync_specs_are_named() {
         .unwrap();
     bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let pki = "- {objectName: crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example}, secretKey: certificate}\n\
                - {objectName: key, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: b.example}, secretKey: private_key}\n";
     let mismatch = "- {secretName: web-tls, type: kubernetes.io/tls, data: [{key: tls.crt, objectName: crt}, {key: tls.key, objectName: key}]}";
@@ -309,7 +314,6 @@ async fn invalid_sync_specs_are_named() {
         );
     }
     let secret_writes = bed
-        .world
         .kube
         .requests()
         .iter()
@@ -322,21 +326,21 @@ async fn invalid_sync_specs_are_named() {
 async fn reused_database_credentials_cause_no_secret_write() {
     let pg = vcp_testbed::postgres::Postgres::from_env().expect("PostgreSQL (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .setup_database("database", &pg, "app", "1h", "2h")
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let objects = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
     let sync = "- {secretName: db, type: kubernetes.io/basic-auth, data: [{key: username, objectName: user}, {key: password, objectName: pass}]}";
     for _ in 0..5 {
         p.mount(&params(objects, &[("syncSecrets", sync)]), &pod).await.unwrap();
     }
     assert_eq!(writes(&bed, "db"), 1, "one lease, one write");
-    let s = bed.world.kube.secret("default", "db").unwrap();
+    let s = bed.kube.secret(bed.ns(), "db").await.unwrap().unwrap();
     let user = String::from_utf8(data(&s, "username")).unwrap();
     let pass = String::from_utf8(data(&s, "password")).unwrap();
     assert!(pg.can_login(&user, &pass).await.unwrap());
@@ -346,14 +350,14 @@ async fn reused_database_credentials_cause_no_secret_write() {
 async fn a_synced_secret_belongs_to_its_class() {
     use vcp_testbed::driver::{mount_request, Generation};
     let bed = Bed::start().await;
-    allow_sync(&bed, "default");
+    bed.allow_sync(bed.ns()).await;
     bed.world
         .bao
         .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let sync = "- secretName: app-creds\n  data:\n    - {key: username, objectName: user}\n";
     let ps = params(KV, &[("syncSecrets", sync)]);
     let mount = |generation, class: &str, rotation| mount_request(generation, class, &ps, &pod, rotation, Vec::new());
@@ -361,7 +365,7 @@ async fn a_synced_secret_belongs_to_its_class() {
     p.mount_raw(Generation::V16, mount(Generation::V16, "class-a", false))
         .await
         .expect("class-a syncs");
-    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
     assert_eq!(
         secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],
         "class-a"
@@ -387,7 +391,7 @@ async fn a_synced_secret_belongs_to_its_class() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
     assert_eq!(data(&secret, "username"), b"u1");
     assert_eq!(writes(&bed, "app-creds"), before);
 
@@ -396,7 +400,7 @@ async fn a_synced_secret_belongs_to_its_class() {
     p.mount_raw(Generation::V15, mount(Generation::V15, "ignored", true))
         .await
         .expect("v1.5 rotation of class-a's pod");
-    let secret = bed.world.kube.secret("default", "app-creds").unwrap();
+    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
     assert_eq!(data(&secret, "username"), b"u2");
     assert_eq!(
         secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],

@@ -32,7 +32,7 @@ async fn files_a_class_names_are_read_only_as_small_regular_files() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let pid = p.child.id().unwrap();
     p.mount(&params(OBJECTS, &[]), &pod).await.expect("a first mount");
     let rss_before = rss_kib(pid);
@@ -111,7 +111,7 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
             ],
         )
         .await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
 
     // What the operator configured still mounts, with a CA from inside.
     let r = p
@@ -175,7 +175,7 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
     .await;
 
     // A typo in a directory flag stops the provider at start, with exit 64.
-    let (mut args, socket) = bed.world.provider_args("typo").unwrap();
+    let (mut args, socket) = bed.world.provider_args("typo").await.unwrap();
     args.push("-spc-file-dirs=/does/not/exist".into());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault-csi-provider"))
         .args(&args)
@@ -192,7 +192,7 @@ async fn deadlines_at_the_top_of_the_grpc_timeout_range_are_served() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let client = p.client(Generation::V16).await.unwrap();
     // The protocol allows 8 digits; a sender may write more.
     let max = u64::MAX.to_string();
@@ -308,7 +308,7 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
     let vault = oversized_vault().await;
     let p = bed.provider("p", &[&format!("-vault-addr={vault}")]).await;
     let pid = p.child.id().unwrap();
-    let pod = bed.pod("default", "web-0", "app");
+    let pod = bed.pod("web-0").await;
     let small = "- {objectName: k, secretPath: small, secretKey: k}\n";
     p.mount(&params(small, &[]), &pod).await.expect("a small mount");
     let rss_before = rss_kib(pid);
@@ -346,7 +346,7 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
     // Eight of the 20-object mounts at once: the provider-wide pool holds.
     let mut running = Vec::new();
     for i in 0..8 {
-        let (p, pod) = (&p, bed.pod("default", &format!("burst-{i}"), "app"));
+        let (p, pod) = (&p, bed.pod(&format!("burst-{i}")).await);
         let objects = twenty.clone();
         running.push(async move { p.mount(&params(&objects, &[]), &pod).await });
     }
@@ -366,38 +366,13 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
     assert!(peak_growth < 96 * 1024, "peak RSS grew by {peak_growth} KiB");
 }
 
-/// `token` with its claims edited after signing.
-fn forge(token: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    let parts: Vec<&str> = token.split('.').collect();
-    let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-    edit(&mut claims);
-    format!(
-        "{}.{}.{}",
-        parts[0],
-        URL_SAFE_NO_PAD.encode(claims.to_string()),
-        parts[2]
-    )
-}
-
-fn with_token(pod: &vcp_testbed::driver::PodContext, token: &str) -> vcp_testbed::driver::PodContext {
-    let mut p = pod.clone();
-    p.tokens = Some(vcp_testbed::driver::PodContext::tokens_json(
-        "vault",
-        token,
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    ));
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     let p = bed.provider("p", &[]).await;
-    let victim = bed.pod("default", "web-0", "app");
-    let attacker = bed.pod("default", "intruder-0", "app");
+    let victim = bed.pod("web-0").await;
+    let attacker = bed.pod("intruder-0").await;
     let ps = params(OBJECTS, &[]);
     p.mount(&ps, &victim).await.expect("the victim's own mount");
     let reviews = token_reviews(&bed.kube);
@@ -409,7 +384,8 @@ async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
     let victim_uid = victim.uid.clone();
     let attacker_token = bed
         .kube
-        .pod_token("default", "intruder-0", &["vault"], Duration::from_secs(3600))
+        .pod_token(bed.ns(), "intruder-0", &["vault"], Duration::from_secs(3600))
+        .await
         .unwrap();
     let forged_uid = forge(&attacker_token, |c| {
         c["kubernetes.io"]["pod"] = json!({"name": "web-0", "uid": victim_uid});
@@ -423,12 +399,9 @@ async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
         parts[2] = "";
         parts.join(".")
     };
+    let attackers = format!("belongs to pod {}/intruder-0", bed.ns());
     for (what, token, needle) in [
-        (
-            "another pod's real token",
-            attacker_token.as_str(),
-            "belongs to pod default/intruder-0",
-        ),
+        ("another pod's real token", attacker_token.as_str(), attackers.as_str()),
         (
             "a token re-written to name the victim",
             forged_uid.as_str(),
@@ -439,11 +412,7 @@ async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
             unsigned.as_str(),
             "signature does not verify",
         ),
-        (
-            "an expired token",
-            expired.as_str(),
-            "belongs to pod default/intruder-0",
-        ),
+        ("an expired token", expired.as_str(), attackers.as_str()),
     ] {
         let e = p.mount(&ps, &with_token(&victim, token)).await.expect_err(what);
         assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
@@ -472,7 +441,8 @@ async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
     assert_eq!(token_reviews(&bed.kube), reviews);
     let refreshed = bed
         .kube
-        .pod_token("default", "web-0", &["vault"], Duration::from_secs(3600))
+        .pod_token(bed.ns(), "web-0", &["vault"], Duration::from_secs(3600))
+        .await
         .unwrap();
     q.mount(&ps, &with_token(&victim, &refreshed))
         .await
@@ -493,39 +463,49 @@ async fn pods_of_other_nodes_get_no_token_and_pods_are_read_as_metadata_only() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
     // The pinned audience makes self-requested tokens ones the role accepts.
+    let node = format!("-node-name={}", bed.kube.node);
     let p = bed
         .provider(
             "p",
-            &[
-                "-node-name=node-1",
-                "-revoke-on-pod-delete=true",
-                "-spc-allowed-audiences=vault",
-            ],
+            &[&node, "-revoke-on-pod-delete=true", "-spc-allowed-audiences=vault"],
         )
         .await;
     let ps = params(OBJECTS, &[]);
     // Pods without kubelet tokens: the provider would mint one itself.
-    let here = bed.pod_without_token("default", "here-0", "app");
-    let uid = bed.kube.add_pod("default", "there-0", "app", "node-2");
+    let here = bed.pod_without_token("here-0").await;
+    let uid = bed
+        .kube
+        .add_pod(bed.ns(), "there-0", APP_SA, &bed.kube.other_node)
+        .await
+        .unwrap();
     let there = vcp_testbed::driver::PodContext {
         name: "there-0".into(),
-        namespace: "default".into(),
+        namespace: bed.ns().into(),
         uid,
         service_account: "app".into(),
         tokens: None,
     };
     p.mount(&ps, &here).await.expect("a pod on this node");
-    bed.kube.clear_requests();
+    let minted = || {
+        bed.kube
+            .requests()
+            .into_iter()
+            .filter(|(m, path)| m == "POST" && path.split('?').next().is_some_and(|p| p.ends_with("/token")))
+            .count()
+    };
+    let minted_for_here = minted();
     let e = p.mount(&ps, &there).await.expect_err("a pod on another node");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("does not run on node node-1"), "{}", e.message());
-    let minted: Vec<_> = bed
-        .kube
-        .requests()
-        .into_iter()
-        .filter(|(m, path)| m == "POST" && path.split('?').next().is_some_and(|p| p.ends_with("/token")))
-        .collect();
-    assert!(minted.is_empty(), "no token was requested: {minted:?}");
+    assert!(
+        e.message().contains(&format!("does not run on node {}", bed.kube.node)),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        minted(),
+        minted_for_here,
+        "no token was requested for the other node's pod"
+    );
 
     // Every pod read the provider made (the node check, the revocation
     // list and watch) asked for metadata only.

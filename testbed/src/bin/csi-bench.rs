@@ -170,9 +170,9 @@ struct Bench {
 }
 
 impl Bench {
-    fn new_pod(&self) -> anyhow::Result<PodContext> {
+    async fn new_pod(&self) -> anyhow::Result<PodContext> {
         let n = self.pods.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.world.pod("default", &format!("pod-{n}"), "app")
+        self.world.pod(self.world.ns(), &format!("pod-{n}"), "app").await
     }
 
     fn jwt(pod: &PodContext) -> anyhow::Result<String> {
@@ -254,7 +254,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     let ten = params(&kv_objects(10), &[]);
     let (mut ours_cold, mut floor_cold) = (Vec::new(), Vec::new());
     for _ in 0..n_cold {
-        let pod = bench.new_pod()?;
+        let pod = bench.new_pod().await?;
         let req = mount_request(Generation::V16, "bench", &one, &pod, false, Vec::new());
         let t = Instant::now();
         client
@@ -262,13 +262,13 @@ async fn run(quick: bool) -> anyhow::Result<()> {
             .await
             .map_err(|s| anyhow!("mount: {s}"))?;
         ours_cold.push(t.elapsed());
-        let pod = bench.new_pod()?;
+        let pod = bench.new_pod().await?;
         let jwt = Bench::jwt(&pod)?;
         let t = Instant::now();
         bench.floor_mount(&jwt, None, 1).await?;
         floor_cold.push(t.elapsed());
     }
-    let warm_pod = bench.new_pod()?;
+    let warm_pod = bench.new_pod().await?;
     let floor_token = bench.floor.login("kubernetes", "app", &Bench::jwt(&warm_pod)?).await?;
     let (mut ours_warm, mut floor_warm, mut ours_warm10, mut floor_warm10) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -421,7 +421,7 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     for conc in [1usize, 16, 64] {
         let mut pods = Vec::new();
         for _ in 0..conc {
-            let pod = bench.new_pod()?;
+            let pod = bench.new_pod().await?;
             // Warm each pod's token first.
             let req = mount_request(Generation::V16, "bench", &one, &pod, false, Vec::new());
             client
@@ -512,7 +512,7 @@ async fn footprint(bench: &Bench, scale: usize, report: &mut Report) -> anyhow::
     let fresh_client = fresh.client(Generation::V16).await?;
     let n_ids = 1000 / scale;
     for _ in 0..n_ids {
-        let pod = bench.new_pod()?;
+        let pod = bench.new_pod().await?;
         let req = mount_request(Generation::V16, "bench", &one, &pod, false, Vec::new());
         fresh_client
             .mount(req, Duration::from_secs(30))
@@ -529,7 +529,7 @@ async fn footprint(bench: &Bench, scale: usize, report: &mut Report) -> anyhow::
     });
     let mut burst = Vec::new();
     for _ in 0..64 {
-        let pod = bench.new_pod()?;
+        let pod = bench.new_pod().await?;
         let c = fresh_client.clone();
         let req = mount_request(Generation::V16, "bench", &ten, &pod, false, Vec::new());
         burst.push(tokio::spawn(async move { c.mount(req, Duration::from_secs(30)).await }));
@@ -556,7 +556,7 @@ async fn footprint(bench: &Bench, scale: usize, report: &mut Report) -> anyhow::
 
     let mut startups = Vec::new();
     for i in 0..5 {
-        let (args, socket) = bench.world.provider_args(&format!("start-{i}"))?;
+        let (args, socket) = bench.world.provider_args(&format!("start-{i}")).await?;
         let t = Instant::now();
         let p = Provider::spawn(
             &bench.binary,
@@ -659,7 +659,7 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
             "kubernetes",
             "app",
             &["app"],
-            &["default"],
+            &[world.ns()],
             &[vcp_testbed::world::READ_ALL],
             Some("vault"),
             "1h",
@@ -695,7 +695,7 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
             "kubernetes",
             "app-20m",
             &["app"],
-            &["default"],
+            &[world.ns()],
             &[vcp_testbed::world::READ_ALL],
             Some("vault"),
             "20m",
@@ -768,7 +768,7 @@ async fn pod_hour_row(
             ],
         )
         .await?;
-    let pod = world.pod("default", &name, "app")?;
+    let pod = world.pod(world.ns(), &name, "app").await?;
     let before = issued.count(world).await?;
     for _ in 0..30 {
         p.mount(params, &pod).await.map_err(|s| anyhow!("{s}"))?;

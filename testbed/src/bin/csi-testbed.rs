@@ -1,8 +1,10 @@
 //! `csi-testbed demo`: the whole path on one machine. Starts a real OpenBao
-//! dev server and the Kubernetes API double, wires Vault's kubernetes auth to
-//! it, starts the real `vault-csi-provider` binary, and mounts a
-//! SecretProviderClass for a pod through the unix socket exactly as the CSI
-//! driver would, then prints the files the driver would write.
+//! dev server and a real Kubernetes control plane (kube-apiserver and etcd
+//! from the envtest assets `KUBEBUILDER_ASSETS` names), wires Vault's
+//! kubernetes auth to it, starts the real `vault-csi-provider` binary as its
+//! own ServiceAccount with the RBAC `deploy/` renders, creates a pod, and
+//! mounts a SecretProviderClass for it through the unix socket exactly as
+//! the CSI driver would, then prints the files the driver would write.
 //!
 //! The Mount goes through grpc-go, the CSI driver's own gRPC library, dialing
 //! as driver v1.6 does (`testbed/go-driver`, found through `VCP_GO_DRIVER`;
@@ -64,8 +66,15 @@ async fn demo() -> anyhow::Result<()> {
 
 async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let binary = provider_binary()?;
-    println!("starting OpenBao (dev server) and the Kubernetes API double ...");
+    println!("starting OpenBao (dev server) and a Kubernetes control plane (kube-apiserver, etcd) ...");
     let world = World::start(dir).await?;
+    let cp = world.kube.control_plane();
+    println!(
+        "  Kubernetes: kube-apiserver {} at {} (envtest assets in {}; RS256 service-account issuer)",
+        cp.assets().version,
+        cp.url(),
+        cp.assets().dir.display()
+    );
     world
         .bao
         .kv2_put(
@@ -74,18 +83,26 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
             json!({"username": "demo-user", "password": "correct horse battery staple"}),
         )
         .await?;
+    println!("  OpenBao at {}", world.bao.addr());
     println!(
-        "  OpenBao at {}; Kubernetes API double at {}",
-        world.bao.addr(),
-        world.kube.url()
+        "  kubernetes auth: role \"app\" binds service account {}/app (audience vault); Vault reviews tokens through TokenReview",
+        world.ns()
     );
-    println!("  kubernetes auth: role \"app\" binds service account default/app (audience vault)");
 
     let provider = world.provider(&binary, "vault", &["-log-level=info"]).await?;
     println!("provider serving {}", provider.socket.display());
 
-    let pod = world.pod("default", "web-0", "app")?;
-    println!("mounting SecretProviderClass \"demo\" for pod default/web-0 (service account app) ...");
+    println!(
+        "provider runs as service account {}/{} with the RBAC of deploy/",
+        world.provider_ns(),
+        vcp_testbed::world::PROVIDER_SA
+    );
+    let pod = world.pod(world.ns(), "web-0", "app").await?;
+    println!(
+        "mounting SecretProviderClass \"demo\" for pod {}/web-0 (service account app, uid {}) ...",
+        world.ns(),
+        pod.uid
+    );
     let request = mount_request(Generation::V16, "demo", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let response = mount(&provider, request).await?;
     println!();

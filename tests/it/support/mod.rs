@@ -1,7 +1,8 @@
-//! Shared harness for the integration tests: a real OpenBao, the Kubernetes
-//! API double (with OpenBao's kubernetes auth configured against it, so every
-//! login is a genuine TokenReview), and the real provider binary serving a
-//! unix socket, driven by the driver-like client.
+//! Shared harness for the integration tests: a real OpenBao, the test's
+//! share of a real kube-apiserver (namespaces of its own, behind a fault
+//! proxy; OpenBao's kubernetes auth reviews through it, so every login is a
+//! genuine TokenReview), and the real provider binary serving a unix socket
+//! as its own ServiceAccount, driven by the driver-like client.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
@@ -10,12 +11,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use vault_csi_provider::proto::MountResponse;
+use vcp_testbed::cluster::Cluster;
 use vcp_testbed::driver::PodContext;
-use vcp_testbed::kube_double::KubeDouble;
 
 #[allow(unused_imports)]
 pub use vcp_testbed::fault_proxy::{Fault, Proxy, Seen};
-pub use vcp_testbed::world::{params, Provider, World, KEY_SECRET, PROVIDER_NS, PROVIDER_SA, READ_ALL};
+pub use vcp_testbed::world::{params, Provider, World, APP_SA, KEY_SECRET, PROVIDER_SA, READ_ALL};
 
 /// The one-object class most tests mount: file `k` with the value of key
 /// `k` of `secret/data/app` (see [`Bed::kv_secret`]).
@@ -35,18 +36,37 @@ impl std::ops::Deref for Bed {
 }
 
 impl Bed {
-    /// Starts OpenBao and the Kubernetes double (see [`World::start`]).
+    /// Starts OpenBao and takes a share of the real control plane (see
+    /// [`World::start`]).
     pub async fn start() -> Bed {
         let dir = tempfile::tempdir().expect("tempdir");
         let world = World::start(dir.path())
             .await
-            .expect("test world starts (run scripts/testbed.sh install)");
+            .expect("test world starts (run scripts/test.sh, which installs OpenBao and unpacks the envtest assets)");
         Bed { world, dir }
     }
 
-    /// A pod with a kubelet token for audience `vault`.
-    pub fn pod(&self, ns: &str, name: &str, sa: &str) -> PodContext {
-        self.world.pod(ns, name, sa).expect("pod token")
+    /// A pod of service account `app` in the test's namespace, on the
+    /// provider's node, with a kubelet token for audience `vault`.
+    pub async fn pod(&self, name: &str) -> PodContext {
+        self.world.pod(self.ns(), name, APP_SA).await.expect("pod with a token")
+    }
+
+    /// The same pod without a kubelet token in its volume context.
+    pub async fn pod_without_token(&self, name: &str) -> PodContext {
+        self.world
+            .pod_without_token(self.ns(), name, APP_SA)
+            .await
+            .expect("pod")
+    }
+
+    /// Lets the world's provider sync Secrets into `ns`: the admin's
+    /// RoleBinding of the secret-sync ClusterRole (`deploy/components/secret-sync`).
+    pub async fn allow_sync(&self, ns: &str) {
+        self.kube
+            .allow_sync(self.provider_ns(), ns)
+            .await
+            .expect("sync RoleBinding");
     }
 
     /// Stores the KV v2 secret `secret/app` = `{"k": "v"}` that
@@ -158,8 +178,8 @@ pub fn openssl(args: &[&str], input: &[u8]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// TokenReview calls the Kubernetes double has served (one per Vault login).
-pub fn token_reviews(kube: &KubeDouble) -> usize {
+/// TokenReview calls that reached the API server (one per Vault login).
+pub fn token_reviews(kube: &Cluster) -> usize {
     kube.requests()
         .iter()
         .filter(|(m, p)| m == "POST" && p.contains("tokenreviews"))
@@ -181,4 +201,39 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("/proc/<pid>/fd")
         .count()
+}
+
+/// `token` with its claims edited after signing (its signature no longer
+/// matches them).
+pub fn forge(token: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+/// The JOSE header of a JWT.
+pub fn jwt_header(token: &str) -> serde_json::Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let header = token.split('.').next().expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url header")).expect("a JSON header")
+}
+
+/// `pod` as kubelet describes it with `token` for audience `vault`.
+pub fn with_token(pod: &PodContext, token: &str) -> PodContext {
+    let mut p = pod.clone();
+    p.tokens = Some(PodContext::tokens_json(
+        "vault",
+        token,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    ));
+    p
 }
