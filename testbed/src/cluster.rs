@@ -67,7 +67,14 @@ impl Cluster {
     /// the RBAC `deploy/` renders ([`PROVIDER_COMPONENTS`]), and Vault's
     /// TokenReview identity.
     pub async fn on(cp: Arc<ControlPlane>) -> Result<Cluster> {
-        let namespace = unique_prefix();
+        let thread = std::thread::current();
+        Self::named(cp, thread.name().unwrap_or("t")).await
+    }
+
+    /// [`on`](Self::on), with namespaces named after `name` (the test's
+    /// name by default; `demo` for the demo).
+    pub async fn named(cp: Arc<ControlPlane>, name: &str) -> Result<Cluster> {
+        let namespace = unique_prefix(name);
         let proxy = KubeProxy::start(&cp).await?;
         let cluster = Cluster {
             provider_namespace: format!("{namespace}-csi"),
@@ -520,12 +527,10 @@ impl Cluster {
     }
 }
 
-/// A namespace prefix unique in this process, from the test's name.
-fn unique_prefix() -> String {
+/// A namespace prefix unique in this process, from `name`.
+fn unique_prefix(name: &str) -> String {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let thread = std::thread::current();
-    let name = thread.name().unwrap_or("t");
     // `group::test_name` → `group-test-name`, as a DNS label.
     let mut slug = String::new();
     for c in name.chars() {

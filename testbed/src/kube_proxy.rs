@@ -181,6 +181,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, acceptor: tokio_rustls::
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Answers go out as written (no wait for the client's delayed ACK).
+        let _ = tcp.set_nodelay(true);
         while connections.try_join_next().is_some() {}
         let acceptor = acceptor.clone();
         let shared = shared.clone();

@@ -73,6 +73,17 @@ impl World {
         Self::wired(dir, bao, kube).await
     }
 
+    /// [`start`](Self::start) with namespaces named after `name` (rather
+    /// than after the running test).
+    pub async fn start_named(dir: &Path, name: &str) -> anyhow::Result<World> {
+        let bao = OpenBao::start().await.context("starting OpenBao")?;
+        let cp = ControlPlane::shared().await?;
+        let kube = Cluster::named(cp, name)
+            .await
+            .context("a share of the Kubernetes control plane")?;
+        Self::wired(dir, bao, kube).await
+    }
+
     async fn with(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
         let kube = Cluster::start()
             .await

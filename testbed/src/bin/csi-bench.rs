@@ -92,7 +92,7 @@ fn print_report(report: &Report) {
 /// `--pod-hour`: only the Vault load per pod-hour.
 async fn pod_hour_only() -> anyhow::Result<()> {
     let (dir, binary) = scratch()?;
-    let world = World::start(&dir).await?;
+    let world = World::start_named(&dir, "bench").await?;
     world
         .bao
         .kv2_put("secret", "bench/0", json!({"value": "value-0"}))
@@ -204,7 +204,7 @@ impl Bench {
     /// under test serving.
     async fn start() -> anyhow::Result<Arc<Bench>> {
         let (dir, binary) = scratch()?;
-        let world = World::start(&dir).await?;
+        let world = World::start_named(&dir, "bench").await?;
         for i in 0..10 {
             world
                 .bao

@@ -67,7 +67,7 @@ async fn demo() -> anyhow::Result<()> {
 async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let binary = provider_binary()?;
     println!("starting OpenBao (dev server) and a Kubernetes control plane (kube-apiserver, etcd) ...");
-    let world = World::start(dir).await?;
+    let world = World::start_named(dir, "demo").await?;
     let cp = world.kube.control_plane();
     println!(
         "  Kubernetes: kube-apiserver {} at {} (envtest assets in {}; RS256 service-account issuer)",
@@ -89,7 +89,9 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         world.ns()
     );
 
-    let provider = world.provider(&binary, "vault", &["-log-level=info"]).await?;
+    // As the DaemonSet runs it: NODE_NAME from the downward API.
+    let node = format!("-node-name={}", world.kube.node);
+    let provider = world.provider(&binary, "vault", &["-log-level=info", &node]).await?;
     println!("provider serving {}", provider.socket.display());
 
     println!(
