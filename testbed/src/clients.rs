@@ -95,7 +95,7 @@ impl RealClient {
         let program = self.program()?;
         let mut cmd = match self {
             RealClient::GoV15 | RealClient::GoV16 => {
-                let mut cmd = Command::new(program);
+                let mut cmd = crate::child::command(program);
                 cmd.arg(format!("-socket={}", socket.display()))
                     .arg(format!(
                         "-dial={}",
@@ -105,7 +105,7 @@ impl RealClient {
                 cmd
             }
             RealClient::CcoreDefault | RealClient::CcoreLocalhost | RealClient::CcorePath => {
-                let mut cmd = Command::new(program);
+                let mut cmd = crate::child::command(program);
                 cmd.arg(PYTHON_CLIENT)
                     .arg(format!("--socket={}", socket.display()))
                     .arg(match self {

@@ -626,3 +626,36 @@ fn client_config(ca_pem: &str, identity: Option<Identity>) -> Result<Arc<rustls:
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// A directory whose `kube-apiserver --version` prints `said`.
+    fn assets_saying(said: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let apiserver = dir.path().join("kube-apiserver");
+        std::fs::write(&apiserver, format!("#!/bin/sh\necho '{said}'\n")).unwrap();
+        std::fs::set_permissions(&apiserver, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("etcd"), "").unwrap();
+        dir
+    }
+
+    #[test]
+    fn assets_from_kubernetes_1_30_on_are_accepted_and_older_ones_say_why_not() {
+        for ok in ["Kubernetes v1.30.0", "Kubernetes v1.33.4", "Kubernetes v1.36.2"] {
+            let dir = assets_saying(ok);
+            let assets = Assets::at(dir.path()).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+            assert_eq!(assets.version, ok.trim_start_matches("Kubernetes "));
+        }
+        let dir = assets_saying("Kubernetes v1.29.9");
+        let e = format!("{:#}", Assets::at(dir.path()).unwrap_err());
+        assert!(e.contains("v1.29.9") && e.contains("1.30 or later"), "{e}");
+        assert!(e.contains("setup-envtest use"), "says how to get newer ones: {e}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", Assets::at(empty.path()).unwrap_err());
+        assert!(e.contains("no kube-apiserver there") && e.contains(ASSETS_ENV), "{e}");
+    }
+}

@@ -9,6 +9,7 @@
 //! it: tests and the demo run the provider binary against it.
 #![forbid(unsafe_code)]
 
+pub mod child;
 pub mod clients;
 pub mod cluster;
 pub mod control_plane;

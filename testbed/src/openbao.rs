@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,7 @@ impl OpenBao {
         let log_path = self.log_path();
         let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let log_err = log.try_clone()?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = crate::child::std_command(&self.binary);
         cmd.arg("server")
             .arg("-dev")
             .arg(format!("-dev-root-token-id={}", self.token))

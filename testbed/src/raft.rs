@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -250,7 +250,7 @@ ui = false
             .append(true)
             .open(&node.log)
             .with_context(|| format!("opening {}", node.log.display()))?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = crate::child::std_command(&self.binary);
         cmd.arg("server").arg(format!("-config={}", node.config.display()));
         for (key, _) in std::env::vars_os() {
             let k = key.to_string_lossy();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::cluster::Cluster;
 use crate::control_plane::ControlPlane;
@@ -242,7 +242,7 @@ impl Provider {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Provider> {
         let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = crate::child::command(binary);
         cmd.args(args).env_remove("KUBECONFIG");
         // The provider's connection defaults come only from what a test gives.
         for var in CONNECTION_ENV {
