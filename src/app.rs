@@ -39,7 +39,7 @@ const KEY_WAIT: Duration = Duration::from_secs(10);
 pub enum RunError {
     /// The Kubernetes API configuration cannot be loaded.
     #[error("Kubernetes API configuration: {0}")]
-    Kube(String),
+    Kube(#[source] crate::kube::ConfigError),
     /// A socket or port could not be bound.
     #[error("binding {what}: {source}")]
     Bind {

@@ -43,6 +43,12 @@ pub enum Exceeded {
     },
 }
 
+impl From<Exceeded> for crate::error::Error {
+    fn from(e: Exceeded) -> Self {
+        crate::error::Error::new(crate::error::ErrorKind::TooLarge, e.to_string()).with_source(e)
+    }
+}
+
 /// Something that accounts for bytes a mount holds.
 pub trait Charge: Send + Sync {
     /// Counts `bytes` more, or refuses if that would exceed a limit (and then

@@ -1,6 +1,6 @@
-//! One error type for the whole provider, and the single place that maps an
-//! error's cause to the gRPC status the driver (and so `kubectl describe pod`)
-//! sees.
+//! One error type for the whole provider — a kind, a message and the cause —
+//! and the single place that maps an error's kind to the gRPC status the
+//! driver (and so `kubectl describe pod`) sees and to its metric label.
 //!
 //! Messages are written for the person reading pod events: what was attempted,
 //! with which role / mount / path / service account, what Vault or Kubernetes
@@ -8,131 +8,190 @@
 //! token or a secret value; callers only ever pass Vault's and Kubernetes'
 //! own error strings, which do not echo request bodies.
 
+use std::error::Error as StdError;
+use std::fmt;
+
 use tonic::Code;
 
-/// Everything that can make a Mount fail.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
+/// What went wrong, as far as the driver, the metrics and the log care: the
+/// one mapping to a gRPC code ([`ErrorKind::code`]) and to a metric label
+/// ([`ErrorKind::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
     /// The request or the SecretProviderClass is malformed; nothing was fetched.
-    #[error("invalid mount request: {0}")]
-    InvalidRequest(String),
-
+    InvalidRequest,
     /// Vault refused a login or a read (HTTP 403).
-    #[error("{0}")]
-    VaultDenied(String),
-
+    VaultDenied,
     /// A secret, or a key inside it, does not exist.
-    #[error("{0}")]
-    NotFound(String),
-
+    NotFound,
     /// Vault rejected the request as malformed (HTTP 4xx other than 403/404).
-    #[error("{0}")]
-    VaultRejected(String),
-
+    VaultRejected,
     /// Vault could not be reached or failed (connection error, 5xx) before any
     /// secret was requested, so a retry of the whole mount duplicates nothing.
-    #[error("{0}")]
-    VaultUnavailable(String),
-
+    VaultUnavailable,
     /// Vault failed while secrets were being fetched. A driver-level retry
     /// would repeat reads that may already have minted credentials, so this
     /// is deliberately not reported as UNAVAILABLE.
-    #[error("{0}")]
-    VaultFailed(String),
-
+    VaultFailed,
     /// The Kubernetes API refused us (RBAC, missing object).
-    #[error("{0}")]
-    KubeDenied(String),
-
+    KubeDenied,
     /// The Kubernetes API could not be reached or failed.
-    #[error("{0}")]
-    KubeUnavailable(String),
-
+    KubeUnavailable,
     /// A response from Vault or Kubernetes was not what the API promises.
-    #[error("{0}")]
-    BadResponse(String),
-
+    BadResponse,
     /// The mount ran out of time (the caller's deadline or our own timeouts).
-    #[error("{0}")]
-    Timeout(String),
-
+    Timeout,
     /// A Secret to sync exists and is not ours, or another manager owns it.
-    #[error("{0}")]
-    SyncRefused(String),
-
+    SyncRefused,
     /// The request does not prove it comes from the pod it names (its
     /// service-account token names another pod, is expired or forged, or the
     /// pod does not run on this node).
-    #[error("{0}")]
-    NotThisPod(String),
-
+    NotThisPod,
     /// The files would exceed what the driver accepts.
-    #[error("{0}")]
-    TooLarge(String),
-
+    TooLarge,
     /// The provider is shutting down or misconfigured.
-    #[error("{0}")]
-    Internal(String),
+    Internal,
 }
 
-impl Error {
-    /// The gRPC status code for this error: the one mapping from cause to code.
+impl ErrorKind {
+    /// The gRPC status code for this kind: the one mapping from cause to code.
     ///
     /// UNAVAILABLE makes the driver retry the whole Mount up to three times, so
     /// it is only used where nothing non-idempotent can have happened yet.
-    pub fn code(&self) -> Code {
+    pub fn code(self) -> Code {
         match self {
-            Error::InvalidRequest(_) => Code::InvalidArgument,
-            Error::VaultDenied(_) | Error::KubeDenied(_) | Error::NotThisPod(_) => Code::PermissionDenied,
-            Error::NotFound(_) => Code::NotFound,
-            Error::VaultRejected(_) | Error::SyncRefused(_) => Code::FailedPrecondition,
-            Error::VaultUnavailable(_) | Error::KubeUnavailable(_) => Code::Unavailable,
-            Error::VaultFailed(_) => Code::Aborted,
-            Error::BadResponse(_) | Error::Internal(_) => Code::Internal,
-            Error::Timeout(_) => Code::DeadlineExceeded,
-            Error::TooLarge(_) => Code::ResourceExhausted,
+            ErrorKind::InvalidRequest => Code::InvalidArgument,
+            ErrorKind::VaultDenied | ErrorKind::KubeDenied | ErrorKind::NotThisPod => Code::PermissionDenied,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::VaultRejected | ErrorKind::SyncRefused => Code::FailedPrecondition,
+            ErrorKind::VaultUnavailable | ErrorKind::KubeUnavailable => Code::Unavailable,
+            ErrorKind::VaultFailed => Code::Aborted,
+            ErrorKind::BadResponse | ErrorKind::Internal => Code::Internal,
+            ErrorKind::Timeout => Code::DeadlineExceeded,
+            ErrorKind::TooLarge => Code::ResourceExhausted,
         }
     }
 
     /// A short, fixed label for logs and metrics (low cardinality).
-    pub fn kind(&self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::VaultDenied(_) => "vault_denied",
-            Error::NotFound(_) => "not_found",
-            Error::VaultRejected(_) => "vault_rejected",
-            Error::VaultUnavailable(_) => "vault_unavailable",
-            Error::VaultFailed(_) => "vault_failed",
-            Error::KubeDenied(_) => "kube_denied",
-            Error::KubeUnavailable(_) => "kube_unavailable",
-            Error::BadResponse(_) => "bad_response",
-            Error::Timeout(_) => "timeout",
-            Error::TooLarge(_) => "too_large",
-            Error::NotThisPod(_) => "not_this_pod",
-            Error::SyncRefused(_) => "sync_refused",
-            Error::Internal(_) => "internal",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::VaultDenied => "vault_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::VaultRejected => "vault_rejected",
+            ErrorKind::VaultUnavailable => "vault_unavailable",
+            ErrorKind::VaultFailed => "vault_failed",
+            ErrorKind::KubeDenied => "kube_denied",
+            ErrorKind::KubeUnavailable => "kube_unavailable",
+            ErrorKind::BadResponse => "bad_response",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::NotThisPod => "not_this_pod",
+            ErrorKind::SyncRefused => "sync_refused",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// Everything that can make a Mount fail: a kind, the message for the
+/// person reading pod events, and the error that caused it, if one did
+/// (the `std::io::Error` shape).
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
         }
     }
 
-    /// Prefixes the message with context, keeping the kind (and so the code).
-    pub fn context(self, what: impl std::fmt::Display) -> Error {
-        let wrap = |m: String| format!("{what}: {m}");
-        match self {
-            Error::InvalidRequest(m) => Error::InvalidRequest(wrap(m)),
-            Error::VaultDenied(m) => Error::VaultDenied(wrap(m)),
-            Error::NotFound(m) => Error::NotFound(wrap(m)),
-            Error::VaultRejected(m) => Error::VaultRejected(wrap(m)),
-            Error::VaultUnavailable(m) => Error::VaultUnavailable(wrap(m)),
-            Error::VaultFailed(m) => Error::VaultFailed(wrap(m)),
-            Error::KubeDenied(m) => Error::KubeDenied(wrap(m)),
-            Error::KubeUnavailable(m) => Error::KubeUnavailable(wrap(m)),
-            Error::BadResponse(m) => Error::BadResponse(wrap(m)),
-            Error::Timeout(m) => Error::Timeout(wrap(m)),
-            Error::TooLarge(m) => Error::TooLarge(wrap(m)),
-            Error::NotThisPod(m) => Error::NotThisPod(wrap(m)),
-            Error::SyncRefused(m) => Error::SyncRefused(wrap(m)),
-            Error::Internal(m) => Error::Internal(wrap(m)),
+    /// An error of `kind` while doing `what`, caused by `source`: the
+    /// message is `what: <source>`, and the source stays in the chain.
+    pub fn because(kind: ErrorKind, what: impl fmt::Display, source: impl StdError + Send + Sync + 'static) -> Error {
+        Error {
+            kind,
+            message: format!("{what}: {source}"),
+            source: Some(Box::new(source)),
         }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The gRPC status code (see [`ErrorKind::code`]).
+    pub fn code(&self) -> Code {
+        self.kind.code()
+    }
+
+    /// The message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same error told as another kind (the cause and message kept).
+    pub fn into_kind(self, kind: ErrorKind) -> Error {
+        Error { kind, ..self }
+    }
+
+    /// The same error, with `source` as its cause (the message unchanged:
+    /// it already says what the cause means here).
+    pub fn with_source(self, source: impl StdError + Send + Sync + 'static) -> Error {
+        Error {
+            source: Some(Box::new(source)),
+            ..self
+        }
+    }
+
+    /// Ends the message with what the reader can do about it.
+    pub fn hint(self, hint: impl fmt::Display) -> Error {
+        Error {
+            message: format!("{}. {hint}", self.message),
+            ..self
+        }
+    }
+
+    /// Prefixes the message with context, keeping the kind (and so the code)
+    /// and the cause.
+    pub fn context(self, what: impl fmt::Display) -> Error {
+        Error {
+            message: format!("{what}: {}", self.message),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::InvalidRequest => write!(f, "invalid mount request: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
     }
 }
 
@@ -232,23 +291,23 @@ mod tests {
     #[test]
     fn every_kind_maps_to_the_documented_code() {
         let cases = [
-            (Error::InvalidRequest(String::new()), Code::InvalidArgument),
-            (Error::VaultDenied(String::new()), Code::PermissionDenied),
-            (Error::KubeDenied(String::new()), Code::PermissionDenied),
-            (Error::NotFound(String::new()), Code::NotFound),
-            (Error::VaultRejected(String::new()), Code::FailedPrecondition),
-            (Error::VaultUnavailable(String::new()), Code::Unavailable),
-            (Error::KubeUnavailable(String::new()), Code::Unavailable),
-            (Error::VaultFailed(String::new()), Code::Aborted),
-            (Error::BadResponse(String::new()), Code::Internal),
-            (Error::Internal(String::new()), Code::Internal),
-            (Error::Timeout(String::new()), Code::DeadlineExceeded),
-            (Error::TooLarge(String::new()), Code::ResourceExhausted),
-            (Error::SyncRefused(String::new()), Code::FailedPrecondition),
-            (Error::NotThisPod(String::new()), Code::PermissionDenied),
+            (ErrorKind::InvalidRequest, Code::InvalidArgument),
+            (ErrorKind::VaultDenied, Code::PermissionDenied),
+            (ErrorKind::KubeDenied, Code::PermissionDenied),
+            (ErrorKind::NotFound, Code::NotFound),
+            (ErrorKind::VaultRejected, Code::FailedPrecondition),
+            (ErrorKind::VaultUnavailable, Code::Unavailable),
+            (ErrorKind::KubeUnavailable, Code::Unavailable),
+            (ErrorKind::VaultFailed, Code::Aborted),
+            (ErrorKind::BadResponse, Code::Internal),
+            (ErrorKind::Internal, Code::Internal),
+            (ErrorKind::Timeout, Code::DeadlineExceeded),
+            (ErrorKind::TooLarge, Code::ResourceExhausted),
+            (ErrorKind::SyncRefused, Code::FailedPrecondition),
+            (ErrorKind::NotThisPod, Code::PermissionDenied),
         ];
-        for (err, code) in cases {
-            assert_eq!(err.code(), code, "{}", err.kind());
+        for (kind, code) in cases {
+            assert_eq!(Error::new(kind, "x").code(), code, "{}", kind.label());
         }
     }
 
@@ -275,16 +334,31 @@ mod tests {
             m.len() <= MAX_MESSAGE && m.ends_with(&format!("(message cut from {} bytes)", many.len())),
             "{m}"
         );
-        let s: tonic::Status = Error::InvalidRequest(many).into();
+        let s: tonic::Status = Error::new(ErrorKind::InvalidRequest, many).into();
         assert!(s.message().len() <= MAX_MESSAGE);
     }
 
     #[test]
-    fn context_keeps_the_kind() {
-        let e = Error::VaultDenied("permission denied".into()).context("reading secret/x");
+    fn context_keeps_the_kind_and_the_cause() {
+        let e = Error::new(ErrorKind::VaultDenied, "permission denied").context("reading secret/x");
         assert_eq!(e.code(), Code::PermissionDenied);
         assert_eq!(e.to_string(), "reading secret/x: permission denied");
         let s: tonic::Status = e.into();
         assert_eq!(s.code(), Code::PermissionDenied);
+
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::because(ErrorKind::InvalidRequest, "CA file /x", io).context("object \"a\"");
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+        assert_eq!(
+            e.to_string(),
+            "invalid mount request: object \"a\": CA file /x: no such file"
+        );
+        let cause = e.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "no such file");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(describe_chain(&e), e.to_string(), "its text is said once");
+        let e = e.into_kind(ErrorKind::NotThisPod);
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.source().is_some());
     }
 }

@@ -154,10 +154,42 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-fn tls_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
+/// Why a client for an endpoint could not be set up (nothing was sent).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A CA, client certificate or key file could not be used.
+    #[error(transparent)]
+    Pem(#[from] crate::pem::PemError),
+    /// rustls refused the protocol versions (a build problem).
+    #[error("TLS setup: {0}")]
+    Tls(#[source] rustls::Error),
+    /// A CA certificate was refused.
+    #[error("unusable CA certificate: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// The client certificate or key was refused.
+    #[error("unusable client certificate or key: {0}")]
+    ClientCertificate(#[source] rustls::Error),
+    /// The server name to verify is not a DNS name or address.
+    #[error("TLS server name {name:?} is not valid: {source}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// Why it is not one.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// reqwest could not build the client.
+    #[error("HTTP client: {}", describe_chain(.0))]
+    Client(#[source] reqwest::Error),
+    /// The blocking thread that read the files failed.
+    #[error("building the client failed: {0}")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+fn tls_config(opts: &TlsOptions) -> Result<ClientConfig, SetupError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
+        .map_err(SetupError::Tls)?;
     let builder = if opts.skip_verify {
         builder
             .dangerous()
@@ -167,16 +199,14 @@ fn tls_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
     } else {
         let mut store = RootCertStore::empty();
         for c in &opts.roots {
-            store
-                .add(c.clone())
-                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            store.add(c.clone()).map_err(SetupError::CaCertificate)?;
         }
         builder.with_root_certificates(store)
     };
     let mut config = match &opts.client_auth {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| format!("unusable client certificate or key: {e}"))?,
+            .map_err(SetupError::ClientCertificate)?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -319,7 +349,7 @@ impl HttpClient {
         tls: &TlsOptions,
         timeout: Duration,
         max_body: usize,
-    ) -> Result<HttpClient, String> {
+    ) -> Result<HttpClient, SetupError> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -346,8 +376,10 @@ impl HttpClient {
                 if let Some(name) = tls.server_name.as_deref().filter(|n| *n != host.as_str()) {
                     // The name to verify (and send as SNI) goes in the URL;
                     // it resolves to the endpoint's real host.
-                    ServerName::try_from(name.to_string())
-                        .map_err(|e| format!("TLS server name {name:?} is not valid: {e}"))?;
+                    ServerName::try_from(name.to_string()).map_err(|source| SetupError::ServerName {
+                        name: name.to_string(),
+                        source,
+                    })?;
                     base = format!("https://{name}:{port}{prefix}");
                     builder = builder.dns_resolver(Arc::new(ServerNameResolver {
                         name: name.to_string(),
@@ -356,9 +388,7 @@ impl HttpClient {
                 }
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("HTTP client: {}", describe_chain(&e)))?;
+        let client = builder.build().map_err(SetupError::Client)?;
         Ok(HttpClient {
             client,
             base,

@@ -21,7 +21,7 @@ use ::kube::{Api, Client, Config};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 
-use crate::error::{describe_chain, Error};
+use crate::error::{describe_chain, Error, ErrorKind};
 
 /// A failed Kubernetes API call.
 #[derive(Debug, thiserror::Error)]
@@ -59,15 +59,18 @@ impl KubeError {
     /// an API server that is down, overloaded or slow UNAVAILABLE (nothing
     /// was minted, so the driver may retry).
     pub fn classify(self, what: &str, fix: &str) -> Error {
-        match &self {
-            KubeError::Status { code: 401 | 403, .. } => Error::KubeDenied(format!("{what}: {self}. {fix}")),
-            KubeError::Status { code: 404, .. } => Error::NotFound(format!("{what}: {self}")),
-            KubeError::Status { code: 400 | 422, .. } => Error::InvalidRequest(format!("{what}: {self}")),
-            KubeError::Status { code, .. } if *code == 429 || *code >= 500 => {
-                Error::KubeUnavailable(format!("{what}: {self}"))
-            }
-            KubeError::Unreachable(_) => Error::KubeUnavailable(format!("{what}: {self}")),
-            KubeError::Status { .. } | KubeError::BadResponse(_) => Error::BadResponse(format!("{what}: {self}")),
+        let kind = match &self {
+            KubeError::Status { code: 401 | 403, .. } => ErrorKind::KubeDenied,
+            KubeError::Status { code: 404, .. } => ErrorKind::NotFound,
+            KubeError::Status { code: 400 | 422, .. } => ErrorKind::InvalidRequest,
+            KubeError::Status { code, .. } if *code == 429 || *code >= 500 => ErrorKind::KubeUnavailable,
+            KubeError::Unreachable(_) => ErrorKind::KubeUnavailable,
+            KubeError::Status { .. } | KubeError::BadResponse(_) => ErrorKind::BadResponse,
+        };
+        let error = Error::because(kind, what, self);
+        match kind {
+            ErrorKind::KubeDenied => error.hint(fix),
+            _ => error,
         }
     }
 }
@@ -114,6 +117,25 @@ pub struct KubeClient {
     timeout: Duration,
 }
 
+/// Why no Kubernetes client could be configured: what was being loaded,
+/// and the error behind it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {}", describe_chain(source.as_ref()))]
+pub struct ConfigError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ConfigError {
+    fn new(what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
+        ConfigError {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// A token minted by the TokenRequest API.
 pub struct IssuedToken {
     /// The JWT. Never logged.
@@ -124,16 +146,18 @@ impl KubeClient {
     /// A kubeconfig when given (its current context, exec and OIDC plugins
     /// included), else the in-cluster configuration. Each call is bounded
     /// by `timeout`.
-    pub async fn load(kubeconfig: Option<&Path>, timeout: Duration) -> Result<KubeClient, String> {
+    pub async fn load(kubeconfig: Option<&Path>, timeout: Duration) -> Result<KubeClient, ConfigError> {
         let mut config = match kubeconfig {
             Some(path) => {
-                let kc = Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let what = || format!("kubeconfig {}", path.display());
+                let kc = Kubeconfig::read_from(path).map_err(|e| ConfigError::new(what(), e))?;
                 Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                     .await
-                    .map_err(|e| format!("kubeconfig {}: {}", path.display(), describe_chain(&e)))?
+                    .map_err(|e| ConfigError::new(what(), e))?
             }
-            None => Config::incluster()
-                .map_err(|e| format!("not in a cluster and no -kubeconfig given ({})", describe_chain(&e)))?,
+            None => {
+                Config::incluster().map_err(|e| ConfigError::new("not in a cluster and no -kubeconfig given", e))?
+            }
         };
         config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
         // No retries hidden in the client: a 429 or 503 is reported as such
@@ -142,7 +166,7 @@ impl KubeClient {
         config.default_retry = false;
         let namespace = config.default_namespace.clone();
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {}", describe_chain(&e)))?;
+        let client = Client::try_from(config).map_err(|e| ConfigError::new("Kubernetes client", e))?;
         Ok(KubeClient {
             client,
             namespace,

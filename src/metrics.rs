@@ -402,7 +402,7 @@ impl Metrics {
             ),
             Err(e) => (
                 MountLabels {
-                    result: e.kind(),
+                    result: e.kind().label(),
                     code: code_name(e.code()),
                 },
                 "error",
@@ -631,7 +631,10 @@ mod tests {
     fn mounts_and_requests_are_counted_with_fixed_labels() {
         let m = Metrics::new();
         m.mount_finished(Ok(()), Duration::from_millis(3));
-        m.mount_finished(Err(&Error::VaultDenied("x".into())), Duration::from_millis(40));
+        m.mount_finished(
+            Err(&Error::new(crate::error::ErrorKind::VaultDenied, "x")),
+            Duration::from_millis(40),
+        );
         m.vault_request("/v1/auth/kubernetes/login", Some(200), Duration::from_millis(2));
         m.vault_request("/v1/secret/data/app", None, Duration::from_millis(2));
         m.credential_renewed();

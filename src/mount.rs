@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 
 use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::config::Defaults;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{IssuerKeys, Proof};
 use crate::kube::KubeClient;
 use crate::ledger::{Ledger, TokenKey};
@@ -165,7 +165,10 @@ impl Mounter {
         );
         match tokio::time::timeout(remaining, self.mount_spec(&spec, deadline)).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!("{what} (is Vault or the Kubernetes API slow?)"))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{what} (is Vault or the Kubernetes API slow?)"),
+            )),
         }
     }
 
@@ -188,10 +191,13 @@ impl Mounter {
     }
 
     async fn client(&self, spec: &MountSpec) -> Result<VaultClient> {
-        self.pool
-            .connect(&spec.vault)
-            .await
-            .map_err(|e| Error::InvalidRequest(format!("Vault connection to {}: {e}", spec.vault.addresses)))
+        self.pool.connect(&spec.vault).await.map_err(|e| {
+            Error::because(
+                ErrorKind::InvalidRequest,
+                format!("Vault connection to {}", spec.vault.addresses),
+                e,
+            )
+        })
     }
 
     /// Reads every distinct request once, reusing leased responses the
@@ -244,7 +250,12 @@ impl Mounter {
                     out.insert(read.clone(), json);
                 }
                 Some(Err(e)) => return Err(read_error(spec, object, e)),
-                None => return Err(Error::Internal(format!("read {read} was not performed"))),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("read {read} was not performed"),
+                    ))
+                }
             }
         }
         Ok(out)
@@ -265,7 +276,7 @@ impl Mounter {
                 Some(held) => {
                     budget
                         .charge(crate::budget::json_footprint(&held))
-                        .map_err(|e| Error::TooLarge(e.to_string()))?;
+                        .map_err(Error::from)?;
                     out.insert(read.clone(), held);
                 }
                 None => missing.push(read.clone()),
@@ -306,10 +317,10 @@ impl Mounter {
         let audience = spec.token_audience();
         let proof = match &spec.provided_token {
             Some(t) => Some(self.issuer.prove(&t.token, &spec.pod, audience).await.map_err(|e| {
-                Error::NotThisPod(format!(
-                    "mount for pod {}/{} refused: {e}",
-                    spec.pod.namespace, spec.pod.name
-                ))
+                Error::new(
+                    ErrorKind::NotThisPod,
+                    format!("mount for pod {}/{} refused: {e}", spec.pod.namespace, spec.pod.name),
+                )
             })?),
             None => None,
         };
@@ -385,7 +396,7 @@ impl Mounter {
         }
         let pod = &spec.pod;
         let Some(kube) = &self.kube else {
-            return Err(Error::InvalidRequest(format!(
+            return Err(Error::new(ErrorKind::InvalidRequest, format!(
                 "no service-account token for audience {:?} in the volume context of pod {}/{}, and no Kubernetes API access to request one: add tokenRequests: [{{audience: {}}}] to the CSIDriver object",
                 spec.token_audience(),
                 pod.namespace,
@@ -394,8 +405,8 @@ impl Mounter {
             )));
         };
         if pod.name.is_empty() || pod.uid.is_empty() {
-            return Err(Error::InvalidRequest(
-                "pod name and uid are missing from the volume context: set podInfoOnMount: true on the CSIDriver object".into(),
+            return Err(Error::new(ErrorKind::InvalidRequest,
+                "pod name and uid are missing from the volume context: set podInfoOnMount: true on the CSIDriver object",
             ));
         }
         self.check_on_node(spec).await?;
@@ -443,20 +454,24 @@ impl Mounter {
                     "checking that pod {}/{} runs on node {node} before using its identity",
                     pod.namespace, pod.name
                 );
-                match e.classify(
+                let e = e.classify(
                     &what,
                     "Grant the provider list on pods (deploy/components/token-request)",
-                ) {
-                    // The pod was named by the request: no such pod, no token.
-                    Error::NotFound(m) => Error::NotThisPod(m),
-                    other => other,
+                );
+                // The pod was named by the request: no such pod, no token.
+                match e.kind() {
+                    ErrorKind::NotFound => e.into_kind(ErrorKind::NotThisPod),
+                    _ => e,
                 }
             })?;
         if !here {
-            return Err(Error::NotThisPod(format!(
-                "pod {}/{} (uid {}) does not run on node {node}: this provider serves only its own node's pods",
-                pod.namespace, pod.name, pod.uid
-            )));
+            return Err(Error::new(
+                ErrorKind::NotThisPod,
+                format!(
+                    "pod {}/{} (uid {}) does not run on node {node}: this provider serves only its own node's pods",
+                    pod.namespace, pod.name, pod.uid
+                ),
+            ));
         }
         let mut seen = self.on_node.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_PROOFS {
@@ -494,38 +509,48 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
             .unwrap_or_default()
     );
     let lower = e.to_string().to_ascii_lowercase();
-    match e.status() {
+    let (kind, hint) = match e.status() {
         // Vault and OpenBao also answer an unauthenticated request to a path
         // where nothing is mounted with 403, so the mount is a suspect too.
-        Some(403) => Error::VaultDenied(format!(
-            "{who} failed: {e}. Check that an auth method is mounted at auth/{}, that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API",
-            spec.auth_mount
-        )),
-        Some(400) if lower.contains("role") => Error::VaultRejected(format!(
-            "{who} failed: {e}. Does role {:?} exist at auth/{}/role?",
-            spec.role, spec.auth_mount
-        )),
-        Some(404) if lower.contains("namespace") && spec.vault.namespace.is_some() => Error::VaultRejected(format!(
-            "{who} failed: {e}. Does the Vault namespace exist (vaultNamespace, -vault-namespace)?"
-        )),
-        Some(404) => Error::VaultRejected(format!(
-            "{who} failed: {e}. Is an auth method mounted at auth/{}?",
-            spec.auth_mount
-        )),
-        Some(s) if s >= 500 => Error::VaultUnavailable(format!("{who} failed: {e}")),
-        Some(_) => Error::VaultRejected(format!("{who} failed: {e}")),
+        Some(403) => (
+            ErrorKind::VaultDenied,
+            Some(format!(
+                "Check that an auth method is mounted at auth/{}, that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API",
+                spec.auth_mount
+            )),
+        ),
+        Some(400) if lower.contains("role") => (
+            ErrorKind::VaultRejected,
+            Some(format!("Does role {:?} exist at auth/{}/role?", spec.role, spec.auth_mount)),
+        ),
+        Some(404) if lower.contains("namespace") && spec.vault.namespace.is_some() => (
+            ErrorKind::VaultRejected,
+            Some("Does the Vault namespace exist (vaultNamespace, -vault-namespace)?".to_string()),
+        ),
+        Some(404) => (
+            ErrorKind::VaultRejected,
+            Some(format!("Is an auth method mounted at auth/{}?", spec.auth_mount)),
+        ),
+        Some(s) if s >= 500 => (ErrorKind::VaultUnavailable, None),
+        Some(_) => (ErrorKind::VaultRejected, None),
+        // Nothing reached Vault, or every node said it did not process the
+        // login (sealed, electing): the driver may retry.
+        None if e.unprocessed() => (ErrorKind::VaultUnavailable, None),
         None => match e {
-            // Nothing reached Vault, or every node said it did not process
-            // the login (sealed, electing): the driver may retry.
-            _ if e.unprocessed() => Error::VaultUnavailable(format!("{who} failed: {e}")),
             // The login may have minted a token: a retry would mint another.
-            VaultError::Connect(_) | VaultError::Broken(_) | VaultError::Unavailable { .. } => Error::VaultFailed(
-                format!("{who} failed: {e}. Vault may have issued a token that never arrived; it expires with the role's token_ttl"),
+            VaultError::Connect(_) | VaultError::Broken(_) | VaultError::Unavailable { .. } => (
+                ErrorKind::VaultFailed,
+                Some("Vault may have issued a token that never arrived; it expires with the role's token_ttl".to_string()),
             ),
-            VaultError::TooLarge | VaultError::BadResponse(_) => Error::BadResponse(format!("{who} failed: {e}")),
-            VaultError::OverBudget(_) => Error::TooLarge(format!("{who} failed: {e}")),
-            VaultError::Status { .. } => Error::VaultRejected(format!("{who} failed: {e}")),
+            VaultError::TooLarge | VaultError::BadResponse(_) => (ErrorKind::BadResponse, None),
+            VaultError::OverBudget(_) => (ErrorKind::TooLarge, None),
+            VaultError::Status { .. } => (ErrorKind::VaultRejected, None),
         },
+    };
+    let error = Error::because(kind, format!("{who} failed"), e);
+    match hint {
+        Some(hint) => error.hint(hint),
+        None => error,
     }
 }
 
@@ -542,7 +567,7 @@ fn unprocessed_everywhere(
     }
     let (read, object) = reads.iter().find(|(r, _)| results.contains_key(**r))?;
     let e = results.remove(*read)?.err()?;
-    Some(Error::VaultUnavailable(read_error(spec, object, e).to_string()))
+    Some(read_error(spec, object, e).into_kind(ErrorKind::VaultUnavailable))
 }
 
 fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
@@ -552,20 +577,26 @@ fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
         read = format!("{read:?}");
     }
     let what = format!("object {:?}: {read} at {}", object.name, spec.vault.addresses);
-    match e.status() {
-        Some(403) => Error::VaultDenied(format!(
-            "{what} failed: {e}. The policies of role {:?} do not allow this path",
-            spec.role
-        )),
-        Some(404) => Error::NotFound(format!(
-            "{what} failed: {e}. Check secretPath (KV v2 reads go through <mount>/data/<path>)"
-        )),
-        Some(s) if s >= 500 => Error::VaultFailed(format!("{what} failed: {e}")),
-        Some(_) => Error::VaultRejected(format!("{what} failed: {e}")),
+    let (kind, hint) = match e.status() {
+        Some(403) => (
+            ErrorKind::VaultDenied,
+            Some(format!("The policies of role {:?} do not allow this path", spec.role)),
+        ),
+        Some(404) => (
+            ErrorKind::NotFound,
+            Some("Check secretPath (KV v2 reads go through <mount>/data/<path>)".to_string()),
+        ),
+        Some(s) if s >= 500 => (ErrorKind::VaultFailed, None),
+        Some(_) => (ErrorKind::VaultRejected, None),
         None => match e {
-            VaultError::TooLarge | VaultError::OverBudget(_) => Error::TooLarge(format!("{what} failed: {e}")),
-            VaultError::BadResponse(_) => Error::BadResponse(format!("{what} failed: {e}")),
-            _ => Error::VaultFailed(format!("{what} failed: {e}")),
+            VaultError::TooLarge | VaultError::OverBudget(_) => (ErrorKind::TooLarge, None),
+            VaultError::BadResponse(_) => (ErrorKind::BadResponse, None),
+            _ => (ErrorKind::VaultFailed, None),
         },
+    };
+    let error = Error::because(kind, format!("{what} failed"), e);
+    match hint {
+        Some(hint) => error.hint(hint),
+        None => error,
     }
 }

@@ -68,10 +68,7 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
 async fn revoke(ledger: &Ledger, pool: &VaultPool, uid: &str) {
     let tokens = ledger.remove_pod(uid);
     for (vault, token) in tokens {
-        let result = match pool.client(&vault) {
-            Ok(c) => c.revoke_self(&token).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        let result = pool.revoke(&vault, &token).await;
         if result.is_ok() {
             ledger.metrics().credential_revoked();
         }

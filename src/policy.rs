@@ -55,6 +55,35 @@ const FILE_DIRS_FLAG: &str = "-spc-file-dirs";
 const ADDRS_FLAG: &str = "-spc-allowed-vault-addrs";
 const AUDIENCES_FLAG: &str = "-spc-allowed-audiences";
 
+/// A class parameter this provider's policy refuses: which parameter and
+/// why (naming the operator's flag), with the system's error behind it
+/// where there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("parameter {param}: {reason}")]
+pub struct Refused {
+    /// The parameter, as the class wrote it.
+    pub param: String,
+    /// Why it is refused.
+    pub reason: String,
+    /// The I/O error behind it, if any.
+    #[source]
+    pub source: Option<std::io::Error>,
+}
+
+fn refused(param: &str, reason: String) -> Refused {
+    Refused {
+        param: param.to_string(),
+        reason,
+        source: None,
+    }
+}
+
+impl From<Refused> for crate::error::Error {
+    fn from(r: Refused) -> Self {
+        crate::error::Error::new(crate::error::ErrorKind::InvalidRequest, r.to_string()).with_source(r)
+    }
+}
+
 impl ClassPolicy {
     /// Canonicalises the allowed directories, which must exist: a typo in a
     /// flag should stop the provider at start, not fail every mount later.
@@ -75,49 +104,51 @@ impl ClassPolicy {
 
     /// Whether a class may connect to `endpoint`, which is not the
     /// provider's default (that one the operator chose).
-    pub fn check_endpoint(&self, endpoint: &Endpoint, param: &str) -> Result<(), String> {
+    pub fn check_endpoint(&self, endpoint: &Endpoint, param: &str) -> Result<(), Refused> {
         match endpoint {
             Endpoint::Tcp { tls: false, .. } if !self.allow_http => {
-                return Err(format!(
-                    "parameter {param}: {endpoint} is plain http, which this provider does not allow for SecretProviderClasses (-spc-allow-http=false): use https"
-                ))
+                return Err(refused(param, format!("{endpoint} is plain http, which this provider does not allow for SecretProviderClasses (-spc-allow-http=false): use https"
+                )))
             }
             Endpoint::Unix(_) if !self.allow_unix => {
-                return Err(format!(
-                    "parameter {param}: {endpoint} is a unix socket, which this provider does not allow for SecretProviderClasses (-spc-allow-unix=false)"
-                ))
+                return Err(refused(param, format!("{endpoint} is a unix socket, which this provider does not allow for SecretProviderClasses (-spc-allow-unix=false)"
+                )))
             }
             _ => {}
         }
         if !self.vault_addrs.is_empty() && !self.vault_addrs.contains(endpoint) {
             let allowed: Vec<String> = self.vault_addrs.iter().map(ToString::to_string).collect();
-            return Err(format!(
-                "parameter {param}: {endpoint} is not one of the Vault addresses this provider allows ({ADDRS_FLAG}: {})",
-                allowed.join(", ")
+            return Err(refused(
+                param,
+                format!(
+                    "{endpoint} is not one of the Vault addresses this provider allows ({ADDRS_FLAG}: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
         Ok(())
     }
 
     /// Whether a class may turn off certificate verification.
-    pub fn check_skip_verify(&self, param: &str) -> Result<(), String> {
+    pub fn check_skip_verify(&self, param: &str) -> Result<(), Refused> {
         if self.allow_skip_verify {
             Ok(())
         } else {
-            Err(format!(
-                "parameter {param}: this provider does not allow SecretProviderClasses to skip TLS verification (-spc-allow-skip-tls-verify=false); give a CA with vaultCACertPath instead"
-            ))
+            Err(refused(param, "this provider does not allow SecretProviderClasses to skip TLS verification (-spc-allow-skip-tls-verify=false); give a CA with vaultCACertPath instead".to_string()))
         }
     }
 
     /// The audience to use: the class's, if allowed, else the operator's
     /// first allowed one. `None`: no restriction and none named.
-    pub fn audience(&self, named: Option<&str>, param: &str) -> Result<Option<String>, String> {
+    pub fn audience(&self, named: Option<&str>, param: &str) -> Result<Option<String>, Refused> {
         match named {
             Some(a) if self.audiences.is_empty() || self.audiences.iter().any(|x| x == a) => Ok(Some(a.to_string())),
-            Some(a) => Err(format!(
-                "parameter {param}: audience {a:?} is not one this provider allows ({AUDIENCES_FLAG}: {})",
-                self.audiences.join(", ")
+            Some(a) => Err(refused(
+                param,
+                format!(
+                    "audience {a:?} is not one this provider allows ({AUDIENCES_FLAG}: {})",
+                    self.audiences.join(", ")
+                ),
             )),
             None => Ok(self.audiences.first().cloned()),
         }
@@ -126,19 +157,22 @@ impl ClassPolicy {
     /// Resolves a file a class names: an absolute path that, once symlinks
     /// are resolved, lies under an allowed directory (when any are set).
     /// The canonical path is returned, so what is checked is what is read.
-    pub fn class_file(&self, path: &str, param: &str) -> Result<PathBuf, String> {
+    pub fn class_file(&self, path: &str, param: &str) -> Result<PathBuf, Refused> {
         let given = Path::new(path);
         if !given.is_absolute() {
-            return Err(format!("parameter {param}: {path:?} is not an absolute path"));
+            return Err(refused(param, format!("{path:?} is not an absolute path")));
         }
         if given.components().any(|c| c == Component::ParentDir) {
-            return Err(format!("parameter {param}: {path:?} must not contain '..'"));
+            return Err(refused(param, format!("{path:?} must not contain '..'")));
         }
         if self.file_dirs.is_empty() {
             return Ok(given.to_path_buf());
         }
-        let canonical =
-            std::fs::canonicalize(given).map_err(|e| format!("parameter {param}: cannot use {path:?}: {e}"))?;
+        let canonical = std::fs::canonicalize(given).map_err(|e| Refused {
+            param: param.to_string(),
+            reason: format!("cannot use {path:?}: {e}"),
+            source: Some(e),
+        })?;
         self.confined(&canonical, param, path)?;
         Ok(canonical)
     }
@@ -146,12 +180,16 @@ impl ClassPolicy {
     /// Like [`class_file`](Self::class_file) for a CA directory: the
     /// directory and each of its entries must stay under the allowed
     /// directories.
-    pub fn class_directory(&self, path: &str, param: &str) -> Result<PathBuf, String> {
+    pub fn class_directory(&self, path: &str, param: &str) -> Result<PathBuf, Refused> {
         let dir = self.class_file(path, param)?;
         if self.file_dirs.is_empty() {
             return Ok(dir);
         }
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("parameter {param}: cannot read {path:?}: {e}"))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Refused {
+            param: param.to_string(),
+            reason: format!("cannot read {path:?}: {e}"),
+            source: Some(e),
+        })?;
         for entry in entries.take(crate::pem::MAX_DIRECTORY_FILES).flatten() {
             let entry_path = entry.path();
             let Ok(canonical) = std::fs::canonicalize(&entry_path) else {
@@ -162,15 +200,14 @@ impl ClassPolicy {
         Ok(dir)
     }
 
-    fn confined(&self, canonical: &Path, param: &str, shown: &str) -> Result<(), String> {
+    fn confined(&self, canonical: &Path, param: &str, shown: &str) -> Result<(), Refused> {
         if self.file_dirs.iter().any(|d| canonical.starts_with(d)) {
             return Ok(());
         }
         let dirs: Vec<String> = self.file_dirs.iter().map(|d| d.display().to_string()).collect();
-        Err(format!(
-            "parameter {param}: {shown:?} is outside the directories this provider reads for SecretProviderClasses ({FILE_DIRS_FLAG}: {})",
+        Err(refused(param, format!("{shown:?} is outside the directories this provider reads for SecretProviderClasses ({FILE_DIRS_FLAG}: {})",
             dirs.join(", ")
-        ))
+        )))
     }
 }
 
@@ -204,8 +241,11 @@ mod tests {
             std::fs::canonicalize(allowed.join("..data/real.pem")).unwrap()
         );
         let escape = policy.class_file(&p("escape.pem"), "vaultCACertPath").unwrap_err();
-        assert!(escape.contains("outside the directories"), "{escape}");
+        assert_eq!(escape.param, "vaultCACertPath");
+        assert!(escape.to_string().contains("outside the directories"), "{escape}");
         let outside = root.path().join("outside.pem").display().to_string();
+        let missing = policy.class_file(&format!("{}/missing.pem", allowed.display()), "vaultCACertPath");
+        assert!(missing.unwrap_err().source.is_some(), "the I/O error is kept");
         assert!(policy.class_file(&outside, "vaultCACertPath").is_err());
         assert!(policy.class_file("/dev/zero", "vaultCACertPath").is_err());
         assert!(policy.class_file("relative.pem", "vaultCACertPath").is_err());
@@ -213,6 +253,7 @@ mod tests {
         assert!(policy
             .class_file(&dotdot, "vaultCACertPath")
             .unwrap_err()
+            .to_string()
             .contains(".."));
 
         // A directory whose entries lead out is refused as a whole.
@@ -252,10 +293,12 @@ mod tests {
         assert!(policy
             .check_endpoint(&http, "vaultAddress")
             .unwrap_err()
+            .reason
             .contains("-spc-allow-http"));
         assert!(policy
             .check_endpoint(&unix, "vaultAddress")
             .unwrap_err()
+            .reason
             .contains("-spc-allow-unix"));
         assert!(policy.check_skip_verify("vaultSkipTLSVerify").is_err());
 
@@ -265,6 +308,7 @@ mod tests {
         assert!(policy
             .check_endpoint(&other, "vaultAddress")
             .unwrap_err()
+            .reason
             .contains("-spc-allowed-vault-addrs"));
 
         policy.audiences = vec!["vault".into(), "openbao".into()];

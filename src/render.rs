@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use crate::budget::Charge;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::spc::{Encoding, Format, ObjectSpec, Output, ReadKey, Select, TemplateObject};
 use crate::versions::VersionKey;
 
@@ -69,23 +69,22 @@ pub fn render_all(
     let account = |out: &Rendered, contents: &[u8]| -> Result<()> {
         let total: usize = out.files.iter().map(|f| f.contents.len()).sum::<usize>() + contents.len();
         if total > MAX_FILES_BYTES {
-            return Err(Error::TooLarge(format!(
+            return Err(Error::new(ErrorKind::TooLarge, format!(
                 "the files of this mount total more than the driver's {MAX_FILES_BYTES}-byte limit: split the SecretProviderClass or raise the driver's --max-call-recv-msg-size"
             )));
         }
         if out.files.len() >= MAX_FILES {
-            return Err(Error::TooLarge(format!(
-                "this mount would write more than {MAX_FILES} files (expandKeys of a large map?)"
-            )));
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("this mount would write more than {MAX_FILES} files (expandKeys of a large map?)"),
+            ));
         }
-        budget
-            .charge(contents.len())
-            .map_err(|e| Error::TooLarge(e.to_string()))
+        budget.charge(contents.len()).map_err(Error::from)
     };
     let response_of = |o: &ObjectSpec| {
         responses
             .get(&o.read)
-            .ok_or_else(|| Error::Internal(format!("no response for object {:?}", o.name)))
+            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no response for object {:?}", o.name)))
     };
     let needs_context = !templates.is_empty() || objects.iter().any(|o| matches!(o.output, Output::Template(_)));
     let context = if needs_context {
@@ -102,7 +101,7 @@ pub fn render_all(
     let renderer = || {
         context
             .as_ref()
-            .ok_or_else(|| Error::Internal("template context missing".into()))
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "template context missing"))
     };
 
     for object in objects {
@@ -148,7 +147,8 @@ pub fn render_all(
     }
     check_paths(&out.files)?;
     if out.files.is_empty() {
-        return Err(Error::NotFound(
+        return Err(Error::new(
+            ErrorKind::NotFound,
             "no files to write: every object with expandKeys expanded to no keys".to_string(),
         ));
     }
@@ -165,10 +165,10 @@ pub fn render(object: &ObjectSpec, response: &Json) -> Result<Vec<u8>> {
             decode(object, select, *encoding, value_text(value))
         }
         Output::Formatted { select, format } => formatted(object, selected(object, response, select)?, *format),
-        Output::Expand { .. } | Output::Template(_) | Output::Hidden => Err(Error::Internal(format!(
-            "object {:?} does not render to a single file",
-            object.name
-        ))),
+        Output::Expand { .. } | Output::Template(_) | Output::Hidden => Err(Error::new(
+            ErrorKind::Internal,
+            format!("object {:?} does not render to a single file", object.name),
+        )),
     }
 }
 
@@ -217,12 +217,15 @@ fn selected<'a>(object: &ObjectSpec, response: &'a Json, select: &Select) -> Res
     match select {
         Select::Data => Ok(scope),
         Select::Key(key) => scope.get(key).ok_or_else(|| {
-            Error::NotFound(format!(
-                "object {:?}: key {key:?} not found in the response of {} (available keys: {})",
-                object.name,
-                object.read,
-                key_list(scope)
-            ))
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "object {:?}: key {key:?} not found in the response of {} (available keys: {})",
+                    object.name,
+                    object.read,
+                    key_list(scope)
+                ),
+            )
         }),
         Select::Pointer(pointer) => {
             let mut at = scope;
@@ -247,10 +250,13 @@ fn selected<'a>(object: &ObjectSpec, response: &'a Json, select: &Select) -> Res
                         ),
                         other => format!("{place} is {}, not an object or array", kind(other)),
                     };
-                    return Err(Error::NotFound(format!(
-                        "object {:?}: secretKeyPointer {pointer} not found in the response of {}: {why}",
-                        object.name, object.read
-                    )));
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "object {:?}: secretKeyPointer {pointer} not found in the response of {}: {why}",
+                            object.name, object.read
+                        ),
+                    ));
                 };
                 walked.push('/');
                 walked.push_str(&token.replace('~', "~0").replace('/', "~1"));
@@ -294,18 +300,26 @@ fn decode(object: &ObjectSpec, select: &Select, encoding: Encoding, text: String
         Encoding::Base64 => base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|e| {
-                Error::InvalidRequest(format!(
-                    "object {:?}: {} is not valid base64 ({e}); remove encoding: base64 or fix the value",
-                    object.name,
-                    what(select)
-                ))
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "object {:?}: {} is not valid base64 ({e}); remove encoding: base64 or fix the value",
+                        object.name,
+                        what(select)
+                    ),
+                )
+                .with_source(e)
             }),
         Encoding::Hex => hex::decode(text.trim()).map_err(|e| {
-            Error::InvalidRequest(format!(
-                "object {:?}: {} is not valid hex ({e}); remove encoding: hex or fix the value",
-                object.name,
-                what(select)
-            ))
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "object {:?}: {} is not valid hex ({e}); remove encoding: hex or fix the value",
+                    object.name,
+                    what(select)
+                ),
+            )
+            .with_source(e)
         }),
     }
 }
@@ -313,8 +327,9 @@ fn decode(object: &ObjectSpec, select: &Select, encoding: Encoding, text: String
 fn formatted(object: &ObjectSpec, value: &Json, format: Format) -> Result<Vec<u8>> {
     match format {
         Format::Json => {
-            let mut text = serde_json::to_string_pretty(value)
-                .map_err(|e| Error::Internal(format!("object {:?}: JSON output: {e}", object.name)))?;
+            let mut text = serde_json::to_string_pretty(value).map_err(|e| {
+                Error::because(ErrorKind::Internal, format!("object {:?}: JSON output", object.name), e)
+            })?;
             text.push('\n');
             Ok(text.into_bytes())
         }
@@ -328,13 +343,16 @@ fn formatted(object: &ObjectSpec, value: &Json, format: Format) -> Result<Vec<u8
 fn expand(object: &ObjectSpec, response: &Json, select: &Select, encoding: Encoding) -> Result<Vec<(String, Vec<u8>)>> {
     let value = selected(object, response, select)?;
     let Json::Object(map) = value else {
-        return Err(Error::InvalidRequest(format!(
-            "object {:?}: expandKeys needs a map of keys, but {} of {} is {}",
-            object.name,
-            what(select),
-            object.read,
-            kind(value)
-        )));
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "object {:?}: expandKeys needs a map of keys, but {} of {} is {}",
+                object.name,
+                what(select),
+                object.read,
+                kind(value)
+            ),
+        ));
     };
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
@@ -350,7 +368,7 @@ fn expand(object: &ObjectSpec, response: &Json, select: &Select, encoding: Encod
                 .map(|e| format!("the file path {e}"))
         };
         if let Some(why) = why {
-            return Err(Error::InvalidRequest(format!(
+            return Err(Error::new(ErrorKind::InvalidRequest, format!(
                 "object {:?}: expandKeys: key {k:?} of {} cannot be a file name: {why}; select keys one by one with secretKey instead",
                 object.name, object.read
             )));
@@ -370,14 +388,14 @@ fn check_paths(files: &[OutFile]) -> Result<()> {
     }
     for (path, n) in &seen {
         if *n > 1 {
-            return Err(Error::InvalidRequest(format!(
+            return Err(Error::new(ErrorKind::InvalidRequest, format!(
                 "file {path:?} would be written by more than one object (check expandKeys objects against the other objectNames)"
             )));
         }
         for (slash, _) in path.match_indices('/') {
             let dir = &path[..slash];
             if seen.contains_key(dir) {
-                return Err(Error::InvalidRequest(format!(
+                return Err(Error::new(ErrorKind::InvalidRequest, format!(
                     "file {dir:?} is written, but {path:?} needs it to be a directory (check expandKeys objects against the other objectNames)"
                 )));
             }

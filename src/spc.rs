@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::config::{parse_go_bool, Defaults, VaultConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::failover::Addresses;
 use crate::flavor::Flavor;
 
@@ -584,7 +584,7 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
     })?;
 
     let vault = parse_vault_config(&params, defaults)?;
-    let audience = defaults.policy.audience(get("audience"), "audience").map_err(invalid)?;
+    let audience = defaults.policy.audience(get("audience"), "audience")?;
 
     // Kubernetes 1.35+ can hand the tokens over in `secrets`
     // (serviceAccountTokenInSecrets), which a SecretProviderClass's
@@ -623,14 +623,14 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
 }
 
 fn invalid(msg: String) -> Error {
-    Error::InvalidRequest(msg)
+    Error::new(ErrorKind::InvalidRequest, msg)
 }
 
 /// The message of an [`invalid`] error, to prefix it.
 fn strip_invalid(e: Error) -> String {
-    match e {
-        Error::InvalidRequest(m) => m,
-        other => other.to_string(),
+    match e.kind() {
+        ErrorKind::InvalidRequest => e.message().to_string(),
+        _ => e.to_string(),
     }
 }
 
@@ -700,7 +700,7 @@ fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Result<VaultC
             // Each address the operator did not configure must pass the
             // class policy on its own.
             for e in addrs.iter().filter(|e| !defaults.vault.addresses.contains(e)) {
-                policy.check_endpoint(e, name).map_err(invalid)?;
+                policy.check_endpoint(e, name)?;
             }
             addrs
         }
@@ -708,10 +708,10 @@ fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Result<VaultC
     };
     let mut tls = defaults.vault.tls.clone();
     if let Some((name, p)) = params.get(names::CA_CERT_PATH) {
-        tls.ca_cert = Some(policy.class_file(p, name).map_err(invalid)?);
+        tls.ca_cert = Some(policy.class_file(p, name)?);
     }
     if let Some((name, p)) = params.get(names::CA_DIRECTORY) {
-        tls.ca_directory = Some(policy.class_directory(p, name).map_err(invalid)?);
+        tls.ca_directory = Some(policy.class_directory(p, name)?);
     }
     if let Some((_, n)) = params.get(names::TLS_SERVER_NAME) {
         tls.server_name = Some(n.to_string());
@@ -721,10 +721,7 @@ fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Result<VaultC
         params.get(names::TLS_CLIENT_KEY_PATH),
     ) {
         (Some((cn, c)), Some((kn, k))) => {
-            tls.client_cert = Some((
-                policy.class_file(c, cn).map_err(invalid)?,
-                policy.class_file(k, kn).map_err(invalid)?,
-            ))
+            tls.client_cert = Some((policy.class_file(c, cn)?, policy.class_file(k, kn)?))
         }
         (None, None) => {}
         (Some((cn, _)), None) => {
@@ -739,7 +736,7 @@ fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Result<VaultC
     if let Some((name, v)) = params.get(names::SKIP_TLS_VERIFY) {
         tls.skip_verify = parse_go_bool(v).map_err(|e| invalid(format!("parameter {name}: {e}")))?;
         if tls.skip_verify && !defaults.vault.tls.skip_verify {
-            policy.check_skip_verify(name).map_err(invalid)?;
+            policy.check_skip_verify(name)?;
         }
     }
     let namespace = match params.get(names::NAMESPACE) {

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::ByteString;
 use serde_json::{json, Value as Json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::kube::{KubeClient, KubeError};
 use crate::render::OutFile;
 use crate::spc::{MountSpec, Pod, SyncSecret};
@@ -90,7 +90,10 @@ impl Syncer {
             return Ok(());
         }
         let Some(kube) = &self.kube else {
-            return Err(Error::Internal("syncSecrets needs access to the Kubernetes API".into()));
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "syncSecrets needs access to the Kubernetes API",
+            ));
         };
         let contents: HashMap<&str, &[u8]> = files.iter().map(|f| (f.path.as_str(), f.contents.as_slice())).collect();
         let mut owners: Option<Vec<OwnerReference>> = None;
@@ -129,14 +132,14 @@ impl Syncer {
                 let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
                 let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
                 if label(MANAGED_LABEL) != Some("true") {
-                    return Err(Error::SyncRefused(format!(
+                    return Err(Error::new(ErrorKind::SyncRefused, format!(
                         "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
                     )));
                 }
                 let recorded = annotation(CLASS_ANNOTATION);
                 match (recorded, class) {
                     (Some(theirs), Some(ours)) if theirs != ours => {
-                        return Err(Error::SyncRefused(format!(
+                        return Err(Error::new(ErrorKind::SyncRefused, format!(
                             "{what} is synced from SecretProviderClass {theirs:?}, not {ours:?}: refusing to let another class rewrite it (choose another secretName)"
                         )));
                     }
@@ -174,10 +177,13 @@ fn build_data<'a>(secret: &SyncSecret, contents: &HashMap<&str, &'a [u8]>) -> Re
     let mut data = BTreeMap::new();
     for (key, object) in &secret.data {
         let bytes = contents.get(object.as_str()).ok_or_else(|| {
-            Error::InvalidRequest(format!(
-                "syncSecrets Secret {:?}: key {key:?}: object {object:?} produced no file",
-                secret.name
-            ))
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "syncSecrets Secret {:?}: key {key:?}: object {object:?} produced no file",
+                    secret.name
+                ),
+            )
         })?;
         data.insert(key.clone(), *bytes);
     }
@@ -186,30 +192,36 @@ fn build_data<'a>(secret: &SyncSecret, contents: &HashMap<&str, &'a [u8]>) -> Re
 
 /// Checks content against the Secret type, naming the Secret and key.
 fn validate(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>) -> Result<()> {
-    let bad = |key: &str, why: String| {
-        Error::InvalidRequest(format!("syncSecrets Secret {:?}: key {key:?}: {why}", secret.name))
+    let bad = |key: &str, why: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("syncSecrets Secret {:?}: key {key:?}: {why}", secret.name),
+        )
     };
     let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_DATA_BYTES {
-        return Err(Error::InvalidRequest(format!(
-            "syncSecrets Secret {:?}: {size} bytes of data, more than a Secret can hold (1 MiB)",
-            secret.name
-        )));
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "syncSecrets Secret {:?}: {size} bytes of data, more than a Secret can hold (1 MiB)",
+                secret.name
+            ),
+        ));
     }
     match secret.secret_type.as_str() {
         "kubernetes.io/tls" => {
             let cert = data.get("tls.crt").copied().unwrap_or_default();
             let key = data.get("tls.key").copied().unwrap_or_default();
-            let chain = crate::pem::parse_pem_certs(cert, "tls.crt").map_err(|e| bad("tls.crt", e))?;
-            let private = crate::pem::parse_pem_key(key, "tls.key").map_err(|e| bad("tls.key", e))?;
+            let chain = crate::pem::parse_pem_certs(cert, "tls.crt").map_err(|e| bad("tls.crt", &e))?;
+            let private = crate::pem::parse_pem_key(key, "tls.key").map_err(|e| bad("tls.key", &e))?;
             let provider = rustls::crypto::ring::default_provider();
             let signing = provider
                 .key_provider
                 .load_private_key(private)
-                .map_err(|e| bad("tls.key", format!("unusable private key: {e}")))?;
+                .map_err(|e| bad("tls.key", &format!("unusable private key: {e}")))?;
             rustls::sign::CertifiedKey::new(chain, signing)
                 .keys_match()
-                .map_err(|_| bad("tls.key", "does not match the certificate in tls.crt".to_string()))?;
+                .map_err(|_| bad("tls.key", &"does not match the certificate in tls.crt"))?;
         }
         "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
             let key = if secret.secret_type.ends_with("json") {
@@ -218,17 +230,14 @@ fn validate(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>) -> Result<()> {
                 ".dockercfg"
             };
             let raw = data.get(key).copied().unwrap_or_default();
-            let parsed: Json = serde_json::from_slice(raw).map_err(|e| bad(key, format!("is not valid JSON: {e}")))?;
+            let parsed: Json = serde_json::from_slice(raw).map_err(|e| bad(key, &format!("is not valid JSON: {e}")))?;
             let ok = if key == ".dockerconfigjson" {
                 parsed.get("auths").is_some_and(Json::is_object)
             } else {
                 parsed.is_object()
             };
             if !ok {
-                return Err(bad(
-                    key,
-                    "is not a Docker config (expected an object with \"auths\")".to_string(),
-                ));
+                return Err(bad(key, &"is not a Docker config (expected an object with \"auths\")"));
             }
         }
         _ => {}
@@ -245,9 +254,10 @@ async fn owner_of(kube: &KubeClient, pod: &Pod) -> Result<Vec<OwnerReference>> {
         .await
         .map_err(|e| kube_error(e, &what, &pod.namespace))?;
     let Some(found) = found else {
-        return Err(Error::NotFound(format!(
-            "{what} not found: cannot set the owner of its synced Secrets"
-        )));
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{what} not found: cannot set the owner of its synced Secrets"),
+        ));
     };
     let controller = found
         .metadata
@@ -309,9 +319,8 @@ fn apply_body(
 
 fn kube_error(e: KubeError, what: &str, ns: &str) -> Error {
     if e.code() == Some(409) {
-        return Error::SyncRefused(format!(
-            "syncing {what}: {e}. Another field manager owns fields of this Secret; it is not changed"
-        ));
+        return Error::because(ErrorKind::SyncRefused, format!("syncing {what}"), e)
+            .hint("Another field manager owns fields of this Secret; it is not changed");
     }
     e.classify(
         &format!("syncing {what}"),

@@ -18,10 +18,10 @@ use std::io::Write;
 
 use base64::Engine as _;
 use minijinja::value::{Serde, Value};
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::Value as Json;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Work budget of one render: about this many instructions, or 64 times as
 /// many bytes of data created. Milliseconds of CPU at most.
@@ -159,7 +159,7 @@ fn environment<'s>() -> Environment<'s> {
 }
 
 fn helper_error(msg: String) -> minijinja::Error {
-    minijinja::Error::new(ErrorKind::InvalidOperation, msg)
+    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg)
 }
 
 /// The text of a string, a number, or bytes (UTF-8).
@@ -327,14 +327,20 @@ fn describe(e: &minijinja::Error) -> String {
 
 fn template_error(object: &str, e: &minijinja::Error) -> Error {
     match e.kind() {
-        ErrorKind::OutOfFuel => Error::InvalidRequest(format!(
-            "object {object:?}: template: {}: it did more work than a template may (an endless or very long loop?)",
-            describe(e)
-        )),
-        ErrorKind::WriteFailure => Error::TooLarge(format!(
-            "object {object:?}: template output is larger than {} bytes",
-            MAX_OUTPUT
-        )),
-        _ => Error::InvalidRequest(format!("object {object:?}: template: {}", describe(e))),
+        minijinja::ErrorKind::OutOfFuel => Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "object {object:?}: template: {}: it did more work than a template may (an endless or very long loop?)",
+                describe(e)
+            ),
+        ),
+        minijinja::ErrorKind::WriteFailure => Error::new(
+            ErrorKind::TooLarge,
+            format!("object {object:?}: template output is larger than {} bytes", MAX_OUTPUT),
+        ),
+        _ => Error::new(
+            ErrorKind::InvalidRequest,
+            format!("object {object:?}: template: {}", describe(e)),
+        ),
     }
 }

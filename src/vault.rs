@@ -16,12 +16,23 @@ use serde_json::Value as Json;
 
 use crate::config::VaultConfig;
 use crate::failover::{self, Attempts, Health, Next, NodeState, Reason, Resend, Step, Verdict};
-use crate::http::{self as transport, HttpClient, HttpError, Request, TlsOptions};
+use crate::http::{self as transport, HttpClient, HttpError, Request, SetupError, TlsOptions};
 use crate::spc::ReadKey;
 
 /// Largest Vault response we accept. The driver takes at most 4 MiB of files
 /// per mount, so anything larger could never be delivered anyway.
 pub const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// Why a token could not be revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// No client for its Vault could be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// Vault did not revoke it.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
 
 /// What went wrong talking to Vault.
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +218,7 @@ pub const BACKGROUND_BUDGET: Duration = Duration::from_secs(10);
 impl VaultClient {
     /// Builds a client, reading CA and client certificate files now so that a
     /// bad path fails before anything is sent.
-    pub fn new(cfg: &VaultConfig, timeout: Duration) -> Result<VaultClient, String> {
+    pub fn new(cfg: &VaultConfig, timeout: Duration) -> Result<VaultClient, SetupError> {
         Self::build(cfg, timeout, None)
     }
 
@@ -215,7 +226,7 @@ impl VaultClient {
         cfg: &VaultConfig,
         timeout: Duration,
         metrics: Option<Arc<crate::metrics::Metrics>>,
-    ) -> Result<VaultClient, String> {
+    ) -> Result<VaultClient, SetupError> {
         let mut tls = TlsOptions {
             server_name: cfg.tls.server_name.clone(),
             skip_verify: cfg.tls.skip_verify,
@@ -241,7 +252,7 @@ impl VaultClient {
                     http: HttpClient::new(e, &tls, timeout, MAX_RESPONSE)?,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SetupError>>()?;
         Ok(VaultClient {
             inner: Arc::new(Inner {
                 health: Health::new(nodes.len()),
@@ -1131,7 +1142,7 @@ impl VaultPool {
     /// The client for `cfg`, built on first use. Building reads CA and
     /// client-certificate files: background work, whose configurations
     /// mounts have built before, uses this; mounts use [`connect`](Self::connect).
-    pub fn client(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
+    pub fn client(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
         if let Some(c) = self.cached(cfg) {
             return Ok(c);
         }
@@ -1139,10 +1150,16 @@ impl VaultPool {
         Ok(self.keep(cfg, client))
     }
 
+    /// Revokes `token` (and with it every lease it created) at the Vault of
+    /// `cfg`.
+    pub async fn revoke(&self, cfg: &VaultConfig, token: &str) -> Result<(), RevokeError> {
+        Ok(self.client(cfg)?.revoke_self(token).await?)
+    }
+
     /// [`client`](Self::client) for a mount: files are read on a blocking
     /// thread, never on the runtime, and no lock is held while they are, so
     /// a slow or hostile path named by one class cannot stall other mounts.
-    pub async fn connect(self: &std::sync::Arc<Self>, cfg: &VaultConfig) -> Result<VaultClient, String> {
+    pub async fn connect(self: &std::sync::Arc<Self>, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
         if let Some(c) = self.cached(cfg) {
             return Ok(c);
         }
@@ -1150,7 +1167,7 @@ impl VaultPool {
         let owned = cfg.clone();
         let client = tokio::task::spawn_blocking(move || pool.build(&owned))
             .await
-            .map_err(|e| format!("building the Vault client failed: {e}"))??;
+            .map_err(SetupError::Join)??;
         Ok(self.keep(cfg, client))
     }
 
@@ -1159,7 +1176,7 @@ impl VaultPool {
         clients.get(cfg).cloned()
     }
 
-    fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, String> {
+    fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
         let mut client = VaultClient::new(cfg, self.timeout)?.with_retry_budget(self.retry_budget);
         if let Some(m) = &self.metrics {
             client = client.with_metrics(m.clone());

@@ -33,7 +33,7 @@ use ring::hmac;
 use ring::rand::SecureRandom as _;
 use tokio::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
@@ -143,12 +143,12 @@ impl Versions {
             return state
                 .as_ref()
                 .map(|l| VersionKey(l.clone()))
-                .ok_or_else(|| Error::Internal("no version key".into()));
+                .ok_or_else(|| Error::new(ErrorKind::Internal, "no version key"));
         };
         match load_or_create(kube, namespace, name).await {
             Ok(raw) => Ok(self.hold(&mut state, &raw)),
             Err(e) => match state.as_ref() {
-                Some(old) if !matches!(e, Error::KubeDenied(_)) => {
+                Some(old) if e.kind() != ErrorKind::KubeDenied => {
                     tracing::warn!(error = %e, "cannot re-check the object-version key; keeping the one in memory");
                     // Count the failed attempt as the check: otherwise every
                     // mount (serialised by this lock) would wait for the
@@ -339,10 +339,10 @@ fn kube_error(e: KubeError, namespace: &str, name: &str, verb: &str) -> Error {
         &what,
         &format!("The provider's service account needs get on that Secret and create on secrets in {namespace} (see deploy/)"),
     );
-    match error {
+    match error.kind() {
         // The key Secret is the provider's own: a 404 here is no user's mistake.
-        Error::NotFound(m) => Error::BadResponse(m),
-        other => other,
+        ErrorKind::NotFound => error.into_kind(ErrorKind::BadResponse),
+        _ => error,
     }
 }
 
@@ -353,12 +353,13 @@ pub(crate) fn key_from_secret(secret: &Secret, namespace: &str, name: &str) -> R
         .and_then(|d| d.get(KEY_FIELD))
         .map(|b| b.0.clone())
         .ok_or_else(|| {
-            Error::Internal(format!(
-                "Secret {namespace}/{name} has no data.{KEY_FIELD}: delete it to have a new key created"
-            ))
+            Error::new(
+                ErrorKind::Internal,
+                format!("Secret {namespace}/{name} has no data.{KEY_FIELD}: delete it to have a new key created"),
+            )
         })?;
     if raw.len() < KEY_LEN {
-        return Err(Error::Internal(format!(
+        return Err(Error::new(ErrorKind::Internal, format!(
             "Secret {namespace}/{name}: the key is {} bytes, at least {KEY_LEN} are needed: delete it to have a new key created",
             raw.len()
         )));
@@ -377,9 +378,12 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
         return key_from_secret(&secret, namespace, name);
     }
     let mut raw = [0u8; KEY_LEN];
-    ring::rand::SystemRandom::new()
-        .fill(&mut raw)
-        .map_err(|_| Error::Internal("no randomness available for the object-version key".into()))?;
+    ring::rand::SystemRandom::new().fill(&mut raw).map_err(|_| {
+        Error::new(
+            ErrorKind::Internal,
+            "no randomness available for the object-version key",
+        )
+    })?;
     let body = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -413,9 +417,10 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
                 .await
                 .map_err(|e| kube_error(e, namespace, name, "read"))?
                 .ok_or_else(|| {
-                    Error::KubeUnavailable(format!(
-                        "Secret {namespace}/{name} was created by another provider but cannot be read back"
-                    ))
+                    Error::new(
+                        ErrorKind::KubeUnavailable,
+                        format!("Secret {namespace}/{name} was created by another provider but cannot be read back"),
+                    )
                 })?;
             key_from_secret(&secret, namespace, name)
         }

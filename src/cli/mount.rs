@@ -168,7 +168,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         Some(path) => Some(
             KubeClient::load(Some(path), flags.request_timeout)
                 .await
-                .map_err(Failure::Usage)?,
+                .map_err(|e| Failure::Usage(e.to_string()))?,
         ),
         None => None,
     };
@@ -277,11 +277,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
 async fn revoke_login(ledger: &Ledger, pool: &VaultPool, pod_uid: &str) -> usize {
     let mut revoked = 0;
     for (vault, token) in ledger.remove_pod(pod_uid) {
-        let result = match pool.client(&vault) {
-            Ok(c) => c.revoke_self(&token).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match result {
+        match pool.revoke(&vault, &token).await {
             Ok(()) => revoked += 1,
             Err(e) => eprintln!("warning: could not revoke the dry run's Vault token ({e}); it expires on its own"),
         }

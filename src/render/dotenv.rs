@@ -28,21 +28,24 @@
 
 use serde_json::Value as Json;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::spc::ObjectSpec;
 
 /// `KEY=value` lines, keys sorted, each value quoted as the module says.
 pub(super) fn document(object: &ObjectSpec, value: &Json) -> Result<Vec<u8>> {
     let Json::Object(map) = value else {
-        return Err(Error::InvalidRequest(format!(
-            "object {:?}: format dotenv needs a map of keys, but the selected value is {}",
-            object.name,
-            super::kind(value)
-        )));
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "object {:?}: format dotenv needs a map of keys, but the selected value is {}",
+                object.name,
+                super::kind(value)
+            ),
+        ));
     };
     let bad: Vec<&str> = map.keys().map(String::as_str).filter(|k| !is_env_name(k)).collect();
     if !bad.is_empty() {
-        return Err(Error::InvalidRequest(format!(
+        return Err(Error::new(ErrorKind::InvalidRequest, format!(
             "object {:?}: format dotenv: keys {} of {} are not valid environment variable names (letters, digits and _, not starting with a digit)",
             object.name,
             bad.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "),
@@ -55,10 +58,13 @@ pub(super) fn document(object: &ObjectSpec, value: &Json) -> Result<Vec<u8>> {
     for (k, v) in entries {
         let text = super::value_text(v);
         if text.contains('\0') {
-            return Err(Error::InvalidRequest(format!(
-                "object {:?}: format dotenv: the value of {k:?} contains a NUL byte, which no environment can hold",
-                object.name
-            )));
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "object {:?}: format dotenv: the value of {k:?} contains a NUL byte, which no environment can hold",
+                    object.name
+                ),
+            ));
         }
         out.push_str(k);
         out.push('=');

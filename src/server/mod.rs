@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::config::Defaults;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::flavor::Flavor;
 use crate::mount::{MountInput, Mounter};
 use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
@@ -141,8 +141,8 @@ impl CsiDriverProvider for ProviderService {
                 Some(d) => self.mounter.mount_with(&input, deadline, d).instrument(span.clone()).await,
                 None => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
             },
-            Ok(Err(_)) => Err(Error::Internal("the provider is shutting down".into())),
-            Err(_) => Err(Error::Timeout(format!(
+            Ok(Err(_)) => Err(Error::new(ErrorKind::Internal, "the provider is shutting down")),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, format!(
                 "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy (is Vault slow?)"
             ))),
         };
@@ -162,7 +162,7 @@ impl CsiDriverProvider for ProviderService {
             };
             let size = response.encoded_len();
             if size > MAX_RESPONSE_BYTES {
-                return Err(Error::TooLarge(format!(
+                return Err(Error::new(ErrorKind::TooLarge, format!(
                     "the files of this mount total {size} bytes, more than the driver's {MAX_RESPONSE_BYTES}-byte limit: split the SecretProviderClass or raise the driver's --max-call-recv-msg-size"
                 )));
             }
@@ -186,7 +186,7 @@ impl CsiDriverProvider for ProviderService {
             }
             Err(e) => {
                 // Logged as sent: shortened, so a huge bad value cannot flood the log.
-                let kind = e.kind();
+                let kind = e.kind().label();
                 let status: Status = e.into();
                 tracing::warn!(duration_ms = (elapsed.as_secs_f64() * 1000.0 * 100.0).round() / 100.0, result = kind, error = %status.message(), "mount failed");
                 Err(status)
