@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::MemoryBudget;
-use crate::config::{Defaults, Env, Flags, Socket};
+use crate::config::{Env, Flags, Socket};
 use crate::flavor::Flavor;
-use crate::kube::KubeClient;
+use crate::kubernetes::client::KubeClient;
+use crate::kubernetes::podwatch;
 use crate::ledger::{Ledger, LedgerSettings, SystemClock};
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::mount::{Mounter, Settings};
-use crate::podwatch;
 use crate::server::{self, health, ProviderService};
+use crate::spc::Defaults;
 use crate::vault::VaultPool;
 use crate::versions::Versions;
 
@@ -39,7 +40,7 @@ const KEY_WAIT: Duration = Duration::from_secs(10);
 pub enum RunError {
     /// The Kubernetes API configuration cannot be loaded.
     #[error("Kubernetes API configuration: {0}")]
-    Kube(#[source] crate::kube::ConfigError),
+    Kube(#[source] crate::kubernetes::client::ConfigError),
     /// A socket or port could not be bound.
     #[error("binding {what}: {source}")]
     Bind {
@@ -177,7 +178,6 @@ impl ProviderConfig {
             core: CoreConfig {
                 settings: Settings {
                     defaults: primary,
-                    request_timeout: flags.request_timeout,
                     fetch_concurrency: usize::from(flags.fetch_concurrency),
                     node_name: node_name.clone(),
                 },
@@ -277,14 +277,16 @@ pub async fn run(
 
     // Per-address series for the operator's own addresses, of every socket.
     for (_, defaults) in &config.sockets {
-        core.metrics.watch_addresses(&defaults.vault.addresses);
+        core.metrics
+            .watch_addresses(defaults.vault.addresses.iter().map(ToString::to_string));
     }
-    core.metrics.watch_addresses(&probed.addresses);
+    core.metrics
+        .watch_addresses(probed.addresses.iter().map(ToString::to_string));
     // The mounts' own client, so what the probe finds steers them too.
     match core.pool.client(&probed) {
         Ok(client) => background.spawn(
             "vault probe",
-            crate::probe::watch_vault(client, core.metrics.clone(), VAULT_PROBE_INTERVAL),
+            crate::vault::probe::watch_vault(client, core.metrics.clone(), VAULT_PROBE_INTERVAL),
         ),
         Err(e) => {
             tracing::warn!(vault = %probed.addresses, error = %e, "cannot build a client to probe Vault; vault_up stays 0")

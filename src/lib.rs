@@ -2,17 +2,35 @@
 //! driver: it logs in to Vault as the mounting pod, reads the secrets its
 //! SecretProviderClass names, and returns them to the driver as files.
 //!
-//! Module map: [`config`] (flags), [`flavor`] (Vault or OpenBao defaults
-//! per socket), [`spc`] (parsing a Mount request),
-//! [`mount`] (how a mount works), [`render`] (how files and versions are
-//! made), [`vault`] (talking to Vault), [`kube`]
-//! (talking to Kubernetes), [`versions`] (object versions), [`http`] (the
-//! shared transport), [`server`] (gRPC, socket, health), [`error`] (error
-//! kinds and their gRPC codes), [`metrics`] (what Prometheus scrapes),
-//! [`logging`] (log setup, runtime level), [`probe`] (Vault reachability),
-//! [`cli`] (the `mount` and `check` subcommands), [`app`] (the one wiring
-//! place). The test bed is the separate `vcp-testbed` crate, which the
-//! provider only dev-depends on.
+//! Module map, by layer (a module uses only those below it, never one
+//! above; `docs/architecture.md` draws it):
+//!
+//! - **the binary and its wiring**: [`app`] (every flag resolved once, the
+//!   one place that builds and starts everything), [`cli`] (the `mount` and
+//!   `check` subcommands), [`config`] (command-line flags and the
+//!   environment);
+//! - **the driver's side**: [`server`] (gRPC on the unix sockets, the
+//!   health port);
+//! - **how a mount works**: [`mount`] (key, token, deduplicated reads,
+//!   render, sync);
+//! - **what a mount is made of**: [`spc`] (parsing a Mount request into a
+//!   `MountSpec`: attributes, objects, sync parameters), [`render`] (how
+//!   files and versions are made), [`template`] (the sandboxed template
+//!   engine), [`versions`] (object versions and their key), [`ledger`]
+//!   (held tokens and leases: reuse, renewal, rotation, revocation, state
+//!   file), [`kubernetes`] (the API client, the pod watch, the identity
+//!   proof, Secret sync);
+//! - **talking to Vault**: [`vault`] (the client, its connection settings,
+//!   the pool; `vault::transport` HTTP on reqwest, `vault::failover` which
+//!   node next, `vault::probe` reachability);
+//! - **at the bottom**: [`policy`] (the operator's limits on class
+//!   parameters), [`pem`] (bounded PEM files), [`budget`] (memory a mount may
+//!   hold), [`metrics`], [`logging`], [`flavor`] (Vault or OpenBao defaults
+//!   per socket), [`error`] (error kinds, their gRPC codes and metric
+//!   labels).
+//!
+//! The test bed is the separate `vcp-testbed` crate, which the provider only
+//! dev-depends on.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -20,27 +38,25 @@ mod budget;
 pub mod cli;
 pub mod config;
 mod error;
-mod failover;
 pub mod flavor;
-pub mod http;
-mod identity;
-mod kube;
+mod kubernetes;
 mod ledger;
 pub mod logging;
 mod metrics;
 mod mount;
 mod pem;
-mod podwatch;
 pub mod policy;
-mod probe;
 pub mod render;
 mod server;
 pub mod spc;
-mod sync;
 mod template;
 mod vault;
 mod versions;
 
+/// How to reach a Vault (for the `check` subcommand's callers, tests and
+/// fuzz targets that build a `spc::Defaults`).
+pub use vault::transport::Endpoint;
+pub use vault::{TlsConfig, VaultConfig};
 /// Generated protocol types and service stubs for the driver contract.
 pub use vcp_proto as proto;
 
@@ -84,20 +100,20 @@ mod redaction_tests {
             permission: "420".into(),
         };
         clean("MountInput", format!("{input:?}"));
-        let http_request = crate::http::Request {
+        let http_request = crate::vault::transport::Request {
             method: http::Method::POST,
             path_and_query: "/v1/auth/kubernetes/login".into(),
             headers: vec![(http::HeaderName::from_static("x-vault-token"), SECRET.into())],
             body: Some((bytes::Bytes::from(SECRET), "application/json")),
         };
         clean("http::Request", format!("{http_request:?}"));
-        let http_response = crate::http::Response {
+        let http_response = crate::vault::transport::Response {
             status: 200,
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from(SECRET),
         };
         clean("http::Response", format!("{http_response:?}"));
-        let read = crate::spc::ReadKey {
+        let read = crate::vault::ReadKey {
             method: "PUT".into(),
             path: "/v1/pki/issue/web".into(),
             query: Vec::new(),

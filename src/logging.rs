@@ -8,7 +8,62 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, EnvFilter, Layer as _, Registry};
 
-use crate::config::{LogFormat, LogLevel};
+use clap::ValueEnum;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log verbosity, named as the incumbent names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Details for debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems that do not fail a mount.
+    Warn,
+    /// Failures only.
+    Error,
+    /// Nothing.
+    Off,
+}
+
+impl LogLevel {
+    /// The matching `tracing` filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+/// Parses a log level name as `-log-level` accepts it.
+pub fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "trace" => Ok(LogLevel::Trace),
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warn" | "warning" => Ok(LogLevel::Warn),
+        "error" | "err" => Ok(LogLevel::Error),
+        "off" => Ok(LogLevel::Off),
+        _ => Err(format!(
+            "unknown log level {s:?}: use trace, debug, info, warn, error or off"
+        )),
+    }
+}
 
 /// Changes the log level of the running process.
 pub trait LogControl: Send + Sync {

@@ -7,35 +7,24 @@
 use std::process::ExitCode;
 
 use vault_csi_provider::app::{self, ProviderConfig, RunError};
+use vault_csi_provider::cli::{self, usage, usage_error, EXIT_USAGE};
 use vault_csi_provider::config::{Env, Flags};
 use vault_csi_provider::logging;
 
-/// Exit code for unusable configuration (BSD `EX_USAGE`).
-const EXIT_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(code) = vault_csi_provider::cli::run_subcommand(&args) {
+    if let Some(code) = cli::run_subcommand(&args) {
         return code;
     }
     let flags = match Flags::parse_args(args) {
         Ok(f) => f,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            return usage(first.trim_start_matches("error: "));
-        }
+        Err(e) => return usage_error(e, None),
     };
     // The environment is read once, here; everything after uses this snapshot.
     let env = Env::from_process();
     let config = match ProviderConfig::from_flags(&flags, &env) {
         Ok(c) => c,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(None, &e),
     };
     let logs = match logging::init(flags.effective_log_level(), flags.log_format) {
         Ok(l) => l,
@@ -62,12 +51,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// One line on stderr and exit code 64.
-fn usage(message: &str) -> ExitCode {
-    eprintln!("vault-csi-provider: {message}");
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -436,10 +436,9 @@ impl Metrics {
 
     /// Exports per-address series for these addresses (the provider's
     /// defaults), each starting as up.
-    pub fn watch_addresses(&self, addresses: &crate::failover::Addresses) {
+    pub fn watch_addresses(&self, addresses: impl IntoIterator<Item = String>) {
         let mut known = self.known_addresses.write().unwrap_or_else(|p| p.into_inner());
-        for a in addresses.iter() {
-            let a = a.to_string();
+        for a in addresses {
             if !known.contains(&a) {
                 self.vault_address_up
                     .get_or_create(&AddressLabels { address: a.clone() })
@@ -608,7 +607,7 @@ mod tests {
     #[test]
     fn addresses_are_labelled_only_when_configured() {
         let m = Metrics::new();
-        m.watch_addresses(&crate::failover::Addresses::parse("http://n1:8200,http://n2:8200").unwrap());
+        m.watch_addresses(["http://n1:8200".to_string(), "http://n2:8200".to_string()]);
         m.set_vault_address_up("http://n2:8200", false);
         m.set_vault_address_up("http://spc.example:8200", false);
         m.vault_address_failed("http://n2:8200", "sealed");

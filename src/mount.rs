@@ -14,15 +14,16 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 
 use crate::budget::{Charge, MemoryBudget, MountBudget};
-use crate::config::Defaults;
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::{IssuerKeys, Proof};
-use crate::kube::KubeClient;
+use crate::kubernetes::client::KubeClient;
+use crate::kubernetes::identity::{IssuerKeys, Proof};
+use crate::kubernetes::sync::Syncer;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
 use crate::render::{self, OutFile};
-use crate::spc::{self, MountSpec, ObjectSpec, ReadKey};
-use crate::sync::Syncer;
+use crate::spc::Defaults;
+use crate::spc::{self, MountSpec, ObjectSpec};
+use crate::vault::ReadKey;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
 
@@ -35,8 +36,6 @@ const REQUESTED_TOKEN_SECONDS: u64 = 900;
 pub struct Settings {
     /// Flag and environment defaults.
     pub defaults: Defaults,
-    /// Timeout of one HTTP request.
-    pub request_timeout: Duration,
     /// Concurrent Vault reads within one mount.
     pub fetch_concurrency: usize,
     /// This node's name: a pod that does not run here gets no token.
@@ -307,7 +306,7 @@ impl Mounter {
 
     /// A valid Vault token for the pod: held by the ledger, or from a fresh
     /// login. A held token goes only to a request that proves its pod (see
-    /// [`crate::identity`]): by the issuer's signature, by carrying a JWT
+    /// [`crate::kubernetes::identity`]): by the issuer's signature, by carrying a JWT
     /// Vault reviewed before, or — for any other JWT when the signature
     /// cannot be checked — by a proof login. That login's token is revoked
     /// at once and the held token kept: in Vault a lease belongs to the token

@@ -38,7 +38,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
-use crate::kube::{watch_refused, KubeClient, KubeError};
+use crate::kubernetes::client::{watch_refused, KubeClient, KubeError};
 
 /// Data key of the HMAC Secret.
 const KEY_FIELD: &str = "key";

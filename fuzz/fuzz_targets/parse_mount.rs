@@ -4,9 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault_csi_provider::http::Endpoint;
-use vault_csi_provider::config::{Defaults, TlsConfig, VaultConfig};
-use vault_csi_provider::spc;
+use vault_csi_provider::spc::{self, Defaults};
+use vault_csi_provider::{Endpoint, TlsConfig, VaultConfig};
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = data.split(|b| *b == 0xFF);

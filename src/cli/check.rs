@@ -13,10 +13,11 @@ use clap::Parser;
 
 use super::spc_file::{self, Located, SpcDocument};
 use super::{usage_error, EXIT_PROBLEMS};
-use crate::config::{Defaults, TlsConfig, VaultConfig};
 use crate::flavor::Flavor;
-use crate::http::Endpoint;
+use crate::spc::Defaults;
 use crate::spc::{self, keys, MountSpec};
+use crate::vault::transport::Endpoint;
+use crate::vault::{TlsConfig, VaultConfig};
 
 /// Arguments of `check`.
 #[derive(Debug, Parser)]
@@ -72,7 +73,7 @@ const PLACEHOLDER_OBJECTS: &str = "- {objectName: placeholder, secretPath: place
 pub fn main(argv: Vec<String>) -> ExitCode {
     let args = match CheckArgs::try_parse_from(argv) {
         Ok(a) => a,
-        Err(e) => return usage_error(e, "check"),
+        Err(e) => return usage_error(e, Some("check")),
     };
     let mut out = String::new();
     let problems = run(&args.files, &mut out);
@@ -390,7 +391,7 @@ fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
             .map(|n| format!(", {product} namespace {n:?}"))
             .unwrap_or_default()
     );
-    let mut reads: HashMap<&spc::ReadKey, usize> = HashMap::new();
+    let mut reads: HashMap<&crate::vault::ReadKey, usize> = HashMap::new();
     for o in &spec.objects {
         let n = reads.len() + 1;
         reads.entry(&o.read).or_insert(n);

@@ -37,9 +37,20 @@ pub fn run_subcommand(args: &[String]) -> Option<ExitCode> {
     })
 }
 
-/// Reports a clap parse failure the way the server does: help and version to
-/// stdout with success, an error as one line with [`EXIT_USAGE`].
-fn usage_error(e: clap::Error, command: &str) -> ExitCode {
+/// One line on stderr, naming the binary (and `command`, a subcommand),
+/// and [`EXIT_USAGE`]: how unusable arguments or configuration end.
+pub fn usage(command: Option<&str>, message: &str) -> ExitCode {
+    match command {
+        Some(c) => eprintln!("vault-csi-provider {c}: {message}"),
+        None => eprintln!("vault-csi-provider: {message}"),
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Reports a clap parse failure, for the server and the subcommands alike:
+/// help and version to stdout with success, an error as one line (with the
+/// arguments clap names on the next) and [`EXIT_USAGE`].
+pub fn usage_error(e: clap::Error, command: Option<&str>) -> ExitCode {
     if !e.use_stderr() {
         let _ = e.print();
         return ExitCode::SUCCESS;
@@ -53,6 +64,5 @@ fn usage_error(e: clap::Error, command: &str) -> ExitCode {
             first = format!("{first} {next}");
         }
     }
-    eprintln!("vault-csi-provider {command}: {}", first.trim_start_matches("error: "));
-    ExitCode::from(EXIT_USAGE)
+    usage(command, first.trim_start_matches("error: "))
 }

@@ -16,7 +16,7 @@ use clap::Parser;
 use super::{spc_file, usage_error, writer, EXIT_PROBLEMS, EXIT_USAGE};
 use crate::app::{Core, CoreConfig};
 use crate::config::Flags;
-use crate::kube::KubeClient;
+use crate::kubernetes::client::KubeClient;
 use crate::ledger::{Ledger, LedgerSettings};
 use crate::metrics::code_name;
 use crate::mount::{MountInput, MountOutput, Settings};
@@ -112,7 +112,7 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 pub fn main(argv: Vec<String>) -> ExitCode {
     let args = match MountArgs::try_parse_from(argv) {
         Ok(a) => a,
-        Err(e) => return usage_error(e, "mount"),
+        Err(e) => return usage_error(e, Some("mount")),
     };
     // Logs go to stderr, so stdout is only the report.
     let _ = crate::logging::init(args.provider.effective_log_level(), args.provider.log_format);
@@ -208,7 +208,6 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         CoreConfig {
             settings: Settings {
                 defaults,
-                request_timeout: flags.request_timeout,
                 fetch_concurrency: usize::from(flags.fetch_concurrency),
                 node_name: None,
             },

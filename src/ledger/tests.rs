@@ -1,6 +1,7 @@
+use super::state_file::{open_state, write_state, Seal, MAGIC};
 use super::*;
-use crate::config::TlsConfig;
-use crate::http::Endpoint;
+use crate::vault::transport::Endpoint;
+use crate::vault::TlsConfig;
 
 struct ManualClock(Mutex<SystemTime>);
 

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::config::parse_log_level;
+use crate::logging::parse_log_level;
 use crate::logging::LogControl;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::versions::Versions;
@@ -199,15 +199,15 @@ mod tests {
         assert_eq!(h.readiness().await, Ok(()));
     }
 
-    struct Level(std::sync::Mutex<crate::config::LogLevel>);
+    struct Level(std::sync::Mutex<crate::logging::LogLevel>);
 
     impl LogControl for Level {
-        fn set_level(&self, level: crate::config::LogLevel) -> Result<(), String> {
+        fn set_level(&self, level: crate::logging::LogLevel) -> Result<(), String> {
             *self.0.lock().unwrap() = level;
             Ok(())
         }
 
-        fn level(&self) -> crate::config::LogLevel {
+        fn level(&self) -> crate::logging::LogLevel {
             *self.0.lock().unwrap()
         }
     }
@@ -218,7 +218,7 @@ mod tests {
         use axum::extract::connect_info::MockConnectInfo;
         use tower::ServiceExt as _;
 
-        let logs = Arc::new(Level(std::sync::Mutex::new(crate::config::LogLevel::Info)));
+        let logs = Arc::new(Level(std::sync::Mutex::new(crate::logging::LogLevel::Info)));
         let h = Health::new(
             Arc::new(Versions::fixed(&[0u8; 32])),
             Arc::new(Metrics::new()),
@@ -233,12 +233,12 @@ mod tests {
             async move { app.oneshot(req).await.unwrap().status() }
         };
         assert_eq!(put("10.1.2.3:40000", "debug").await, StatusCode::FORBIDDEN);
-        assert_eq!(logs.level(), crate::config::LogLevel::Info);
+        assert_eq!(logs.level(), crate::logging::LogLevel::Info);
         assert_eq!(put("127.0.0.1:40000", "debug").await, StatusCode::OK);
         assert_eq!(put("[::1]:40000", "warn").await, StatusCode::OK);
-        assert_eq!(logs.level(), crate::config::LogLevel::Warn);
+        assert_eq!(logs.level(), crate::logging::LogLevel::Warn);
         h.allow_remote_log_level(true);
         assert_eq!(put("10.1.2.3:40000", "error").await, StatusCode::OK);
-        assert_eq!(logs.level(), crate::config::LogLevel::Error);
+        assert_eq!(logs.level(), crate::logging::LogLevel::Error);
     }
 }

@@ -20,12 +20,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::config::Defaults;
 use crate::error::{Error, ErrorKind};
 use crate::flavor::Flavor;
 use crate::mount::{MountInput, Mounter};
 use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::{self, MountRequest, MountResponse, VersionRequest, VersionResponse};
+use crate::spc::Defaults;
 
 /// The driver rejects responses above this size (its default
 /// `--max-call-recv-msg-size`).

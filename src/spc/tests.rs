@@ -1,6 +1,7 @@
+use super::objects::{parse_mode, parse_secret_path};
 use super::*;
-use crate::config::TlsConfig;
-use crate::http::Endpoint;
+use crate::vault::transport::Endpoint;
+use crate::vault::TlsConfig;
 
 fn defaults() -> Defaults {
     Defaults {

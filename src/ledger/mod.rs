@@ -12,7 +12,7 @@
 //!   after the threshold, and the old ones live out a grace period before
 //!   they are revoked;
 //! - a deleted pod's token is **revoked** (which revokes every lease it
-//!   created) — see [`crate::podwatch`];
+//!   created) — see [`crate::kubernetes::podwatch`];
 //! - a provider restart **resumes** from an encrypted state file.
 //!
 //! What bounds a credential depends on its kind:
@@ -41,8 +41,9 @@ use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::config::VaultConfig;
-use crate::spc::{Pod, ReadKey};
+use crate::spc::Pod;
+use crate::vault::ReadKey;
+use crate::vault::VaultConfig;
 use crate::vault::{VaultPool, VaultToken};
 
 /// A source of the current time, replaceable in tests.
@@ -215,7 +216,7 @@ impl Retirement {
 
 /// A service-account JWT that Vault reviewed at a login for this pod and
 /// audience: the proof, when the issuer's keys cannot be read, that a
-/// request carrying it comes from the pod (see [`crate::identity`]). Only
+/// request carrying it comes from the pod (see [`crate::kubernetes::identity`]). Only
 /// its SHA-256 is kept.
 #[derive(Clone, Serialize, Deserialize)]
 struct Reviewed {
@@ -256,55 +257,6 @@ struct Inner {
     /// Roles whose denied lease revocation was logged already.
     warned_revoke_denied: std::collections::HashSet<String>,
 }
-
-/// Background work the tick found due, with what it needs outside the
-/// lock. Each job is independent of every other: one pod's slow Vault call
-/// never holds up another pod's renewal.
-pub enum Job {
-    /// Renew a pod's token.
-    RenewToken {
-        /// Whose.
-        key: TokenKey,
-        /// The token (never logged).
-        token: String,
-        /// The TTL to ask for.
-        increment: Duration,
-    },
-    /// Renew a lease under the pod's token.
-    RenewLease {
-        /// Whose.
-        key: TokenKey,
-        /// The pod's token (never logged).
-        token: String,
-        /// The lease.
-        lease_id: String,
-        /// The TTL to ask for.
-        increment: Duration,
-    },
-    /// Revoke a replaced lease or token. It stays in the ledger (and the
-    /// state file) until the revocation is done: work cut short by a
-    /// shutdown is resumed after the restart.
-    Retire(Retirement),
-}
-
-impl Job {
-    fn id(&self) -> String {
-        match self {
-            Job::RenewToken { token, .. } => format!("renew/{token}"),
-            Job::RenewLease { lease_id, .. } => format!("renew-lease/{lease_id}"),
-            Job::Retire(r) => r.job_id(),
-        }
-    }
-}
-
-/// Background jobs run at once, at most (each waits for Vault at most
-/// [`crate::vault::BACKGROUND_BUDGET`] plus one request timeout).
-pub const JOB_CONCURRENCY: usize = 32;
-/// Wait before a revocation that failed transiently is tried again.
-const RETIRE_RETRY: Duration = Duration::from_secs(5);
-/// Transient failures after which a revocation is given up (the credential
-/// then runs out at its own TTL): about ten minutes of retries.
-const RETIRE_ATTEMPTS: u32 = 120;
 
 impl Inner {
     /// Drops entries whose token and credentials are all gone, and each
@@ -797,277 +749,6 @@ impl Ledger {
             soonest_expiry: credentials.iter().map(|c| left(c.expires, now)).min(),
         }
     }
-
-    /// Plans background work: drops what has expired, and returns the
-    /// renewals and revocations due that are not running already, marking
-    /// them as running. Each must be passed to [`Ledger::run`].
-    pub fn plan(&self) -> Vec<Job> {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let changed = inner.drop_expired(now);
-        inner.dirty |= changed;
-        let mut jobs = inner.due_renewals(now, self.settings.threshold);
-        jobs.extend(inner.due_retirements(now));
-        jobs.retain(|j| inner.in_flight.insert(j.id()));
-        jobs
-    }
-
-    /// Runs one planned job. Dropped before it ends (a shutdown), it leaves
-    /// the ledger as it was: a renewal not applied is due again, a
-    /// revocation not done is still listed, and persisted.
-    pub async fn run(&self, pool: &VaultPool, job: Job) {
-        /// Takes the job off the running list however `run` ends.
-        struct Running<'a>(&'a Ledger, String);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.lock().in_flight.remove(&self.1);
-            }
-        }
-        let _running = Running(self, job.id());
-        match job {
-            Job::RenewToken { key, token, increment } => self.renew_token(pool, key, token, increment).await,
-            Job::RenewLease {
-                key,
-                token,
-                lease_id,
-                increment,
-            } => self.renew_lease(pool, key, token, lease_id, increment).await,
-            Job::Retire(r) => self.revoke_retired(pool, r).await,
-        }
-    }
-
-    /// One whole round of background work, for the unit tests:
-    /// [`Ledger::plan`], then every job at most [`JOB_CONCURRENCY`] at a
-    /// time, until all are done. The provider runs jobs as tasks instead
-    /// (`app::ledger_ticks`), so that no round waits for its slowest job.
-    #[cfg(test)]
-    pub async fn tick(&self, pool: &VaultPool) {
-        use futures_util::stream::StreamExt as _;
-        futures_util::stream::iter(self.plan())
-            .for_each_concurrent(JOB_CONCURRENCY, |job| self.run(pool, job))
-            .await;
-    }
-
-    async fn renew_token(&self, pool: &VaultPool, key: TokenKey, token: String, increment: Duration) {
-        let Ok(client) = pool.client(&key.vault) else { return };
-        match client.renew_self(&token, increment).await {
-            Ok(r) => {
-                self.metrics.credential_renewed();
-                self.apply_token_renewal(&key, &token, r.ttl, r.renewable, increment)
-            }
-            Err(e) => {
-                self.metrics.credential_renewal_failed();
-                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
-                if e.status() == Some(403) {
-                    // Revoked in Vault: the next mount logs in again.
-                    self.forget_token(&key);
-                }
-            }
-        }
-    }
-
-    async fn renew_lease(&self, pool: &VaultPool, key: TokenKey, token: String, lease_id: String, increment: Duration) {
-        let Ok(client) = pool.client(&key.vault) else { return };
-        match client.renew_lease(&token, &lease_id, increment).await {
-            Ok(r) => {
-                self.metrics.credential_renewed();
-                self.apply_lease_renewal(&key, &lease_id, r.ttl, r.renewable, increment)
-            }
-            // Vault unreachable, sealed or electing (after the client's own
-            // failover and backoff): the lease is still good, so the next
-            // tick tries again rather than replacing it.
-            Err(e) if e.transient() => {
-                self.metrics.credential_renewal_failed();
-                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; trying again on the next round");
-            }
-            Err(e) => {
-                self.metrics.credential_renewal_failed();
-                tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing a lease failed; it will be rotated on the next mount");
-                self.mark_capped(&key, &lease_id);
-            }
-        }
-    }
-
-    async fn revoke_retired(&self, pool: &VaultPool, r: Retirement) {
-        let kind = if r.lease_id.is_some() { "lease" } else { "token" };
-        let client = match pool.client(&r.vault) {
-            Ok(c) => c,
-            Err(e) => return self.retry_retirement(&r, &e),
-        };
-        let result = match &r.lease_id {
-            Some(id) => client.revoke_lease(&r.token, id).await,
-            None => client.revoke_self(&r.token).await,
-        };
-        match result {
-            Ok(()) => {
-                self.metrics.credential_revoked();
-                tracing::debug!(kind, "revoked replaced credentials");
-            }
-            // A lease under a token the ledger still holds alive: Vault
-            // denies `sys/leases/revoke` itself (its default policy does not
-            // grant it). The lease then runs out at its own TTL.
-            Err(e)
-                if e.status() == Some(403)
-                    && r.lease_id.is_some()
-                    && self.lock().holds_live_token(&r.token, self.clock.now()) =>
-            {
-                self.metrics.credential_revocation_denied();
-                let first = self.lock().warned_revoke_denied.insert(r.role.clone());
-                if first {
-                    tracing::warn!(role = %r.role, error = %e, "Vault refused to revoke a replaced lease: the role's policies do not allow it. Replaced leases of this role run out at their own TTL; to revoke them at once, add to its policy: path \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}");
-                }
-            }
-            // The token expired or was revoked already: so were its leases.
-            Err(e) if matches!(e.status(), Some(400 | 403 | 404)) => {
-                tracing::debug!(kind, "replaced credentials were gone already");
-            }
-            Err(e) if e.transient() => return self.retry_retirement(&r, &e),
-            Err(e) => {
-                tracing::warn!(kind, error = %e, "revoking replaced credentials failed; they will expire on their own")
-            }
-        }
-        self.finish_retirement(&r);
-    }
-
-    /// Takes a retirement off the list: done, or nothing more to do.
-    fn finish_retirement(&self, r: &Retirement) {
-        let mut inner = self.lock();
-        let before = inner.retiring.len();
-        inner.retiring.retain(|x| !x.same(r));
-        if inner.retiring.len() != before {
-            inner.dirty = true;
-        }
-    }
-
-    /// A revocation failed for now (Vault unreachable, electing): due again
-    /// after [`RETIRE_RETRY`], given up after [`RETIRE_ATTEMPTS`].
-    fn retry_retirement(&self, r: &Retirement, why: &dyn std::fmt::Display) {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let Some(x) = inner.retiring.iter_mut().find(|x| x.same(r)) else {
-            return;
-        };
-        x.attempts += 1;
-        if x.attempts >= RETIRE_ATTEMPTS {
-            tracing::warn!(error = %why, attempts = x.attempts, "giving up revoking replaced credentials; they will expire on their own");
-            inner.retiring.retain(|x| !x.same(r));
-        } else {
-            tracing::debug!(error = %why, attempts = x.attempts, "revoking replaced credentials failed for now; trying again");
-            x.at = add(now, RETIRE_RETRY);
-        }
-        inner.dirty = true;
-    }
-
-    fn apply_token_renewal(&self, key: &TokenKey, token: &str, ttl: Duration, renewable: bool, asked: Duration) {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        if let Some(e) = inner.entries.get_mut(key) {
-            if e.token.token.token == token {
-                e.token.last_renewed = now;
-                e.token.last_ttl = ttl;
-                e.token.token.expires = Some(add(now, ttl));
-                e.token.token.renewable = renewable;
-                e.token.capped = ttl + Duration::from_secs(1) < asked;
-                tracing::debug!(pod = %key.pod.name, ttl_s = ttl.as_secs(), capped = e.token.capped, "renewed the pod's Vault token");
-            }
-        }
-        inner.dirty = true;
-    }
-
-    fn apply_lease_renewal(&self, key: &TokenKey, lease_id: &str, ttl: Duration, renewable: bool, asked: Duration) {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        if let Some(c) = inner.credential_mut(key, lease_id) {
-            c.last_renewed = now;
-            c.last_ttl = ttl;
-            c.expires = add(now, ttl);
-            c.renewable = renewable;
-            c.capped = ttl + Duration::from_secs(1) < asked;
-            tracing::debug!(pod = %key.pod.name, ttl_s = ttl.as_secs(), capped = c.capped, "renewed a lease");
-        }
-        inner.dirty = true;
-    }
-
-    fn mark_capped(&self, key: &TokenKey, lease_id: &str) {
-        if let Some(c) = self.lock().credential_mut(key, lease_id) {
-            c.capped = true;
-        }
-    }
-
-    /// Writes the state file if anything changed, encrypted with `key`.
-    pub fn persist(&self, key: &[u8; 32]) {
-        let Some(path) = &self.settings.state_file else { return };
-        let (state, generation) = {
-            let mut inner = self.lock();
-            if !inner.dirty {
-                return;
-            }
-            inner.dirty = false;
-            inner.generation += 1;
-            let state = State {
-                entries: inner.entries.values().cloned().collect(),
-                retiring: inner.retiring.clone(),
-                reviewed: inner.reviewed.values().cloned().collect(),
-            };
-            (state, inner.generation)
-        };
-        let seal = Seal {
-            key,
-            node: self.settings.node.as_deref().unwrap_or_default(),
-            generation,
-        };
-        if let Err(e) = write_state(path, &seal, &state) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the ledger state file");
-            self.lock().dirty = true;
-        }
-    }
-
-    /// Loads the state file written by an earlier run. A missing file is
-    /// normal; a corrupt or foreign one (another key, tampering) is reported
-    /// and ignored.
-    pub fn restore(&self, key: &[u8; 32]) {
-        let Some(path) = &self.settings.state_file else { return };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the ledger state file; starting empty");
-                return;
-            }
-        };
-        let node = self.settings.node.as_deref().unwrap_or_default();
-        match open_state(key, node, &bytes) {
-            Ok((_, generation)) if generation < self.lock().generation => {
-                tracing::warn!(path = %path.display(), generation, "ignoring an older ledger state file than this process has seen");
-            }
-            Ok((state, generation)) => {
-                let now = self.clock.now();
-                let mut inner = self.lock();
-                inner.generation = generation;
-                let mut restored = 0;
-                for e in state.entries {
-                    // Entries made by mounts since start-up are newer: keep them.
-                    if e.alive(now) && !inner.entries.contains_key(&e.key) {
-                        restored += 1;
-                        inner.entries.insert(e.key.clone(), e);
-                    }
-                }
-                inner.retiring.extend(state.retiring);
-                for r in state.reviewed {
-                    if r.expires > now {
-                        inner
-                            .reviewed
-                            .entry((r.pod_uid.clone(), r.audience.clone()))
-                            .or_insert(r);
-                    }
-                }
-                tracing::info!(pods = restored, path = %path.display(), "resumed the credential ledger from the state file");
-            }
-            Err(why) => {
-                tracing::warn!(path = %path.display(), reason = why, "ignoring the ledger state file (corrupt, tampered with, or written with another key); credentials will be issued afresh");
-            }
-        }
-    }
 }
 
 /// The hex SHA-256 of a JWT: what the ledger keeps of one.
@@ -1090,105 +771,10 @@ fn lease_of(response: &Json, now: SystemTime) -> Option<(String, Duration, bool)
     Some((String::new(), ttl, false))
 }
 
-/// The state file format: this magic, the generation (8 bytes, big-endian),
-/// a 12-byte nonce, then the AES-256-GCM sealed JSON. The authenticated data
-/// is the magic, the generation and the node's name, so neither the header
-/// nor the node can be changed without the file being refused.
-const MAGIC: &[u8] = b"VCPLEDGER2";
-const NONCE_LEN: usize = 12;
+mod jobs;
+mod state_file;
 
-/// What a state file is sealed with, besides its content.
-struct Seal<'a> {
-    key: &'a [u8; 32],
-    node: &'a str,
-    generation: u64,
-}
-
-fn additional_data(node: &str, generation: u64) -> Vec<u8> {
-    let mut aad = MAGIC.to_vec();
-    aad.extend_from_slice(&generation.to_be_bytes());
-    aad.extend_from_slice(&(node.len() as u64).to_be_bytes());
-    aad.extend_from_slice(node.as_bytes());
-    aad
-}
-
-fn write_state(path: &std::path::Path, seal: &Seal<'_>, state: &State) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let rng = ring::rand::SystemRandom::new();
-    let plain = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)
-        .map_err(|_| std::io::Error::other("no randomness"))?;
-    let sealing = aead::LessSafeKey::new(
-        aead::UnboundKey::new(&aead::AES_256_GCM, seal.key).map_err(|_| std::io::Error::other("bad key"))?,
-    );
-    let mut data = plain;
-    sealing
-        .seal_in_place_append_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(additional_data(seal.node, seal.generation)),
-            &mut data,
-        )
-        .map_err(|_| std::io::Error::other("encryption failed"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    // The directory is shared with the driver and other providers: the
-    // temporary file gets a name nobody can guess, is created only if it
-    // does not exist, and a symlink planted in its place is not followed.
-    let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix)
-        .map_err(|_| std::io::Error::other("no randomness"))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(MAGIC)?;
-        f.write_all(&seal.generation.to_be_bytes())?;
-        f.write_all(&nonce)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename itself must survive a crash too.
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// Opens a state file written on `node`: its content and generation.
-fn open_state(key: &[u8; 32], node: &str, bytes: &[u8]) -> Result<(State, u64), &'static str> {
-    let rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or("not a ledger state file of this version")?;
-    if rest.len() < 8 + NONCE_LEN + aead::AES_256_GCM.tag_len() {
-        return Err("truncated");
-    }
-    let (generation, rest) = rest.split_at(8);
-    let generation = u64::from_be_bytes(generation.try_into().map_err(|_| "truncated")?);
-    let (nonce, sealed) = rest.split_at(NONCE_LEN);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce")?;
-    let opening = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| "bad key")?);
-    let mut data = sealed.to_vec();
-    let plain = opening
-        .open_in_place(nonce, aead::Aad::from(additional_data(node, generation)), &mut data)
-        .map_err(|_| "authentication failed (another key or node, or tampered with)")?;
-    let state = serde_json::from_slice(plain).map_err(|_| "unreadable content")?;
-    Ok((state, generation))
-}
+pub use jobs::{Job, JOB_CONCURRENCY};
 
 #[cfg(test)]
 mod tests;

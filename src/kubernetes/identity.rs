@@ -39,7 +39,7 @@ use base64::Engine as _;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value as Json;
 
-use crate::kube::KubeClient;
+use crate::kubernetes::client::KubeClient;
 use crate::spc::Pod;
 
 /// How long fetched issuer keys are trusted before they are fetched again.
@@ -564,9 +564,10 @@ mod tests {
         let claims = claims_for(&p, 600);
 
         let (ec, jwks) = ec_key(&rng);
-        let der =
-            rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(include_bytes!("../tests/fixtures/jwt-rsa-2048.pem"))
-                .unwrap();
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(include_bytes!(
+            "../../tests/fixtures/jwt-rsa-2048.pem"
+        ))
+        .unwrap();
         let rsa = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
         let public = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public());
         let mut keys = parse_jwks(&jwks);

@@ -14,7 +14,8 @@ use serde_json::Value as Json;
 
 use crate::budget::Charge;
 use crate::error::{Error, ErrorKind, Result};
-use crate::spc::{Encoding, Format, ObjectSpec, Output, ReadKey, Select, TemplateObject};
+use crate::spc::{Encoding, Format, ObjectSpec, Output, Select, TemplateObject};
+use crate::vault::ReadKey;
 use crate::versions::VersionKey;
 
 /// Most files one mount may write. The driver writes each through kubelet's

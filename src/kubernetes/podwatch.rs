@@ -19,7 +19,7 @@ use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::WatchStreamExt as _;
 use futures_util::StreamExt as _;
 
-use crate::kube::{watch_refused, KubeClient};
+use crate::kubernetes::client::{watch_refused, KubeClient};
 use crate::ledger::Ledger;
 use crate::vault::VaultPool;
 

@@ -5,6 +5,19 @@
 //!
 //! Nothing here knows about gRPC or the driver; errors carry what Vault
 //! answered and the caller adds who and what was being tried.
+//!
+//! Below the client: [`transport`] (HTTP on reqwest: TCP, TLS, unix
+//! sockets, bounded responses), [`failover`] (address lists, per-address
+//! health, which node next and what may be resent) and [`probe`] (the
+//! periodic health check behind `vault_up`).
+
+pub mod config;
+pub mod failover;
+mod pool;
+pub mod probe;
+pub mod transport;
+
+pub use pool::VaultPool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -12,27 +25,54 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method};
+use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::config::VaultConfig;
-use crate::failover::{self, Attempts, Health, Next, NodeState, Reason, Resend, Step, Verdict};
-use crate::http::{self as transport, HttpClient, HttpError, Request, SetupError, TlsOptions};
-use crate::spc::ReadKey;
+pub use config::{TlsConfig, VaultConfig};
+use failover::{Attempts, Health, Next, NodeState, Reason, Resend, Step, Verdict};
+use transport::{HttpClient, HttpError, Request, SetupError, TlsOptions};
+
+/// One HTTP request to Vault, as a SecretProviderClass object asks for it.
+/// Objects with equal `ReadKey`s share one request per Mount, so `username` and `password` of one database read match.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+pub struct ReadKey {
+    /// `GET`, `PUT` or `POST`.
+    pub method: String,
+    /// API path starting with `/v1/`.
+    pub path: String,
+    /// Query parameters, sorted.
+    pub query: Vec<(String, String)>,
+    /// Canonical JSON of `secretArgs` (keys sorted), sent as the body.
+    pub body: Option<String>,
+}
+
+/// The body (`secretArgs`, which may hold a value meant for Vault only) is
+/// shown by length.
+impl std::fmt::Debug for ReadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadKey")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("body_len", &self.body.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for ReadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        if !self.query.is_empty() {
+            let q: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, "?{}", q.join("&"))?;
+        }
+        Ok(())
+    }
+}
 
 /// Largest Vault response we accept. The driver takes at most 4 MiB of files
 /// per mount, so anything larger could never be delivered anyway.
 pub const MAX_RESPONSE: usize = 8 * 1024 * 1024;
-
-/// Why a token could not be revoked.
-#[derive(Debug, thiserror::Error)]
-pub enum RevokeError {
-    /// No client for its Vault could be set up.
-    #[error(transparent)]
-    Setup(#[from] SetupError),
-    /// Vault did not revoke it.
-    #[error(transparent)]
-    Vault(#[from] VaultError),
-}
 
 /// What went wrong talking to Vault.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +221,7 @@ pub struct Renewed {
 
 /// A client for one Vault cluster (one address or several nodes) and TLS
 /// configuration: one pooled HTTP client per address, and the addresses'
-/// shared health (see [`crate::failover`]).
+/// shared health (see [`crate::vault::failover`]).
 #[derive(Clone)]
 pub struct VaultClient {
     inner: Arc<Inner>,
@@ -189,7 +229,7 @@ pub struct VaultClient {
     /// [`BACKGROUND_BUDGET`] from the start of each request.
     deadline: Option<Instant>,
     /// How long rounds in which every address fails are retried, unless a
-    /// node reports an election (see [`crate::failover`]).
+    /// node reports an election (see [`crate::vault::failover`]).
     retry_budget: Duration,
 }
 
@@ -330,7 +370,7 @@ impl VaultClient {
     }
 
     /// Sends `req` to the healthiest address, failing over and backing off
-    /// as [`crate::failover`] allows for `resend`, until the deadline; the
+    /// as [`crate::vault::failover`] allows for `resend`, until the deadline; the
     /// response is counted against `budget`.
     async fn send_within(
         &self,
@@ -758,442 +798,4 @@ fn interpret(result: Result<transport::Response, HttpError>) -> Result<Json, Vau
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_encoded_but_keep_slashes() {
-        assert_eq!(encode_path("/v1/secret/data/my app"), "/v1/secret/data/my%20app");
-        assert_eq!(encode_path("/v1/pki/issue/web-server"), "/v1/pki/issue/web-server");
-        assert_eq!(encode_path("/v1/a?b#c"), "/v1/a%3Fb%23c");
-    }
-
-    fn resp(status: u16, body: &str) -> Result<transport::Response, HttpError> {
-        Ok(transport::Response {
-            status,
-            headers: Default::default(),
-            body: Bytes::from(body.to_string()),
-        })
-    }
-
-    /// What a scripted node does with one request.
-    #[derive(Clone)]
-    enum Act {
-        Answer(u16, &'static str),
-        /// Read the request, then close without answering.
-        Close,
-    }
-
-    /// A node that answers from a script (then repeats its last act), and
-    /// counts requests by path.
-    struct Node {
-        addr: String,
-        script: Arc<std::sync::Mutex<std::collections::VecDeque<Act>>>,
-        hits: Arc<std::sync::Mutex<Vec<String>>>,
-        /// What `sys/health` answers (not scripted, not counted).
-        health: Arc<std::sync::atomic::AtomicU16>,
-    }
-
-    impl Node {
-        async fn start(acts: &[Act]) -> Node {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = format!("http://{}", listener.local_addr().unwrap());
-            let script = Arc::new(std::sync::Mutex::new(
-                acts.iter().cloned().collect::<std::collections::VecDeque<_>>(),
-            ));
-            let hits: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-            let health = Arc::new(std::sync::atomic::AtomicU16::new(429));
-            let (s, h, hl) = (script.clone(), hits.clone(), health.clone());
-            tokio::spawn(async move {
-                while let Ok((mut c, _)) = listener.accept().await {
-                    let (s, h, hl) = (s.clone(), h.clone(), hl.clone());
-                    tokio::spawn(async move {
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        loop {
-                            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                                match c.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                }
-                                continue;
-                            };
-                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                            let len = head
-                                .lines()
-                                .filter_map(|l| l.split_once(':'))
-                                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            while buf.len() < end + 4 + len {
-                                match c.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            buf.drain(..end + 4 + len);
-                            let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
-                            let act = if path.starts_with("/v1/sys/health") {
-                                Act::Answer(hl.load(std::sync::atomic::Ordering::SeqCst), "{}")
-                            } else {
-                                h.lock().unwrap().push(path);
-                                let mut q = s.lock().unwrap();
-                                if q.len() > 1 {
-                                    q.pop_front().unwrap()
-                                } else {
-                                    q.front().cloned().unwrap()
-                                }
-                            };
-                            match act {
-                                Act::Close => return,
-                                Act::Answer(status, body) => {
-                                    let extra = if (300..400).contains(&status) {
-                                        "Location: http://127.0.0.1:1/v1/x\r\n"
-                                    } else {
-                                        ""
-                                    };
-                                    let out = format!("HTTP/1.1 {status} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                                    if c.write_all(out.as_bytes()).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            Node {
-                addr,
-                script,
-                hits,
-                health,
-            }
-        }
-
-        fn health(&self, status: u16) {
-            self.health.store(status, std::sync::atomic::Ordering::SeqCst);
-        }
-
-        fn hits(&self, prefix: &str) -> usize {
-            self.hits
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|p| p.starts_with(prefix))
-                .count()
-        }
-
-        fn then(&self, act: Act) {
-            let mut q = self.script.lock().unwrap();
-            q.clear();
-            q.push_back(act);
-        }
-    }
-
-    const OK: Act = Act::Answer(200, r#"{"data":{"k":"v"}}"#);
-    const LOGGED_IN: Act = Act::Answer(200, r#"{"auth":{"client_token":"t","lease_duration":60}}"#);
-    const SEALED: Act = Act::Answer(503, r#"{"errors":["Vault is sealed"]}"#);
-    const LEADERLESS: Act = Act::Answer(
-        500,
-        r#"{"errors":["local node not active but active cluster node not found"]}"#,
-    );
-
-    fn dead_addr() -> String {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    }
-
-    fn client(addrs: &[&str]) -> VaultClient {
-        let cfg = VaultConfig {
-            addresses: crate::failover::Addresses::parse(&addrs.join(",")).unwrap(),
-            namespace: None,
-            tls: Default::default(),
-        };
-        VaultClient::new(&cfg, Duration::from_secs(5)).unwrap()
-    }
-
-    fn kv() -> ReadKey {
-        ReadKey {
-            method: "GET".into(),
-            path: "/v1/secret/data/app".into(),
-            query: vec![],
-            body: None,
-        }
-    }
-
-    fn issue() -> ReadKey {
-        ReadKey {
-            method: "PUT".into(),
-            path: "/v1/pki/issue/web".into(),
-            query: vec![],
-            body: Some("{}".into()),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_dead_or_sealed_node_is_skipped_and_then_avoided() {
-        let dead = dead_addr();
-        // Sealed after the first probe saw it as a standby.
-        let sealed = Node::start(&[SEALED]).await;
-        let good = Node::start(&[OK]).await;
-        let c = client(&[&dead, &sealed.addr, &good.addr]);
-        assert_eq!(c.read("t", &kv()).await.unwrap()["data"]["k"], "v");
-        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (1, 1));
-        // The failed nodes are cooling down: the next request goes straight
-        // to the healthy one.
-        c.read("t", &kv()).await.unwrap();
-        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (1, 2));
-        // Unsealed and probed: preferred again, in list order.
-        sealed.health(429);
-        let states = c.probe().await;
-        assert!(states[0].1.is_err(), "the dead address stays down");
-        assert_eq!(states[1].1.as_ref().unwrap(), &NodeState::Standby);
-        sealed.then(OK);
-        c.read("t", &kv()).await.unwrap();
-        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (2, 2));
-        // The node a probe finds active goes first.
-        good.health(200);
-        let _ = c.probe().await;
-        c.read("t", &kv()).await.unwrap();
-        assert_eq!((sealed.hits("/v1/secret"), good.hits("/v1/secret")), (2, 3));
-    }
-
-    #[tokio::test]
-    async fn a_login_refused_by_a_standby_is_asked_of_the_other_nodes() {
-        let stale = Node::start(&[Act::Answer(403, r#"{"errors":["permission denied"]}"#)]).await;
-        let good = Node::start(&[LOGGED_IN]).await;
-        let c = client(&[&stale.addr, &good.addr]);
-        c.login("kubernetes", "app", "jwt").await.unwrap();
-        assert_eq!((stale.hits("/v1/auth"), good.hits("/v1/auth")), (1, 1));
-        // A refusal by the active node stands.
-        stale.health(200);
-        let c = client(&[&stale.addr, &good.addr]);
-        let e = c.login("kubernetes", "app", "jwt").await.unwrap_err();
-        assert_eq!(e.status(), Some(403));
-        assert_eq!(good.hits("/v1/auth"), 1);
-        // Reads are not retried on a 403.
-        stale.health(429);
-        let c = client(&[&stale.addr, &good.addr]);
-        stale.then(Act::Answer(403, r#"{"errors":["permission denied"]}"#));
-        assert_eq!(c.read("t", &kv()).await.unwrap_err().status(), Some(403));
-    }
-
-    #[tokio::test]
-    async fn a_login_or_write_is_resent_only_where_it_was_not_processed() {
-        // A broken exchange may have minted a token or a certificate: the
-        // other node is never asked.
-        let breaks = Node::start(&[Act::Close]).await;
-        let good = Node::start(&[LOGGED_IN]).await;
-        let c = client(&[&breaks.addr, &good.addr]);
-        let e = c.login("kubernetes", "app", "jwt").await.unwrap_err();
-        assert!(!e.unprocessed(), "{e}");
-        assert_eq!(good.hits("/v1/auth"), 0);
-        let e = c.read("t", &issue()).await.unwrap_err();
-        assert!(!e.unprocessed(), "{e}");
-        assert_eq!(good.hits("/v1/pki"), 0);
-        // A GET may be resent elsewhere.
-        let c = client(&[&breaks.addr, &good.addr]);
-        good.then(OK);
-        c.read("t", &kv()).await.unwrap();
-        // Refused, sealed, leaderless: provably unprocessed, so any request
-        // goes on to the next node.
-        let sealed = Node::start(&[SEALED]).await;
-        sealed.health(503);
-        let leaderless = Node::start(&[LEADERLESS]).await;
-        good.then(LOGGED_IN);
-        let c = client(&[&dead_addr(), &sealed.addr, &leaderless.addr, &good.addr]);
-        c.login("kubernetes", "app", "jwt").await.unwrap();
-        assert_eq!(good.hits("/v1/auth"), 1);
-        // An unexplained 5xx may have been processed: a write stops there.
-        let failing = Node::start(&[Act::Answer(500, r#"{"errors":["internal error"]}"#)]).await;
-        let c = client(&[&failing.addr, &good.addr]);
-        let e = c.read("t", &issue()).await.unwrap_err();
-        assert_eq!(e.status(), Some(500), "{e}");
-        assert_eq!(good.hits("/v1/pki"), 0);
-    }
-
-    #[tokio::test]
-    async fn an_election_is_waited_out_within_the_deadline() {
-        // The leader is dead; the standbys redirect writes until one of them
-        // takes over.
-        let n2 = Node::start(&[Act::Answer(307, ""), Act::Answer(307, ""), LOGGED_IN]).await;
-        let n3 = Node::start(&[Act::Answer(307, "")]).await;
-        let c = client(&[&dead_addr(), &n2.addr, &n3.addr]);
-        let started = Instant::now();
-        let t = c
-            .until(started + Duration::from_secs(5))
-            .login("kubernetes", "app", "jwt")
-            .await
-            .unwrap();
-        assert_eq!(t.token, "t");
-        assert_eq!(n2.hits("/v1/auth"), 3, "tried again after each round's backoff");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    }
-
-    #[tokio::test]
-    async fn every_address_failing_is_reported_before_the_deadline() {
-        let dead = dead_addr();
-        let sealed = Node::start(&[SEALED]).await;
-        sealed.health(503);
-        let c = client(&[&dead, &sealed.addr]);
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(1500);
-        let e = c.until(deadline).login("kubernetes", "app", "jwt").await.unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_millis(1500) && elapsed > Duration::from_millis(900),
-            "{elapsed:?}"
-        );
-        assert!(e.unprocessed(), "{e}");
-        let m = e.to_string();
-        for part in [
-            "no Vault address could serve the request",
-            &format!("{dead} ("),
-            "cannot connect to Vault",
-            &format!("{} (", sealed.addr),
-            "Vault answered 503: Vault is sealed",
-        ] {
-            assert!(m.contains(part), "{part:?} missing from {m}");
-        }
-        assert!(
-            sealed.hits("/v1/auth") >= 3,
-            "retried with backoff: {}",
-            sealed.hits("/v1/auth")
-        );
-        // One address: the same, in its own words.
-        let c = client(&[&sealed.addr]);
-        let e = c
-            .until(Instant::now() + Duration::from_millis(600))
-            .read("t", &kv())
-            .await
-            .unwrap_err();
-        assert!(e.unprocessed());
-        assert!(
-            e.to_string().starts_with("Vault answered 503: Vault is sealed ("),
-            "{e}"
-        );
-        // A redirect from the only address is configuration, reported at once.
-        let redirects = Node::start(&[Act::Answer(307, "")]).await;
-        let c = client(&[&redirects.addr]);
-        let e = c
-            .until(Instant::now() + Duration::from_secs(5))
-            .login("kubernetes", "app", "jwt")
-            .await
-            .unwrap_err();
-        assert_eq!(e.status(), Some(307), "{e}");
-        assert_eq!(redirects.hits("/v1/auth"), 1);
-    }
-
-    #[test]
-    fn vault_errors_are_extracted() {
-        let e = interpret(resp(403, r#"{"errors":["permission denied"]}"#)).unwrap_err();
-        assert_eq!(e.to_string(), "Vault answered 403: permission denied");
-        let e = interpret(resp(404, r#"{"errors":[]}"#)).unwrap_err();
-        assert_eq!(e.to_string(), "Vault answered 404: not found");
-        let e = interpret(resp(502, "<html>bad gateway</html>")).unwrap_err();
-        assert_eq!(e.to_string(), "Vault answered 502: Bad Gateway");
-        assert_eq!(interpret(resp(204, "")).unwrap(), Json::Null);
-        assert!(matches!(
-            interpret(resp(200, "{not json")),
-            Err(VaultError::BadResponse(_))
-        ));
-    }
-}
-
-/// Vault clients shared by mounts and background renewals, one per
-/// connection configuration (so connections are pooled per server).
-#[derive(Default)]
-pub struct VaultPool {
-    clients: std::sync::Mutex<std::collections::HashMap<VaultConfig, VaultClient>>,
-    timeout: Duration,
-    retry_budget: Duration,
-    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-}
-
-/// More distinct Vault connection configurations than this is unusual; the
-/// pool is then simply rebuilt on demand.
-const MAX_POOLED_CLIENTS: usize = 64;
-
-impl VaultPool {
-    /// An empty pool whose clients use `timeout` per request.
-    pub fn new(timeout: Duration) -> VaultPool {
-        VaultPool {
-            clients: Default::default(),
-            timeout,
-            retry_budget: failover::DEFAULT_RETRY_BUDGET,
-            metrics: None,
-        }
-    }
-
-    /// Clients retry rounds of failed addresses for `budget`
-    /// (`-retry-budget`).
-    pub fn with_retry_budget(mut self, budget: Duration) -> VaultPool {
-        self.retry_budget = budget;
-        self
-    }
-
-    /// Counts every HTTP exchange of the pool's clients in `metrics`.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> VaultPool {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// The client for `cfg`, built on first use. Building reads CA and
-    /// client-certificate files: background work, whose configurations
-    /// mounts have built before, uses this; mounts use [`connect`](Self::connect).
-    pub fn client(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
-        if let Some(c) = self.cached(cfg) {
-            return Ok(c);
-        }
-        let client = self.build(cfg)?;
-        Ok(self.keep(cfg, client))
-    }
-
-    /// Revokes `token` (and with it every lease it created) at the Vault of
-    /// `cfg`.
-    pub async fn revoke(&self, cfg: &VaultConfig, token: &str) -> Result<(), RevokeError> {
-        Ok(self.client(cfg)?.revoke_self(token).await?)
-    }
-
-    /// [`client`](Self::client) for a mount: files are read on a blocking
-    /// thread, never on the runtime, and no lock is held while they are, so
-    /// a slow or hostile path named by one class cannot stall other mounts.
-    pub async fn connect(self: &std::sync::Arc<Self>, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
-        if let Some(c) = self.cached(cfg) {
-            return Ok(c);
-        }
-        let pool = self.clone();
-        let owned = cfg.clone();
-        let client = tokio::task::spawn_blocking(move || pool.build(&owned))
-            .await
-            .map_err(SetupError::Join)??;
-        Ok(self.keep(cfg, client))
-    }
-
-    fn cached(&self, cfg: &VaultConfig) -> Option<VaultClient> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.get(cfg).cloned()
-    }
-
-    fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
-        let mut client = VaultClient::new(cfg, self.timeout)?.with_retry_budget(self.retry_budget);
-        if let Some(m) = &self.metrics {
-            client = client.with_metrics(m.clone());
-        }
-        Ok(client)
-    }
-
-    /// Keeps a freshly built client, or the one a concurrent build kept first.
-    fn keep(&self, cfg: &VaultConfig, client: VaultClient) -> VaultClient {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = clients.get(cfg) {
-            return existing.clone();
-        }
-        if clients.len() >= MAX_POOLED_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(cfg.clone(), client.clone());
-        client
-    }
-}
+mod tests;

@@ -18,7 +18,7 @@ use k8s_openapi::ByteString;
 use serde_json::{json, Value as Json};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::kube::{KubeClient, KubeError};
+use crate::kubernetes::client::{KubeClient, KubeError};
 use crate::render::OutFile;
 use crate::spc::{MountSpec, Pod, SyncSecret};
 use crate::versions::VersionKey;

@@ -1,0 +1,313 @@
+//! Parsing of a Mount request: the driver's attributes (SecretProviderClass
+//! parameters plus the pod's volume context), `secrets`, `permission` and the
+//! `objects` YAML, into a [`MountSpec`] that cannot be invalid.
+//!
+//! Everything is checked here, before any network call, and every problem is
+//! reported with the object and field it concerns. Unknown parameter keys are
+//! ignored because the driver and kubelet add their own.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::flavor::Flavor;
+use crate::policy::ClassPolicy;
+use crate::vault::failover::Addresses;
+use crate::vault::{ReadKey, VaultConfig};
+
+mod attributes;
+mod objects;
+mod output;
+mod sync;
+
+use attributes::*;
+pub use objects::{
+    check_object_path, check_objects, parse_objects, Encoding, ObjectSet, ObjectSpec, Problem, TemplateObject,
+};
+
+pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
+pub use sync::{check_secret_key, parse_sync, SyncSecret, SECRET_TYPES};
+
+/// Attribute keys kubelet and the driver add to every request.
+pub use vcp_proto::keys;
+
+/// The largest file mode we accept: permission bits only.
+const MAX_MODE: u32 = 0o777;
+/// The driver's limit for a whole `File.path`.
+const MAX_PATH_LEN: usize = 4096;
+/// The driver's (and Linux's) limit for one path element.
+const MAX_ELEMENT_LEN: usize = 255;
+/// Longest `secretPath` (with its query) we send to Vault.
+const MAX_SECRET_PATH_LEN: usize = 8192;
+/// Audience of the kubelet token used when a class on a vault socket names
+/// none (openbao sockets: [`Flavor::default_audience`]).
+pub const DEFAULT_AUDIENCE: &str = "vault";
+
+/// The names a SecretProviderClass may give each connection parameter, in
+/// OpenBao's order of precedence: `bao…`, then `openbao…`, then `vault…`
+/// (and plain `roleName` last). The first name the class sets wins, even
+/// when its value is empty (an empty value then means "the provider's
+/// default", and the names after it are not read). The same names and
+/// order apply on every socket, whatever its flavour.
+pub mod names {
+    /// The role to log in with.
+    pub const ROLE: &[&str] = &["baoRoleName", "openbaoRoleName", "vaultRoleName", "roleName"];
+    /// The server's address.
+    pub const ADDRESS: &[&str] = &["baoAddress", "openbaoAddress", "vaultAddress"];
+    /// The namespace header.
+    pub const NAMESPACE: &[&str] = &["baoNamespace", "openbaoNamespace", "vaultNamespace"];
+    /// The auth mount (one spelling).
+    pub const KUBERNETES_MOUNT_PATH: &[&str] = &[
+        "baoKubernetesMountPath",
+        "openbaoKubernetesMountPath",
+        "vaultKubernetesMountPath",
+    ];
+    /// The auth mount (the other spelling; setting both is an error).
+    pub const AUTH_MOUNT_PATH: &[&str] = &["baoAuthMountPath", "openbaoAuthMountPath", "vaultAuthMountPath"];
+    /// A PEM CA file.
+    pub const CA_CERT_PATH: &[&str] = &["baoCACertPath", "openbaoCACertPath", "vaultCACertPath"];
+    /// A directory of PEM CA files.
+    pub const CA_DIRECTORY: &[&str] = &["baoCADirectory", "openbaoCADirectory", "vaultCADirectory"];
+    /// The TLS server name.
+    pub const TLS_SERVER_NAME: &[&str] = &["baoTLSServerName", "openbaoTLSServerName", "vaultTLSServerName"];
+    /// The mTLS client certificate.
+    pub const TLS_CLIENT_CERT_PATH: &[&str] = &[
+        "baoTLSClientCertPath",
+        "openbaoTLSClientCertPath",
+        "vaultTLSClientCertPath",
+    ];
+    /// The mTLS client key.
+    pub const TLS_CLIENT_KEY_PATH: &[&str] = &[
+        "baoTLSClientKeyPath",
+        "openbaoTLSClientKeyPath",
+        "vaultTLSClientKeyPath",
+    ];
+    /// Whether to skip certificate verification.
+    pub const SKIP_TLS_VERIFY: &[&str] = &["baoSkipTLSVerify", "openbaoSkipTLSVerify", "vaultSkipTLSVerify"];
+    /// Every aliased parameter.
+    pub const ALL: &[&[&str]] = &[
+        ROLE,
+        ADDRESS,
+        NAMESPACE,
+        KUBERNETES_MOUNT_PATH,
+        AUTH_MOUNT_PATH,
+        CA_CERT_PATH,
+        CA_DIRECTORY,
+        TLS_SERVER_NAME,
+        TLS_CLIENT_CERT_PATH,
+        TLS_CLIENT_KEY_PATH,
+        SKIP_TLS_VERIFY,
+    ];
+    /// Parameters read under one name only.
+    pub const PLAIN: &[&str] = &["objects", "audience", "syncSecrets"];
+
+    /// The name of `other` spelt like `written` (same prefix): the partner
+    /// to name in a message about a missing half.
+    pub fn like(written: &str, concept: &[&str], other: &'static [&'static str]) -> &'static str {
+        let i = concept.iter().position(|n| *n == written).unwrap_or(concept.len() - 1);
+        other[i.min(other.len() - 1)]
+    }
+}
+
+/// Provider-wide defaults (flags and environment) that SPC parameters
+/// override, and the operator's limits on what they may override them with.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Vault address, namespace and TLS settings.
+    pub vault: VaultConfig,
+    /// Auth mount path.
+    pub auth_mount: String,
+    /// What a SecretProviderClass may ask for.
+    pub policy: ClassPolicy,
+    /// Which provider the socket stands in for: the default audience, and
+    /// the product named in messages.
+    pub flavor: Flavor,
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry
+/// values such as `1`, `t` or `TRUE` over from the incumbent.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (use true or false)")),
+    }
+}
+
+/// The pod a Mount is for, from the volume context.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+pub struct Pod {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Service account the pod runs as.
+    pub service_account: String,
+}
+
+/// A service-account token kubelet handed over in the volume context.
+#[derive(Clone)]
+pub struct ProvidedToken {
+    /// The JWT. Never logged.
+    pub token: String,
+    /// When it expires, if kubelet said.
+    pub expires: Option<std::time::SystemTime>,
+}
+
+impl std::fmt::Debug for ProvidedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvidedToken")
+            .field("token", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// A fully validated Mount request.
+#[derive(Debug, Clone)]
+pub struct MountSpec {
+    /// The pod the files are for.
+    pub pod: Pod,
+    /// SecretProviderClass name, when the driver sends it.
+    pub spc_name: Option<String>,
+    /// Vault role for login.
+    pub role: String,
+    /// Auth mount path, without slashes at either end.
+    pub auth_mount: String,
+    /// Audience named by the SPC, if any.
+    pub audience: Option<String>,
+    /// The flavour of the socket the request came in on.
+    pub flavor: Flavor,
+    /// Vault connection.
+    pub vault: VaultConfig,
+    /// Token from kubelet for the audience, when present.
+    pub provided_token: Option<ProvidedToken>,
+    /// The objects that read Vault, in SPC order.
+    pub objects: Vec<ObjectSpec>,
+    /// Kubernetes Secrets to write from the objects (`syncSecrets`).
+    pub sync: Vec<SyncSecret>,
+    /// The objects without a `secretPath`: rendered from a template over
+    /// the responses of `objects`.
+    pub templates: Vec<TemplateObject>,
+}
+
+impl MountSpec {
+    /// The audience of the kubelet token to use: the class's, else the
+    /// socket flavour's default (`vault` or `openbao`).
+    pub fn token_audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(self.flavor.default_audience())
+    }
+}
+
+/// Parses and validates everything a Mount request carries.
+pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: &Defaults) -> Result<MountSpec> {
+    let attrs: HashMap<String, String> = serde_json::from_str(attributes)
+        .map_err(|e| invalid(format!("attributes are not a JSON object of strings: {e}")))?;
+    let secrets = parse_secrets(secrets)?;
+    let default_mode = parse_permission(permission)?;
+
+    let params = Params { attrs: &attrs };
+    let get = |k: &str| params.plain(k);
+
+    let pod = Pod {
+        name: get(keys::POD_NAME).unwrap_or_default().to_string(),
+        namespace: get(keys::POD_NAMESPACE)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
+                    keys::POD_NAMESPACE
+                ))
+            })?
+            .to_string(),
+        uid: get(keys::POD_UID).unwrap_or_default().to_string(),
+        service_account: get(keys::SERVICE_ACCOUNT)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
+                    keys::SERVICE_ACCOUNT
+                ))
+            })?
+            .to_string(),
+    };
+
+    let product = defaults.flavor.product();
+    let role = match params.lookup(names::ROLE) {
+        Some((_, Some(role))) => role.to_string(),
+        Some((name, None)) => {
+            let hint = params
+                .hidden(names::ROLE, name)
+                .map(|h| format!(" (it is set, so {h} is not read)"))
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "parameter {name} is missing: it is empty{hint}; name the {product} role to log in with"
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "parameter roleName is missing: name the {product} role to log in with"
+            )))
+        }
+    };
+
+    let (auth_mount, mount_param) = match (
+        params.get(names::KUBERNETES_MOUNT_PATH),
+        params.get(names::AUTH_MOUNT_PATH),
+    ) {
+        (Some((k, _)), Some((a, _))) => {
+            return Err(invalid(format!(
+                "parameters {k} and {a} are both set: they are aliases, keep one"
+            )))
+        }
+        (Some((n, m)), None) | (None, Some((n, m))) => (m.to_string(), Some(n)),
+        (None, None) => (defaults.auth_mount.clone(), None),
+    };
+    let auth_mount = check_auth_mount(auth_mount.trim_matches('/')).map_err(|e| match mount_param {
+        Some(n) => invalid(format!("parameter {n}: {}", strip_invalid(e))),
+        None => e,
+    })?;
+
+    let vault = parse_vault_config(&params, defaults)?;
+    let audience = defaults.policy.audience(get("audience"), "audience")?;
+
+    // Kubernetes 1.35+ can hand the tokens over in `secrets`
+    // (serviceAccountTokenInSecrets), which a SecretProviderClass's
+    // parameters cannot reach; attributes mix kubelet's values with the
+    // class's, so they come second.
+    let token_json = secrets
+        .get(keys::SA_TOKENS)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
+    let provided_token = match token_json {
+        Some(json) => select_token(json, audience.as_deref().unwrap_or(defaults.flavor.default_audience()))?,
+        None => None,
+    };
+
+    let objects_yaml =
+        get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
+    let ObjectSet { objects, templates } = parse_objects(objects_yaml, default_mode)?;
+    let sync = match get("syncSecrets") {
+        Some(yaml) => parse_sync(yaml, &objects, &templates)?,
+        None => Vec::new(),
+    };
+
+    Ok(MountSpec {
+        pod,
+        spc_name: get(keys::SPC_NAME).map(str::to_string),
+        role,
+        auth_mount,
+        audience,
+        flavor: defaults.flavor,
+        vault,
+        provided_token,
+        objects,
+        sync,
+        templates,
+    })
+}
+
+#[cfg(test)]
+mod tests;

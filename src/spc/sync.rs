@@ -1,0 +1,195 @@
+//! The `syncSecrets` parameter: which Kubernetes Secrets a mount also
+//! writes, from which of its objects, each checked by type before anything
+//! is read.
+
+use super::*;
+
+/// Secret types the sync accepts (the ones the driver's own sync knows).
+pub const SECRET_TYPES: &[&str] = &[
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "bootstrap.kubernetes.io/token",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+];
+
+/// One entry of `syncSecrets`: a Kubernetes Secret in the pod's namespace
+/// built from mounted objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSecret {
+    /// Secret name.
+    pub name: String,
+    /// Secret type.
+    pub secret_type: String,
+    /// Extra labels.
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// (Secret key, objectName) pairs.
+    pub data: Vec<(String, String)>,
+    /// Keep the Secret when its workloads are gone (no owner references).
+    pub keep: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawSyncSecret {
+    secret_name: Option<String>,
+    #[serde(rename = "type")]
+    secret_type: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    data: Vec<RawSyncData>,
+    #[serde(default)]
+    keep: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawSyncData {
+    key: Option<String>,
+    object_name: Option<String>,
+}
+
+/// Parses `syncSecrets` against the objects it may reference, reporting
+/// every problem at once.
+pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObject]) -> Result<Vec<SyncSecret>> {
+    let raw: Vec<RawSyncSecret> = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        invalid(format!(
+            "parameter syncSecrets is not a YAML list of Secrets: {}",
+            plain(e)
+        ))
+    })?;
+    // The files the objects produce: plain and template objects by name,
+    // expanded objects as `<name>/<key>` (keys are known only after reading).
+    let names: std::collections::HashSet<&str> = objects
+        .iter()
+        .filter(|o| o.output.writes_files() && !matches!(o.output, Output::Expand { .. }))
+        .map(|o| o.name.as_str())
+        .chain(templates.iter().map(|t| t.name.as_str()))
+        .collect();
+    let expanded: Vec<String> = objects
+        .iter()
+        .filter(|o| matches!(o.output, Output::Expand { .. }))
+        .map(|o| format!("{}/", o.name))
+        .collect();
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let label = match &r.secret_name {
+            Some(n) => format!("syncSecrets Secret {n:?}"),
+            None => format!("syncSecrets entry #{}", i + 1),
+        };
+        let before = problems.len();
+        let name = r.secret_name.clone().unwrap_or_default();
+        if let Err(e) = check_dns_subdomain(&name) {
+            problems.push(format!("{label}: secretName: {e}"));
+        } else if !seen.insert(name.clone()) {
+            problems.push(format!("{label}: secretName is listed more than once"));
+        }
+        let secret_type = r
+            .secret_type
+            .clone()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "Opaque".to_string());
+        if !SECRET_TYPES.contains(&secret_type.as_str()) {
+            problems.push(format!(
+                "{label}: type {secret_type:?} is not supported (use one of {})",
+                SECRET_TYPES.join(", ")
+            ));
+        }
+        if r.data.is_empty() {
+            problems.push(format!("{label}: data lists no keys"));
+        }
+        let mut data = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        for (j, d) in r.data.iter().enumerate() {
+            let key = d.key.clone().unwrap_or_default();
+            let object = d.object_name.clone().unwrap_or_default();
+            if let Err(e) = check_secret_key(&key) {
+                problems.push(format!("{label}: data #{}: key {key:?}: {e}", j + 1));
+            } else if !keys.insert(key.clone()) {
+                problems.push(format!("{label}: key {key:?} is listed more than once"));
+            }
+            if !names.contains(object.as_str()) && !expanded.iter().any(|e| object.starts_with(e.as_str())) {
+                problems.push(format!(
+                    "{label}: key {key:?}: objectName {object:?} is not one of the objects"
+                ));
+            }
+            data.push((key, object));
+        }
+        let has = |k: &str| keys.contains(k);
+        let missing: Vec<&str> = match secret_type.as_str() {
+            "kubernetes.io/tls" => ["tls.crt", "tls.key"].into_iter().filter(|k| !has(k)).collect(),
+            "kubernetes.io/dockerconfigjson" => [".dockerconfigjson"].into_iter().filter(|k| !has(k)).collect(),
+            "kubernetes.io/dockercfg" => [".dockercfg"].into_iter().filter(|k| !has(k)).collect(),
+            "kubernetes.io/ssh-auth" => ["ssh-privatekey"].into_iter().filter(|k| !has(k)).collect(),
+            "bootstrap.kubernetes.io/token" => ["token-id", "token-secret"].into_iter().filter(|k| !has(k)).collect(),
+            "kubernetes.io/basic-auth" if !has("username") && !has("password") => vec!["username or password"],
+            _ => Vec::new(),
+        };
+        for m in missing {
+            problems.push(format!("{label}: type {secret_type} needs key {m}"));
+        }
+        for k in r.labels.keys().chain(r.annotations.keys()) {
+            if k.is_empty() || k.len() > 253 || k.chars().any(|c| c.is_whitespace()) {
+                problems.push(format!("{label}: label or annotation key {k:?} is not valid"));
+            }
+        }
+        if problems.len() == before {
+            out.push(SyncSecret {
+                name,
+                secret_type,
+                labels: r.labels,
+                annotations: r.annotations,
+                data,
+                keep: r.keep,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(invalid(problems.join("; ")))
+    }
+}
+
+pub(super) fn check_dns_subdomain(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid Secret name (lowercase letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+/// The API server's rule for Secret data keys.
+pub fn check_secret_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() || key.len() > 253 {
+        return Err("must be 1 to 253 characters".to_string());
+    }
+    if key == "." || key == ".." {
+        return Err("must not be '.' or '..'".to_string());
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err("may only contain letters, digits, '-', '_' and '.'".to_string());
+    }
+    Ok(())
+}
