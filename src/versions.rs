@@ -468,6 +468,46 @@ mod tests {
         Arc::new(versions)
     }
 
+    /// The re-check interval of [`rechecking`].
+    const RECHECK: Duration = Duration::from_secs(60);
+
+    /// Versions kept by the once-a-minute re-check alone (a Role from
+    /// before the watch), their clock's skew, and the first version made.
+    struct Rechecking {
+        kube: Cluster,
+        versions: Arc<Versions>,
+        skew: Arc<AtomicU64>,
+        first: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Rechecking {
+        /// The version the held key gives the fixed object.
+        async fn held(&self) -> String {
+            self.versions.key().await.unwrap().version("c", b"x")
+        }
+
+        /// Moves the clock one interval on: a re-check is due.
+        fn recheck_due(&self) {
+            self.skew.fetch_add(RECHECK.as_secs(), Ordering::SeqCst);
+        }
+    }
+
+    async fn rechecking() -> Rechecking {
+        let dir = tempfile::tempdir().unwrap();
+        let (kube, client) = provider_client(dir.path(), false).await;
+        let skew = Arc::new(AtomicU64::new(0));
+        let versions = skewed(&kube, client, RECHECK, &skew);
+        let first = versions.key().await.unwrap().version("c", b"x");
+        Rechecking {
+            kube,
+            versions,
+            skew,
+            first,
+            _dir: dir,
+        }
+    }
+
     /// The version of one fixed object under the key `raw`.
     async fn version_under(raw: &[u8]) -> String {
         Versions::fixed(raw).key().await.unwrap().version("c", b"x")
@@ -574,29 +614,21 @@ mod tests {
     /// before: the held key until then, the recreated one after.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_watch_falls_back_to_the_periodic_recheck() {
-        let dir = tempfile::tempdir().unwrap();
-        let (kube, client) = provider_client(dir.path(), false).await;
-        let refresh = Duration::from_secs(60);
-        let skew = Arc::new(AtomicU64::new(0));
-        let versions = skewed(&kube, client, refresh, &skew);
-        let first = versions.key().await.unwrap().version("c", b"x");
+        let r = rechecking().await;
+        let (kube, versions, first) = (&r.kube, &r.versions, r.first.clone());
         tokio::time::timeout(Duration::from_secs(10), versions.clone().watch())
             .await
             .expect("a refused watch ends");
         assert!(!versions.in_step.load(Ordering::Acquire));
 
         kube.delete_secret(&kube.provider_namespace, KEY).await.unwrap();
-        assert_eq!(
-            versions.key().await.unwrap().version("c", b"x"),
-            first,
-            "the held key until the re-check is due"
-        );
-        skew.fetch_add(refresh.as_secs(), Ordering::SeqCst);
-        let rotated = versions.key().await.unwrap().version("c", b"x");
+        assert_eq!(r.held().await, first, "the held key until the re-check is due");
+        r.recheck_due();
+        let rotated = r.held().await;
         assert_ne!(rotated, first);
         assert_eq!(
             rotated,
-            version_under(&stored_key(&kube).await.expect("recreated")).await
+            version_under(&stored_key(kube).await.expect("recreated")).await
         );
     }
 
@@ -605,16 +637,11 @@ mod tests {
     /// per interval rather than one per mount.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_recheck_is_not_repeated_by_every_mount() {
-        let dir = tempfile::tempdir().unwrap();
-        let (kube, client) = provider_client(dir.path(), false).await;
-        let refresh = Duration::from_secs(60);
-        let skew = Arc::new(AtomicU64::new(0));
-        let versions = skewed(&kube, client, refresh, &skew);
-        let first = versions.key().await.unwrap().version("c", b"x");
+        let r = rechecking().await;
+        let (kube, versions, first) = (&r.kube, &r.versions, r.first.clone());
 
         kube.set_delay(Duration::from_secs(2));
-        // A re-check is due.
-        skew.fetch_add(refresh.as_secs(), Ordering::SeqCst);
+        r.recheck_due();
         let started = Instant::now();
         assert_eq!(
             versions.key().await.unwrap().version("c", b"x"),

@@ -18,11 +18,17 @@ impl ManualClock {
     }
 }
 
-fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
-    let clock = Arc::new(ManualClock(Mutex::new(
+/// The clock every test starts from.
+fn start_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock(Mutex::new(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
-    )));
-    let settings = LedgerSettings {
+    )))
+}
+
+/// The settings every test starts from: rotation at 2/3 of a lifetime, 30 s
+/// of grace, 10 pods, no state file, 16 MiB of responses.
+fn base_settings(reuse: bool) -> LedgerSettings {
+    LedgerSettings {
         reuse,
         threshold: 2.0 / 3.0,
         grace: Duration::from_secs(30),
@@ -30,7 +36,22 @@ fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
         state_file: None,
         node: None,
         max_held_bytes: 16 * 1024 * 1024,
+    }
+}
+
+/// [`setup`] with `-cache-size=0`: nothing is held.
+fn without_cache() -> (Ledger, Arc<ManualClock>, TokenKey) {
+    let (ledger, clock, key) = setup(true);
+    let settings = LedgerSettings {
+        capacity: 0,
+        ..ledger.settings.clone()
     };
+    (Ledger::new(settings, clock.clone()), clock, key)
+}
+
+fn setup(reuse: bool) -> (Ledger, Arc<ManualClock>, TokenKey) {
+    let clock = start_clock();
+    let settings = base_settings(reuse);
     let key = TokenKey {
         pod: Pod {
             name: "p".into(),
@@ -252,20 +273,7 @@ fn state_files_are_encrypted_and_authenticated() {
 
 #[test]
 fn a_cache_size_of_zero_means_a_login_per_mount() {
-    let clock = Arc::new(ManualClock(Mutex::new(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
-    )));
-    let (_, _, key) = setup(true);
-    let settings = LedgerSettings {
-        reuse: true,
-        threshold: 2.0 / 3.0,
-        grace: Duration::from_secs(30),
-        capacity: 0,
-        state_file: None,
-        node: None,
-        max_held_bytes: 16 * 1024 * 1024,
-    };
-    let ledger = Ledger::new(settings, clock.clone());
+    let (ledger, clock, key) = without_cache();
     ledger.store_token(&key, token(clock.now(), 3600, true));
     assert!(ledger.token(&key).is_none());
     let second = VaultToken {
@@ -427,13 +435,8 @@ impl Republished {
         let (_, clock, mut key) = setup(true);
         key.vault.addresses = Endpoint::parse(&vault.url).unwrap().into();
         let settings = LedgerSettings {
-            reuse: true,
-            threshold: 2.0 / 3.0,
             grace,
-            capacity: 10,
-            state_file: None,
-            node: None,
-            max_held_bytes: 16 * 1024 * 1024,
+            ..base_settings(true)
         };
         Republished {
             ledger: Ledger::new(settings, clock.clone()),
@@ -630,20 +633,7 @@ async fn a_certificate_is_kept_when_its_token_expires_unused() {
 
 #[test]
 fn a_cache_size_of_zero_reuses_no_certificate() {
-    let clock = Arc::new(ManualClock(Mutex::new(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
-    )));
-    let (_, _, key) = setup(true);
-    let settings = LedgerSettings {
-        reuse: true,
-        threshold: 2.0 / 3.0,
-        grace: Duration::from_secs(30),
-        capacity: 0,
-        state_file: None,
-        node: None,
-        max_held_bytes: 16 * 1024 * 1024,
-    };
-    let ledger = Ledger::new(settings, clock.clone());
+    let (ledger, clock, key) = without_cache();
     ledger.store_token(&key, token(clock.now(), 3600, true));
     ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
     ledger.store_token(&key, token(clock.now(), 3600, true));

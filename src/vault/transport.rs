@@ -525,23 +525,19 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
+        let tcp = |tls, host: &str, port| Endpoint::Tcp {
+            tls,
+            host: host.into(),
+            port,
+            prefix: String::new(),
+        };
         assert_eq!(
             Endpoint::parse("https://vault.example:8200").unwrap(),
-            Endpoint::Tcp {
-                tls: true,
-                host: "vault.example".into(),
-                port: 8200,
-                prefix: String::new()
-            }
+            tcp(true, "vault.example", 8200)
         );
         assert_eq!(
             Endpoint::parse("http://127.0.0.1").unwrap(),
-            Endpoint::Tcp {
-                tls: false,
-                host: "127.0.0.1".into(),
-                port: 80,
-                prefix: String::new()
-            }
+            tcp(false, "127.0.0.1", 80)
         );
         assert_eq!(
             Endpoint::parse("unix:///var/run/vault/agent.sock").unwrap(),
@@ -569,6 +565,15 @@ mod tests {
         assert!(Endpoint::parse("unix://relative.sock").is_err());
     }
 
+    fn get_root() -> Request {
+        Request {
+            method: Method::GET,
+            path_and_query: "/".into(),
+            headers: vec![],
+            body: None,
+        }
+    }
+
     #[tokio::test]
     async fn unreachable_server_is_a_connect_error_not_a_hang() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -576,14 +581,7 @@ mod tests {
         drop(listener);
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let c = HttpClient::new(&ep, &TlsOptions::default(), Duration::from_secs(2), 1024).unwrap();
-        let r = c
-            .send(Request {
-                method: Method::GET,
-                path_and_query: "/".into(),
-                headers: vec![],
-                body: None,
-            })
-            .await;
+        let r = c.send(get_root()).await;
         match r {
             Err(HttpError::Connect(m)) => assert!(m.contains("refused"), "{m}"),
             other => panic!("expected a connect error, got {other:?}"),
@@ -602,14 +600,7 @@ mod tests {
         });
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let c = HttpClient::new(&ep, &TlsOptions::default(), Duration::from_millis(300), 1024).unwrap();
-        let r = c
-            .send(Request {
-                method: Method::GET,
-                path_and_query: "/".into(),
-                headers: vec![],
-                body: None,
-            })
-            .await;
+        let r = c.send(get_root()).await;
         assert!(matches!(r, Err(HttpError::Timeout(_))), "{r:?}");
     }
 }

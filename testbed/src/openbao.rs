@@ -386,33 +386,20 @@ impl OpenBao {
             .map(|_| ())
     }
 
-    /// A kubernetes-auth role bound to service accounts and namespaces, with token policies
-    /// and TTLs (`"1h"`, `"30s"`, ...), and optionally a required audience.
-    #[allow(clippy::too_many_arguments)] // mirrors the role's fields one to one
-    pub async fn kubernetes_role(
-        &self,
-        mount: &str,
-        role: &str,
-        sa_names: &[&str],
-        namespaces: &[&str],
-        policies: &[&str],
-        audience: Option<&str>,
-        ttl: &str,
-        max_ttl: &str,
-    ) -> anyhow::Result<()> {
-        let mut body = json!({
-            "bound_service_account_names": sa_names,
-            "bound_service_account_namespaces": namespaces,
-            "token_policies": policies,
-            "token_ttl": ttl,
-            "token_max_ttl": max_ttl,
-        });
-        if let Some(aud) = audience {
-            body["audience"] = json!(aud);
+    /// A kubernetes-auth role `name` at `auth/kubernetes`, to fill in and
+    /// [`write`](KubernetesRole::write): bound to nothing yet, no policy, no
+    /// audience, tokens of 1h (at most 2h).
+    pub fn kubernetes_role(&self, name: &str) -> KubernetesRole<'_> {
+        KubernetesRole {
+            bao: self,
+            mount: "kubernetes".to_string(),
+            name: name.to_string(),
+            service_accounts: Vec::new(),
+            namespaces: Vec::new(),
+            policies: Vec::new(),
+            audience: None,
+            ttl: ("1h".to_string(), "2h".to_string()),
         }
-        self.write(&format!("auth/{}/role/{role}", mount.trim_matches('/')), body)
-            .await
-            .map(|_| ())
     }
 
     /// `auth/<mount>/config` for the jwt method, verifying tokens with one public key (PEM).
@@ -734,4 +721,69 @@ fn tls_config(ca_path: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+/// A kubernetes-auth role as it will be written (see
+/// [`OpenBao::kubernetes_role`]).
+#[must_use = "a role is written by `write`"]
+pub struct KubernetesRole<'a> {
+    bao: &'a OpenBao,
+    mount: String,
+    name: String,
+    service_accounts: Vec<String>,
+    namespaces: Vec<String>,
+    policies: Vec<String>,
+    audience: Option<String>,
+    ttl: (String, String),
+}
+
+impl KubernetesRole<'_> {
+    /// At `auth/<mount>` instead of `auth/kubernetes`.
+    pub fn at(mut self, mount: &str) -> Self {
+        self.mount = mount.trim_matches('/').to_string();
+        self
+    }
+
+    /// Binds these service accounts in these namespaces.
+    pub fn binding(mut self, service_accounts: &[&str], namespaces: &[&str]) -> Self {
+        self.service_accounts = service_accounts.iter().map(|s| s.to_string()).collect();
+        self.namespaces = namespaces.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Token policies.
+    pub fn policies(mut self, policies: &[&str]) -> Self {
+        self.policies = policies.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The audience a login's JWT must carry (`None`: any).
+    pub fn audience(mut self, audience: Option<&str>) -> Self {
+        self.audience = audience.map(str::to_string);
+        self
+    }
+
+    /// Token TTL and max TTL (`"1h"`, `"30s"`, ...).
+    pub fn ttl(mut self, ttl: &str, max_ttl: &str) -> Self {
+        self.ttl = (ttl.to_string(), max_ttl.to_string());
+        self
+    }
+
+    /// Writes `auth/<mount>/role/<name>`.
+    pub async fn write(self) -> anyhow::Result<()> {
+        let mut body = json!({
+            "bound_service_account_names": self.service_accounts,
+            "bound_service_account_namespaces": self.namespaces,
+            "token_policies": self.policies,
+            "token_ttl": self.ttl.0,
+            "token_max_ttl": self.ttl.1,
+        });
+        if let Some(aud) = &self.audience {
+            body["audience"] = json!(aud);
+        }
+        self.bao
+            .write(&format!("auth/{}/role/{}", self.mount, self.name), body)
+            .await
+            .map(|_| ())
+    }
 }

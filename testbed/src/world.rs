@@ -17,7 +17,8 @@ use tokio::process::Child;
 use crate::cluster::Cluster;
 use crate::control_plane::ControlPlane;
 use crate::driver::{mount_request, DriverClient, Generation, PodContext};
-use crate::openbao::OpenBao;
+use crate::openbao::{KubernetesRole, OpenBao};
+use crate::postgres::Postgres;
 use vcp_proto::{MountRequest, MountResponse};
 
 pub use crate::cluster::PROVIDER_SA;
@@ -111,6 +112,22 @@ impl World {
         &self.kube.namespace
     }
 
+    /// Role `name` for the world's application pods (see [`app_role`]).
+    pub fn role(&self, name: &str) -> KubernetesRole<'_> {
+        app_role(&self.bao, self.ns(), name)
+    }
+
+    /// The database engine at `database/` with role `app` issuing
+    /// PostgreSQL logins of `default_ttl` (at most `max_ttl`); the server
+    /// (`VCP_TEST_PG_URL`, see `scripts/testbed.sh pg-start`).
+    pub async fn database(&self, default_ttl: &str, max_ttl: &str) -> anyhow::Result<Postgres> {
+        let pg = Postgres::from_env().context("PostgreSQL for tests (scripts/testbed.sh pg-start)")?;
+        self.bao
+            .setup_database("database", &pg, "app", default_ttl, max_ttl)
+            .await?;
+        Ok(pg)
+    }
+
     /// The provider's namespace (its ServiceAccount, RBAC and key Secret).
     pub fn provider_ns(&self) -> &str {
         &self.kube.provider_namespace
@@ -196,18 +213,20 @@ path "pki/issue/*" { capabilities = ["create", "update"] }
 "#,
     )
     .await?;
-    bao.kubernetes_role(
-        "kubernetes",
-        "app",
-        &[APP_SA],
-        &[&kube.namespace],
-        &[READ_ALL],
-        Some("vault"),
-        "1h",
-        "2h",
-    )
-    .await?;
+    app_role(bao, &kube.namespace, "app")
+        .audience(Some("vault"))
+        .write()
+        .await?;
     Ok(())
+}
+
+/// Role `name` at `auth/kubernetes` for the world's application pods:
+/// service account `app` of `namespace`, the read-all policy, tokens of 1h
+/// (at most 2h), any audience. Refine it before `write`.
+pub fn app_role<'a>(bao: &'a OpenBao, namespace: &str, name: &str) -> KubernetesRole<'a> {
+    bao.kubernetes_role(name)
+        .binding(&[APP_SA], &[namespace])
+        .policies(&[READ_ALL])
 }
 
 /// The suffixes of the `VAULT_*` and `BAO_*` variables the provider reads.

@@ -9,7 +9,6 @@ use base64::Engine as _;
 use serde_json::json;
 use tonic::Code;
 use vcp_testbed::driver::{mount_request, Generation};
-use vcp_testbed::postgres::Postgres;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_v2_objects_with_keys_modes_encodings_nesting_and_versions() {
@@ -22,14 +21,8 @@ async fn kv_v2_objects_with_keys_modes_encodings_nesting_and_versions() {
         .unwrap();
     assert_eq!(v1, 1);
     let blob = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2, 255]);
-    bed.bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"password": "n3w", "port": 5432, "blob": blob, "hexed": "cafe"}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "n3w", "port": 5432, "blob": blob, "hexed": "cafe"}))
+        .await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = r#"
@@ -71,15 +64,8 @@ async fn kv_v2_objects_with_keys_modes_encodings_nesting_and_versions() {
     // Same content → same versions; a change → only the changed objects move.
     let again = p.mount(&params(objects, &[]), &pod).await.unwrap();
     assert_eq!(versions(&again), v);
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"password": "third", "port": 5432, "blob": blob, "hexed": "cafe"}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "third", "port": 5432, "blob": blob, "hexed": "cafe"}))
+        .await;
     let changed = versions(&p.mount(&params(objects, &[]), &pod).await.unwrap());
     assert_ne!(changed["password"], v["password"]);
     assert_ne!(changed["whole.json"], v["whole.json"]);
@@ -90,16 +76,7 @@ async fn kv_v2_objects_with_keys_modes_encodings_nesting_and_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_v1() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .enable_secrets("kv1", "kv", json!({"version": "1"}))
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .write("kv1/app", json!({"user": "admin", "nested": {"a": 1}}))
-        .await
-        .unwrap();
+    bed.kv1(json!({"user": "admin", "nested": {"a": 1}})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = "- {objectName: user, secretPath: kv1/app, secretKey: user}\n- {objectName: nested, secretPath: kv1/app, secretKey: nested}\n";
@@ -147,13 +124,8 @@ async fn pki_one_issue_per_distinct_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_database_credentials_log_in() {
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", "5m", "10m")
-        .await
-        .unwrap();
+    let pg = bed.database("5m", "10m").await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = "- {objectName: db-user, secretPath: database/creds/app, secretKey: username}\n- {objectName: db-pass, secretPath: database/creds/app, secretKey: password}\n";
@@ -173,9 +145,7 @@ async fn dynamic_database_credentials_log_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let objects = KV_OBJECT;
 
     // 1. The kubelet-provided token.
@@ -192,20 +162,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     // 2. No token in the volume context → TokenRequest, bound to the pod,
     // with the API server's default audience (as the incumbent does), so
     // the role must not insist on `vault`.
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "any-aud",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            None,
-            "1h",
-            "2h",
-        )
-        .await
-        .unwrap();
+    bed.role("any-aud").write().await.unwrap();
     let bare = bed.pod_without_token("no-token").await;
     assert_eq!(
         text(
@@ -219,20 +176,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     assert_eq!(requested(&bed.kube), 1);
 
     // 3. A custom audience, both from kubelet and requested.
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "custom",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("my-aud"),
-            "1h",
-            "2h",
-        )
-        .await
-        .unwrap();
+    bed.role("custom").audience(Some("my-aud")).write().await.unwrap();
     let mut pod = bed.pod_without_token("custom-aud").await;
     let token = bed
         .kube
@@ -261,11 +205,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_auth_method() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"k": "jwt"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"k": "jwt"})).await;
     bed.world.bao.enable_auth("jwt", "jwt").await.unwrap();
     bed.world
         .bao
@@ -298,14 +238,12 @@ async fn jwt_auth_method() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_failures_are_permission_denied_and_say_who() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let objects = KV_OBJECT;
 
     // A service account the role does not bind.
     let pod = bed.world.pod(bed.ns(), "intruder-0", "intruder").await.unwrap();
-    let e = p.mount(&params(objects, &[]), &pod).await.unwrap_err();
+    let e = refused(&p, objects, &pod).await;
     assert_eq!(e.code(), Code::PermissionDenied);
     let m = e.message();
     assert!(
@@ -319,7 +257,7 @@ async fn login_failures_are_permission_denied_and_say_who() {
     // A deleted pod: its bound token no longer passes TokenReview.
     let gone = bed.pod("gone-0").await;
     bed.kube.delete_pod(bed.ns(), "gone-0").await.unwrap();
-    let e = p.mount(&params(objects, &[]), &gone).await.unwrap_err();
+    let e = refused(&p, objects, &gone).await;
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
 
     // A role that does not exist.
@@ -328,7 +266,7 @@ async fn login_failures_are_permission_denied_and_say_who() {
         .mount(&params(objects, &[("roleName", "nope")]), &pod)
         .await
         .unwrap_err();
-    assert!(e.message().contains("role \"nope\""), "{}", e.message());
+    assert_mentions(&e, &["role \"nope\""]);
 
     // Read denied by policy.
     bed.world
@@ -336,28 +274,22 @@ async fn login_failures_are_permission_denied_and_say_who() {
         .write("secret/data/private", json!({"data": {"k": "x"}}))
         .await
         .unwrap();
-    let e = p
-        .mount(
-            &params("- {objectName: k, secretPath: other/data/private, secretKey: k}\n", &[]),
-            &pod,
-        )
-        .await
-        .unwrap_err();
+    let e = refused(
+        &p,
+        "- {objectName: k, secretPath: other/data/private, secretKey: k}\n",
+        &pod,
+    )
+    .await;
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(
-        e.message().contains("object \"k\"") && e.message().contains("/v1/other/data/private"),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &["object \"k\"", "/v1/other/data/private"]);
 
     // Missing secret and missing key.
-    let e = p
-        .mount(
-            &params("- {objectName: k, secretPath: secret/data/none, secretKey: k}\n", &[]),
-            &pod,
-        )
-        .await
-        .unwrap_err();
+    let e = refused(
+        &p,
+        "- {objectName: k, secretPath: secret/data/none, secretKey: k}\n",
+        &pod,
+    )
+    .await;
     assert_eq!(e.code(), Code::NotFound, "{}", e.message());
     let e = p
         .mount(
@@ -370,7 +302,7 @@ async fn login_failures_are_permission_denied_and_say_who() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("\"nokey\""), "{}", e.message());
+    assert_mentions(&e, &["\"nokey\""]);
     let logs = p.logs();
     assert!(!logs.contains("\"v\""), "a secret value reached the log");
 }
@@ -393,12 +325,7 @@ async fn versions_are_shared_across_restarts_and_providers_and_follow_the_key() 
         first["k"],
         "stable across restarts"
     );
-    let key = bed
-        .kube
-        .secret(bed.provider_ns(), KEY_SECRET)
-        .await
-        .unwrap()
-        .expect("key Secret created");
+    let key = bed.key_secret(KEY_SECRET).await;
     assert_eq!(key["immutable"], true);
 
     // Deleting the key Secret rotates the key.
@@ -471,21 +398,13 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
     req.attributes = "{\"roleName\": ".to_string();
     let e = p.mount_raw(Generation::V16, req).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().contains("attributes are not a JSON object"),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &["attributes are not a JSON object"]);
 
     assert_eq!(vault.bytes_to_server(), before_vault, "no request reached Vault");
     assert_eq!(bed.kube.requests().len(), before_kube, "no request reached Kubernetes");
 
     // Missing key and bad base64 are found only after the read, and say so.
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"k": "not base64!"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"k": "not base64!"})).await;
     let e = p
         .mount(
             &params(
@@ -507,18 +426,10 @@ async fn bad_input_is_a_clear_error_and_reaches_no_server() {
 async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "short",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("vault"),
-            "4s",
-            "4s",
-        )
+    bed.role("short")
+        .audience(Some("vault"))
+        .ttl("4s", "4s")
+        .write()
         .await
         .unwrap();
     let p = bed.provider("p", &[]).await;
@@ -530,11 +441,7 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
     assert_eq!(token_reviews(&bed.kube), 1, "the second mount reuses the cached token");
 
     // Revoke every token issued by kubernetes logins behind the provider's back.
-    bed.world
-        .bao
-        .write("sys/leases/revoke-prefix/auth/kubernetes/login", json!({}))
-        .await
-        .unwrap();
+    bed.revoke_logins().await;
     let r = p
         .mount(&params(objects, &[]), &pod)
         .await
@@ -559,9 +466,7 @@ async fn expired_or_revoked_tokens_are_replaced_by_a_fresh_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_driver_generations_are_served() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
     let v16 = mount_request(Generation::V16, "spc", &params(objects, &[]), &pod, false, Vec::new());
@@ -731,7 +636,7 @@ async fn tls_options_and_unix_socket_addresses() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     assert!(e.message().to_lowercase().contains("certificate"), "{}", e.message());
-    assert!(e.message().contains("TLS handshake refused"), "{}", e.message());
+    assert_mentions(&e, &["TLS handshake refused"]);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -765,7 +670,7 @@ async fn tls_options_and_unix_socket_addresses() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
-    assert!(e.message().contains("/nonexistent/ca.pem"), "{}", e.message());
+    assert_mentions(&e, &["/nonexistent/ca.pem"]);
 
     // unix:// — a socket in front of the TLS listener is not possible with
     // plain HTTP, so relay a unix socket to a plain-HTTP OpenBao.
@@ -836,7 +741,7 @@ async fn concurrent_mounts_are_bounded_and_a_waiting_mount_respects_its_deadline
         ),
     };
     assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
-    assert!(e.message().contains("-max-concurrent-mounts"), "{}", e.message());
+    assert_mentions(&e, &["-max-concurrent-mounts"]);
     // With the slot free again, the next mount succeeds.
     let r = p
         .mount(&params(objects, &[]), &b)

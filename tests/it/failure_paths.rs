@@ -10,7 +10,6 @@ use crate::support::*;
 use serde_json::json;
 use tonic::Code;
 use vcp_testbed::driver::PodContext;
-use vcp_testbed::postgres::Postgres;
 
 const DB_OBJECTS: &str = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
 
@@ -113,12 +112,8 @@ async fn leases_due_during_a_vault_outage_are_all_renewed_when_it_returns() {
     const PODS: usize = 100;
     const TTL: u64 = 90;
     const OUTAGE: Duration = Duration::from_secs(20);
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    bed.bao
-        .setup_database("database", &pg, "app", &format!("{TTL}s"), "1h")
-        .await
-        .unwrap();
+    let pg = bed.database(&format!("{TTL}s"), "1h").await;
     let proxy = Proxy::start(&bed.bao.addr(), Duration::ZERO).await;
     // Renewal at a fifth of the TTL (18 s, ±5 %): every lease falls due
     // during a 20 s outage, and none expires before 71 s after it began.

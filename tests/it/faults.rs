@@ -12,10 +12,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use serde_json::json;
 use tonic::Code;
 use vcp_testbed::driver::{mount_request, Generation, PodContext};
-use vcp_testbed::postgres::Postgres;
 
 /// A KV object and a dynamic database credential (one lease per read).
 const OBJECTS: &str = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
@@ -29,15 +27,8 @@ async fn db_bed() -> Bed {
 }
 
 async fn configure_secrets(bed: &Bed) {
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
-    bed.bao
-        .setup_database("database", &pg, "app", "1h", "2h")
-        .await
-        .expect("database engine");
-    bed.bao
-        .kv2_put("secret", "app", json!({"k": "v"}))
-        .await
-        .expect("kv put");
+    bed.database("1h", "2h").await;
+    bed.kv_secret().await;
 }
 
 /// A provider that watches its node's pods, so deleting a pod revokes its
@@ -72,8 +63,16 @@ async fn leases(bed: &Bed) -> usize {
     bed.bao.leases(LEASES).await.expect("list leases").len()
 }
 
-/// Mounts expecting a failure within `bound`; prints the observation.
-async fn fails(label: &str, p: &Provider, pod: &PodContext, bound: Duration) -> tonic::Status {
+/// Mounts expecting a failure within `bound`, with `code` and a message
+/// naming every one of `mentions`; prints the observation.
+async fn fails(
+    label: &str,
+    p: &Provider,
+    pod: &PodContext,
+    bound: Duration,
+    code: Code,
+    mentions: &[&str],
+) -> tonic::Status {
     let started = Instant::now();
     let r = p.mount(&spc(), pod).await;
     let elapsed = started.elapsed();
@@ -92,6 +91,8 @@ async fn fails(label: &str, p: &Provider, pod: &PodContext, bound: Duration) -> 
         "{label}: took {elapsed:?} (bound {bound:?}): {}",
         e.message()
     );
+    assert_eq!(e.code(), code, "{label}: {}", e.message());
+    assert_mentions(&e, mentions);
     e
 }
 
@@ -144,10 +145,38 @@ async fn alive(p: &mut Provider) {
     assert!(!p.logs().contains("panicked"), "provider panicked: {}", p.logs());
 }
 
-fn assert_mentions(e: &tonic::Status, parts: &[&str]) {
-    for part in parts {
-        assert!(e.message().contains(part), "{part:?} missing from {:?}", e.message());
-    }
+/// A fault that lets requests reach Vault and loses the answers: a new pod
+/// (`cold-0`) fails its login and `warm` its reads within `bound`, ABORTED
+/// (Vault may have issued a token, or minted a credential: the driver must
+/// not retry) naming `cause`. Returns the new pod.
+async fn answers_lost(
+    bed: &Bed,
+    p: &Provider,
+    warm: &PodContext,
+    label: &str,
+    bound: Duration,
+    cause: &str,
+) -> PodContext {
+    let cold = bed.pod("cold-0").await;
+    fails(
+        &format!("{label}, new pod (login)"),
+        p,
+        &cold,
+        bound,
+        Code::Aborted,
+        &["login to Vault", cause, "may have issued a token"],
+    )
+    .await;
+    fails(
+        &format!("{label}, cached token (reads)"),
+        p,
+        warm,
+        bound,
+        Code::Aborted,
+        &[cause],
+    )
+    .await;
+    cold
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,29 +278,15 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
     let tokens_before = bed.bao.leases("auth/kubernetes/login").await.unwrap().len();
 
     proxy.set(Fault::Delay(Duration::from_secs(3)));
-    let cold = bed.pod("cold-0").await;
-    let e = fails(
-        "Vault slower than -request-timeout=1s, new pod (login)",
-        &p,
-        &cold,
-        Duration::from_millis(2500),
-    )
-    .await;
-    // The login reached Vault, which may have issued a token: not retryable.
-    assert_eq!(e.code(), Code::Aborted);
-    assert_mentions(
-        &e,
-        &["login to Vault", "did not answer within 1s", "may have issued a token"],
-    );
-    let e = fails(
-        "Vault slower than -request-timeout=1s, cached token (reads)",
+    let cold = answers_lost(
+        &bed,
         &p,
         &warm,
+        "Vault slower than -request-timeout=1s",
         Duration::from_millis(2500),
+        "did not answer within 1s",
     )
     .await;
-    assert_eq!(e.code(), Code::Aborted);
-    assert_mentions(&e, &["did not answer within 1s"]);
     let tokens = bed.bao.leases("auth/kubernetes/login").await.unwrap().len() - tokens_before;
     println!("FAULT | slow: tokens created by timed-out logins | {tokens} |");
     assert_eq!(tokens, 1, "a timed-out login is not resent");
@@ -286,9 +301,10 @@ async fn vault_slower_than_the_request_timeout_or_the_deadline() {
         &p,
         &db_slow,
         Duration::from_millis(2500),
+        Code::Aborted,
+        &[],
     )
     .await;
-    assert_eq!(e.code(), Code::Aborted);
     assert_mentions(
         &e,
         &["object \"user\"", "database/creds/app", "did not answer within 1s"],
@@ -340,30 +356,27 @@ async fn vault_answering_500_and_503() {
         proxy.clear_seen();
         proxy.set(Fault::Status(status));
         let cold = bed.pod(&format!("cold-{status}")).await;
-        let e = fails(
+        // Vault answered with an error: no token was handed out.
+        fails(
             &format!("Vault answering {status}, new pod (login)"),
             &p,
             &cold,
             Duration::from_secs(5),
+            Code::Unavailable,
+            &["login to Vault", &format!("Vault answered {status}"), "injected fault"],
         )
         .await;
-        // Vault answered with an error: no token was handed out.
-        assert_eq!(e.code(), Code::Unavailable);
-        assert_mentions(
-            &e,
-            &["login to Vault", &format!("Vault answered {status}"), "injected fault"],
-        );
         // An unexplained 5xx may have been processed: a login is not resent.
         assert_eq!(proxy.seen().iter().filter(|s| s.path.contains("/login")).count(), 1);
-        let e = fails(
+        fails(
             &format!("Vault answering {status}, cached token (reads)"),
             &p,
             &warm,
             Duration::from_secs(5),
+            Code::Aborted,
+            &[&format!("Vault answered {status}")],
         )
         .await;
-        assert_eq!(e.code(), Code::Aborted);
-        assert_mentions(&e, &[&format!("Vault answered {status}")]);
         // GETs were retried (3 attempts).
         let seen = proxy.seen();
         assert_eq!(seen.iter().filter(|s| s.path.starts_with("/v1/secret/")).count(), 3);
@@ -386,23 +399,24 @@ async fn vault_redirecting_to_a_standby() {
     proxy.clear_seen();
     proxy.set(Fault::Redirect("http://standby.invalid:8200/v1/x".to_string()));
     let cold = bed.pod("cold-0").await;
-    let e = fails(
+    fails(
         "Vault redirecting (307), new pod (login)",
         &p,
         &cold,
         Duration::from_secs(3),
+        Code::FailedPrecondition,
+        &["307", "redirect to http://standby.invalid:8200", "vaultAddress"],
     )
     .await;
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    assert_mentions(&e, &["307", "redirect to http://standby.invalid:8200", "vaultAddress"]);
-    let e = fails(
+    fails(
         "Vault redirecting (307), cached token (reads)",
         &p,
         &warm,
         Duration::from_secs(3),
+        Code::FailedPrecondition,
+        &[],
     )
     .await;
-    assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(
         proxy.seen().iter().filter(|s| s.path.contains("/login")).count(),
         1,
@@ -425,29 +439,15 @@ async fn vault_closing_connections_mid_response() {
     let tokens_before = bed.bao.leases("auth/kubernetes/login").await.unwrap().len();
 
     proxy.set(Fault::CloseMidResponse);
-    let cold = bed.pod("cold-0").await;
-    let e = fails(
-        "connection closed mid-response, new pod (login)",
-        &p,
-        &cold,
-        Duration::from_secs(5),
-    )
-    .await;
-    // The login reached Vault: not resent, and not retryable by the driver.
-    assert_eq!(e.code(), Code::Aborted);
-    assert_mentions(
-        &e,
-        &["login to Vault", "connection to Vault broke", "may have issued a token"],
-    );
-    let e = fails(
-        "connection closed mid-response, cached token (reads)",
+    let cold = answers_lost(
+        &bed,
         &p,
         &warm,
+        "connection closed mid-response",
         Duration::from_secs(5),
+        "connection to Vault broke",
     )
     .await;
-    assert_eq!(e.code(), Code::Aborted);
-    assert_mentions(&e, &["connection to Vault broke"]);
 
     // A PUT (a certificate issue) reached Vault: it must not be sent twice.
     proxy.clear_seen();
@@ -472,14 +472,15 @@ async fn vault_closing_connections_mid_response() {
     let db_cut = bed.pod("db-cut-0").await;
     let before = leases(&bed).await;
     proxy.set_only("/v1/database/", Fault::CloseMidResponse);
-    let e = fails(
+    fails(
         "connection closed mid-response, database read only, new pod",
         &p,
         &db_cut,
         Duration::from_secs(5),
+        Code::Aborted,
+        &[],
     )
     .await;
-    assert_eq!(e.code(), Code::Aborted);
     let orphans = leases(&bed).await - before;
     println!("FAULT | cut database read: leases minted by the failed mount | {orphans} |");
     assert_eq!(
@@ -515,15 +516,15 @@ async fn kubernetes_api_down_or_slow() {
     // fails before anything is asked of Vault, and the driver may retry.
     bed.kube.set_unavailable(true);
     let mut p = provider(&bed, "p", &[&vault, "-request-timeout=1s"]).await;
-    let e = fails(
+    fails(
         "Kubernetes API down (503), version key not loaded",
         &p,
         &pod,
         Duration::from_secs(5),
+        Code::Unavailable,
+        &["object-version key Secret", "503"],
     )
     .await;
-    assert_eq!(e.code(), Code::Unavailable);
-    assert_mentions(&e, &["object-version key Secret", "503"]);
     // (Only the provider's reachability probe, GET sys/health, may pass.)
     let asked: Vec<Seen> = proxy
         .seen()
@@ -544,50 +545,52 @@ async fn kubernetes_api_down_or_slow() {
         &p,
         &bare,
         Duration::from_secs(5),
+        Code::Unavailable,
+        &[],
     )
     .await;
-    assert_eq!(e.code(), Code::Unavailable);
     // (The pod is first checked to run on this node, which needs the API too.)
     assert_mentions(&e, &[&format!("pod {}/bare-0", bed.ns()), "503"]);
     // A new pod with a kubelet token: Vault's own TokenReview fails.
     let fresh = bed.pod("fresh-0").await;
-    let e = fails(
+    fails(
         "Kubernetes API down (503), Vault's TokenReview fails",
         &p,
         &fresh,
         Duration::from_secs(5),
+        Code::PermissionDenied,
+        &["login to Vault", "TokenReview"],
     )
     .await;
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert_mentions(&e, &["login to Vault", "TokenReview"]);
     bed.kube.set_unavailable(false);
     alive(&mut p).await;
 
     // Slow (3 s per answer, -request-timeout=1s) from the start.
     bed.kube.set_delay(Duration::from_secs(3));
     let mut q = provider(&bed, "q", &[&vault, "-request-timeout=1s"]).await;
-    let e = fails(
+    fails(
         "Kubernetes API slower than -request-timeout=1s, version key not loaded",
         &q,
         &pod,
         Duration::from_secs(5),
+        Code::Unavailable,
+        &["object-version key Secret", "1s"],
     )
     .await;
-    assert_eq!(e.code(), Code::Unavailable);
-    assert_mentions(&e, &["object-version key Secret", "1s"]);
     // Slow after the key was loaded: the TokenRequest times out.
     bed.kube.set_delay(Duration::ZERO);
     succeeds("Kubernetes API fast again", &q, &pod).await;
     bed.kube.set_delay(Duration::from_secs(3));
     let bare2 = bed.pod_without_token("bare-1").await;
-    let e = fails(
+    fails(
         "Kubernetes API slower than -request-timeout=1s, TokenRequest needed",
         &q,
         &bare2,
         Duration::from_secs(5),
+        Code::Unavailable,
+        &[],
     )
     .await;
-    assert_eq!(e.code(), Code::Unavailable);
     succeeds("Kubernetes API slow, key and token cached", &q, &pod).await;
     bed.kube.set_delay(Duration::ZERO);
     alive(&mut q).await;
@@ -598,15 +601,15 @@ async fn kubernetes_api_down_or_slow() {
     // hidden retries, the same bounded failure, naming the answer.
     bed.kube.set_failing(Some(429));
     let bare3 = bed.pod_without_token("bare-2").await;
-    let e = fails(
+    fails(
         "Kubernetes API throttling (429), TokenRequest needed",
         &p,
         &bare3,
         Duration::from_secs(5),
+        Code::Unavailable,
+        &["429"],
     )
     .await;
-    assert_eq!(e.code(), Code::Unavailable);
-    assert_mentions(&e, &["429"]);
     succeeds("Kubernetes API throttling, key and token cached", &p, &pod).await;
     bed.kube.set_failing(None);
     succeeds("Kubernetes API answering again: TokenRequest", &p, &bare3).await;

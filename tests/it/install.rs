@@ -17,7 +17,6 @@ use tonic::Code;
 use vault_csi_provider::spc::names as spc_names;
 use vcp_testbed::deploy;
 use vcp_testbed::driver::{DriverClient, Generation, PodContext};
-use vcp_testbed::postgres::Postgres;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Kubernetes versions the manifests must be valid for: the oldest still
@@ -504,20 +503,7 @@ async fn installed_provider(bed: &Bed, name: &str, components: &[&str]) -> (Prov
 async fn the_rendered_rbac_is_enough_for_a_mount_and_token_request_needs_its_component() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "any-aud",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            None,
-            "1h",
-            "2h",
-        )
-        .await
-        .unwrap();
+    bed.role("any-aud").write().await.unwrap();
     let objects = KV_OBJECT;
 
     // Exactly the base's RBAC: a kubelet token → mount works, key created
@@ -570,6 +556,27 @@ async fn agent_relay(socket: &Path, upstream: String) -> std::sync::Arc<std::syn
         }
     });
     count
+}
+
+/// A chart's provider mounting through the Agent's unix socket: the value
+/// arrives, the relay carried Vault's traffic, and the key Secret the
+/// chart's Role names is in the provider's namespace, immutable.
+async fn mounts_through_the_agent(
+    bed: &Bed,
+    p: &Provider,
+    ps: &BTreeMap<String, String>,
+    pod: &PodContext,
+    relayed: &std::sync::atomic::AtomicUsize,
+    key_secret: &str,
+) {
+    let r = p.mount(ps, pod).await.expect("mount through the Agent socket");
+    assert_eq!(text(&r, "k"), "via-agent");
+    assert!(
+        relayed.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "Vault was reached through the Agent's unix socket"
+    );
+    let key = bed.key_secret(key_secret).await;
+    assert_eq!(key["immutable"], true);
 }
 
 /// A free loopback port for the health server (the chart's 8080 may be taken
@@ -658,11 +665,7 @@ async fn chart_key_role(bed: &Bed, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"k": "via-agent"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"k": "via-agent"})).await;
     let root = bed.dir.path();
     // The chart's paths, relocated under the test's scratch directory:
     // /provider (the providervol hostPath) and /var/run/vault (the Agent's emptyDir).
@@ -707,22 +710,15 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     // An SPC without vaultAddress: every Vault request goes through the Agent socket.
     let pod = bed.pod("web-0").await;
     let objects = KV_OBJECT;
-    let r = p
-        .mount(&params(objects, &[]), &pod)
-        .await
-        .expect("mount through the Agent socket");
-    assert_eq!(text(&r, "k"), "via-agent");
-    assert!(
-        relayed.load(std::sync::atomic::Ordering::SeqCst) > 0,
-        "Vault was reached through the unix socket"
-    );
-    let key = bed
-        .kube
-        .secret(bed.provider_ns(), "my-vault-csi-provider-hmac-key")
-        .await
-        .unwrap()
-        .expect("the key Secret the chart's Role names, in the provider's namespace");
-    assert_eq!(key["immutable"], true);
+    mounts_through_the_agent(
+        &bed,
+        &p,
+        &params(objects, &[]),
+        &pod,
+        &relayed,
+        "my-vault-csi-provider-hmac-key",
+    )
+    .await;
     p.sigterm();
 
     // Older charts render --debug=<bool> instead of --log-level, and without
@@ -755,18 +751,10 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
 /// A kubernetes-auth role for `<test namespace>/app` at `mount` whose tokens must
 /// carry audience `openbao`.
 async fn openbao_role(bed: &Bed, mount: &str, role: &str) {
-    bed.world
-        .bao
-        .kubernetes_role(
-            mount,
-            role,
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("openbao"),
-            "1h",
-            "2h",
-        )
+    bed.role(role)
+        .at(mount)
+        .audience(Some("openbao"))
+        .write()
         .await
         .unwrap();
 }
@@ -819,11 +807,7 @@ async fn openbao_provider(bed: &Bed, name: &str, extra: &[String], env: &[(&str,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"k": "via-agent"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"k": "via-agent"})).await;
     openbao_role(&bed, "kubernetes", "bao-app").await;
     let root = bed.dir.path();
     // openbao-helm's paths, relocated under the scratch directory:
@@ -877,22 +861,8 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     // token for `openbao` is used.
     let pod = pod_with_tokens(&bed, "web-0", &["vault", "openbao"]).await;
     let objects = KV_OBJECT;
-    let r = p
-        .mount(&params(objects, &[("baoRoleName", "bao-app")]), &pod)
-        .await
-        .expect("mount through the Agent socket");
-    assert_eq!(text(&r, "k"), "via-agent");
-    assert!(
-        relayed.load(std::sync::atomic::Ordering::SeqCst) > 0,
-        "OpenBao was reached through the Agent's unix socket"
-    );
-    let key = bed
-        .kube
-        .secret(bed.provider_ns(), "openbao-csi-provider-hmac-key")
-        .await
-        .unwrap()
-        .expect("the key Secret the chart's Role names, in the provider's namespace");
-    assert_eq!(key["immutable"], true);
+    let ps = params(objects, &[("baoRoleName", "bao-app")]);
+    mounts_through_the_agent(&bed, &p, &ps, &pod, &relayed, "openbao-csi-provider-hmac-key").await;
     let logs = p.logs();
     assert!(
         logs.contains("serving the CSI driver for provider: openbao (OpenBao defaults)"),
@@ -969,11 +939,7 @@ async fn bao_addr_unset_empty_or_set_against_vault_addr() {
         .mount(req, Duration::from_secs(4))
         .await
         .unwrap_err();
-    assert!(
-        e.message().contains("login to OpenBao at https://127.0.0.1:8200"),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &["login to OpenBao at https://127.0.0.1:8200"]);
     // A vault socket reads VAULT_ADDR only, as HashiCorp's provider.
     let p = bed.provider("vault", &[]).await;
     assert_eq!(
@@ -991,11 +957,7 @@ async fn bao_addr_unset_empty_or_set_against_vault_addr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_component() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"k": "shared"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"k": "shared"})).await;
     // The openbao socket's auth mount: kubernetes auth at bao-kubernetes,
     // where role `app` wants audience openbao. At `kubernetes`, role `app`
     // wants audience vault (the world's).
@@ -1098,7 +1060,7 @@ async fn one_provider_serves_vault_and_openbao_sockets_from_the_openbao_componen
     );
     let e = p.mount_at(&bao_sock, &same_connection, &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
-    assert!(e.message().contains("login to OpenBao at"), "{}", e.message());
+    assert_mentions(&e, &["login to OpenBao at"]);
     // Naming the audience makes it the same login as the vault socket's.
     let mut named = same_connection.clone();
     named.insert("audience".into(), "vault".into());
@@ -1222,16 +1184,11 @@ impl Example {
         bed.world.bao.put_policy(role, &self.policy).await.unwrap();
         bed.world
             .bao
-            .kubernetes_role(
-                "kubernetes",
-                role,
-                &[&self.service_account],
-                &[bed.ns()],
-                &[role],
-                audience,
-                "1h",
-                "2h",
-            )
+            .kubernetes_role(role)
+            .binding(&[&self.service_account], &[bed.ns()])
+            .policies(&[role])
+            .audience(audience)
+            .write()
             .await
             .unwrap();
     }
@@ -1313,16 +1270,8 @@ async fn example_kv() {
     let bed = Bed::start().await;
     let ex = example("kv");
     ex.role(&bed, Some("vault")).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "first", "api-key": "k1"}))
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "second", "api-key": "k2"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "first", "api-key": "k1"})).await;
+    bed.kv(json!({"password": "second", "api-key": "k2"})).await;
     let p = bed.provider("p", &[]).await;
     let r = p
         .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
@@ -1337,15 +1286,10 @@ async fn example_kv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_database() {
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
+    let pg = bed.database("5m", "10m").await;
     let ex = example("database");
     ex.role(&bed, Some("vault")).await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", "5m", "10m")
-        .await
-        .unwrap();
     let p = bed.provider("p", &[]).await;
     let r = p
         .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
@@ -1396,11 +1340,7 @@ async fn example_jwt_auth() {
         .jwt_role("jwt", &role, "vault", &subject, &[&role], "1h")
         .await
         .unwrap();
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "jwt"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "jwt"})).await;
     let p = bed.provider("p", &[]).await;
     let r = p
         .mount(&ex.params_for(&bed), &ex.pod(&bed).await)
@@ -1415,11 +1355,7 @@ async fn example_custom_audience() {
     let ex = example("custom-audience");
     let audience = ex.parameters["audience"].clone();
     ex.role(&bed, Some(&audience)).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "aud"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "aud"})).await;
     let p = bed.provider("p", &[]).await;
     // Kubelet minted the audience (CSIDriver tokenRequests lists it) ...
     let pod = ex.pod_for(&bed, &audience).await;
@@ -1442,11 +1378,7 @@ async fn example_sync() {
     let bed = Bed::start().await;
     let ex = example("sync");
     ex.role(&bed, Some("vault")).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"username": "app", "password": "synced"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"username": "app", "password": "synced"})).await;
     // The example's RoleBinding binds the secret-sync component's ClusterRole
     // for the provider (in `csi`) in the pod's namespace (`default`): apply
     // it, placed in the test's namespaces.
@@ -1465,12 +1397,7 @@ async fn example_sync() {
     bed.kube.apply(&[binding]).await.unwrap();
     let r = p.mount(&ex.params_for(&bed), &pod).await.expect("sync example mounts");
     assert_eq!(text(&r, "password"), "synced");
-    let secret = bed
-        .kube
-        .secret(bed.ns(), "app-credentials")
-        .await
-        .unwrap()
-        .expect("the synced Secret");
+    let secret = bed.secret("app-credentials").await;
     assert_eq!(secret["type"], "kubernetes.io/basic-auth");
     assert_eq!(secret["data"]["password"], "c3luY2Vk", "base64 of the Vault value");
 }
@@ -1482,11 +1409,7 @@ async fn example_openbao_kv() {
     assert_eq!(ex.provider, "openbao");
     assert!(!ex.parameters.contains_key("audience"), "the socket's default audience");
     ex.role(&bed, Some("openbao")).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "from-openbao", "mode": "prod"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "from-openbao", "mode": "prod"})).await;
     let p = openbao_provider(&bed, "p", &[], &[]).await;
     // Kubelet hands over the token for audience openbao (tokenRequests).
     let pod = ex.pod_for(&bed, "openbao").await;

@@ -25,9 +25,7 @@ async fn key_secret(bed: &Bed) -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_key_secret_is_back_at_once_and_every_version_changes() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let pod = bed.pod("web-0").await;
     let ps = params(OBJECTS, &[]);
     let before = versions(&p.mount(&ps, &pod).await.unwrap());

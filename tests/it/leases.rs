@@ -5,31 +5,17 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use serde_json::json;
 use vcp_testbed::postgres::Postgres;
 
 const DB_OBJECTS: &str = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
 
 async fn db_bed(default_ttl: &str, max_ttl: &str, token_ttl: &str) -> (Bed, Postgres) {
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", default_ttl, max_ttl)
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("vault"),
-            token_ttl,
-            "1h",
-        )
+    let pg = bed.database(default_ttl, max_ttl).await;
+    bed.role("app")
+        .audience(Some("vault"))
+        .ttl(token_ttl, "1h")
+        .write()
         .await
         .unwrap();
     (bed, pg)
@@ -192,18 +178,10 @@ async fn a_certificate_outlives_shorter_tokens_across_logins() {
     // tokens does not revoke it.
     let bed = Bed::start().await;
     bed.world.bao.setup_pki("pki", "web", "2h").await.unwrap();
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("vault"),
-            "3s",
-            "3s",
-        )
+    bed.role("app")
+        .audience(Some("vault"))
+        .ttl("3s", "3s")
+        .write()
         .await
         .unwrap();
     let p = bed.provider("p", &["-rotation-grace=1s"]).await;
@@ -261,11 +239,7 @@ async fn a_token_refused_by_vault_costs_a_login_but_not_the_certificate() {
     let first = text(&p.mount(&params(objects, &[]), &pod).await.unwrap(), "tls.crt");
     // Every kubernetes-login token revoked behind the provider's back: the
     // KV read is refused with the cached token, which earns one login.
-    bed.world
-        .bao
-        .write("sys/leases/revoke-prefix/auth/kubernetes/login", json!({}))
-        .await
-        .unwrap();
+    bed.revoke_logins().await;
     let r = p
         .mount(&params(objects, &[]), &pod)
         .await
@@ -401,18 +375,10 @@ async fn pod_hour_lease_and_login_counts() {
 async fn pod_hour_certificate_counts() {
     let bed = Bed::start().await;
     bed.world.bao.setup_pki("pki", "web", "100h").await.unwrap();
-    bed.world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("vault"),
-            "20m",
-            "24h",
-        )
+    bed.role("app")
+        .audience(Some("vault"))
+        .ttl("20m", "24h")
+        .write()
         .await
         .unwrap();
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 72h}, secretKey: certificate}\n";

@@ -71,9 +71,7 @@ const OBJECTS: &str = KV_OBJECT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_successful_failed_and_cached_mounts() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let addr = health_addr(&p);
     let pod = bed.pod("web-0").await;
 
@@ -89,18 +87,14 @@ async fn metrics_count_successful_failed_and_cached_mounts() {
     p.mount(&params(OBJECTS, &[]), &pod).await.expect("cached mount");
     // Two failures of different kinds: a missing secret (after a read) and
     // bad input (before anything is sent).
-    let e = p
-        .mount(
-            &params("- {objectName: k, secretPath: secret/data/none, secretKey: k}\n", &[]),
-            &pod,
-        )
-        .await
-        .unwrap_err();
+    let e = refused(
+        &p,
+        "- {objectName: k, secretPath: secret/data/none, secretKey: k}\n",
+        &pod,
+    )
+    .await;
     assert_eq!(e.code(), Code::NotFound);
-    let e = p
-        .mount(&params("- {objectName: ../k, secretPath: s/a}\n", &[]), &pod)
-        .await
-        .unwrap_err();
+    let e = refused(&p, "- {objectName: ../k, secretPath: s/a}\n", &pod).await;
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let m = scrape(addr).await;
@@ -355,11 +349,7 @@ fn run_cli(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "s3cret-value", "port": 5432}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "s3cret-value", "port": 5432})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n  filePermission: 0600\n- objectName: config/port\n  secretPath: /v1/secret/data/app\n  secretKey: port\n  filePermission: 0440\n- objectName: whole.json\n  secretPath: secret/data/app\n";
@@ -425,12 +415,7 @@ async fn mount_subcommand_writes_the_files_and_modes_the_grpc_path_returns() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
 
     // The key from a file (base64, as in the Secret) gives the same versions.
-    let secret = bed
-        .kube
-        .secret(bed.provider_ns(), KEY_SECRET)
-        .await
-        .unwrap()
-        .expect("the key Secret");
+    let secret = bed.key_secret(KEY_SECRET).await;
     let key_file = dir.join("hmac.key");
     std::fs::write(&key_file, secret["data"]["key"].as_str().unwrap()).unwrap();
     let mut args = common.to_vec();
@@ -591,13 +576,8 @@ fn check_passes_on_every_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_metrics_follow_held_credentials_and_renewals() {
-    let pg = vcp_testbed::postgres::Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", "3s", "1h")
-        .await
-        .unwrap();
+    bed.database("3s", "1h").await;
     let p = bed.provider("p", &[]).await;
     let addr = health_addr(&p);
     let pod = bed.pod("web-0").await;

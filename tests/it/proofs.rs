@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::support::*;
 use vcp_testbed::driver::PodContext;
-use vcp_testbed::postgres::Postgres;
 
 const DB_OBJECTS: &str = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
 
@@ -43,12 +42,8 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_tokens_without_issuer_keys_keep_one_credential_across_a_restart() {
-    let pg = Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
-    bed.bao
-        .setup_database("database", &pg, "app", "1h", "1h")
-        .await
-        .unwrap();
+    let pg = bed.database("1h", "1h").await;
     bed.kube.set_issuer_discovery(false);
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
@@ -111,19 +106,7 @@ async fn new_tokens_without_issuer_keys_keep_one_credential_across_a_restart() {
 async fn a_pod_with_volumes_for_two_audiences_is_not_logged_in_again_on_republish() {
     let bed = Bed::start().await;
     bed.kv_secret().await;
-    bed.bao
-        .kubernetes_role(
-            "kubernetes",
-            "other",
-            &["app"],
-            &[bed.ns()],
-            &[READ_ALL],
-            Some("other"),
-            "1h",
-            "2h",
-        )
-        .await
-        .unwrap();
+    bed.role("other").audience(Some("other")).write().await.unwrap();
     bed.kube.set_issuer_discovery(false);
     let p = bed.provider("p", &[]).await;
     let pod = fresh_tokens(&bed, &bed.pod_without_token("web-0").await, &["vault", "other"]).await;
@@ -151,6 +134,6 @@ async fn a_pod_with_volumes_for_two_audiences_is_not_logged_in_again_on_republis
         .await
         .expect_err("a token minted for another audience");
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("audience"), "{}", e.message());
+    assert_mentions(&e, &["audience"]);
     assert_eq!(token_reviews(&bed.kube), reviews, "refused before Vault");
 }

@@ -147,28 +147,15 @@ async fn kv_example(bed: &Bed) -> KvExample {
     bed.world.bao.put_policy(&role, &policy).await.unwrap();
     bed.world
         .bao
-        .kubernetes_role(
-            "kubernetes",
-            &role,
-            &[sa],
-            &[bed.ns()],
-            &[&role],
-            Some("vault"),
-            "1h",
-            "2h",
-        )
+        .kubernetes_role(&role)
+        .binding(&[sa], &[bed.ns()])
+        .policies(&[&role])
+        .audience(Some("vault"))
+        .write()
         .await
         .unwrap();
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "first", "api-key": "k1"}))
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "second", "api-key": "k2"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "first", "api-key": "k1"})).await;
+    bed.kv(json!({"password": "second", "api-key": "k2"})).await;
     KvExample {
         parameters,
         pod: bed.world.pod(bed.ns(), pod_name, sa).await.unwrap(),

@@ -112,43 +112,23 @@ const EXISTING_OBJECTS: &str = r#"
 async fn golden_files_of_existing_objects_are_unchanged() {
     let bed = Bed::start().await;
     put_fixed_version_key(&bed).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"password": "first-v1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"password": "first-v1"})).await;
     let blob = base64::engine::general_purpose::STANDARD.encode([0u8, 1, 2, 0xfe, 0xff]);
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({
-                "password": "p@ss:w0rd\"x",
-                "port": 5432,
-                "ratio": 0.25,
-                "enabled": true,
-                "nothing": null,
-                "nested": {"b": [1, "two", {"c": false}], "a": "x"},
-                "list": ["x", 2],
-                "unicode": "grüße ✓",
-                "multiline": "line one\nline two\n",
-                "blob": blob,
-                "hexed": "CAFE01",
-            }),
-        )
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .enable_secrets("kv1", "kv", json!({"version": "1"}))
-        .await
-        .unwrap();
-    bed.world
-        .bao
-        .write("kv1/app", json!({"user": "admin", "nested": {"z": 1, "a": [true]}}))
-        .await
-        .unwrap();
+    bed.kv(json!({
+        "password": "p@ss:w0rd\"x",
+        "port": 5432,
+        "ratio": 0.25,
+        "enabled": true,
+        "nothing": null,
+        "nested": {"b": [1, "two", {"c": false}], "a": "x"},
+        "list": ["x", 2],
+        "unicode": "grüße ✓",
+        "multiline": "line one\nline two\n",
+        "blob": blob,
+        "hexed": "CAFE01",
+    }))
+    .await;
+    bed.kv1(json!({"user": "admin", "nested": {"z": 1, "a": [true]}})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let r = p
@@ -201,15 +181,10 @@ async fn golden_files_of_existing_objects_are_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_pointer_into_a_nested_kv_value() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"tls": {"server": {"cert": "CERT", "port": 8443}}, "a/b": {"~x": "escaped"}, "list": ["zero", "one"]}),
-        )
-        .await
-        .unwrap();
+    bed.kv(
+        json!({"tls": {"server": {"cert": "CERT", "port": 8443}}, "a/b": {"~x": "escaped"}, "list": ["zero", "one"]}),
+    )
+    .await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = r#"
@@ -233,7 +208,7 @@ async fn json_pointer_into_a_nested_kv_value() {
     );
 
     let missing = "- {objectName: key-file, secretPath: secret/data/app, secretKeyPointer: /tls/client/key}\n";
-    let e = p.mount(&params(missing, &[]), &pod).await.unwrap_err();
+    let e = refused(&p, missing, &pod).await;
     assert_eq!(e.code(), tonic::Code::NotFound);
     let m = e.message();
     assert!(
@@ -248,15 +223,8 @@ async fn json_pointer_into_a_nested_kv_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_only_json_yaml_and_dotenv_for_a_kv_v2_secret() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"DB_USER": "app", "DB_PASS": "p'w$\"d", "PORT": 5432}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"DB_USER": "app", "DB_PASS": "p'w$\"d", "PORT": 5432}))
+        .await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = r#"
@@ -289,15 +257,7 @@ async fn data_only_json_yaml_and_dotenv_for_a_kv_v2_secret() {
     // Same content → same versions; a change moves all three.
     let v = versions(&r);
     assert_eq!(versions(&p.mount(&params(objects, &[]), &pod).await.unwrap()), v);
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"DB_USER": "app", "DB_PASS": "new", "PORT": 5432}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"DB_USER": "app", "DB_PASS": "new", "PORT": 5432})).await;
     let changed = versions(&p.mount(&params(objects, &[]), &pod).await.unwrap());
     assert!(v.iter().all(|(id, ver)| changed[id] != *ver));
 
@@ -318,25 +278,13 @@ async fn data_only_json_yaml_and_dotenv_for_a_kv_v2_secret() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(
-        e.message().contains("\"not-an-env\"") && e.message().contains("not valid environment variable names"),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &["\"not-an-env\"", "not valid environment variable names"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_file_per_key_and_unsafe_keys_are_refused() {
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"user": "admin", "password": "pw", "port": 5432}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "admin", "password": "pw", "port": 5432})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = "- {objectName: app, secretPath: secret/data/app, expandKeys: true, filePermission: 0640}\n";
@@ -350,27 +298,15 @@ async fn one_file_per_key_and_unsafe_keys_are_refused() {
     assert_eq!(v.len(), 3, "one version per key");
 
     // Only the changed key's version moves.
-    bed.world
-        .bao
-        .kv2_put(
-            "secret",
-            "app",
-            json!({"user": "admin", "password": "new", "port": 5432}),
-        )
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "admin", "password": "new", "port": 5432})).await;
     let changed = versions(&p.mount(&params(objects, &[]), &pod).await.unwrap());
     assert_ne!(changed["app/password"], v["app/password"]);
     assert_eq!(changed["app/user"], v["app/user"]);
     assert_eq!(changed["app/port"], v["app/port"]);
 
     // A key with "/" cannot be a file name.
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "admin", "tls/key": "k", "port": 5432}))
-        .await
-        .unwrap();
-    let e = p.mount(&params(objects, &[]), &pod).await.unwrap_err();
+    bed.kv(json!({"user": "admin", "tls/key": "k", "port": 5432})).await;
+    let e = refused(&p, objects, &pod).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let m = e.message();
     assert!(
@@ -383,14 +319,9 @@ async fn one_file_per_key_and_unsafe_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_render_pgpass_and_url_from_one_database_lease() {
-    let pg = vcp_testbed::postgres::Postgres::from_env().expect("PostgreSQL for tests (scripts/testbed.sh pg-start)");
-    let info = pg.conn_info().unwrap();
     let bed = Bed::start().await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", "5m", "10m")
-        .await
-        .unwrap();
+    let pg = bed.database("5m", "10m").await;
+    let info = pg.conn_info().unwrap();
     bed.world
         .bao
         .kv2_put(
@@ -502,9 +433,7 @@ async fn templates_split_a_pki_issue_into_cert_key_and_ca_that_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_that_read_files_or_loop_forever_fail_quickly() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let pod = bed.pod("web-0").await;
     let t = |tpl: &str| {
         format!(
@@ -517,13 +446,9 @@ async fn templates_that_read_files_or_loop_forever_fail_quickly() {
         "{% import '/etc/hostname' as h %}",
         "{% extends '/etc/passwd' %}",
     ] {
-        let e = p.mount(&params(&t(tpl), &[]), &pod).await.unwrap_err();
+        let e = refused(&p, &t(tpl), &pod).await;
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{tpl}: {}", e.message());
-        assert!(
-            e.message().contains("object \"f\"") && e.message().contains("template"),
-            "{}",
-            e.message()
-        );
+        assert_mentions(&e, &["object \"f\"", "template"]);
         assert!(!e.message().contains("root:"));
     }
     for tpl in [
@@ -532,7 +457,7 @@ async fn templates_that_read_files_or_loop_forever_fail_quickly() {
         "{{ 'x' * 1000000000 }}",
     ] {
         let started = std::time::Instant::now();
-        let e = p.mount(&params(&t(tpl), &[]), &pod).await.unwrap_err();
+        let e = refused(&p, &t(tpl), &pod).await;
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "{tpl}: {:?}",
@@ -544,7 +469,7 @@ async fn templates_that_read_files_or_loop_forever_fail_quickly() {
             e.code(),
             e.message()
         );
-        assert!(e.message().contains("object \"f\": template"), "{}", e.message());
+        assert_mentions(&e, &["object \"f\": template"]);
     }
     // The provider is still serving.
     let ok = t("{{ objects.k.data.k }}");

@@ -33,11 +33,7 @@ const KV: &str = "- {objectName: user, secretPath: secret/data/app, secretKey: u
 async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
     let bed = Bed::start().await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p1"})).await;
     bed.world
         .bao
         .kv2_put(
@@ -108,12 +104,7 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
         .await
         .expect("mount with sync");
 
-    let app = bed
-        .kube
-        .secret(bed.ns(), "app-creds")
-        .await
-        .unwrap()
-        .expect("app-creds created");
+    let app = bed.secret("app-creds").await;
     assert_eq!(app["type"], "Opaque");
     assert_eq!(data(&app, "username"), b"u1");
     assert_eq!(data(&app, "password"), b"p1");
@@ -129,18 +120,13 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
         .unwrap()
         .contains("u1"));
 
-    let tls = bed
-        .kube
-        .secret(bed.ns(), "web-tls")
-        .await
-        .unwrap()
-        .expect("web-tls created");
+    let tls = bed.secret("web-tls").await;
     assert_eq!(tls["type"], "kubernetes.io/tls");
     let cert_pub = openssl(&["x509", "-noout", "-pubkey"], &data(&tls, "tls.crt"));
     let key_pub = openssl(&["pkey", "-pubout"], &data(&tls, "tls.key"));
     assert_eq!(cert_pub, key_pub);
 
-    let pull = bed.kube.secret(bed.ns(), "pull").await.unwrap().expect("pull created");
+    let pull = bed.secret("pull").await;
     assert_eq!(pull["type"], "kubernetes.io/dockerconfigjson");
     assert!(
         pull["metadata"].get("ownerReferences").is_none(),
@@ -153,7 +139,7 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
     p.mount(&params(KV, &[("syncSecrets", sync_solo)]), &solo)
         .await
         .expect("mount");
-    let s = bed.kube.secret(bed.ns(), "solo-creds").await.unwrap().unwrap();
+    let s = bed.secret("solo-creds").await;
     assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Pod");
     assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], solo.uid.as_str());
 }
@@ -162,11 +148,7 @@ async fn opaque_tls_and_dockerconfigjson_secrets_with_owners() {
 async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
     let bed = Bed::start().await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p1"})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let sync =
@@ -178,20 +160,10 @@ async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
         p.mount(&ps, &pod).await.unwrap();
     }
     assert_eq!(writes(&bed, "app-creds"), 1, "no write when nothing changed");
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p2"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p2"})).await;
     p.mount(&ps, &pod).await.unwrap();
     assert_eq!(writes(&bed, "app-creds"), 2, "the change is written on the next mount");
-    assert_eq!(
-        data(
-            &bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap(),
-            "password"
-        ),
-        b"p2"
-    );
+    assert_eq!(data(&bed.secret("app-creds").await, "password"), b"p2");
 
     // A restarted provider compares the HMAC annotation: still no write.
     p.kill().await;
@@ -208,11 +180,7 @@ async fn changes_are_written_at_once_and_unchanged_mounts_write_nothing() {
 async fn a_foreign_secret_is_never_touched() {
     let bed = Bed::start().await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p1"})).await;
     bed.kube
         .put_secret(
             bed.ns(),
@@ -220,22 +188,14 @@ async fn a_foreign_secret_is_never_touched() {
         )
         .await
         .unwrap();
-    let before = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
+    let before = bed.secret("app-creds").await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let sync = "- {secretName: app-creds, data: [{key: username, objectName: user}]}";
     let e = p.mount(&params(KV, &[("syncSecrets", sync)]), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(
-        e.message().contains("not managed by vault-csi-provider"),
-        "{}",
-        e.message()
-    );
-    assert_eq!(
-        bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap(),
-        before,
-        "byte-for-byte intact"
-    );
+    assert_mentions(&e, &["not managed by vault-csi-provider"]);
+    assert_eq!(bed.secret("app-creds").await, before, "byte-for-byte intact");
     assert_eq!(writes(&bed, "app-creds"), 0);
 }
 
@@ -244,11 +204,7 @@ async fn without_a_binding_the_error_names_it_and_other_namespaces_are_never_wri
     let bed = Bed::start().await;
     let other = bed.kube.namespace("other").await.unwrap();
     bed.allow_sync(&other).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p1"})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let sync = "- {secretName: app-creds, data: [{key: username, objectName: user}]}";
@@ -274,11 +230,7 @@ async fn without_a_binding_the_error_names_it_and_other_namespaces_are_never_wri
 async fn invalid_sync_specs_are_named() {
     let bed = Bed::start().await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "x".repeat(1024 * 1024)}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "x".repeat(1024 * 1024)})).await;
     bed.world.bao.setup_pki("pki", "web", "24h").await.unwrap();
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
@@ -290,11 +242,7 @@ async fn invalid_sync_specs_are_named() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().contains("\"web-tls\"") && e.message().contains("does not match the certificate"),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &["\"web-tls\"", "does not match the certificate"]);
 
     let cases: BTreeMap<&str, (&str, &str)> = BTreeMap::from([
         ("bad key", ("- {secretName: s, data: [{key: 'a/b', objectName: user}]}", "key \"a/b\"")),
@@ -324,14 +272,9 @@ async fn invalid_sync_specs_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_database_credentials_cause_no_secret_write() {
-    let pg = vcp_testbed::postgres::Postgres::from_env().expect("PostgreSQL (scripts/testbed.sh pg-start)");
     let bed = Bed::start().await;
+    let pg = bed.database("1h", "2h").await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .setup_database("database", &pg, "app", "1h", "2h")
-        .await
-        .unwrap();
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let objects = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
@@ -340,7 +283,7 @@ async fn reused_database_credentials_cause_no_secret_write() {
         p.mount(&params(objects, &[("syncSecrets", sync)]), &pod).await.unwrap();
     }
     assert_eq!(writes(&bed, "db"), 1, "one lease, one write");
-    let s = bed.kube.secret(bed.ns(), "db").await.unwrap().unwrap();
+    let s = bed.secret("db").await;
     let user = String::from_utf8(data(&s, "username")).unwrap();
     let pass = String::from_utf8(data(&s, "password")).unwrap();
     assert!(pg.can_login(&user, &pass).await.unwrap());
@@ -351,11 +294,7 @@ async fn a_synced_secret_belongs_to_its_class() {
     use vcp_testbed::driver::{mount_request, Generation};
     let bed = Bed::start().await;
     bed.allow_sync(bed.ns()).await;
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u1", "pass": "p1"}))
-        .await
-        .unwrap();
+    bed.kv(json!({"user": "u1", "pass": "p1"})).await;
     let p = bed.provider("p", &[]).await;
     let pod = bed.pod("web-0").await;
     let sync = "- secretName: app-creds\n  data:\n    - {key: username, objectName: user}\n";
@@ -365,7 +304,7 @@ async fn a_synced_secret_belongs_to_its_class() {
     p.mount_raw(Generation::V16, mount(Generation::V16, "class-a", false))
         .await
         .expect("class-a syncs");
-    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
+    let secret = bed.secret("app-creds").await;
     assert_eq!(
         secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],
         "class-a"
@@ -379,19 +318,15 @@ async fn a_synced_secret_belongs_to_its_class() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("\"class-a\""), "{}", e.message());
-    assert!(e.message().contains("\"class-b\""), "{}", e.message());
-    bed.world
-        .bao
-        .kv2_put("secret", "app", json!({"user": "u2", "pass": "p1"}))
-        .await
-        .unwrap();
+    assert_mentions(&e, &["\"class-a\""]);
+    assert_mentions(&e, &["\"class-b\""]);
+    bed.kv(json!({"user": "u2", "pass": "p1"})).await;
     let e = p
         .mount_raw(Generation::V16, mount(Generation::V16, "class-b", false))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
+    let secret = bed.secret("app-creds").await;
     assert_eq!(data(&secret, "username"), b"u1");
     assert_eq!(writes(&bed, "app-creds"), before);
 
@@ -400,7 +335,7 @@ async fn a_synced_secret_belongs_to_its_class() {
     p.mount_raw(Generation::V15, mount(Generation::V15, "ignored", true))
         .await
         .expect("v1.5 rotation of class-a's pod");
-    let secret = bed.kube.secret(bed.ns(), "app-creds").await.unwrap().unwrap();
+    let secret = bed.secret("app-creds").await;
     assert_eq!(data(&secret, "username"), b"u2");
     assert_eq!(
         secret["metadata"]["annotations"]["vault-csi-provider.io/secret-provider-class"],

@@ -29,9 +29,7 @@ async fn refused(p: &Provider, pod: &vcp_testbed::driver::PodContext, extra: &[(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_a_class_names_are_read_only_as_small_regular_files() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let pod = bed.pod("web-0").await;
     let pid = p.child.id().unwrap();
     p.mount(&params(OBJECTS, &[]), &pod).await.expect("a first mount");
@@ -189,9 +187,7 @@ async fn the_operator_confines_files_addresses_tls_and_audiences() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_at_the_top_of_the_grpc_timeout_range_are_served() {
     use vcp_testbed::driver::{mount_request, Generation};
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let pod = bed.pod("web-0").await;
     let client = p.client(Generation::V16).await.unwrap();
     // The protocol allows 8 digits; a sender may write more.
@@ -340,7 +336,7 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
         let started = Instant::now();
         let e = p.mount(&params(objects, &[]), &pod).await.expect_err("over budget");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-        assert!(e.message().contains(needle), "{}", e.message());
+        assert_mentions(&e, &[needle]);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     // Eight of the 20-object mounts at once: the provider-wide pool holds.
@@ -368,9 +364,7 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_token_goes_only_to_a_request_that_proves_its_pod() {
-    let bed = Bed::start().await;
-    bed.kv_secret().await;
-    let p = bed.provider("p", &[]).await;
+    let (bed, p) = Bed::ready().await;
     let victim = bed.pod("web-0").await;
     let attacker = bed.pod("intruder-0").await;
     let ps = params(OBJECTS, &[]);
@@ -496,11 +490,7 @@ async fn pods_of_other_nodes_get_no_token_and_pods_are_read_as_metadata_only() {
     let minted_for_here = minted();
     let e = p.mount(&ps, &there).await.expect_err("a pod on another node");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(
-        e.message().contains(&format!("does not run on node {}", bed.kube.node)),
-        "{}",
-        e.message()
-    );
+    assert_mentions(&e, &[&format!("does not run on node {}", bed.kube.node)]);
     assert_eq!(
         minted(),
         minted_for_here,

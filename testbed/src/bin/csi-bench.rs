@@ -654,17 +654,10 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
         .await
         .context("database engine")?;
     world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "app",
-            &["app"],
-            &[world.ns()],
-            &[vcp_testbed::world::READ_ALL],
-            Some("vault"),
-            "1h",
-            "24h",
-        )
+        .role("app")
+        .audience(Some("vault"))
+        .ttl("1h", "24h")
+        .write()
         .await?;
     let objects = "- {objectName: kv, secretPath: secret/data/bench/0, secretKey: value}\n- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
     println!("\n## Vault load per pod-hour (republished every 2 min, one KV + one database object)\n");
@@ -690,17 +683,10 @@ async fn vault_load(world: &World, pg: &Postgres, binary: &Path, dir: &Path) -> 
 
     world.bao.setup_pki("pki", "web", "100h").await.context("PKI engine")?;
     world
-        .bao
-        .kubernetes_role(
-            "kubernetes",
-            "app-20m",
-            &["app"],
-            &[world.ns()],
-            &[vcp_testbed::world::READ_ALL],
-            Some("vault"),
-            "20m",
-            "24h",
-        )
+        .role("app-20m")
+        .audience(Some("vault"))
+        .ttl("20m", "24h")
+        .write()
         .await?;
     let objects = "- {objectName: tls.crt, secretPath: pki/issue/web, method: PUT, secretArgs: {common_name: a.example.com, ttl: 72h}, secretKey: certificate}\n";
     println!("\n## PKI certificates per pod-hour (republished every 2 min, token TTL 20 min, certificate TTL 72 h)\n");

@@ -46,6 +46,24 @@ impl Bed {
         Bed { world, dir }
     }
 
+    /// The arrangement most tests start from: the KV secret [`KV_OBJECT`]
+    /// reads, and provider `p` serving.
+    pub async fn ready() -> (Bed, Provider) {
+        let bed = Bed::start().await;
+        bed.kv_secret().await;
+        let p = bed.provider("p", &[]).await;
+        (bed, p)
+    }
+
+    /// The database engine with role `app` issuing PostgreSQL logins of
+    /// `default_ttl` (at most `max_ttl`), and the PostgreSQL server.
+    pub async fn database(&self, default_ttl: &str, max_ttl: &str) -> vcp_testbed::postgres::Postgres {
+        self.world
+            .database(default_ttl, max_ttl)
+            .await
+            .expect("database engine (run scripts/test.sh, which starts PostgreSQL)")
+    }
+
     /// A pod of service account `app` in the test's namespace, on the
     /// provider's node, with a kubelet token for audience `vault`.
     pub async fn pod(&self, name: &str) -> PodContext {
@@ -72,11 +90,54 @@ impl Bed {
     /// Stores the KV v2 secret `secret/app` = `{"k": "v"}` that
     /// [`KV_OBJECT`] reads.
     pub async fn kv_secret(&self) {
+        self.kv(serde_json::json!({"k": "v"})).await;
+    }
+
+    /// Stores `data` as the KV v2 secret `secret/app` (a new version).
+    pub async fn kv(&self, data: serde_json::Value) {
         self.world
             .bao
-            .kv2_put("secret", "app", serde_json::json!({"k": "v"}))
+            .kv2_put("secret", "app", data)
             .await
             .expect("KV secret stored");
+    }
+
+    /// The Secret `name` of the test's namespace, which must exist.
+    pub async fn secret(&self, name: &str) -> serde_json::Value {
+        self.kube
+            .secret(self.ns(), name)
+            .await
+            .expect("reading a Secret")
+            .unwrap_or_else(|| panic!("Secret {name} exists"))
+    }
+
+    /// The provider's object-version key Secret `name` (in the provider's
+    /// namespace), which must exist.
+    pub async fn key_secret(&self, name: &str) -> serde_json::Value {
+        self.kube
+            .secret(self.provider_ns(), name)
+            .await
+            .expect("reading the key Secret")
+            .unwrap_or_else(|| panic!("the key Secret {name} exists in the provider's namespace"))
+    }
+
+    /// Enables KV v1 at `kv1/` and stores `data` at `kv1/app`.
+    pub async fn kv1(&self, data: serde_json::Value) {
+        let bao = &self.world.bao;
+        bao.enable_secrets("kv1", "kv", serde_json::json!({"version": "1"}))
+            .await
+            .expect("KV v1 enabled");
+        bao.write("kv1/app", data).await.expect("KV v1 secret stored");
+    }
+
+    /// Revokes every token kubernetes logins issued, behind the provider's
+    /// back (and with them every lease they created).
+    pub async fn revoke_logins(&self) {
+        self.world
+            .bao
+            .write("sys/leases/revoke-prefix/auth/kubernetes/login", serde_json::json!({}))
+            .await
+            .expect("tokens revoked");
     }
 
     /// Starts the provider binary built for these tests.
@@ -106,6 +167,21 @@ pub async fn spawn_provider(
     Provider::spawn(provider_binary(), args, socket, log, env)
         .await
         .unwrap_or_else(|e| panic!("{what}: {e:#}"))
+}
+
+/// Mounts `objects` (role `app`) for `pod`, expecting the mount to be
+/// refused; the status.
+pub async fn refused(p: &Provider, objects: &str, pod: &PodContext) -> tonic::Status {
+    p.mount(&params(objects, &[]), pod)
+        .await
+        .expect_err("the mount is refused")
+}
+
+/// Asserts that a refusal's message names every one of `parts`.
+pub fn assert_mentions(e: &tonic::Status, parts: &[&str]) {
+    for part in parts {
+        assert!(e.message().contains(part), "{part:?} missing from {:?}", e.message());
+    }
 }
 
 /// Waits until `f` holds, polling every 50 ms for at most `within`; panics
