@@ -3,7 +3,7 @@
 //! SecretProviderClass names, and returns them to the driver as files.
 //!
 //! Module map, by layer (a module uses only those below it, never one
-//! above; `docs/architecture.md` draws it):
+//! above; `docs/architecture.md` draws it and `tests/it/layers.rs` checks it):
 //!
 //! - **the binary and its wiring**: [`app`] (every flag resolved once, the
 //!   one place that builds and starts everything), [`cli`] (the `mount` and
