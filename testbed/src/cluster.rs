@@ -237,7 +237,21 @@ impl Cluster {
         let sa = found["spec"]["serviceAccountName"]
             .as_str()
             .ok_or_else(|| anyhow!("pod {ns}/{pod} names no service account"))?;
-        let bound = json!({"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid(&found)?});
+        self.bound_token(ns, pod, &uid(&found)?, sa, audiences, ttl).await
+    }
+
+    /// [`pod_token`](Self::pod_token) for a pod whose uid and service
+    /// account the caller knows (it just created the pod).
+    pub async fn bound_token(
+        &self,
+        ns: &str,
+        pod: &str,
+        pod_uid: &str,
+        sa: &str,
+        audiences: &[&str],
+        ttl: Duration,
+    ) -> Result<String> {
+        let bound = json!({"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid});
         self.token(ns, sa, audiences, ttl, Some(bound)).await
     }
 

@@ -246,11 +246,13 @@ impl ControlPlane {
     }
 
     async fn start_once(assets: &Assets, signing: Signing) -> Result<ControlPlane> {
-        let dir = tempfile::Builder::new()
+        // Removed on any failure until the watchdog, which removes it from
+        // then on, is running.
+        let scratch = tempfile::Builder::new()
             .prefix("vcp-control-plane-")
             .tempdir()
-            .context("control plane directory")?
-            .keep();
+            .context("control plane directory")?;
+        let dir = scratch.path().to_path_buf();
         let [api_port, client_port, peer_port] = free_ports()?;
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), api_port);
         let url = format!("https://{addr}");
@@ -324,6 +326,7 @@ impl ControlPlane {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the control plane script")?;
+        let _ = scratch.keep();
         let stdin = watchdog.stdin.take();
         let cp = ControlPlane {
             assets: assets.clone(),

@@ -139,7 +139,7 @@ impl World {
     pub async fn pod(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
         let mut pod = self.pod_without_token(ns, name, sa).await?;
         let ttl = Duration::from_secs(3600);
-        let token = self.kube.pod_token(ns, name, &["vault"], ttl).await?;
+        let token = self.kube.bound_token(ns, name, &pod.uid, sa, &["vault"], ttl).await?;
         pod.tokens = Some(PodContext::tokens_json("vault", &token, SystemTime::now() + ttl));
         Ok(pod)
     }

@@ -104,21 +104,21 @@ impl Bed {
 
     /// The Secret `name` of the test's namespace, which must exist.
     pub async fn secret(&self, name: &str) -> serde_json::Value {
-        self.kube
-            .secret(self.ns(), name)
-            .await
-            .expect("reading a Secret")
-            .unwrap_or_else(|| panic!("Secret {name} exists"))
+        self.existing_secret(self.ns(), name).await
     }
 
     /// The provider's object-version key Secret `name` (in the provider's
     /// namespace), which must exist.
     pub async fn key_secret(&self, name: &str) -> serde_json::Value {
+        self.existing_secret(self.provider_ns(), name).await
+    }
+
+    async fn existing_secret(&self, ns: &str, name: &str) -> serde_json::Value {
         self.kube
-            .secret(self.provider_ns(), name)
+            .secret(ns, name)
             .await
-            .expect("reading the key Secret")
-            .unwrap_or_else(|| panic!("the key Secret {name} exists in the provider's namespace"))
+            .expect("reading a Secret")
+            .unwrap_or_else(|| panic!("Secret {ns}/{name} exists"))
     }
 
     /// Enables KV v1 at `kv1/` and stores `data` at `kv1/app`.
