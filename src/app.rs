@@ -437,7 +437,12 @@ async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<Va
             });
         }
         if let Some(key) = key {
-            ledger.persist(&key.state_key());
+            // Writing the file waits for the disk (fsync): on the blocking
+            // pool, so that the one runtime thread keeps serving mounts.
+            let (ledger, key) = (ledger.clone(), key.state_key());
+            if let Err(e) = tokio::task::spawn_blocking(move || ledger.persist(&key)).await {
+                tracing::warn!(error = %e, "the ledger state file writer stopped");
+            }
         }
     }
 }

@@ -33,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread serves every socket, Vault connection and background job:
+    // a mount is a few socket reads and writes around a Vault request, and
+    // handing it between worker threads cost more CPU than the mount itself
+    // (docs/performance.md, "runtime"). Disk writes go to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vault-csi-provider: cannot start the async runtime: {e}");

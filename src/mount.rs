@@ -88,6 +88,8 @@ pub struct Mounter {
     issuer: IssuerKeys,
     /// Per pod uid: when it was last seen scheduled to this node.
     on_node: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The classes' parsed `objects`, so a republish does not parse them again.
+    classes: spc::ClassCache,
 }
 
 /// How long a pod seen on this node is trusted to stay there.
@@ -110,6 +112,7 @@ impl Mounter {
         Mounter {
             issuer,
             on_node: Default::default(),
+            classes: Default::default(),
             settings,
             kube,
             versions,
@@ -156,7 +159,13 @@ impl Mounter {
     /// Performs one mount with the defaults of the socket it came in on
     /// (each socket has its flavour's: audience, address, auth mount).
     pub async fn mount_with(&self, input: &MountInput, deadline: Instant, defaults: &Defaults) -> Result<MountOutput> {
-        let spec = spc::parse_mount(&input.attributes, &input.secrets, &input.permission, defaults)?;
+        let spec = spc::parse_mount_cached(
+            &input.attributes,
+            &input.secrets,
+            &input.permission,
+            defaults,
+            &self.classes,
+        )?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let what = format!(
             "mount for pod {}/{} timed out after {:?}",

@@ -266,6 +266,14 @@ fn verify_signature(jws: &Jws<'_>, key: &Key) -> Result<(), Refusal> {
     }
 }
 
+/// What a verified token is remembered by.
+fn token_digest(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// The issuer's keys, as last fetched.
 struct Fetched {
     issuer: Option<String>,
@@ -278,7 +286,17 @@ struct CacheState {
     fetched: Option<Fetched>,
     /// When the last fetch was tried, and why it failed if it did.
     last_try: Option<(Instant, Option<String>)>,
+    /// Tokens whose signature verified, by their SHA-256, with the key that
+    /// verified them: a pod's token comes back on every republish until
+    /// kubelet rotates it, and the signature need not be checked again
+    /// while the issuer still publishes that key under that id. The claims
+    /// (expiry included) are checked on every request all the same. At most
+    /// [`MAX_VERIFIED`] (all forgotten when full).
+    verified: HashMap<[u8; 32], (String, Key)>,
 }
+
+/// Bound on the remembered verified signatures.
+const MAX_VERIFIED: usize = 4096;
 
 /// The cluster's service-account issuer keys, fetched through the
 /// Kubernetes API and cached.
@@ -312,6 +330,11 @@ impl IssuerKeys {
             )));
         }
         let kid = jws.header.get("kid").and_then(Json::as_str).unwrap_or_default();
+        let digest = token_digest(token);
+        if self.verified_before(&digest, kid, Instant::now()) {
+            check_issuer(&jws.claims, self.known_issuer().as_deref())?;
+            return Ok(Proof::Verified);
+        }
         let key = match self.lookup(kid, Instant::now()) {
             Some(key) => Some(key),
             None => match self.refresh().await {
@@ -327,7 +350,29 @@ impl IssuerKeys {
         };
         verify_signature(&jws, &key)?;
         check_issuer(&jws.claims, self.known_issuer().as_deref())?;
+        self.remember_verified(digest, kid, key);
         Ok(Proof::Verified)
+    }
+
+    /// Whether this token's signature verified before with the key the
+    /// issuer (still, and freshly) publishes as `kid`.
+    fn verified_before(&self, digest: &[u8; 32], kid: &str, now: Instant) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((by, key)) = state.verified.get(digest) else {
+            return false;
+        };
+        let Some(fetched) = state.fetched.as_ref() else {
+            return false;
+        };
+        by == kid && now.duration_since(fetched.at) <= REFRESH_AFTER && fetched.keys.get(kid) == Some(key)
+    }
+
+    fn remember_verified(&self, digest: [u8; 32], kid: &str, key: Key) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.verified.len() >= MAX_VERIFIED {
+            state.verified.clear();
+        }
+        state.verified.insert(digest, (kid.to_string(), key));
     }
 
     /// What is left when the signature cannot be checked (`why`): the
@@ -646,6 +691,64 @@ mod tests {
         assert!(matches!(
             keys.prove(&edited, &p, "vault").await,
             Err(Refusal::BadSignature(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_only_while_its_key_and_claims_hold() {
+        let rng = SystemRandom::new();
+        let p = pod();
+        let (ec, jwks) = ec_key(&rng);
+        let keys = IssuerKeys::new(None);
+        let publish = |jwks: &Json| {
+            let mut state = keys.state.lock().unwrap();
+            let now = Instant::now();
+            state.fetched = Some(Fetched {
+                issuer: None,
+                keys: parse_jwks(jwks),
+                at: now,
+            });
+            state.last_try = Some((now, None));
+        };
+        publish(&jwks);
+        let sign = |claims: &Json| {
+            jws(&json!({"alg": "ES256", "kid": "ec-1"}), claims, |m| {
+                ec.sign(&rng, m).unwrap().as_ref().to_vec()
+            })
+        };
+        let good = sign(&claims_for(&p, 600));
+        assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
+        assert!(keys.verified_before(&token_digest(&good), "ec-1", Instant::now()));
+        assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
+        // The claims are checked on every request: a remembered token for
+        // another pod or audience is refused.
+        let mut other = pod();
+        other.uid = "uid-2".into();
+        assert!(matches!(
+            keys.prove(&good, &other, "vault").await,
+            Err(Refusal::OtherPod { .. })
+        ));
+        assert!(matches!(
+            keys.prove(&good, &p, "other").await,
+            Err(Refusal::OtherAudience { .. })
+        ));
+        // The issuer now publishes another key under that id: the old
+        // signature is checked again, and fails.
+        let (_, rotated) = ec_key(&rng);
+        publish(&rotated);
+        assert!(!keys.verified_before(&token_digest(&good), "ec-1", Instant::now()));
+        assert!(matches!(
+            keys.prove(&good, &p, "vault").await,
+            Err(Refusal::BadSignature(_))
+        ));
+        // Expiry is a claim, checked after the signature was remembered.
+        publish(&jwks);
+        let brief = sign(&claims_for(&p, 1));
+        assert_eq!(keys.prove(&brief, &p, "vault").await, Ok(Proof::Verified));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(matches!(
+            keys.prove(&brief, &p, "vault").await,
+            Err(Refusal::Expired(_))
         ));
     }
 

@@ -196,16 +196,26 @@ impl CsiDriverProvider for ProviderService {
 }
 
 /// Pod name, namespace and SecretProviderClass for log fields, read
-/// leniently: a request whose attributes do not parse is still logged, with
-/// its error.
-fn pod_labels(attributes: &str) -> (String, String, String) {
-    let v: serde_json::Value = serde_json::from_str(attributes).unwrap_or_default();
-    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
-    (
-        get(crate::spc::keys::POD_NAME),
-        get(crate::spc::keys::POD_NAMESPACE),
-        get(crate::spc::keys::SPC_NAME),
-    )
+/// leniently: a request whose attributes do not parse is still logged (with
+/// `?` for what could not be read), with its error. Only these three are
+/// kept; the other attributes, the `objects` YAML among them, are skipped
+/// without being copied.
+#[derive(Default, serde::Deserialize)]
+struct LogLabels<'a> {
+    #[serde(rename = "csi.storage.k8s.io/pod.name")]
+    pod: Option<&'a str>,
+    #[serde(rename = "csi.storage.k8s.io/pod.namespace")]
+    namespace: Option<&'a str>,
+    #[serde(rename = "secretProviderClass")]
+    spc: Option<&'a str>,
+}
+
+fn pod_labels(attributes: &str) -> (&str, &str, &str) {
+    // Values with JSON escapes (no Kubernetes name has any) cannot be
+    // borrowed: then all three are "?".
+    let labels: LogLabels<'_> = serde_json::from_str(attributes).unwrap_or_default();
+    let LogLabels { pod, namespace, spc } = labels;
+    (pod.unwrap_or("?"), namespace.unwrap_or("?"), spc.unwrap_or("?"))
 }
 
 /// Binds the provider socket: removes a stale socket left by an earlier run,
@@ -352,6 +362,24 @@ pub async fn serve_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_labels_are_read_from_the_attribute_keys() {
+        use crate::spc::keys;
+        let attributes = serde_json::json!({
+            keys::POD_NAME: "web-0",
+            keys::POD_NAMESPACE: "shop",
+            keys::SPC_NAME: "db-creds",
+            "objects": "- objectName: a\n  secretPath: secret/data/a\n",
+        })
+        .to_string();
+        assert_eq!(pod_labels(&attributes), ("web-0", "shop", "db-creds"));
+        assert_eq!(pod_labels("not json"), ("?", "?", "?"));
+        assert_eq!(
+            pod_labels(&serde_json::json!({keys::POD_NAME: "a\"b"}).to_string()),
+            ("?", "?", "?")
+        );
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

@@ -203,8 +203,71 @@ impl MountSpec {
     }
 }
 
+/// Parsed `objects` of the classes mounted lately, by their default mode and
+/// YAML: every pod of a class sends the same YAML on every republish (each
+/// pod every two minutes, by default), and parsing it was most of what
+/// parsing a Mount request cost. Only documents that parsed are kept, none
+/// longer than [`ClassCache::MAX_DOCUMENT`] bytes, and at most
+/// [`ClassCache::BUDGET`] bytes of YAML in all (everything is forgotten when
+/// a new one would not fit): the YAML is a tenant's, so what it may make the
+/// provider hold is bounded by the operator's build, not by the tenant.
+#[derive(Default)]
+pub struct ClassCache {
+    kept: std::sync::Mutex<KeptClasses>,
+}
+
+#[derive(Default)]
+struct KeptClasses {
+    /// Per default mode, per YAML document.
+    by_mode: HashMap<u32, HashMap<String, ObjectSet>>,
+    /// YAML bytes held in `by_mode`.
+    bytes: usize,
+}
+
+impl ClassCache {
+    /// The longest `objects` document kept (longer ones are parsed each time).
+    pub const MAX_DOCUMENT: usize = 64 * 1024;
+    /// YAML bytes kept in all.
+    pub const BUDGET: usize = 1024 * 1024;
+
+    /// [`parse_objects`], remembered.
+    fn objects(&self, yaml: &str, default_mode: u32) -> Result<ObjectSet> {
+        if let Some(set) = self.lock().by_mode.get(&default_mode).and_then(|m| m.get(yaml)) {
+            return Ok(set.clone());
+        }
+        let set = parse_objects(yaml, default_mode)?;
+        if yaml.len() <= Self::MAX_DOCUMENT {
+            let mut kept = self.lock();
+            if kept.bytes + yaml.len() > Self::BUDGET {
+                *kept = KeptClasses::default();
+            }
+            let documents = kept.by_mode.entry(default_mode).or_default();
+            if documents.insert(yaml.to_string(), set.clone()).is_none() {
+                kept.bytes += yaml.len();
+            }
+        }
+        Ok(set)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptClasses> {
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Parses and validates everything a Mount request carries.
 pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: &Defaults) -> Result<MountSpec> {
+    parse_mount_cached(attributes, secrets, permission, defaults, &ClassCache::default())
+}
+
+/// [`parse_mount`], taking the parsed `objects` of a class mounted before
+/// from `classes`.
+pub fn parse_mount_cached(
+    attributes: &str,
+    secrets: &str,
+    permission: &str,
+    defaults: &Defaults,
+    classes: &ClassCache,
+) -> Result<MountSpec> {
     let attrs: HashMap<String, String> = serde_json::from_str(attributes)
         .map_err(|e| invalid(format!("attributes are not a JSON object of strings: {e}")))?;
     let secrets = parse_secrets(secrets)?;
@@ -288,7 +351,7 @@ pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: 
 
     let objects_yaml =
         get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
-    let ObjectSet { objects, templates } = parse_objects(objects_yaml, default_mode)?;
+    let ObjectSet { objects, templates } = classes.objects(objects_yaml, default_mode)?;
     let sync = match get("syncSecrets") {
         Some(yaml) => parse_sync(yaml, &objects, &templates)?,
         None => Vec::new(),

@@ -1069,3 +1069,62 @@ fn a_vault_config_from_before_address_lists_still_reads() {
     let again: VaultConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
     assert_eq!(again, cfg);
 }
+
+#[test]
+fn a_class_parsed_once_answers_like_a_fresh_parse() {
+    let classes = ClassCache::default();
+    let two = "- objectName: a\n  secretPath: secret/data/a\n  secretKey: k\n- objectName: b\n  secretPath: secret/data/b\n  filePermission: \"0400\"\n";
+    for _ in 0..3 {
+        for mode in ["420", "256"] {
+            let fresh = parse_mount(&attrs(&[], two), "", mode, &defaults()).unwrap();
+            let kept = parse_mount_cached(&attrs(&[], two), "", mode, &defaults(), &classes).unwrap();
+            assert_eq!(format!("{:?}", fresh.objects), format!("{:?}", kept.objects));
+        }
+    }
+    // Two modes of one document: two entries, each with its own default.
+    let kept = classes.lock();
+    assert_eq!(kept.by_mode.len(), 2);
+    assert!(kept.by_mode.values().all(|documents| documents.len() == 1));
+    assert_eq!(kept.bytes, 2 * two.trim().len());
+}
+
+#[test]
+fn a_class_that_failed_is_not_kept_and_fails_again() {
+    let classes = ClassCache::default();
+    let bad = "- objectName: ../a\n  secretPath: secret/data/a\n";
+    for _ in 0..2 {
+        let e = match parse_mount_cached(&attrs(&[], bad), "", "420", &defaults(), &classes) {
+            Ok(_) => panic!("a path leaving the mount parsed"),
+            Err(e) => e,
+        };
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    }
+    assert_eq!(classes.lock().bytes, 0);
+}
+
+#[test]
+fn what_the_class_cache_holds_is_bounded() {
+    let classes = ClassCache::default();
+    // A document over the per-document bound parses but is not kept.
+    let padding = format!("# {}\n", "x".repeat(ClassCache::MAX_DOCUMENT));
+    let long = format!("{padding}{ONE}");
+    classes.objects(&long, 0o644).unwrap();
+    assert_eq!(classes.lock().bytes, 0);
+    // Distinct documents fill the budget; the next one starts it afresh.
+    let mut held = 0;
+    for i in 0.. {
+        let yaml = format!("# {i} {}\n{ONE}", "y".repeat(16 * 1024));
+        classes.objects(&yaml, 0o644).unwrap();
+        let bytes = classes.lock().bytes;
+        assert!(bytes <= ClassCache::BUDGET, "{bytes} bytes kept");
+        if bytes < held {
+            assert_eq!(bytes, yaml.len(), "the budget starts afresh with the new document");
+            break;
+        }
+        held = bytes;
+    }
+    assert!(
+        held > ClassCache::BUDGET - 17 * 1024,
+        "the budget was used before it was reset: {held}"
+    );
+}

@@ -181,6 +181,10 @@ pub enum SetupError {
     /// reqwest could not build the client.
     #[error("HTTP client: {}", describe_chain(.0))]
     Client(#[source] reqwest::Error),
+    /// The endpoint does not make a URL (an address that parsed as a URI
+    /// but that the URL standard refuses).
+    #[error("Vault address {0}")]
+    Address(String),
     /// The blocking thread that read the files failed.
     #[error("building the client failed: {0}")]
     Join(#[source] tokio::task::JoinError),
@@ -337,7 +341,11 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    base: String,
+    /// The endpoint's URL, parsed once: each request only sets its path and
+    /// query on a copy (never its scheme, host or port).
+    base: reqwest::Url,
+    /// The endpoint's path prefix, without a trailing `/` (often empty).
+    prefix: String,
     timeout: Duration,
     max_body: usize,
 }
@@ -389,12 +397,30 @@ impl HttpClient {
             }
         }
         let client = builder.build().map_err(SetupError::Client)?;
+        let base = reqwest::Url::parse(&base).map_err(|e| SetupError::Address(format!("{base:?}: {e}")))?;
         Ok(HttpClient {
             client,
+            prefix: base.path().trim_end_matches('/').to_string(),
             base,
             timeout,
             max_body,
         })
+    }
+
+    /// The endpoint's URL with `path_and_query` (after its prefix).
+    fn url(&self, path_and_query: &str) -> reqwest::Url {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.base.clone();
+        if self.prefix.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("{}{path}", self.prefix));
+        }
+        url.set_query(query);
+        url
     }
 
     /// Sends a request and reads the whole response, bounded by the timeout.
@@ -406,8 +432,7 @@ impl HttpClient {
     /// it arrives: a mount over its memory limit stops reading at once
     /// instead of holding the whole body first.
     pub async fn send_within(&self, req: Request, budget: &dyn crate::budget::Charge) -> Result<Response, HttpError> {
-        let url = format!("{}{}", self.base, req.path_and_query);
-        let mut builder = self.client.request(req.method, url);
+        let mut builder = self.client.request(req.method, self.url(&req.path_and_query));
         for (name, value) in &req.headers {
             builder = builder.header(name, value);
         }
@@ -563,6 +588,32 @@ mod tests {
         }
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("unix://relative.sock").is_err());
+    }
+
+    #[test]
+    fn a_request_sets_only_the_path_and_query_of_the_endpoint_url() {
+        let url = |endpoint: &str, path: &str| {
+            let ep = Endpoint::parse(endpoint).unwrap();
+            HttpClient::new(&ep, &TlsOptions::default(), Duration::from_secs(1), 1024)
+                .unwrap()
+                .url(path)
+                .to_string()
+        };
+        assert_eq!(
+            url("https://vault.example:8200", "/v1/secret/data/a?version=2"),
+            "https://vault.example:8200/v1/secret/data/a?version=2"
+        );
+        assert_eq!(
+            url("http://[::1]:8201/vault/", "/v1/sys/health"),
+            "http://[::1]:8201/vault/v1/sys/health"
+        );
+        assert_eq!(url("unix:///run/agent.sock", "/v1/a"), "http://localhost/v1/a");
+        // A path never reaches another host, nor ends early.
+        assert_eq!(
+            url("http://vault:8200", "//evil.example/v1/a"),
+            "http://vault:8200//evil.example/v1/a"
+        );
+        assert_eq!(url("http://vault:8200", "/v1/a#b"), "http://vault:8200/v1/a%23b");
     }
 
     fn get_root() -> Request {

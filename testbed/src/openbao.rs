@@ -218,6 +218,11 @@ impl OpenBao {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://127.0.0.1:<port>` or `https://127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };

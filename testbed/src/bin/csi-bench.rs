@@ -14,7 +14,12 @@
 //! Run: `scripts/bench.sh` (or `cargo run --release --bin csi-bench`).
 //! `--quick` shortens every phase; `--pod-hour` runs only the Vault load
 //! per pod-hour (database leases and PKI certificates); `--footprint` only
-//! the footprint (RSS idle and loaded, start-up, binary size). For diagnosis, `BENCH_PROVIDER_ARG` sets
+//! the footprint (RSS idle and loaded, start-up, binary size); `--cpu` only
+//! the CPU time per warm mount (provider, OpenBao, and the floor), with
+//! `--perf <file>` recording the provider's stacks meanwhile
+//! (`scripts/profile.sh` turns them into a flame graph); `--cold` only the
+//! rate of cold mounts, 32 at a time, against the floor's logins and reads
+//! for the same pods. For diagnosis, `BENCH_PROVIDER_ARG` sets
 //! one extra provider flag (e.g. `-log-level=warn`) and `BENCH_KEEP=1` keeps
 //! the scratch directory with the provider's log (its mount lines carry
 //! `duration_ms`).
@@ -43,6 +48,13 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--footprint") {
         return rt.block_on(footprint_only(quick));
     }
+    if std::env::args().any(|a| a == "--cold") {
+        return rt.block_on(cold_only(quick));
+    }
+    if std::env::args().any(|a| a == "--cpu") {
+        let perf = std::env::args().skip_while(|a| a != "--perf").nth(1).map(PathBuf::from);
+        return rt.block_on(cpu_only(quick, perf));
+    }
     rt.block_on(run(quick))
 }
 
@@ -54,6 +66,223 @@ async fn footprint_only(quick: bool) -> anyhow::Result<()> {
     print_report(&report);
     let _ = std::fs::remove_dir_all(&bench.dir);
     result
+}
+
+/// `--cold`: only the cold-mount rate.
+async fn cold_only(quick: bool) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let mut report = Report::new();
+    let result = cold_rate(&bench, 640 / scale(quick), 32, &mut report).await;
+    print_report(&report);
+    let _ = std::fs::remove_dir_all(&bench.dir);
+    result
+}
+
+/// `--cpu`: only the CPU section.
+async fn cpu_only(quick: bool, perf: Option<PathBuf>) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let mut report = Report::new();
+    let result = cpu(&bench, 3000 / scale(quick), perf.as_deref(), &mut report).await;
+    print_report(&report);
+    let _ = std::fs::remove_dir_all(&bench.dir);
+    result
+}
+
+/// CPU time a process (all its threads) has run, in nanoseconds: the sum
+/// of the first field of each `/proc/<pid>/task/*/schedstat`.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+/// The CPU section: `n` warm one-object mounts through grpc-go on one
+/// kept connection (as the driver keeps it), then `n` reads of the floor
+/// (a compiled Vault client, kept-alive, on a thread and runtime of its
+/// own); CPU per call of the provider, of OpenBao for each, and of the
+/// floor. With `perf`, the
+/// provider's stacks are recorded during its mounts (`perf record -g`).
+async fn cpu(bench: &Bench, n: usize, perf: Option<&Path>, report: &mut Report) -> anyhow::Result<()> {
+    let provider = bench.provider.child.id().ok_or_else(|| anyhow!("no provider pid"))?;
+    let bao = bench.world.bao.pid().ok_or_else(|| anyhow!("no OpenBao pid"))?;
+    eprintln!("csi-bench: provider pid {provider}, OpenBao pid {bao}");
+    if let Ok(wait) = std::env::var("BENCH_CPU_PAUSE") {
+        // Time to attach a tracer (strace -c -p) before the measured calls.
+        tokio::time::sleep(Duration::from_secs(wait.parse().unwrap_or(5))).await;
+    }
+    let pod = bench.new_pod().await?;
+    let one = params(&kv_objects(1), &[]);
+    let req = mount_request(Generation::V16, "bench", &one, &pod, false, Vec::new());
+    let client = RealClient::GoV16;
+    let mut session = client
+        .session(&bench.provider.socket, &req, Duration::from_secs(30))
+        .await?;
+    let token = bench.floor.login("kubernetes", "app", &Bench::jwt(&pod)?).await?;
+    for _ in 0..100 {
+        session_mount(&mut session, client).await?;
+    }
+    let recorder = match perf {
+        Some(out) => {
+            let child = std::process::Command::new("perf")
+                .args(["record", "-F", "2999", "-g", "--call-graph", "dwarf,16384", "-p"])
+                .arg(provider.to_string())
+                .arg("-o")
+                .arg(out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("starting perf record (Debian: linux-perf)")?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(child)
+        }
+        None => None,
+    };
+    let (p0, b0, t0) = (cpu_ns(provider), cpu_ns(bao), user_system_ticks(provider));
+    let mut ours = Vec::with_capacity(n);
+    for _ in 0..n {
+        ours.push(session_mount(&mut session, client).await?);
+    }
+    let (p1, b1, t1) = (cpu_ns(provider), cpu_ns(bao), user_system_ticks(provider));
+    if let Some(mut child) = recorder {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    let fb0 = cpu_ns(bao);
+    let (floor, floor_ns) = floor_on_own_thread(bench.world.bao.addr(), token, n).await?;
+    let fb1 = cpu_ns(bao);
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64 / 1000.0;
+    let (provider_us, bao_us) = (per(p0, p1), per(b0, b1));
+    let (floor_us, floor_bao_us) = (per(0, floor_ns), per(fb0, fb1));
+    let (o, f) = (stats(ours), stats(floor));
+    let ratio = o.p50.as_secs_f64() / f.p50.as_secs_f64();
+    println!(
+        "## CPU per warm mount (1 object, {n} calls, one kept connection each)
+"
+    );
+    println!("| path | p50 | client-side CPU µs per call | OpenBao CPU µs per call |");
+    println!("|---|---|---|---|");
+    println!(
+        "| provider, through grpc-go (driver v1.6 dialing) | {} | provider: {provider_us:.0} | {bao_us:.0} |",
+        ms(o.p50)
+    );
+    println!(
+        "| floor: compiled direct read (hyper, kept-alive) | {} | floor: {floor_us:.0} | {floor_bao_us:.0} |",
+        ms(f.p50)
+    );
+    println!(
+        "
+provider CPU over OpenBao's for the read it needs: {:.2}×; warm p50 over the floor's: {ratio:.2}×
+",
+        provider_us / floor_bao_us
+    );
+    let (user, system) = (t1.0.saturating_sub(t0.0), t1.1.saturating_sub(t0.1));
+    if user + system > 0 {
+        println!(
+            "the provider's CPU in its mounts: {:.0} % user, {:.0} % kernel (/proc/<pid>/stat, {} ticks)\n",
+            100.0 * user as f64 / (user + system) as f64,
+            100.0 * system as f64 / (user + system) as f64,
+            user + system
+        );
+    }
+    report.push((
+        "provider CPU per warm mount ≤ 100 µs",
+        format!("{provider_us:.0} µs"),
+        provider_us <= 100.0,
+    ));
+    report.push((
+        "provider CPU ≤ 0.1× OpenBao's for the read",
+        format!("{:.2}×", provider_us / floor_bao_us),
+        provider_us <= 0.1 * floor_bao_us,
+    ));
+    report.push((
+        "warm p50 through grpc-go ≤ 1.2× the compiled floor (CPU run)",
+        format!("{ratio:.2}×"),
+        ratio <= 1.2,
+    ));
+    Ok(())
+}
+
+/// A process's user and system CPU time in clock ticks (`utime` and
+/// `stime`, fields 14 and 15 of `/proc/<pid>/stat`); zeros if unreadable.
+fn user_system_ticks(pid: u32) -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0, 0);
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match fields[..] {
+        [user, system] => (user, system),
+        _ => (0, 0),
+    }
+}
+
+/// CPU time all processors of the machine have been busy (not idle or
+/// waiting for I/O), in nanoseconds, from the `cpu` line of `/proc/stat`.
+fn machine_busy_ns() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("no cpu line in /proc/stat"))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice: busy is
+    // user, nice, system, irq and softirq (guest time is counted in user).
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    // USER_HZ is 100 on Linux.
+    Ok(busy * 10_000_000)
+}
+
+/// The compiled floor's `n` reads of secret 0 with `token`, timed one by
+/// one, and the CPU they cost: on a thread of their own with a
+/// single-threaded runtime (the provider's shape), so that the figure is
+/// that thread's alone — not this process's other threads, and not the
+/// hand-offs between workers of a multi-threaded runtime. A hundred reads
+/// first open and warm the kept-alive connection.
+async fn floor_on_own_thread(addr: String, token: String, n: usize) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let thread = std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, u64)> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let floor = VaultFloor::new(&addr, Duration::from_secs(15));
+            for _ in 0..100 {
+                floor.read(&token, &secret_path(0)).await?;
+            }
+            let c0 = thread_cpu_ns()?;
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                floor.read(&token, &secret_path(0)).await?;
+                times.push(t.elapsed());
+            }
+            Ok((times, thread_cpu_ns()?.saturating_sub(c0)))
+        })
+    });
+    tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow!("the floor's thread panicked"))?
+}
+
+/// CPU time the calling thread has run, in nanoseconds
+/// (`/proc/thread-self/schedstat`, the same clock as [`cpu_ns`]).
+fn thread_cpu_ns() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    stat.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("unreadable /proc/thread-self/schedstat: {stat:?}"))
 }
 
 /// The run's scratch directory (created) and the provider binary built
@@ -477,6 +706,10 @@ async fn run(quick: bool) -> anyhow::Result<()> {
         format!("{ratio64:.2}×"),
         ratio64 >= 0.8,
     ));
+    cold_rate(&bench, 320 / scale, 32, &mut report).await?;
+
+    // --- CPU per warm mount -----------------------------------------------------------
+    cpu(&bench, 3000 / scale, None, &mut report).await?;
 
     // --- Footprint -----------------------------------------------------------------------
     footprint(&bench, scale, &mut report).await?;
@@ -493,6 +726,74 @@ async fn run(quick: bool) -> anyhow::Result<()> {
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    Ok(())
+}
+
+/// Cold mounts side by side: `total` pods never mounted before, `conc` at a
+/// time on one driver connection (a login and a read each, the login
+/// reviewed by the real kube-apiserver), against the floor's login and read
+/// for each of the same pods' tokens at the same concurrency.
+async fn cold_rate(bench: &Bench, total: usize, conc: usize, report: &mut Report) -> anyhow::Result<()> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    let one = params(&kv_objects(1), &[]);
+    let mut pods = Vec::with_capacity(total);
+    for _ in 0..total {
+        pods.push(bench.new_pod().await?);
+    }
+    let client = DriverClient::connect(&bench.provider.socket, Generation::V16).await?;
+    let provider = bench.provider.child.id().ok_or_else(|| anyhow!("no provider pid"))?;
+    let bao = bench.world.bao.pid().ok_or_else(|| anyhow!("no OpenBao pid"))?;
+    let before = (cpu_ns(provider), cpu_ns(bao), machine_busy_ns()?);
+    let t = Instant::now();
+    futures_util::stream::iter(pods.iter())
+        .map(|pod| {
+            let req = mount_request(Generation::V16, "bench", &one, pod, false, Vec::new());
+            let client = client.clone();
+            async move {
+                client
+                    .mount(req, Duration::from_secs(60))
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| anyhow!("{s}"))
+            }
+        })
+        .buffer_unordered(conc)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let ours = total as f64 / t.elapsed().as_secs_f64();
+    let after = (cpu_ns(provider), cpu_ns(bao), machine_busy_ns()?);
+    let jwts = pods.iter().map(Bench::jwt).collect::<anyhow::Result<Vec<_>>>()?;
+    let floor_before = (cpu_ns(bao), machine_busy_ns()?);
+    let t = Instant::now();
+    futures_util::stream::iter(jwts.iter())
+        .map(|jwt| bench.floor_mount(jwt, None, 1))
+        .buffer_unordered(conc)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let floor = total as f64 / t.elapsed().as_secs_f64();
+    let floor_after = (cpu_ns(bao), machine_busy_ns()?);
+    let ratio = ours / floor;
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / total as f64 / 1000.0;
+    println!("## Cold mounts ({total} new pods, {conc} at a time)\n");
+    println!("| path | per second | provider CPU µs per mount | OpenBao CPU µs | whole machine CPU µs |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| provider (login + read, on one driver connection) | {ours:.0} | {:.0} | {:.0} | {:.0} |",
+        per(before.0, after.0),
+        per(before.1, after.1),
+        per(before.2, after.2)
+    );
+    println!(
+        "| floor (login + read) | {floor:.0} | — | {:.0} | {:.0} |",
+        per(floor_before.0, floor_after.0),
+        per(floor_before.1, floor_after.1)
+    );
+    println!("\nprovider over floor: {ratio:.2}× (the machine's CPU includes kube-apiserver's TokenReviews and this harness)\n");
+    report.push((
+        "cold mounts at 32 concurrent ≥ 0.9× the floor's login + read rate",
+        format!("{ratio:.2}×"),
+        ratio >= 0.9,
+    ));
     Ok(())
 }
 
