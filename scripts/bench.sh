@@ -7,11 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/testbed.sh install
-KUBEBUILDER_ASSETS="$(scripts/testbed.sh envtest)"
-export KUBEBUILDER_ASSETS
-scripts/testbed.sh pg-start >/dev/null
-eval "$(scripts/testbed.sh env)"
-export VCP_BAO_BIN VCP_TEST_PG_URL VCP_GO_DRIVER VCP_PYTHON
+# shellcheck source=scripts/bed-env.sh
+source scripts/bed-env.sh
 cargo build --locked --release --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/release/csi-bench" "$@"

@@ -11,12 +11,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${1:-docs/flamegraph-warm-mount.svg}"
 
-scripts/testbed.sh install
-KUBEBUILDER_ASSETS="$(scripts/testbed.sh envtest)"
-export KUBEBUILDER_ASSETS
-scripts/testbed.sh pg-start >/dev/null
-eval "$(scripts/testbed.sh env)"
-export VCP_BAO_BIN VCP_TEST_PG_URL VCP_GO_DRIVER VCP_PYTHON
+# shellcheck source=scripts/bed-env.sh
+source scripts/bed-env.sh
 if ! command -v perf >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >&2
 fi

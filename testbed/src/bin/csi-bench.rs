@@ -154,13 +154,23 @@ async fn cpu(bench: &Bench, n: usize, perf: Option<&Path>, report: &mut Report) 
             .status();
         let _ = child.wait();
     }
+    // The gRPC round trip alone: Version calls on the same connection (no
+    // Vault, no attributes), what any provider behind this driver costs.
+    let v0 = cpu_ns(provider);
+    let mut versions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let call = session.version().await?;
+        call.result.map_err(|s| anyhow!("{}: version: {s}", client.name()))?;
+        versions.push(call.latency);
+    }
+    let v1 = cpu_ns(provider);
     let fb0 = cpu_ns(bao);
     let (floor, floor_ns) = floor_on_own_thread(bench.world.bao.addr(), token, n).await?;
     let fb1 = cpu_ns(bao);
     let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64 / 1000.0;
     let (provider_us, bao_us) = (per(p0, p1), per(b0, b1));
     let (floor_us, floor_bao_us) = (per(0, floor_ns), per(fb0, fb1));
-    let (o, f) = (stats(ours), stats(floor));
+    let (o, f, v) = (stats(ours), stats(floor), stats(versions));
     let ratio = o.p50.as_secs_f64() / f.p50.as_secs_f64();
     println!(
         "## CPU per warm mount (1 object, {n} calls, one kept connection each)
@@ -177,10 +187,17 @@ async fn cpu(bench: &Bench, n: usize, perf: Option<&Path>, report: &mut Report) 
         ms(f.p50)
     );
     println!(
+        "| gRPC round trip alone: Version through grpc-go, same connection | {} | provider: {:.0} | — |",
+        ms(v.p50),
+        per(v0, v1)
+    );
+    println!(
         "
-provider CPU over OpenBao's for the read it needs: {:.2}×; warm p50 over the floor's: {ratio:.2}×
+provider CPU over OpenBao's for the read it needs: {:.2}×; warm p50 over the floor's: {ratio:.2}×; \
+floor p50 + Version p50 over the floor's: {:.2}× (the least a mount through grpc-go could take)
 ",
-        provider_us / floor_bao_us
+        provider_us / floor_bao_us,
+        (f.p50 + v.p50).as_secs_f64() / f.p50.as_secs_f64()
     );
     let (user, system) = (t1.0.saturating_sub(t0.0), t1.1.saturating_sub(t0.1));
     if user + system > 0 {
