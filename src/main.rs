@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     // One thread serves every socket, Vault connection and background job:
     // a mount is a few socket reads and writes around a Vault request, and
     // handing it between worker threads cost more CPU than the mount itself
-    // (docs/performance.md, "runtime"). Disk writes go to the blocking pool.
+    // (docs/architecture.md, "Threads"). Disk writes go to the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let runtime = match runtime {
         Ok(r) => r,
