@@ -353,9 +353,16 @@ ui = false
     /// Starts a killed node again with its data and unseals it; returns once
     /// it serves again as a voter.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.restart_within(i, REJOIN_TIMEOUT).await
+    }
+
+    /// [`RaftCluster::restart`], waiting up to `timeout` for the node to serve and
+    /// the cluster to settle: after its leader was killed, autopilot can take
+    /// longer than [`REJOIN_TIMEOUT`] to call the cluster healthy again.
+    pub async fn restart_within(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
         self.kill(i);
         self.spawn(i)?;
-        let until = Instant::now() + REJOIN_TIMEOUT;
+        let until = Instant::now() + timeout;
         self.wait_health(i, until, |c| c == Some(503)).await?;
         self.join(i, until).await?;
         self.wait_voters(until).await

@@ -286,9 +286,12 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
     // Mounts go to the active node first: hand leadership to the unsealed
     // node, and the provider's probe (every 5 s) follows it there.
     let mut leader = bed.cluster.active().await.expect("active");
-    // Each step-down hands leadership to a random one of the others: 16
-    // rounds (8 missed the node once in a fresh-clone run).
-    for _ in 0..16 {
+    // A step-down does not hand leadership to a random follower: 16 in a
+    // row never reached the node in a fresh-clone run. So after a few step-downs the
+    // leader is killed instead — the survivors elect one of them by their
+    // random election timeouts — and restarted.
+    const STEP_DOWNS: usize = 4;
+    for round in 0..16 {
         if leader == sealed {
             break;
         }
@@ -298,17 +301,39 @@ async fn mounts_ride_through_failover_in_a_raft_cluster() {
             .wait_settled(Duration::from_secs(60))
             .await
             .expect("cluster settled");
-        bed.cluster.step_down(leader).await.expect("step-down");
-        leader = match bed.cluster.wait_active(Some(leader), Duration::from_secs(30)).await {
-            Ok(next) => next,
-            // On a loaded machine the node that stepped down can win the
-            // next election itself (seen in CI); the loop steps it down again.
-            Err(_) => bed
-                .cluster
-                .wait_active(None, Duration::from_secs(30))
-                .await
-                .expect("a leader after step-down"),
+        let before = leader;
+        let how = if round < STEP_DOWNS {
+            "step-down"
+        } else {
+            "leader killed"
         };
+        if round < STEP_DOWNS {
+            bed.cluster.step_down(leader).await.expect("step-down");
+            leader = match bed.cluster.wait_active(Some(leader), Duration::from_secs(30)).await {
+                Ok(next) => next,
+                // On a loaded machine the node that stepped down can win the
+                // next election itself (seen in CI); the loop tries again.
+                Err(_) => bed
+                    .cluster
+                    .wait_active(None, Duration::from_secs(30))
+                    .await
+                    .expect("a leader after step-down"),
+            };
+        } else {
+            bed.cluster.kill(leader);
+            leader = bed
+                .cluster
+                .wait_active(Some(leader), Duration::from_secs(60))
+                .await
+                .expect("a leader elected after the old one was killed");
+            bed.cluster
+                .restart_within(before, Duration::from_secs(120))
+                .await
+                .expect("the killed leader rejoins");
+        }
+        println!(
+            "FAILOVER | handing leadership to node {sealed} | round {round} ({how}) | node {before} -> node {leader} |"
+        );
     }
     assert_eq!(leader, sealed, "leadership reached the unsealed node");
     // The provider's probe (every 5 s) follows leadership there: mount one
