@@ -289,10 +289,11 @@ struct CacheState {
     /// Tokens whose signature verified, by their SHA-256, with the key that
     /// verified them: a pod's token comes back on every republish until
     /// kubelet rotates it, and the signature need not be checked again
-    /// while the issuer still publishes that key under that id. The claims
-    /// (expiry included) are checked on every request all the same. At most
-    /// [`MAX_VERIFIED`] (all forgotten when full).
-    verified: HashMap<[u8; 32], (String, Key)>,
+    /// while the issuer still publishes that key under the token's key id
+    /// (part of the token, so of its digest). The claims (expiry included)
+    /// are checked on every request all the same. At most [`MAX_VERIFIED`]
+    /// (all forgotten when full).
+    verified: HashMap<[u8; 32], Key>,
 }
 
 /// Bound on the remembered verified signatures.
@@ -330,11 +331,6 @@ impl IssuerKeys {
             )));
         }
         let kid = jws.header.get("kid").and_then(Json::as_str).unwrap_or_default();
-        let digest = token_digest(token);
-        if self.verified_before(&digest, kid, Instant::now()) {
-            check_issuer(&jws.claims, self.known_issuer().as_deref())?;
-            return Ok(Proof::Verified);
-        }
         let key = match self.lookup(kid, Instant::now()) {
             Some(key) => Some(key),
             None => match self.refresh().await {
@@ -348,31 +344,28 @@ impl IssuerKeys {
                 format!("the cluster's issuer has published no key with id {kid:?}"),
             );
         };
-        verify_signature(&jws, &key)?;
+        let digest = token_digest(token);
+        if !self.verified_with(&digest, &key) {
+            verify_signature(&jws, &key)?;
+            self.remember_verified(digest, key);
+        }
         check_issuer(&jws.claims, self.known_issuer().as_deref())?;
-        self.remember_verified(digest, kid, key);
         Ok(Proof::Verified)
     }
 
-    /// Whether this token's signature verified before with the key the
-    /// issuer (still, and freshly) publishes as `kid`.
-    fn verified_before(&self, digest: &[u8; 32], kid: &str, now: Instant) -> bool {
+    /// Whether the token with this digest verified before with `key` (the
+    /// key the issuer currently publishes under the token's key id).
+    fn verified_with(&self, digest: &[u8; 32], key: &Key) -> bool {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((by, key)) = state.verified.get(digest) else {
-            return false;
-        };
-        let Some(fetched) = state.fetched.as_ref() else {
-            return false;
-        };
-        by == kid && now.duration_since(fetched.at) <= REFRESH_AFTER && fetched.keys.get(kid) == Some(key)
+        state.verified.get(digest) == Some(key)
     }
 
-    fn remember_verified(&self, digest: [u8; 32], kid: &str, key: Key) {
+    fn remember_verified(&self, digest: [u8; 32], key: Key) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.verified.len() >= MAX_VERIFIED {
             state.verified.clear();
         }
-        state.verified.insert(digest, (kid.to_string(), key));
+        state.verified.insert(digest, key);
     }
 
     /// What is left when the signature cannot be checked (`why`): the
@@ -718,7 +711,8 @@ mod tests {
         };
         let good = sign(&claims_for(&p, 600));
         assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
-        assert!(keys.verified_before(&token_digest(&good), "ec-1", Instant::now()));
+        let published = keys.lookup("ec-1", Instant::now()).unwrap();
+        assert!(keys.verified_with(&token_digest(&good), &published));
         assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
         // The claims are checked on every request: a remembered token for
         // another pod or audience is refused.
@@ -736,7 +730,8 @@ mod tests {
         // signature is checked again, and fails.
         let (_, rotated) = ec_key(&rng);
         publish(&rotated);
-        assert!(!keys.verified_before(&token_digest(&good), "ec-1", Instant::now()));
+        let published = keys.lookup("ec-1", Instant::now()).unwrap();
+        assert!(!keys.verified_with(&token_digest(&good), &published));
         assert!(matches!(
             keys.prove(&good, &p, "vault").await,
             Err(Refusal::BadSignature(_))
