@@ -256,7 +256,7 @@ impl ClassCache {
 
 /// Parses and validates everything a Mount request carries.
 pub fn parse_mount(attributes: &str, secrets: &str, permission: &str, defaults: &Defaults) -> Result<MountSpec> {
-    parse_mount_cached(attributes, secrets, permission, defaults, &ClassCache::default())
+    parse_mount_with(attributes, secrets, permission, defaults, None)
 }
 
 /// [`parse_mount`], taking the parsed `objects` of a class mounted before
@@ -267,6 +267,16 @@ pub fn parse_mount_cached(
     permission: &str,
     defaults: &Defaults,
     classes: &ClassCache,
+) -> Result<MountSpec> {
+    parse_mount_with(attributes, secrets, permission, defaults, Some(classes))
+}
+
+fn parse_mount_with(
+    attributes: &str,
+    secrets: &str,
+    permission: &str,
+    defaults: &Defaults,
+    classes: Option<&ClassCache>,
 ) -> Result<MountSpec> {
     let attrs: HashMap<String, String> = serde_json::from_str(attributes)
         .map_err(|e| invalid(format!("attributes are not a JSON object of strings: {e}")))?;
@@ -351,7 +361,10 @@ pub fn parse_mount_cached(
 
     let objects_yaml =
         get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
-    let ObjectSet { objects, templates } = classes.objects(objects_yaml, default_mode)?;
+    let ObjectSet { objects, templates } = match classes {
+        Some(classes) => classes.objects(objects_yaml, default_mode)?,
+        None => parse_objects(objects_yaml, default_mode)?,
+    };
     let sync = match get("syncSecrets") {
         Some(yaml) => parse_sync(yaml, &objects, &templates)?,
         None => Vec::new(),
