@@ -96,9 +96,14 @@ fn cpu_ns(pid: u32) -> u64 {
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .filter_map(|t| schedstat_ns(&t.path().join("schedstat")))
         .sum()
+}
+
+/// The run time in a `schedstat` file (its first field, nanoseconds).
+fn schedstat_ns(path: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 /// The CPU section: `n` warm one-object mounts through grpc-go on one
@@ -295,11 +300,8 @@ async fn floor_on_own_thread(addr: String, token: String, n: usize) -> anyhow::R
 /// CPU time the calling thread has run, in nanoseconds
 /// (`/proc/thread-self/schedstat`, the same clock as [`cpu_ns`]).
 fn thread_cpu_ns() -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-    stat.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow!("unreadable /proc/thread-self/schedstat: {stat:?}"))
+    schedstat_ns(Path::new("/proc/thread-self/schedstat"))
+        .ok_or_else(|| anyhow!("unreadable /proc/thread-self/schedstat"))
 }
 
 /// The run's scratch directory (created) and the provider binary built
