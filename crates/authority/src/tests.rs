@@ -118,6 +118,18 @@ fn connection_start() -> Vec<u8> {
     [PREFACE.as_slice(), &frame(FRAME_SETTINGS, 0, 0, &[])].concat()
 }
 
+/// A connection's start and one unary gRPC request per header block, on
+/// streams 1, 3, 5, …: the bytes and the stream ids.
+fn unary_requests(blocks: &[&[u8]]) -> (Vec<u8>, Vec<u32>) {
+    let streams: Vec<u32> = (0..blocks.len() as u32).map(|i| 2 * i + 1).collect();
+    let mut bytes = connection_start();
+    for (block, &stream) in blocks.iter().zip(&streams) {
+        bytes.extend(headers(stream, block));
+        bytes.extend(grpc_body(stream));
+    }
+    (bytes, streams)
+}
+
 // --- peers ---------------------------------------------------------------
 
 /// A raw h2 server answering every request like a unary gRPC method.
@@ -224,12 +236,7 @@ fn all_completed(streams: &[u32]) -> HashMap<u32, Outcome> {
 
 #[tokio::test]
 async fn socket_path_authority_becomes_localhost() {
-    let bytes = [
-        connection_start(),
-        headers(1, &request_block(SOCKET.as_bytes())),
-        grpc_body(1),
-    ]
-    .concat();
+    let (bytes, _) = unary_requests(&[&request_block(SOCKET.as_bytes())]);
     let (outcomes, seen, relayed) = through_relay(&bytes, &[1]).await;
     relayed.unwrap();
     assert_eq!(outcomes, all_completed(&[1]));
@@ -247,12 +254,7 @@ async fn socket_path_authority_becomes_localhost() {
 async fn h2_rejects_socket_path_authority_without_relay() {
     let (client, server) = duplex(PIPE);
     let server = spawn_h2_server(server);
-    let bytes = [
-        connection_start(),
-        headers(1, &request_block(SOCKET.as_bytes())),
-        grpc_body(1),
-    ]
-    .concat();
+    let (bytes, _) = unary_requests(&[&request_block(SOCKET.as_bytes())]);
     let outcomes = tokio::time::timeout(PATIENCE, exchange(client, &bytes, &[1]))
         .await
         .unwrap();
@@ -395,19 +397,7 @@ async fn dynamic_table_entries_from_an_earlier_request_are_resolved() {
     ]
     .concat();
     let fourth = [indexed(62), grpc_fields()].concat();
-    let bytes = [
-        connection_start(),
-        headers(1, &first),
-        grpc_body(1),
-        headers(3, &second),
-        grpc_body(3),
-        headers(5, &third),
-        grpc_body(5),
-        headers(7, &fourth),
-        grpc_body(7),
-    ]
-    .concat();
-    let streams = [1, 3, 5, 7];
+    let (bytes, streams) = unary_requests(&[&first, &second, &third, &fourth]);
     let (outcomes, seen, relayed) = through_relay(&bytes, &streams).await;
     relayed.unwrap();
     assert_eq!(outcomes, all_completed(&streams), "{seen:?}");
@@ -666,17 +656,7 @@ async fn switching_to_reencoding_keeps_earlier_table_entries_resolvable() {
     .concat();
     let second = [literal_indexed_name(1, SOCKET.as_bytes()), grpc_fields(), indexed(62)].concat();
     let third = [indexed(63), grpc_fields(), indexed(62)].concat();
-    let bytes = [
-        connection_start(),
-        headers(1, &first),
-        grpc_body(1),
-        headers(3, &second),
-        grpc_body(3),
-        headers(5, &third),
-        grpc_body(5),
-    ]
-    .concat();
-    let streams = [1, 3, 5];
+    let (bytes, streams) = unary_requests(&[&first, &second, &third]);
     let (outcomes, seen, relayed) = through_relay(&bytes, &streams).await;
     relayed.unwrap();
     assert_eq!(outcomes, all_completed(&streams), "{seen:?}");
