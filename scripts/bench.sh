@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The performance harness (docs/performance.md): release build of the
-# provider and csi-bench, a real OpenBao, PostgreSQL and kube-apiserver (the
-# envtest assets, see scripts/testbed.sh envtest), then the run.
+# provider and csi-bench, a real OpenBao and PostgreSQL, Kubernetes (the real
+# kube-apiserver where KUBEBUILDER_ASSETS names it, else the project's
+# double), then the run.
 # Pass --quick for a short smoke run, --pod-hour for the Vault load per
 # pod-hour only.
 set -euo pipefail

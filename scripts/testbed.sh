@@ -11,9 +11,6 @@
 #                                 GOPATH mode, no module download) into .testbed/go/bin
 #   scripts/testbed.sh pg-start   run PostgreSQL on 127.0.0.1:${VCP_PG_PORT:-55432}
 #   scripts/testbed.sh pg-stop    stop it
-#   scripts/testbed.sh envtest    the real Kubernetes control plane (kube-apiserver, etcd):
-#                                 unpack the workplace's envtest assets into .testbed/envtest,
-#                                 unless KUBEBUILDER_ASSETS already names a directory; prints it
 #   scripts/testbed.sh env        print `export` lines: eval "$(scripts/testbed.sh env)"
 #
 # Idempotent; needs root (apt-get, runuser) and no network except the package registries.
@@ -39,11 +36,6 @@ GO_SRC="$REPO/testbed/go-driver"
 GO_PACKAGES=(golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev protobuf-compiler)
 # Bump when the build recipe below changes, to force a rebuild.
 GO_RECIPE="go-driver recipe 1: protoc-gen-go plugins=grpc, GO111MODULE=off"
-# The envtest convention: KUBEBUILDER_ASSETS names a directory holding
-# kube-apiserver and etcd. Without it, the workplace's copy (../shared/envtest
-# next to the repository) is unpacked into .testbed/envtest.
-ENVTEST_DIR="$TESTBED/envtest"
-ENVTEST_SOURCES=("${VCP_ENVTEST_SOURCE:-}" "$REPO/../shared/envtest" "/work/shared/envtest")
 PG_DIR="$TESTBED/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
@@ -217,41 +209,6 @@ install_go_driver() {
   rm -rf "$gopath"
 }
 
-# Prints the directory of the envtest assets, unpacking them if needed;
-# fails saying what to do when there are none.
-cmd_envtest() {
-  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-    [[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]] ||
-      die "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS holds no kube-apiserver and etcd"
-    echo "$KUBEBUILDER_ASSETS"
-    return 0
-  fi
-  local src
-  for src in "${ENVTEST_SOURCES[@]}"; do
-    if [[ -n "$src" && -x "$src/unpack.sh" ]]; then
-      command -v xz >/dev/null || apt_install xz-utils
-      "$src/unpack.sh" "$ENVTEST_DIR" >&2 || die "unpacking $src failed"
-      echo "$ENVTEST_DIR"
-      return 0
-    fi
-  done
-  if [[ -x "$ENVTEST_DIR/kube-apiserver" && -x "$ENVTEST_DIR/etcd" ]]; then
-    echo "$ENVTEST_DIR"
-    return 0
-  fi
-  cat >&2 <<'EOF'
-testbed: error: no Kubernetes control plane for the tests: they run against a real
-kube-apiserver and etcd (Kubernetes 1.30 or later), found through KUBEBUILDER_ASSETS
-as controller-runtime's envtest does. Get them with setup-envtest and say where:
-
-  go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest
-  export KUBEBUILDER_ASSETS="$(setup-envtest use 1.33 -p path)"
-
-(or set VCP_ENVTEST_SOURCE to a directory with unpack.sh, kube-apiserver.xz and etcd.xz).
-EOF
-  exit 1
-}
-
 cmd_install() {
   install_bao
   install_pytools
@@ -389,11 +346,6 @@ cmd_env() {
   if [[ -x "$go_bin" ]]; then
     printf 'export VCP_GO_DRIVER=%q\n' "$go_bin"
   fi
-  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-    printf 'export KUBEBUILDER_ASSETS=%q\n' "$KUBEBUILDER_ASSETS"
-  elif [[ -x "$ENVTEST_DIR/kube-apiserver" && -x "$ENVTEST_DIR/etcd" ]]; then
-    printf 'export KUBEBUILDER_ASSETS=%q\n' "$ENVTEST_DIR"
-  fi
   if [[ -f "$PG_ENV" ]]; then
     local line
     line="$(grep '^VCP_TEST_PG_URL=' "$PG_ENV" || true)"
@@ -404,7 +356,7 @@ cmd_env() {
 }
 
 usage() {
-  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -415,7 +367,6 @@ case "${1:-}" in
   go-driver) install_go_driver ;;
   pg-start) cmd_pg_start ;;
   pg-stop) cmd_pg_stop ;;
-  envtest) cmd_envtest ;;
   env) cmd_env ;;
   *) usage ;;
 esac

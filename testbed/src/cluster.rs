@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::control_plane::ControlPlane;
+use crate::control_plane::{ControlPlane, Https};
 use crate::deploy;
 use crate::kube_proxy::KubeProxy;
 
@@ -100,6 +100,18 @@ impl Cluster {
     /// The control plane behind the proxy.
     pub fn control_plane(&self) -> &ControlPlane {
         &self.cp
+    }
+
+    /// A client of the API server itself (not the proxy) as the cluster
+    /// admin (`system:masters`, by client certificate).
+    pub fn admin_client(&self) -> &Https {
+        self.cp.admin()
+    }
+
+    /// A client of the API server itself without a client certificate:
+    /// requests carry a bearer token, or nothing (anonymous).
+    pub fn client(&self) -> Result<Https> {
+        Ok(Https::new(self.cp.addr(), self.cp.client_config()?))
     }
 
     /// The proxy the test's clients use.

@@ -1,22 +1,30 @@
-//! A real Kubernetes control plane for the tests and the demo: the
-//! `kube-apiserver` and `etcd` binaries of the envtest convention (the
-//! directory `KUBEBUILDER_ASSETS` names), started on loopback with free
-//! ports, TLS, an admin client certificate, the server's own URL as the
-//! service-account issuer, RS256 or ES256 signing keys and `Node,RBAC`
-//! authorization.
+//! The Kubernetes control plane of the tests and the demo, on one of two
+//! backends chosen once per process ([`Backend::from_env`]):
 //!
-//! There is no controller-manager, scheduler or kubelet: namespaces get no
-//! `default` ServiceAccount and pods stay Pending, so the test bed creates
-//! what it uses and plays the kubelet itself (see [`crate::cluster`]).
+//! - **the real one** where `KUBEBUILDER_ASSETS` names a directory with
+//!   `kube-apiserver` and `etcd` (Kubernetes 1.30 or later), the envtest
+//!   convention: both started on loopback with free ports, TLS, an admin
+//!   client certificate, the server's own URL as the service-account
+//!   issuer, RS256 or ES256 signing keys and `Node,RBAC` authorization;
+//! - **the project's double** ([`crate::kube_double`]) everywhere else (this
+//!   project's CI has no such binaries): the same API on loopback with the
+//!   same certificates, keys and issuer, behaving as the real server does
+//!   wherever the provider can tell.
 //!
-//! The processes are always stopped, also when a test fails or panics or
-//! the test process is killed: they run under a small shell script whose
+//! Either way there is no controller-manager, scheduler or kubelet:
+//! namespaces get no `default` ServiceAccount and pods stay Pending, so the
+//! test bed creates what it uses and plays the kubelet itself (see
+//! [`crate::cluster`]).
+//!
+//! The real processes are always stopped, also when a test fails or panics
+//! or the test process is killed: they run under a small shell script whose
 //! stdin is a pipe only this process holds. When the pipe closes — the
 //! [`ControlPlane`] dropped, or the process gone for any reason — the script
-//! stops both servers and removes their directory. One control plane serves
-//! a whole test binary ([`ControlPlane::shared`]); tests keep apart by
-//! namespace.
+//! stops both servers and removes their directory. The double lives in the
+//! test process itself. One control plane serves a whole test binary
+//! ([`ControlPlane::shared`]); tests keep apart by namespace.
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -27,22 +35,24 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
+
+use crate::kube_double::{self, KubeDouble};
+pub use crate::pki::Signing;
+use crate::pki::{client_config, identity, leaf_pem, provider, signing_key, Leaf, Pki};
 
 /// The variable naming the directory with `kube-apiserver` and `etcd`.
 pub const ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
 /// The oldest Kubernetes minor version the test bed accepts (1.30).
 pub const OLDEST_MINOR: u32 = 30;
 
-/// What a person without the assets should do.
-const HOW_TO_GET_ASSETS: &str = "the tests and the demo run against a real Kubernetes API server: set \
-KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd (Kubernetes 1.30 or later). \
-scripts/test.sh and scripts/demo.sh unpack ../shared/envtest into .testbed/envtest when it is there; \
-elsewhere, get them with controller-runtime's setup-envtest: \
-`go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest && \
-export KUBEBUILDER_ASSETS=\"$(setup-envtest use 1.33 -p path)\"`";
+/// How to run on the real control plane.
+const HOW_TO_GET_ASSETS: &str = "to run on a real Kubernetes API server, set KUBEBUILDER_ASSETS to a \
+directory holding kube-apiserver and etcd (Kubernetes 1.30 or later), e.g. with controller-runtime's \
+setup-envtest: `go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest && \
+export KUBEBUILDER_ASSETS=\"$(setup-envtest use 1.33 -p path)\"`; unset it to run on the project's \
+Kubernetes double";
 
 /// The envtest binaries: their directory and the Kubernetes version.
 #[derive(Debug, Clone)]
@@ -54,18 +64,8 @@ pub struct Assets {
 }
 
 impl Assets {
-    /// The assets `KUBEBUILDER_ASSETS` names, checked: both binaries there
-    /// and runnable, Kubernetes 1.30 or later. The error says how to get
-    /// them.
-    pub fn from_env() -> Result<Assets> {
-        let dir = std::env::var_os(ASSETS_ENV)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow!("{ASSETS_ENV} is not set: {HOW_TO_GET_ASSETS}"))?;
-        Self::at(&dir)
-    }
-
-    /// The assets in `dir`, checked as [`Assets::from_env`] does.
+    /// The assets in `dir`, checked: both binaries there and runnable,
+    /// Kubernetes 1.30 or later. The error says how to get them.
     pub fn at(dir: &Path) -> Result<Assets> {
         for binary in ["kube-apiserver", "etcd"] {
             let path = dir.join(binary);
@@ -102,13 +102,46 @@ impl Assets {
     }
 }
 
-/// How the API server signs service-account tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signing {
-    /// An RSA 2048 key (what kubeadm generates): RS256 tokens.
-    Rs256,
-    /// A P-256 key: ES256 tokens.
-    Es256,
+/// Which Kubernetes the test bed runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// kube-apiserver and etcd from the envtest assets.
+    Real(Assets),
+    /// The project's double ([`crate::kube_double`]).
+    Double,
+}
+
+impl Backend {
+    /// The real control plane when `KUBEBUILDER_ASSETS` is set (its
+    /// binaries checked: a set but unusable value is an error, not a quiet
+    /// fall-back), the double when it is unset or empty.
+    pub fn from_env() -> Result<Backend> {
+        match std::env::var_os(ASSETS_ENV).filter(|d| !d.is_empty()) {
+            Some(dir) => Assets::at(Path::new(&dir)).map(Backend::Real),
+            None => Ok(Backend::Double),
+        }
+    }
+
+    /// Whether this is the real kube-apiserver.
+    pub fn is_real(&self) -> bool {
+        matches!(self, Backend::Real(_))
+    }
+
+    /// One line saying which Kubernetes this is, for the start of a run.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Real(a) => format!(
+                "the real kube-apiserver {} and etcd ({ASSETS_ENV}={})",
+                a.version,
+                a.dir.display()
+            ),
+            Backend::Double => format!(
+                "the project's Kubernetes double (API of v{}.{}; {ASSETS_ENV} is not set)",
+                kube_double::VERSION.0,
+                kube_double::VERSION.1
+            ),
+        }
+    }
 }
 
 /// An HTTPS client of the API server over loopback, one connection per
@@ -161,91 +194,220 @@ impl Https {
         content_type: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Value)> {
-        let mut sender = self.connect::<Full<Bytes>>().await?;
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, self.addr.to_string())
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .context("building the request")?;
-        let response = sender
-            .send_request(request)
-            .await
-            .with_context(|| format!("{method} {path}"))?;
+        let answer = self.send(method, path, &[("content-type", content_type)], body).await?;
+        Ok((answer.status, answer.json()))
+    }
+
+    /// One request with `headers` (an `Accept` of `application/json`
+    /// unless they name one); the whole answer.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer> {
+        let response = self.open(method, path, headers, body).await?;
         let status = response.status().as_u16();
-        let bytes = response
+        let headers = response.headers().clone();
+        let body = response
             .into_body()
             .collect()
             .await
             .with_context(|| format!("reading the answer to {method} {path}"))?
             .to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Ok((status, value))
+        Ok(Answer { status, headers, body })
+    }
+
+    /// A GET whose answer is a stream (a watch): its status, and its lines
+    /// as they arrive (the channel closes when the stream ends).
+    pub async fn stream(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, tokio::sync::mpsc::Receiver<String>)> {
+        let response = self.open("GET", path, headers, None).await?;
+        let status = response.status().as_u16();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut body = response.into_body();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else { continue };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line).trim().to_string();
+                    if !line.is_empty() && tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let rest = String::from_utf8_lossy(&pending).trim().to_string();
+            if !rest.is_empty() {
+                let _ = tx.send(rest).await;
+            }
+        });
+        Ok((status, rx))
+    }
+
+    async fn open(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        let mut sender = self.connect::<Full<Bytes>>().await?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.addr.to_string());
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            request = request.header(http::header::ACCEPT, "application/json");
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .context("building the request")?;
+        sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("{method} {path}"))
     }
 }
 
-/// A running kube-apiserver with its etcd. Dropping it stops both.
+/// A whole answer of the API server.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its headers.
+    pub headers: http::HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when empty, a string when not JSON).
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into()))
+        }
+    }
+}
+
+/// What runs behind the control plane's address.
+enum Running {
+    /// The watchdog script of kube-apiserver and etcd; closing its stdin
+    /// stops them.
+    Processes {
+        dir: PathBuf,
+        watchdog: Child,
+        stdin: Option<ChildStdin>,
+    },
+    /// The double, stopped when dropped.
+    Double { _server: KubeDouble },
+}
+
+/// A running control plane. Dropping it stops it.
 pub struct ControlPlane {
-    assets: Assets,
+    backend: Backend,
     signing: Signing,
     addr: SocketAddr,
-    dir: PathBuf,
     ca_pem: String,
     ca: rcgen::Issuer<'static, rcgen::KeyPair>,
     admin: Https,
     admin_pem: (String, String),
     sa_public_pem: String,
-    /// The watchdog script; it ends the servers when `stdin` closes.
-    watchdog: Child,
-    stdin: Option<ChildStdin>,
+    running: Running,
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // Closing the pipe is the stop signal; the script does the rest.
-        drop(self.stdin.take());
-        let _ = self.watchdog.try_wait();
+        if let Running::Processes { watchdog, stdin, .. } = &mut self.running {
+            // Closing the pipe is the stop signal; the script does the rest.
+            drop(stdin.take());
+            let _ = watchdog.try_wait();
+        }
     }
 }
 
 static SHARED: tokio::sync::OnceCell<Arc<ControlPlane>> = tokio::sync::OnceCell::const_new();
 
 impl ControlPlane {
-    /// The test binary's one control plane (RS256), started on first use
-    /// from the assets `KUBEBUILDER_ASSETS` names. It lives until the
-    /// process ends.
+    /// The test binary's one control plane (RS256) on the backend
+    /// [`Backend::from_env`] picks, started on first use; it lives until
+    /// the process ends. Says on stderr (past the test harness's capture)
+    /// which backend it is.
     pub async fn shared() -> Result<Arc<ControlPlane>> {
         SHARED
             .get_or_try_init(|| async {
-                let assets = Assets::from_env()?;
-                ControlPlane::start(&assets, Signing::Rs256).await.map(Arc::new)
+                let backend = Backend::from_env()?;
+                let _ = writeln!(std::io::stderr(), "vcp-testbed: Kubernetes is {}", backend.describe());
+                ControlPlane::start(&backend, Signing::Rs256).await.map(Arc::new)
             })
             .await
             .cloned()
     }
 
-    /// Starts a control plane of its own (stopped when dropped), e.g. with
-    /// another signing algorithm than the shared one.
-    pub async fn start(assets: &Assets, signing: Signing) -> Result<ControlPlane> {
-        // Free ports are picked by binding and releasing them; another
-        // process may take one in between, so a failed start is retried.
-        let mut last = None;
-        for _ in 0..3 {
-            match Self::start_once(assets, signing).await {
-                Ok(cp) => return Ok(cp),
-                Err(e) => last = Some(e),
+    /// Starts a control plane of its own on `backend` (stopped when
+    /// dropped), e.g. with another signing algorithm than the shared one.
+    pub async fn start(backend: &Backend, signing: Signing) -> Result<ControlPlane> {
+        match backend {
+            Backend::Double => Self::start_double(signing).await,
+            Backend::Real(assets) => {
+                // Free ports are picked by binding and releasing them;
+                // another process may take one in between, so a failed
+                // start is retried.
+                let mut last = None;
+                for _ in 0..3 {
+                    match Self::start_real(assets, signing).await {
+                        Ok(cp) => return Ok(cp),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| anyhow!("the control plane did not start")))
             }
         }
-        Err(last.unwrap_or_else(|| anyhow!("the control plane did not start")))
     }
 
-    async fn start_once(assets: &Assets, signing: Signing) -> Result<ControlPlane> {
+    async fn start_double(signing: Signing) -> Result<ControlPlane> {
+        let scratch = tempfile::tempdir().context("a scratch directory for the signing key")?;
+        let pki = Pki::generate()?;
+        let (sa_key_pem, sa_public_pem) = signing_key(signing, scratch.path())?;
+        let double = KubeDouble::start(kube_double::Config {
+            ca_pem: pki.ca_pem.clone(),
+            serving: (pki.serving_cert_pem.clone(), pki.serving_key_pem.clone()),
+            clients: vec![(
+                pki.admin.0.clone(),
+                "vcp-admin".to_string(),
+                vec!["system:masters".to_string()],
+            )],
+            signing: (signing, sa_key_pem, sa_public_pem.clone()),
+        })?;
+        let addr = double.addr();
+        let cp = ControlPlane {
+            backend: Backend::Double,
+            signing,
+            addr,
+            admin: Https::new(addr, client_config(&pki.ca_pem, Some(identity(&pki.admin)?))?),
+            admin_pem: pki.admin.clone(),
+            ca_pem: pki.ca_pem.clone(),
+            ca: pki.ca,
+            sa_public_pem,
+            running: Running::Double { _server: double },
+        };
+        cp.wait_ready(Duration::from_secs(10)).await?;
+        Ok(cp)
+    }
+
+    async fn start_real(assets: &Assets, signing: Signing) -> Result<ControlPlane> {
         // Removed on any failure until the watchdog, which removes it from
         // then on, is running.
         let scratch = tempfile::Builder::new()
@@ -265,7 +427,6 @@ impl ControlPlane {
         write("apiserver.key", &pki.serving_key_pem)?;
         write("sa.key", &sa_key_pem)?;
         write("sa.pub", &sa_public_pem)?;
-
         let etcd = [
             format!("{}/etcd", assets.dir.display()),
             format!("--data-dir={}/etcd-data", dir.display()),
@@ -329,7 +490,7 @@ impl ControlPlane {
         let _ = scratch.keep();
         let stdin = watchdog.stdin.take();
         let cp = ControlPlane {
-            assets: assets.clone(),
+            backend: Backend::Real(assets.clone()),
             signing,
             addr,
             admin: Https::new(addr, client_config(&pki.ca_pem, Some(identity(&pki.admin)?))?),
@@ -337,9 +498,7 @@ impl ControlPlane {
             ca_pem: pki.ca_pem.clone(),
             ca: pki.ca,
             sa_public_pem,
-            dir,
-            watchdog,
-            stdin,
+            running: Running::Processes { dir, watchdog, stdin },
         };
         cp.wait_ready(Duration::from_secs(60)).await?;
         Ok(cp)
@@ -360,7 +519,7 @@ impl ControlPlane {
             }
             if Instant::now() >= until {
                 bail!(
-                    "kube-apiserver not ready after {within:?} ({last}): {}",
+                    "the API server is not ready after {within:?} ({last}): {}",
                     self.log_tail("kube-apiserver")
                 );
             }
@@ -370,7 +529,10 @@ impl ControlPlane {
 
     /// Which server process has exited, if one has.
     fn exited(&self) -> Option<&'static str> {
-        let pids = std::fs::read_to_string(self.dir.join("pids")).ok()?;
+        let Running::Processes { dir, .. } = &self.running else {
+            return None;
+        };
+        let pids = std::fs::read_to_string(dir.join("pids")).ok()?;
         let mut pids = pids.split_whitespace();
         for name in ["etcd", "kube-apiserver"] {
             let pid = pids.next()?;
@@ -383,7 +545,10 @@ impl ControlPlane {
 
     /// The last lines of a server's log.
     fn log_tail(&self, name: &str) -> String {
-        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let Running::Processes { dir, .. } = &self.running else {
+            return String::new();
+        };
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -419,9 +584,10 @@ impl ControlPlane {
         self.signing
     }
 
-    /// The Kubernetes version, e.g. `v1.36.2`, and where its binaries are.
-    pub fn assets(&self) -> &Assets {
-        &self.assets
+    /// Which backend this is (for the real one, its version and where its
+    /// binaries are).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// A client authenticated as a cluster admin (`system:masters`).
@@ -468,166 +634,6 @@ fn free_ports() -> Result<[u16; 3]> {
 /// A shell word for `s`.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The service-account signing key (PEM) and its public key (SPKI PEM).
-fn signing_key(signing: Signing, dir: &Path) -> Result<(String, String)> {
-    match signing {
-        Signing::Es256 => {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("P-256 key")?;
-            Ok((key.serialize_pem(), key.public_key_pem()))
-        }
-        Signing::Rs256 => {
-            // ring cannot generate RSA keys; openssl can.
-            let key = dir.join("sa-rsa.key");
-            let run = |args: &[&str]| -> Result<Vec<u8>> {
-                let out = Command::new("openssl")
-                    .args(args)
-                    .output()
-                    .context("running openssl (Debian: openssl)")?;
-                if !out.status.success() {
-                    bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                Ok(out.stdout)
-            };
-            let path = key.display().to_string();
-            run(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                &path,
-            ])?;
-            let public = run(&["pkey", "-in", &path, "-pubout"])?;
-            let private = std::fs::read_to_string(&key).context("reading the RSA key")?;
-            Ok((private, String::from_utf8(public).context("openssl's public key")?))
-        }
-    }
-}
-
-/// The CA, the API server's serving certificate and the admin's client
-/// certificate.
-struct Pki {
-    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca_pem: String,
-    serving_cert_pem: String,
-    serving_key_pem: String,
-    /// The admin's client certificate and key (PEM).
-    admin: (String, String),
-}
-
-impl Pki {
-    fn generate() -> Result<Pki> {
-        let ca_key = rcgen::KeyPair::generate().context("CA key")?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "vcp-testbed-ca");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = params.self_signed(&ca_key).context("self-signing the CA")?;
-        let ca = rcgen::Issuer::new(params, ca_key);
-        let (serving_cert_pem, serving_key_pem) = leaf_pem(&ca, "kube-apiserver", Leaf::Server)?;
-        let admin = leaf_pem(
-            &ca,
-            "vcp-admin",
-            Leaf::Client {
-                group: "system:masters",
-            },
-        )?;
-        Ok(Pki {
-            ca,
-            ca_pem: ca_cert.pem(),
-            serving_cert_pem,
-            serving_key_pem,
-            admin,
-        })
-    }
-}
-
-/// What a leaf certificate is for.
-enum Leaf {
-    /// Serving `127.0.0.1`, `localhost` and the in-cluster names.
-    Server,
-    /// A client in `group` (the certificate's organization).
-    Client { group: &'static str },
-}
-
-fn leaf_params(name: &str, kind: &Leaf) -> Result<rcgen::CertificateParams> {
-    let sans = match kind {
-        Leaf::Server => vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-            "kubernetes".to_owned(),
-            "kubernetes.default".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-            "kubernetes.default.svc.cluster.local".to_owned(),
-        ],
-        Leaf::Client { .. } => Vec::new(),
-    };
-    let mut params = rcgen::CertificateParams::new(sans)?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    match kind {
-        Leaf::Server => params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
-        Leaf::Client { group } => {
-            params.distinguished_name.push(rcgen::DnType::OrganizationName, *group);
-            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        }
-    }
-    Ok(params)
-}
-
-fn leaf_pem(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, name: &str, kind: Leaf) -> Result<(String, String)> {
-    let key = rcgen::KeyPair::generate().context("leaf key")?;
-    let cert = leaf_params(name, &kind)?
-        .signed_by(&key, ca)
-        .with_context(|| format!("signing the {name} certificate"))?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-/// A certificate and key in PEM as rustls takes them.
-fn identity((cert_pem, key_pem): &(String, String)) -> Result<Identity> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("a leaf certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("a leaf key")?;
-    Ok((chain, key))
-}
-
-/// ring, explicitly: independent of any process-wide default provider.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn client_config(ca_pem: &str, identity: Option<Identity>) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.context("the CA certificate")?;
-        roots.add(cert).context("trusting the CA")?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .context("the client certificate")?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Test bed: the cluster around the provider in tests and the demo. A real
+//! Test bed: the cluster around the provider in tests and the demo. A
 //! Kubernetes control plane ([`control_plane`]: kube-apiserver and etcd from
-//! the envtest assets) shared by a test binary, each test's share of it
+//! the envtest assets where `KUBEBUILDER_ASSETS` names them, the project's
+//! own double, [`kube_double`], elsewhere) shared by a test binary, each test's share of it
 //! ([`cluster`]) behind a fault proxy ([`kube_proxy`]), the install
 //! manifests as `kubectl kustomize` renders them ([`deploy`]), a
 //! driver-like gRPC client, real gRPC clients (grpc-go and C-core programs,
@@ -17,8 +18,10 @@ pub mod deploy;
 pub mod driver;
 pub mod fault_proxy;
 pub mod floor;
+pub mod kube_double;
 pub mod kube_proxy;
 pub mod openbao;
+pub mod pki;
 pub mod postgres;
 pub mod raft;
 pub mod vault_proxy;

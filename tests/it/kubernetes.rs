@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 use serde_json::json;
 use tonic::Code;
-use vcp_testbed::control_plane::{Assets, ControlPlane, Signing};
+use vcp_testbed::control_plane::{Backend, ControlPlane, Signing};
 
 /// A kubelet token reused through the signature check, and what the check
 /// refuses, on a world whose issuer signs with `signing`.
@@ -76,8 +76,8 @@ async fn rs256_issuer_tokens_are_verified_by_their_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_issuer_tokens_are_verified_by_their_signature() {
     // A control plane of its own: the shared one signs with RSA.
-    let assets = Assets::from_env().expect("envtest assets");
-    let cp = ControlPlane::start(&assets, Signing::Es256)
+    let backend = Backend::from_env().expect("the Kubernetes backend");
+    let cp = ControlPlane::start(&backend, Signing::Es256)
         .await
         .expect("an ES256 control plane");
     let dir = tempfile::tempdir().unwrap();

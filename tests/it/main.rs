@@ -15,6 +15,7 @@ mod install;
 mod key_watch;
 mod kubectl;
 mod kubernetes;
+mod kubernetes_conformance;
 mod layers;
 mod leases;
 mod load;

@@ -1,6 +1,7 @@
 //! `csi-testbed demo`: the whole path on one machine. Starts a real OpenBao
-//! dev server and a real Kubernetes control plane (kube-apiserver and etcd
-//! from the envtest assets `KUBEBUILDER_ASSETS` names), wires Vault's
+//! dev server and a Kubernetes control plane (the real kube-apiserver and
+//! etcd where `KUBEBUILDER_ASSETS` names them, the project's double
+//! elsewhere: see `vcp_testbed::control_plane`), wires Vault's
 //! kubernetes auth to it, starts the real `vault-csi-provider` binary as its
 //! own ServiceAccount with the RBAC `deploy/` renders, creates a pod, and
 //! mounts a SecretProviderClass for it through the unix socket exactly as
@@ -10,6 +11,10 @@
 //! as driver v1.6 does (`testbed/go-driver`, found through `VCP_GO_DRIVER`;
 //! `scripts/demo.sh` builds it). Without it the demo says so and uses the
 //! test bed's tonic client instead.
+//!
+//! `csi-testbed kubernetes` prints which Kubernetes the test bed would run
+//! on (the line `scripts/test.sh` starts with), and fails when
+//! `KUBEBUILDER_ASSETS` is set but names no usable binaries.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -19,6 +24,7 @@ use anyhow::{anyhow, Context as _};
 use serde_json::json;
 use vcp_proto::MountResponse;
 use vcp_testbed::clients::{RealClient, GO_DRIVER_ENV};
+use vcp_testbed::control_plane::Backend;
 use vcp_testbed::driver::{mount_request, Generation};
 use vcp_testbed::world::{params, World};
 
@@ -36,8 +42,20 @@ const OBJECTS: &str = r#"
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
+    if command == "kubernetes" {
+        return match Backend::from_env() {
+            Ok(backend) => {
+                println!("Kubernetes: {}", backend.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("csi-testbed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if command != "demo" {
-        eprintln!("usage: csi-testbed demo");
+        eprintln!("usage: csi-testbed demo | csi-testbed kubernetes");
         return ExitCode::from(64);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -66,14 +84,13 @@ async fn demo() -> anyhow::Result<()> {
 
 async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let binary = provider_binary()?;
-    println!("starting OpenBao (dev server) and a Kubernetes control plane (kube-apiserver, etcd) ...");
+    println!("starting OpenBao (dev server) and a Kubernetes control plane ...");
     let world = World::start_named(dir, "demo").await?;
     let cp = world.kube.control_plane();
     println!(
-        "  Kubernetes: kube-apiserver {} at {} (envtest assets in {}; RS256 service-account issuer)",
-        cp.assets().version,
+        "  Kubernetes: {} at {} (RS256 service-account issuer)",
+        cp.backend().describe(),
         cp.url(),
-        cp.assets().dir.display()
     );
     world
         .bao

@@ -149,6 +149,22 @@ impl Bed {
     }
 }
 
+/// Whether the test may go on: true on the real kube-apiserver; on the
+/// double, says (past the harness's capture, so it shows in every run's
+/// output) that this test runs only on the real server and why.
+pub fn real_server_only(kube: &Cluster, why: &str) -> bool {
+    if kube.control_plane().backend().is_real() {
+        return true;
+    }
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("this test").to_string();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: runs only on the real kube-apiserver (set KUBEBUILDER_ASSETS): {why}"
+    );
+    false
+}
+
 /// The provider binary built for these tests.
 pub fn provider_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"))
