@@ -180,6 +180,7 @@ impl ProviderConfig {
                     defaults: primary,
                     fetch_concurrency: usize::from(flags.fetch_concurrency),
                     node_name: node_name.clone(),
+                    authoritative_classes: flags.spc_authoritative_class,
                 },
                 ledger: LedgerSettings {
                     reuse: flags.lease_reuse,

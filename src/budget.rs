@@ -8,8 +8,9 @@
 //! on its node stops getting secrets. So what a mount holds is counted as it
 //! grows — response bytes as they stream in, their parsed form, each rendered
 //! file — against its own limit and against one provider-wide pool, and a
-//! mount that would exceed either fails with RESOURCE_EXHAUSTED naming the
-//! limit, while every other mount goes on.
+//! mount that would exceed either fails naming the limit (its own: the
+//! class asks too much; the pool: the provider is busy, a retry may pass),
+//! while every other mount goes on.
 //!
 //! The count is conservative (a response's bytes stay counted after they are
 //! parsed and dropped) and ends with the mount: a [`MountBudget`] gives its
@@ -45,7 +46,11 @@ pub enum Exceeded {
 
 impl From<Exceeded> for crate::error::Error {
     fn from(e: Exceeded) -> Self {
-        crate::error::Error::new(crate::error::ErrorKind::TooLarge, e.to_string()).with_source(e)
+        let kind = match e {
+            Exceeded::Mount { .. } => crate::error::ErrorKind::TooLarge,
+            Exceeded::Provider { .. } => crate::error::ErrorKind::Busy,
+        };
+        crate::error::Error::new(kind, e.to_string()).with_source(e)
     }
 }
 

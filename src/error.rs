@@ -47,8 +47,13 @@ pub enum ErrorKind {
     /// service-account token names another pod, is expired or forged, or the
     /// pod does not run on this node).
     NotThisPod,
-    /// The files would exceed what the driver accepts.
+    /// The mount asks for more than one mount may have: files over what the
+    /// driver accepts, or more memory than `-max-mount-bytes`.
     TooLarge,
+    /// Capacity the provider shares between mounts (mount slots, the
+    /// memory pool of `-max-inflight-bytes`) is taken by others: a retry
+    /// may pass.
+    Busy,
     /// The provider is shutting down or misconfigured.
     Internal,
 }
@@ -56,19 +61,32 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The gRPC status code for this kind: the one mapping from cause to code.
     ///
-    /// UNAVAILABLE makes the driver retry the whole Mount up to three times, so
-    /// it is only used where nothing non-idempotent can have happened yet.
+    /// Every code is *final* for kubelet (none of CANCELLED,
+    /// DEADLINE_EXCEEDED, UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED). kubelet
+    /// keeps the volume's target directory after a non-final code and
+    /// retries soon; the driver then finds that fresh directory, answers OK
+    /// without calling the provider, and the pod starts with an empty
+    /// secrets volume until a republish after the rotation interval. After
+    /// a final code kubelet removes the directory and its retry calls the
+    /// provider afresh. So a failure that may pass — Vault or Kubernetes
+    /// unreachable, failing or slow, the provider's shared capacity taken —
+    /// is
+    /// FAILED_PRECONDITION ("not now"), and one the class causes by asking
+    /// too much is INVALID_ARGUMENT; the kind stays in the message, the log
+    /// line and the metric label ([`ErrorKind::label`]).
     pub fn code(self) -> Code {
         match self {
-            ErrorKind::InvalidRequest => Code::InvalidArgument,
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge => Code::InvalidArgument,
             ErrorKind::VaultDenied | ErrorKind::KubeDenied | ErrorKind::NotThisPod => Code::PermissionDenied,
             ErrorKind::NotFound => Code::NotFound,
-            ErrorKind::VaultRejected | ErrorKind::SyncRefused => Code::FailedPrecondition,
-            ErrorKind::VaultUnavailable | ErrorKind::KubeUnavailable => Code::Unavailable,
-            ErrorKind::VaultFailed => Code::Aborted,
+            ErrorKind::VaultRejected
+            | ErrorKind::SyncRefused
+            | ErrorKind::VaultUnavailable
+            | ErrorKind::KubeUnavailable
+            | ErrorKind::VaultFailed
+            | ErrorKind::Timeout
+            | ErrorKind::Busy => Code::FailedPrecondition,
             ErrorKind::BadResponse | ErrorKind::Internal => Code::Internal,
-            ErrorKind::Timeout => Code::DeadlineExceeded,
-            ErrorKind::TooLarge => Code::ResourceExhausted,
         }
     }
 
@@ -86,6 +104,7 @@ impl ErrorKind {
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::Timeout => "timeout",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::Busy => "busy",
             ErrorKind::NotThisPod => "not_this_pod",
             ErrorKind::SyncRefused => "sync_refused",
             ErrorKind::Internal => "internal",
@@ -288,6 +307,76 @@ pub(crate) fn describe_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    /// The gRPC codes kubelet treats as "the operation may still be in
+    /// progress" when NodePublishVolume returns them: it keeps the target
+    /// directory and retries, and the driver's retry of a mount it just set up
+    /// answers OK without calling the provider. The provider never answers a
+    /// Mount with one of these ([`ErrorKind::code`]).
+    const NOT_FINAL: [Code; 5] = [
+        Code::Cancelled,
+        Code::DeadlineExceeded,
+        Code::Unavailable,
+        Code::ResourceExhausted,
+        Code::Aborted,
+    ];
+
+    /// Every kind, listed by a match without a wildcard: a new kind does not
+    /// compile until it is added here, and so to the tests below.
+    fn every_kind() -> Vec<ErrorKind> {
+        let all = [
+            ErrorKind::InvalidRequest,
+            ErrorKind::VaultDenied,
+            ErrorKind::NotFound,
+            ErrorKind::VaultRejected,
+            ErrorKind::VaultUnavailable,
+            ErrorKind::VaultFailed,
+            ErrorKind::KubeDenied,
+            ErrorKind::KubeUnavailable,
+            ErrorKind::BadResponse,
+            ErrorKind::Timeout,
+            ErrorKind::SyncRefused,
+            ErrorKind::NotThisPod,
+            ErrorKind::TooLarge,
+            ErrorKind::Busy,
+            ErrorKind::Internal,
+        ];
+        for kind in all {
+            match kind {
+                ErrorKind::InvalidRequest
+                | ErrorKind::VaultDenied
+                | ErrorKind::NotFound
+                | ErrorKind::VaultRejected
+                | ErrorKind::VaultUnavailable
+                | ErrorKind::VaultFailed
+                | ErrorKind::KubeDenied
+                | ErrorKind::KubeUnavailable
+                | ErrorKind::BadResponse
+                | ErrorKind::Timeout
+                | ErrorKind::SyncRefused
+                | ErrorKind::NotThisPod
+                | ErrorKind::TooLarge
+                | ErrorKind::Busy
+                | ErrorKind::Internal => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    #[test]
+    fn no_kind_answers_a_code_kubelet_would_not_take_as_final() {
+        let kinds = every_kind();
+        assert_eq!(kinds.len(), 15);
+        for kind in kinds {
+            let code = Error::new(kind, "x").code();
+            assert!(
+                !NOT_FINAL.contains(&code),
+                "{} answers {code:?}, which kubelet takes as still in progress: a pod could start with an empty volume",
+                kind.label()
+            );
+            assert_eq!(tonic::Status::from(Error::new(kind, "x")).code(), code);
+        }
+    }
+
     #[test]
     fn every_kind_maps_to_the_documented_code() {
         let cases = [
@@ -296,16 +385,18 @@ mod tests {
             (ErrorKind::KubeDenied, Code::PermissionDenied),
             (ErrorKind::NotFound, Code::NotFound),
             (ErrorKind::VaultRejected, Code::FailedPrecondition),
-            (ErrorKind::VaultUnavailable, Code::Unavailable),
-            (ErrorKind::KubeUnavailable, Code::Unavailable),
-            (ErrorKind::VaultFailed, Code::Aborted),
+            (ErrorKind::VaultUnavailable, Code::FailedPrecondition),
+            (ErrorKind::KubeUnavailable, Code::FailedPrecondition),
+            (ErrorKind::VaultFailed, Code::FailedPrecondition),
             (ErrorKind::BadResponse, Code::Internal),
             (ErrorKind::Internal, Code::Internal),
-            (ErrorKind::Timeout, Code::DeadlineExceeded),
-            (ErrorKind::TooLarge, Code::ResourceExhausted),
+            (ErrorKind::Timeout, Code::FailedPrecondition),
+            (ErrorKind::TooLarge, Code::InvalidArgument),
+            (ErrorKind::Busy, Code::FailedPrecondition),
             (ErrorKind::SyncRefused, Code::FailedPrecondition),
             (ErrorKind::NotThisPod, Code::PermissionDenied),
         ];
+        assert_eq!(cases.len(), every_kind().len());
         for (kind, code) in cases {
             assert_eq!(Error::new(kind, "x").code(), code, "{}", kind.label());
         }

@@ -15,6 +15,7 @@ use serde_json::Value as Json;
 
 use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::error::{Error, ErrorKind, Result};
+use crate::kubernetes::classes::AuthoritativeClasses;
 use crate::kubernetes::client::KubeClient;
 use crate::kubernetes::identity::{IssuerKeys, Proof};
 use crate::kubernetes::sync::Syncer;
@@ -40,6 +41,9 @@ pub struct Settings {
     pub fetch_concurrency: usize,
     /// This node's name: a pod that does not run here gets no token.
     pub node_name: Option<String>,
+    /// Refuse mounts whose pod changes what its class says
+    /// (`-spc-authoritative-class`).
+    pub authoritative_classes: bool,
 }
 
 /// The raw fields of a Mount request.
@@ -90,6 +94,8 @@ pub struct Mounter {
     on_node: std::sync::Mutex<HashMap<String, Instant>>,
     /// The classes' parsed `objects`, so a republish does not parse them again.
     classes: spc::ClassCache,
+    /// With `-spc-authoritative-class`: the check against the class.
+    authoritative: Option<AuthoritativeClasses>,
 }
 
 /// How long a pod seen on this node is trusted to stay there.
@@ -109,7 +115,12 @@ impl Mounter {
     ) -> Mounter {
         let syncer = Syncer::new(kube.clone());
         let issuer = IssuerKeys::new(kube.clone());
+        let authoritative = kube
+            .clone()
+            .filter(|_| settings.authoritative_classes)
+            .map(AuthoritativeClasses::new);
         Mounter {
+            authoritative,
             issuer,
             on_node: Default::default(),
             classes: Default::default(),
@@ -171,7 +182,13 @@ impl Mounter {
             "mount for pod {}/{} timed out after {:?}",
             spec.pod.namespace, spec.pod.name, remaining
         );
-        match tokio::time::timeout(remaining, self.mount_spec(&spec, deadline)).await {
+        let work = async {
+            if let Some(classes) = &self.authoritative {
+                classes.check(&input.attributes, &spec.pod).await?;
+            }
+            self.mount_spec(&spec, deadline).await
+        };
+        match tokio::time::timeout(remaining, work).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,

@@ -210,6 +210,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
                 defaults,
                 fetch_concurrency: usize::from(flags.fetch_concurrency),
                 node_name: None,
+                authoritative_classes: false,
             },
             ledger: LedgerSettings {
                 reuse: false,

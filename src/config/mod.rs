@@ -233,7 +233,7 @@ pub struct Flags {
     pub max_mount_bytes: usize,
 
     /// Most memory all running mounts together may hold; a mount that would
-    /// exceed it fails with RESOURCE_EXHAUSTED (the driver retries).
+    /// exceed it fails as busy (kubelet retries it).
     #[arg(long = "max-inflight-bytes", default_value = "48MiB", value_parser = parse_size)]
     pub max_inflight_bytes: usize,
 
@@ -271,6 +271,14 @@ pub struct Flags {
     /// tokens the provider requests. Comma-separated. Empty: any.
     #[arg(long = "spc-allowed-audiences", value_delimiter = ',')]
     pub spc_allowed_audiences: Vec<String>,
+
+    /// Whether SecretProviderClasses are authoritative: a mount whose
+    /// attributes (the pod's volumeAttributes copied over the class's
+    /// parameters) change the class's objects, role, address, auth mount or
+    /// audience is refused. Reads the class from the API (get on
+    /// secretproviderclasses).
+    #[arg(long = "spc-authoritative-class", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
+    pub spc_authoritative_class: bool,
 
     /// How many objects of one Mount are fetched from Vault at the same time.
     #[arg(long = "fetch-concurrency", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -142,7 +142,7 @@ impl CsiDriverProvider for ProviderService {
                 None => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
             },
             Ok(Err(_)) => Err(Error::new(ErrorKind::Internal, "the provider is shutting down")),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, format!(
+            Err(_) => Err(Error::new(ErrorKind::Busy, format!(
                 "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy (is Vault slow?)"
             ))),
         };

@@ -384,6 +384,42 @@ impl Cluster {
         }
     }
 
+    /// A SecretProviderClass `name` in `ns` with `parameters` (provider
+    /// `vault`), as its author writes it; the CSI driver's
+    /// CustomResourceDefinition is installed first if missing.
+    pub async fn add_class(&self, ns: &str, name: &str, parameters: &BTreeMap<String, String>) -> Result<()> {
+        let crd = self.apply_one(&secret_provider_class_crd()).await?;
+        let established = |crd: &Value| {
+            crd["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
+        };
+        let path = object_path(&crd)?;
+        let class = json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"provider": "vault", "parameters": parameters},
+        });
+        // A new definition is served a moment after it is established.
+        let mut last = None;
+        for _ in 0..100 {
+            let current = expect_ok(
+                self.admin("GET", &path, "application/json", None).await?,
+                "reading",
+                &path,
+            )?;
+            if established(&current) {
+                match self.apply_one(&class).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = Some(e),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow!("the SecretProviderClass definition was never established")))
+    }
+
     /// The provider's ServiceAccount ([`PROVIDER_SA`]) in `ns` (created if
     /// missing) with the RBAC that `deploy/base` and `components` render,
     /// placed in `ns`; cluster-scoped roles and bindings get `ns` in their
@@ -579,6 +615,48 @@ fn unique_prefix(name: &str) -> String {
     format!("{}-{n}", slug.trim_end_matches('-'))
 }
 
+/// The Secrets Store CSI driver's SecretProviderClass definition, its
+/// `v1` schema cut to what classes hold (parameters are strings).
+fn secret_provider_class_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "secretproviderclasses.secrets-store.csi.x-k8s.io"},
+        "spec": {
+            "group": "secrets-store.csi.x-k8s.io",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "SecretProviderClass",
+                "listKind": "SecretProviderClassList",
+                "plural": "secretproviderclasses",
+                "singular": "secretproviderclass",
+            },
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "properties": {
+                                "provider": {"type": "string"},
+                                "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "secretObjects": {
+                                    "type": "array",
+                                    "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                                },
+                            },
+                        },
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    },
+                }},
+            }],
+        },
+    })
+}
+
 /// The API path of an object.
 fn object_path(object: &Value) -> Result<String> {
     let api_version = str_at(object, "/apiVersion")?;
@@ -592,9 +670,17 @@ fn object_path(object: &Value) -> Result<String> {
     let lower = kind.to_ascii_lowercase();
     let plural = match lower.strip_suffix('y') {
         Some(stem) => format!("{stem}ies"),
+        None if lower.ends_with('s') => format!("{lower}es"),
         None => format!("{lower}s"),
     };
-    const CLUSTER_SCOPED: [&str; 5] = ["Namespace", "Node", "ClusterRole", "ClusterRoleBinding", "CSIDriver"];
+    const CLUSTER_SCOPED: [&str; 6] = [
+        "Namespace",
+        "Node",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CSIDriver",
+        "CustomResourceDefinition",
+    ];
     if CLUSTER_SCOPED.contains(&kind) {
         Ok(format!("{group}/{plural}/{name}"))
     } else {

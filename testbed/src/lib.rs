@@ -20,6 +20,7 @@ pub mod fault_proxy;
 pub mod floor;
 pub mod kube_double;
 pub mod kube_proxy;
+pub mod kubelet;
 pub mod openbao;
 pub mod pki;
 pub mod postgres;

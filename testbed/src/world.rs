@@ -144,6 +144,24 @@ impl World {
         Ok(pod)
     }
 
+    /// kubelet's `serviceAccount.tokens` for `pod` (audience `vault`),
+    /// freshly minted: what every NodePublishVolume brings.
+    pub async fn fresh_tokens(&self, pod: &PodContext) -> anyhow::Result<Option<String>> {
+        let ttl = Duration::from_secs(3600);
+        let token = self
+            .kube
+            .bound_token(
+                &pod.namespace,
+                &pod.name,
+                &pod.uid,
+                &pod.service_account,
+                &["vault"],
+                ttl,
+            )
+            .await?;
+        Ok(Some(PodContext::tokens_json("vault", &token, SystemTime::now() + ttl)))
+    }
+
     /// Adds a pod on the world's node whose volume context carries no token.
     pub async fn pod_without_token(&self, ns: &str, name: &str, sa: &str) -> anyhow::Result<PodContext> {
         let uid = self.kube.add_pod(ns, name, sa, &self.kube.node).await?;

@@ -31,6 +31,7 @@ const COMPONENTS: &[&str] = &[
     "non-root",
     "network-policy",
     "openbao",
+    "authoritative-class",
 ];
 /// The example scenarios, each a directory under `examples/`, each mounted below.
 const EXAMPLES: &[&str] = &[
@@ -204,7 +205,7 @@ fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 /// The permissions a rendered install grants, after checking the shape
-/// every variant must have: core API group only, no wildcards, every binding
+/// every variant must have: core API group only (but for SecretProviderClasses), no wildcards, every binding
 /// for the provider's own service account and to a role rendered alongside.
 fn grants(v: &Variant) -> BTreeSet<Grant> {
     let sa = of_kind(&v.objects, "ServiceAccount");
@@ -226,10 +227,16 @@ fn grants(v: &Variant) -> BTreeSet<Grant> {
                         v.name
                     );
                 }
+                // The core API, and the CSI driver's SecretProviderClasses.
+                let group = if strings(&rule["resources"]) == ["secretproviderclasses"] {
+                    "secrets-store.csi.x-k8s.io"
+                } else {
+                    ""
+                };
                 assert_eq!(
                     strings(&rule["apiGroups"]),
-                    vec![""],
-                    "{}: {name}: core API only",
+                    vec![group],
+                    "{}: {name}: core API only, but for SecretProviderClasses",
                     v.name
                 );
                 assert!(rule.get("nonResourceURLs").is_none(), "{}: {name}: no URLs", v.name);
@@ -322,6 +329,7 @@ fn needed(component: &str) -> BTreeSet<Grant> {
             g("unbound/vault-csi-provider-secret-sync", "secrets", "", "patch"),
             g("unbound/vault-csi-provider-secret-sync", "pods", "", "get"),
         ],
+        "authoritative-class" => vec![g("cluster", "secretproviderclasses", "", "get")],
         // openbao: both sockets share one key Secret and one identity.
         "metrics" | "non-root" | "network-policy" | "openbao" => vec![],
         other => panic!("no RBAC expectation for component {other}"),

@@ -14,6 +14,7 @@ mod faults;
 mod install;
 mod key_watch;
 mod kubectl;
+mod kubelet;
 mod kubernetes;
 mod kubernetes_conformance;
 mod layers;

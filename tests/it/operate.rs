@@ -302,13 +302,13 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
     let req = mount_request(Generation::V16, "spc", &params(OBJECTS, &[]), &pod, false, Vec::new());
     let client = p.client(Generation::V16).await.expect("socket accepts");
     let e = client.mount(req, Duration::from_secs(5)).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert_failed_as(&p, &e, "vault_unavailable");
     let m = scrape(addr).await;
     assert_eq!(value(&m, "vault_csi_provider_vault_up"), 0.0);
     assert_eq!(
         value(
             &m,
-            r#"vault_csi_provider_mounts_total{result="vault_unavailable",code="UNAVAILABLE"}"#
+            r#"vault_csi_provider_mounts_total{result="vault_unavailable",code="FAILED_PRECONDITION"}"#
         ),
         1.0
     );

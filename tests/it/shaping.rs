@@ -464,7 +464,7 @@ async fn templates_that_read_files_or_loop_forever_fail_quickly() {
             started.elapsed()
         );
         assert!(
-            matches!(e.code(), tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted),
+            e.code() == tonic::Code::InvalidArgument,
             "{tpl}: {:?} {}",
             e.code(),
             e.message()

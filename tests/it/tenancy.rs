@@ -335,7 +335,7 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
     ] {
         let started = Instant::now();
         let e = p.mount(&params(objects, &[]), &pod).await.expect_err("over budget");
-        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_failed_as(&p, &e, "too_large");
         assert_mentions(&e, &[needle]);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -348,7 +348,10 @@ async fn mounts_that_read_or_render_too_much_are_refused_and_the_provider_stays_
     }
     for r in futures_util::future::join_all(running).await {
         let e = r.expect_err("over budget");
-        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.code() == code_of("too_large") || e.code() == code_of("busy"),
+            "its own limit or the pool's: {e:?}"
+        );
     }
     sampling.store(false, std::sync::atomic::Ordering::SeqCst);
     sampler.await.unwrap();

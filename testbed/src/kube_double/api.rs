@@ -434,7 +434,7 @@ fn non_resource(ctx: &Ctx, path: &str) -> Result<Response<Body>, Status> {
             let keys = json!({"keys": [shared.signer.jwk()]});
             Ok(respond(200, "application/jwk-set+json", keys.to_string().into_bytes()))
         }
-        other => match discovery::document(other, &shared.issuer) {
+        other => match discovery::document(other, &shared.issuer, |r| resources::served(&shared.lock(), r)) {
             Some(doc) => Ok(json_response(200, &doc)),
             None => Err(Status::no_route()),
         },
@@ -452,6 +452,9 @@ fn resource(
         if !validate::valid_name(r, n) && ctx.method != Method::GET {
             return Err(Status::not_found(r, n));
         }
+    }
+    if !resources::served(&ctx.shared.lock(), r) {
+        return Err(Status::no_route());
     }
     let watch = matches!(ctx.query("watch"), Some("true" | "1"));
     match (ctx.method.clone(), name, sub) {

@@ -39,9 +39,12 @@ fn api_resource(r: &Resource) -> Value {
     v
 }
 
-fn resource_list(group: &str, version: &str) -> Option<Value> {
+fn resource_list(group: &str, version: &str, served: &impl Fn(&Resource) -> bool) -> Option<Value> {
     let mut list: Vec<Value> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version && served(r))
+    {
         list.push(api_resource(r));
         if r.plural == "serviceaccounts" {
             list.push(
@@ -77,8 +80,13 @@ fn api_group(group: &str) -> Value {
     json!({"name": group, "versions": [gv], "preferredVersion": gv})
 }
 
-/// The discovery document at `path`, if it is one.
-pub fn document(path: &str, issuer: &str) -> Option<Value> {
+/// The discovery document at `path`, if it is one; `served` says which
+/// resources are served now (custom ones only once their definition exists).
+pub fn document(path: &str, issuer: &str, served: impl Fn(&Resource) -> bool) -> Option<Value> {
+    let groups: Vec<&str> = resources::groups()
+        .into_iter()
+        .filter(|g| RESOURCES.iter().any(|r| r.group == *g && served(r)))
+        .collect();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["api"] => {
@@ -88,22 +96,18 @@ pub fn document(path: &str, issuer: &str) -> Option<Value> {
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
             }))
         }
-        ["api", version] => resource_list("", version),
+        ["api", version] => resource_list("", version, &served),
         ["apis"] => {
-            let groups: Vec<Value> = resources::groups()
-                .into_iter()
-                .filter(|g| !g.is_empty())
-                .map(api_group)
-                .collect();
+            let groups: Vec<Value> = groups.iter().filter(|g| !g.is_empty()).map(|g| api_group(g)).collect();
             Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
         }
-        ["apis", group] if resources::groups().contains(group) => {
+        ["apis", group] if groups.contains(group) => {
             let mut g = api_group(group);
             g["kind"] = json!("APIGroup");
             g["apiVersion"] = json!("v1");
             Some(g)
         }
-        ["apis", group, version] => resource_list(group, version),
+        ["apis", group, version] => resource_list(group, version, &served),
         _ => None,
     }
 }

@@ -27,6 +27,9 @@ pub struct Resource {
     pub stored: bool,
     /// The singular name.
     pub singular: &'static str,
+    /// For a custom resource: the CustomResourceDefinition that must exist
+    /// for it to be served (as on a real server, where it is 404 until then).
+    pub crd: Option<&'static str>,
 }
 
 impl Resource {
@@ -90,6 +93,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["ns"],
         stored: true,
         singular: "namespace",
+        crd: None,
     },
     Resource {
         group: "",
@@ -102,6 +106,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["no"],
         stored: true,
         singular: "node",
+        crd: None,
     },
     Resource {
         group: "",
@@ -123,6 +128,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["po"],
         stored: true,
         singular: "pod",
+        crd: None,
     },
     Resource {
         group: "",
@@ -135,6 +141,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: true,
         singular: "secret",
+        crd: None,
     },
     Resource {
         group: "",
@@ -147,6 +154,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["cm"],
         stored: true,
         singular: "configmap",
+        crd: None,
     },
     Resource {
         group: "",
@@ -159,6 +167,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["sa"],
         stored: true,
         singular: "serviceaccount",
+        crd: None,
     },
     Resource {
         group: "rbac.authorization.k8s.io",
@@ -171,6 +180,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: true,
         singular: "role",
+        crd: None,
     },
     Resource {
         group: "rbac.authorization.k8s.io",
@@ -183,6 +193,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: true,
         singular: "rolebinding",
+        crd: None,
     },
     Resource {
         group: "rbac.authorization.k8s.io",
@@ -195,6 +206,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: true,
         singular: "clusterrole",
+        crd: None,
     },
     Resource {
         group: "rbac.authorization.k8s.io",
@@ -207,6 +219,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: true,
         singular: "clusterrolebinding",
+        crd: None,
     },
     Resource {
         group: "authentication.k8s.io",
@@ -219,6 +232,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: false,
         singular: "tokenreview",
+        crd: None,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -231,6 +245,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: false,
         singular: "selfsubjectaccessreview",
+        crd: None,
     },
     Resource {
         group: "authorization.k8s.io",
@@ -243,6 +258,33 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &[],
         stored: false,
         singular: "subjectaccessreview",
+        crd: None,
+    },
+    Resource {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        verbs: CRUD,
+        fields: &[],
+        short_names: &["crd", "crds"],
+        stored: true,
+        singular: "customresourcedefinition",
+        crd: None,
+    },
+    Resource {
+        group: "secrets-store.csi.x-k8s.io",
+        version: "v1",
+        plural: "secretproviderclasses",
+        kind: "SecretProviderClass",
+        namespaced: true,
+        verbs: CRUD,
+        fields: &[],
+        short_names: &[],
+        stored: true,
+        singular: "secretproviderclass",
+        crd: Some("secretproviderclasses.secrets-store.csi.x-k8s.io"),
     },
 ];
 
@@ -251,6 +293,20 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Whether `r` is served now: always, but for a custom resource whose
+/// CustomResourceDefinition does not exist (yet).
+pub fn served(store: &super::store::Store, r: &Resource) -> bool {
+    r.crd.is_none_or(|name| {
+        store
+            .get(&(
+                ("apiextensions.k8s.io", "customresourcedefinitions"),
+                String::new(),
+                name.to_string(),
+            ))
+            .is_some()
+    })
 }
 
 /// The groups served, in discovery order (core first).

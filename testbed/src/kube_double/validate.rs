@@ -533,6 +533,23 @@ fn kind_problems(r: &Resource, object: &Value) -> Vec<Cause> {
             .collect(),
         "pods" => pod_problems(object),
         "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => rbac_problems(r, object),
+        "customresourcedefinitions" => {
+            let spec = &object["spec"];
+            let expected = format!(
+                "{}.{}",
+                spec["names"]["plural"].as_str().unwrap_or_default(),
+                spec["group"].as_str().unwrap_or_default()
+            );
+            if object["metadata"]["name"].as_str() != Some(expected.as_str()) {
+                vec![Cause::invalid(
+                    "metadata.name",
+                    &object["metadata"]["name"],
+                    "must be spec.names.plural+\".\"+spec.group",
+                )]
+            } else {
+                Vec::new()
+            }
+        }
         _ => Vec::new(),
     }
 }
@@ -540,6 +557,20 @@ fn kind_problems(r: &Resource, object: &Value) -> Vec<Cause> {
 /// The defaults the server fills in.
 fn default(r: &Resource, object: &mut Value) {
     match r.plural {
+        // The real server accepts the names and establishes the resource a
+        // moment later; the double at once (its custom resources are in
+        // `resources`, served once their definition exists).
+        "customresourcedefinitions" => {
+            let names = object["spec"]["names"].clone();
+            object["status"] = json!({
+                "acceptedNames": names,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+                ],
+                "storedVersions": [object["spec"]["versions"][0]["name"].clone()],
+            });
+        }
         "namespaces" => {
             let name = object["metadata"]["name"].clone();
             if !object["metadata"]["labels"].is_object() {

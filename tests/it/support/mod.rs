@@ -149,6 +149,35 @@ impl Bed {
     }
 }
 
+/// The gRPC code the provider answers a failure of `kind` (its log and
+/// metric label) with, as README's "Behaviour worth knowing" documents it:
+/// never one kubelet would take as still in progress.
+pub fn code_of(kind: &str) -> tonic::Code {
+    use tonic::Code;
+    match kind {
+        "invalid_request" | "too_large" => Code::InvalidArgument,
+        "vault_denied" | "kube_denied" | "not_this_pod" => Code::PermissionDenied,
+        "not_found" => Code::NotFound,
+        "vault_rejected" | "sync_refused" | "vault_unavailable" | "kube_unavailable" | "vault_failed" | "timeout"
+        | "busy" => Code::FailedPrecondition,
+        "bad_response" | "internal" => Code::Internal,
+        other => panic!("the provider has no failure kind {other:?}"),
+    }
+}
+
+/// Asserts that `e` is `p`'s answer to a failure of `kind`: the kind's
+/// code, and `p`'s latest `mount failed` log line naming the kind.
+pub fn assert_failed_as(p: &Provider, e: &tonic::Status, kind: &str) {
+    assert_eq!(e.code(), code_of(kind), "{kind}: {}", e.message());
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .rev()
+        .find(|l| l.contains("mount failed"))
+        .unwrap_or_else(|| panic!("no `mount failed` line in the log:\n{logs}"));
+    assert!(line.contains(&format!("result=\"{kind}\"")), "{kind} expected: {line}");
+}
+
 /// Whether the test may go on: true on the real kube-apiserver; on the
 /// double, says (past the harness's capture, so it shows in every run's
 /// output) that this test runs only on the real server and why.
