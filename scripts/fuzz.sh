@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target (fuzz/) for a fixed time and prints libFuzzer's
-# final statistics. Crashes land in fuzz/artifacts/<target>/; turn each into a
+# final statistics. An input that makes the target hold more than 256 MiB, or
+# ask for more than 64 MiB at once, counts as a crash (-rss_limit_mb,
+# -malloc_limit_mb): a class that blows memory up is a bug like a panic. Crashes land in fuzz/artifacts/<target>/; turn each into a
 # regression test (see src/spc/tests.rs, "fuzz regressions").
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]     (default: 60 s, all targets)
@@ -32,6 +34,7 @@ for target in "${targets[@]}"; do
   set +e
   cargo fuzz run --release "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 -max_len=65536 \
+    -rss_limit_mb=256 -malloc_limit_mb=64 \
     >"artifacts/$target/run.log" 2>&1
   status=$?
   set -e

@@ -234,7 +234,8 @@ fn check_document(doc: &SpcDocument) -> Vec<Located> {
         }),
         Some(objects) => {
             if let Err(problems) = spc::check_objects(objects, DEFAULT_MODE) {
-                for p in problems {
+                let (shown, more) = problems.into_parts();
+                for p in shown {
                     let line = p
                         .line
                         .and_then(|l| doc.objects_line(l))
@@ -243,6 +244,12 @@ fn check_document(doc: &SpcDocument) -> Vec<Located> {
                     found.push(Located {
                         line,
                         message: p.message,
+                    });
+                }
+                if more > 0 {
+                    found.push(Located {
+                        line: doc.parameter_line("objects"),
+                        message: format!("and {more} more problems in objects (the first are listed)"),
                     });
                 }
             }

@@ -20,12 +20,15 @@ use crate::vault::{ReadKey, VaultConfig};
 mod attributes;
 mod objects;
 mod output;
+mod problems;
 mod sync;
 
 use attributes::*;
 pub use objects::{
     check_object_path, check_objects, parse_objects, Encoding, ObjectSet, ObjectSpec, Problem, TemplateObject,
+    MAX_OBJECTS, MAX_REFERENCES, MAX_TEMPLATES,
 };
+pub use problems::{Collector, Quoted, Text};
 
 pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
 pub use sync::{check_secret_key, parse_sync, SyncSecret, SECRET_TYPES};

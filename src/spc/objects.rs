@@ -5,6 +5,13 @@
 
 use super::*;
 
+/// The most entries `objects` may list (the most files a mount writes).
+pub const MAX_OBJECTS: usize = crate::render::MAX_FILES;
+/// The most templates a class may have: rendering is the CPU a class chooses.
+pub const MAX_TEMPLATES: usize = 256;
+/// The most objects one template may name.
+pub const MAX_REFERENCES: usize = 256;
+
 /// Value decoding applied to an extracted `secretKey` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -99,51 +106,72 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Parses the `objects` YAML into validated objects, reporting every problem
-/// found rather than only the first.
+impl Text for Problem {
+    fn text(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Parses the `objects` YAML into validated objects, reporting the first
+/// problems found (and how many more) rather than only the first.
 pub fn parse_objects(yaml: &str, default_mode: u32) -> Result<ObjectSet> {
-    check_objects(yaml, default_mode).map_err(|problems| {
-        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
-        invalid(messages.join("; "))
-    })
+    check_objects(yaml, default_mode).map_err(|found| invalid(found.message()))
+}
+
+/// One problem of the whole list, not of one entry.
+fn whole(message: String) -> Problem {
+    Problem {
+        object: None,
+        line: None,
+        message,
+    }
 }
 
 /// [`parse_objects`] with its problems kept apart and located, for the
-/// `check` command.
-pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<ObjectSet, Vec<Problem>> {
-    let raw: Vec<RawObject> = serde_yaml_ng::from_str(yaml).map_err(|e| {
-        vec![Problem {
-            object: None,
-            line: e.location().map(|l| l.line()),
-            message: format!("parameter objects is not a YAML list of objects: {}", plain(&e)),
-        }]
-    })?;
-    if raw.is_empty() {
-        return Err(vec![Problem {
-            object: None,
-            line: None,
-            message: "parameter objects lists no objects".to_string(),
-        }]);
+/// `check` command: the first [`Collector::SHOWN`], and the count of all.
+pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<ObjectSet, Collector<Problem>> {
+    let mut found = Collector::default();
+    let raw: Vec<RawObject> = match serde_yaml_ng::from_str(yaml) {
+        Ok(raw) => raw,
+        Err(e) => {
+            found.add(Problem {
+                object: None,
+                line: e.location().map(|l| l.line()),
+                message: format!("parameter objects is not a YAML list of objects: {}", plain(&e)),
+            });
+            return Err(found);
+        }
+    };
+    if raw.is_empty() || raw.len() > MAX_OBJECTS {
+        found.add(whole(match raw.len() {
+            0 => "parameter objects lists no objects".to_string(),
+            n => format!(
+                "parameter objects lists {n} objects; at most {MAX_OBJECTS} are allowed: split the SecretProviderClass"
+            ),
+        }));
+        return Err(found);
     }
-    let mut problems = Vec::new();
+    let templates = raw.iter().filter(|r| r.template.is_some()).count();
+    if templates > MAX_TEMPLATES {
+        found.add(whole(format!(
+            "parameter objects has {templates} templates; at most {MAX_TEMPLATES} are allowed: split the SecretProviderClass"
+        )));
+        return Err(found);
+    }
     let mut parsed = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         match parse_object(i, r, default_mode) {
             Ok(o) => parsed.push(o),
-            Err(p) => problems.extend(p.into_iter().map(|message| Problem {
+            Err(p) => found.extend(p.into_iter().map(|message| Problem {
                 object: Some(i),
                 line: None,
                 message,
             })),
         }
     }
-    let whole = |message| Problem {
-        object: None,
-        line: None,
-        message,
-    };
-    problems.extend(check_names(&parsed).into_iter().map(whole));
-    problems.extend(check_references(&parsed).into_iter().map(whole));
+    check_names(&parsed, &mut found);
+    check_references(&parsed, &mut found);
+    let problems = found;
     let mut set = ObjectSet {
         objects: Vec::new(),
         templates: Vec::new(),
@@ -154,8 +182,9 @@ pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<Objec
             Parsed::Template(t) => set.templates.push(t),
         }
     }
+    let mut problems = problems;
     if problems.is_empty() && set.templates.is_empty() && !set.objects.iter().any(|o| o.output.writes_files()) {
-        problems.push(whole(
+        problems.add(whole(
             "every object has writeFile: false, so nothing would be mounted".to_string(),
         ));
     }
@@ -169,16 +198,21 @@ pub fn check_objects(yaml: &str, default_mode: u32) -> std::result::Result<Objec
 /// Templates may use the responses of objects that read Vault, by name.
 /// They never see another template's output, so references cannot form a
 /// cycle; what is checked here is that every literal reference names an
-/// object with a `secretPath`.
-pub(super) fn check_references(parsed: &[Parsed]) -> Vec<String> {
-    let reads: Vec<&str> = parsed
+/// object with a `secretPath`. One problem per template and kind, naming
+/// the first few references.
+pub(super) fn check_references(parsed: &[Parsed], problems: &mut Collector<Problem>) {
+    let reads: std::collections::HashSet<&str> = parsed
         .iter()
         .filter_map(|p| match p {
             Parsed::Read(o) => Some(o.name.as_str()),
             Parsed::Template(_) => None,
         })
         .collect();
-    let mut problems = Vec::new();
+    let all: std::collections::HashSet<&str> = parsed.iter().map(Parsed::name).collect();
+    let first_reads = parsed.iter().filter_map(|p| match p {
+        Parsed::Read(o) => Some(o.name.as_str()),
+        Parsed::Template(_) => None,
+    });
     for p in parsed {
         let (name, template) = match p {
             Parsed::Read(ObjectSpec {
@@ -189,30 +223,67 @@ pub(super) fn check_references(parsed: &[Parsed]) -> Vec<String> {
             Parsed::Template(t) => (&t.name, &t.template),
             Parsed::Read(_) => continue,
         };
-        for r in &template.references {
-            if reads.contains(&r.as_str()) {
-                continue;
-            }
-            if parsed.iter().any(|q| q.name() == r) {
-                problems.push(format!(
-                    "object {name:?}: template: objects[{r:?}] has no secretPath; a template can use only objects that read Vault"
-                ));
-            } else {
-                problems.push(format!(
-                    "object {name:?}: template: objects[{r:?}] names no object (objects that read Vault: {})",
-                    reads.join(", ")
-                ));
-            }
+        let unknown = template
+            .references
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !all.contains(r));
+        let templates = template
+            .references
+            .iter()
+            .map(String::as_str)
+            .filter(|r| all.contains(r) && !reads.contains(r));
+        if unknown.clone().next().is_some() {
+            problems.add_with(|| {
+                let (list, one) = listing(unknown.map(|r| format!("objects[{}]", Quoted(r))));
+                let reads = listing(first_reads.clone().map(|r| Quoted(r).to_string())).0;
+                let verb = if one { "names" } else { "name" };
+                whole(format!(
+                    "object {}: template: {list} {verb} no object (objects that read Vault: {reads})",
+                    Quoted(name)
+                ))
+            });
+        }
+        if templates.clone().next().is_some() {
+            problems.add_with(|| {
+                let (list, one) = listing(templates.map(|r| format!("objects[{}]", Quoted(r))));
+                let verb = if one { "has" } else { "have" };
+                whole(format!(
+                    "object {}: template: {list} {verb} no secretPath; a template can use only objects that read Vault",
+                    Quoted(name)
+                ))
+            });
         }
     }
-    problems
+}
+
+/// The first five of `items`, and how many more; whether there was one.
+fn listing(items: impl Iterator<Item = String>) -> (String, bool) {
+    let mut shown = Vec::new();
+    let mut more = 0;
+    for item in items {
+        if shown.len() < 5 {
+            shown.push(item);
+        } else {
+            more += 1;
+        }
+    }
+    let one = shown.len() == 1 && more == 0;
+    let mut text = shown.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    if text.is_empty() {
+        text.push_str("none");
+    }
+    (text, one)
 }
 
 /// Reads a YAML boolean; a quoted `"true"` is accepted too.
 pub(super) fn parse_flag(v: &serde_yaml_ng::Value) -> std::result::Result<bool, String> {
     match v {
         serde_yaml_ng::Value::Bool(b) => Ok(*b),
-        serde_yaml_ng::Value::String(s) => parse_go_bool(s).map_err(|_| format!("{s:?} is not true or false")),
+        serde_yaml_ng::Value::String(s) => parse_go_bool(s).map_err(|_| format!("{} is not true or false", Quoted(s))),
         _ => Err("must be true or false".to_string()),
     }
 }
@@ -227,7 +298,7 @@ pub(super) struct Problems {
 impl Problems {
     fn new(index: usize, name: Option<&str>) -> Problems {
         let label = match name {
-            Some(n) => format!("object {n:?} (#{})", index + 1),
+            Some(n) => format!("object {} (#{})", Quoted(n), index + 1),
             None => format!("object #{}", index + 1),
         };
         Problems {
@@ -307,7 +378,7 @@ pub(super) fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Prob
                 "method",
                 known
                     .then_some(up)
-                    .ok_or_else(|| format!("{m:?} is not supported (use GET, PUT or POST)")),
+                    .ok_or_else(|| format!("{} is not supported (use GET, PUT or POST)", Quoted(m))),
             )
         }
     };
@@ -335,6 +406,12 @@ pub(super) fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Prob
         }
         Some(t) => {
             let scanned = crate::template::scan_template(name.as_deref().unwrap_or("template"), t);
+            let scanned = scanned.and_then(|references| match references.len() {
+                n if n > MAX_REFERENCES => Err(format!(
+                    "names {n} objects; a template may name at most {MAX_REFERENCES}"
+                )),
+                _ => Ok(references),
+            });
             problems.take("template", scanned).map(|references| TemplateSource {
                 source: t.to_string(),
                 references,
@@ -382,7 +459,7 @@ pub(super) fn parse_encoding(v: Option<&str>) -> std::result::Result<Encoding, S
         None | Some("") | Some("utf-8") | Some("utf8") => Ok(Encoding::Utf8),
         Some("base64") => Ok(Encoding::Base64),
         Some("hex") => Ok(Encoding::Hex),
-        Some(other) => Err(format!("unknown encoding {other:?} (use utf-8, base64 or hex)")),
+        Some(other) => Err(format!("unknown encoding {} (use utf-8, base64 or hex)", Quoted(other))),
     }
 }
 
@@ -581,7 +658,7 @@ pub(super) fn parse_mode(v: &serde_yaml_ng::Value) -> std::result::Result<u32, S
             } else {
                 s.parse()
             };
-            parsed.map_err(|_| format!("{s:?} is not a file mode such as 0600"))?
+            parsed.map_err(|_| format!("{} is not a file mode such as 0600", Quoted(s)))?
         }
         _ => return Err("must be a number such as 0600".to_string()),
     };
@@ -603,17 +680,18 @@ pub fn check_object_path(p: &str) -> std::result::Result<(), String> {
     if p.contains('\0') {
         return Err("contains a NUL byte".to_string());
     }
+    let q = Quoted(p);
     if p.starts_with('/') {
-        return Err(format!("{p:?} must be a relative path"));
+        return Err(format!("{q} must be a relative path"));
     }
     for (i, element) in p.split('/').enumerate() {
         match element {
-            "" => return Err(format!("{p:?} is not a clean path (empty element or trailing slash)")),
-            "." => return Err(format!("{p:?} is not a clean path (\".\" element)")),
-            ".." => return Err(format!("{p:?} must not contain \"..\"")),
-            e if i == 0 && e.starts_with("..") => return Err(format!("{p:?} must not start with \"..\"")),
+            "" => return Err(format!("{q} is not a clean path (empty element or trailing slash)")),
+            "." => return Err(format!("{q} is not a clean path (\".\" element)")),
+            ".." => return Err(format!("{q} must not contain \"..\"")),
+            e if i == 0 && e.starts_with("..") => return Err(format!("{q} must not start with \"..\"")),
             e if e.len() > MAX_ELEMENT_LEN => {
-                return Err(format!("{p:?} has an element longer than {MAX_ELEMENT_LEN} bytes"))
+                return Err(format!("{q} has an element longer than {MAX_ELEMENT_LEN} bytes"))
             }
             _ => {}
         }
@@ -624,8 +702,7 @@ pub fn check_object_path(p: &str) -> std::result::Result<(), String> {
 /// Duplicate names, and a name that is also another's directory (`a` and
 /// `a/b`), would make the driver fail after the secrets were read. Objects
 /// with `writeFile: false` write nothing, so only their names must be unique.
-pub(super) fn check_names(parsed: &[Parsed]) -> Vec<String> {
-    let mut problems = Vec::new();
+pub(super) fn check_names(parsed: &[Parsed], problems: &mut Collector<Problem>) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     // Written names, and whether each is a directory (expandKeys) or a file.
     let mut written: BTreeMap<&str, bool> = BTreeMap::new();
@@ -643,22 +720,28 @@ pub(super) fn check_names(parsed: &[Parsed]) -> Vec<String> {
     }
     for (name, n) in &seen {
         if *n > 1 {
-            problems.push(format!(
-                "objectName {name:?} is used more than once; each objectName must be unique"
-            ));
+            problems.add_with(|| {
+                whole(format!(
+                    "objectName {} is used more than once; each objectName must be unique",
+                    Quoted(name)
+                ))
+            });
         }
     }
     for name in written.keys() {
         for (slash, _) in name.match_indices('/') {
             let dir = &name[..slash];
             if written.get(dir) == Some(&false) {
-                problems.push(format!(
-                    "objectName {dir:?} is a file but {name:?} needs it to be a directory"
-                ));
+                problems.add_with(|| {
+                    whole(format!(
+                        "objectName {} is a file but {} needs it to be a directory",
+                        Quoted(dir),
+                        Quoted(name)
+                    ))
+                });
             }
         }
     }
-    problems
 }
 
 /// Normalises `secretPath`: `/v1/x`, `v1/x`, `/x` and `x` all mean `/v1/x`;
@@ -671,29 +754,30 @@ pub(super) fn parse_secret_path(p: &str) -> std::result::Result<(String, Vec<(St
     let path = path.trim_start_matches('/');
     let path = path.strip_prefix("v1/").unwrap_or(path);
     let path = path.trim_start_matches('/');
+    let q = Quoted(p);
     if path.is_empty() || path == "v1" {
-        return Err(format!("{p:?} names no Vault path"));
+        return Err(format!("{q} names no Vault path"));
     }
     for element in path.split('/') {
         if element == "." || element == ".." {
-            return Err(format!("{p:?} must not contain \".\" or \"..\" elements"));
+            return Err(format!("{q} must not contain \".\" or \"..\" elements"));
         }
     }
     if path.chars().any(|c| c.is_control() || c == '#') {
-        return Err(format!("{p:?} contains a control character or '#'"));
+        return Err(format!("{q} contains a control character or '#'"));
     }
     if p.len() > MAX_SECRET_PATH_LEN {
         // Longer URLs cannot even be sent (and Vault would refuse them).
-        return Err(format!("{p:?} is longer than {MAX_SECRET_PATH_LEN} bytes"));
+        return Err(format!("{q} is longer than {MAX_SECRET_PATH_LEN} bytes"));
     }
     let mut pairs = Vec::new();
     if let Some(q) = query {
         if !q.is_empty() {
             for part in q.split('&') {
-                check_percent_escapes(part).map_err(|e| format!("query {q:?}: {e}"))?;
+                check_percent_escapes(part).map_err(|e| format!("query {}: {e}", Quoted(q)))?;
                 let (k, _) = part.split_once('=').unwrap_or((part, ""));
                 if k.is_empty() {
-                    return Err(format!("query {q:?} has a parameter without a name"));
+                    return Err(format!("query {} has a parameter without a name", Quoted(q)));
                 }
             }
             pairs = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
@@ -710,7 +794,7 @@ pub(super) fn check_percent_escapes(s: &str) -> std::result::Result<(), String> 
         if b[i] == b'%' {
             let ok = i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
-                return Err(format!("bad percent-escape in {s:?}"));
+                return Err(format!("bad percent-escape in {}", Quoted(s)));
             }
             i += 3;
         } else {

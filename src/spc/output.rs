@@ -78,7 +78,10 @@ impl Format {
             "json" => Ok(Format::Json),
             "yaml" | "yml" => Ok(Format::Yaml),
             "dotenv" | "env" => Ok(Format::Dotenv),
-            other => Err(format!("unknown format {other:?} (use json, yaml or dotenv)")),
+            other => Err(format!(
+                "unknown format {} (use json, yaml or dotenv)",
+                super::Quoted(other)
+            )),
         }
     }
 
@@ -111,7 +114,9 @@ impl JsonPointer {
         }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(format!(
-                "{text:?} is not a JSON Pointer: it must start with \"/\" (e.g. \"/{text}\")"
+                "{} is not a JSON Pointer: it must start with \"/\" (e.g. \"/{}\")",
+                super::Quoted(text),
+                super::Quoted(text).to_string().trim_matches('"')
             ));
         };
         let mut tokens = Vec::new();
@@ -128,7 +133,8 @@ impl JsonPointer {
                     Some('1') => token.push('/'),
                     _ => {
                         return Err(format!(
-                            "{text:?} has a \"~\" not followed by 0 or 1 (write ~0 for \"~\" and ~1 for \"/\")"
+                            "{} has a \"~\" not followed by 0 or 1 (write ~0 for \"~\" and ~1 for \"/\")",
+                            super::Quoted(text)
                         ))
                     }
                 }

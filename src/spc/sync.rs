@@ -15,6 +15,13 @@ pub const SECRET_TYPES: &[&str] = &[
     "kubernetes.io/tls",
 ];
 
+/// The most Secrets one class may sync.
+pub const MAX_SYNC_SECRETS: usize = 64;
+/// The most keys one synced Secret may have.
+pub const MAX_SYNC_KEYS: usize = 256;
+/// The most labels and annotations one synced Secret may have, together.
+pub const MAX_SYNC_METADATA: usize = 64;
+
 /// One entry of `syncSecrets`: a Kubernetes Secret in the pod's namespace
 /// built from mounted objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +72,12 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
             plain(e)
         ))
     })?;
+    if raw.len() > MAX_SYNC_SECRETS {
+        return Err(invalid(format!(
+            "parameter syncSecrets lists {} Secrets; at most {MAX_SYNC_SECRETS} are allowed",
+            raw.len()
+        )));
+    }
     // The files the objects produce: plain and template objects by name,
     // expanded objects as `<name>/<key>` (keys are known only after reading).
     let names: std::collections::HashSet<&str> = objects
@@ -78,20 +91,36 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
         .filter(|o| matches!(o.output, Output::Expand { .. }))
         .map(|o| format!("{}/", o.name))
         .collect();
-    let mut problems = Vec::new();
+    let mut problems = Collector::<String>::default();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, r) in raw.into_iter().enumerate() {
-        let label = match &r.secret_name {
-            Some(n) => format!("syncSecrets Secret {n:?}"),
-            None => format!("syncSecrets entry #{}", i + 1),
-        };
-        let before = problems.len();
         let name = r.secret_name.clone().unwrap_or_default();
-        if let Err(e) = check_dns_subdomain(&name) {
-            problems.push(format!("{label}: secretName: {e}"));
+        // The name is checked first and named in the label only when valid:
+        // an invalid one (of any length) is reported once, cut.
+        let valid = check_dns_subdomain(&name);
+        let label = match (&r.secret_name, &valid) {
+            (Some(n), Ok(())) => format!("syncSecrets Secret {n:?}"),
+            _ => format!("syncSecrets entry #{}", i + 1),
+        };
+        let before = problems.count();
+        if let Err(e) = valid {
+            problems.add_with(|| format!("{label}: secretName: {e}"));
         } else if !seen.insert(name.clone()) {
-            problems.push(format!("{label}: secretName is listed more than once"));
+            problems.add_with(|| format!("{label}: secretName is listed more than once"));
+        }
+        if r.data.len() > MAX_SYNC_KEYS {
+            problems.add_with(|| {
+                format!(
+                    "{label}: data lists {} keys; at most {MAX_SYNC_KEYS} are allowed",
+                    r.data.len()
+                )
+            });
+            continue;
+        }
+        if r.labels.len() + r.annotations.len() > MAX_SYNC_METADATA {
+            problems.add_with(|| format!("{label}: more than {MAX_SYNC_METADATA} labels and annotations"));
+            continue;
         }
         let secret_type = r
             .secret_type
@@ -99,13 +128,16 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "Opaque".to_string());
         if !SECRET_TYPES.contains(&secret_type.as_str()) {
-            problems.push(format!(
-                "{label}: type {secret_type:?} is not supported (use one of {})",
-                SECRET_TYPES.join(", ")
-            ));
+            problems.add_with(|| {
+                format!(
+                    "{label}: type {} is not supported (use one of {})",
+                    Quoted(&secret_type),
+                    SECRET_TYPES.join(", ")
+                )
+            });
         }
         if r.data.is_empty() {
-            problems.push(format!("{label}: data lists no keys"));
+            problems.add_with(|| format!("{label}: data lists no keys"));
         }
         let mut data = Vec::new();
         let mut keys = std::collections::HashSet::new();
@@ -113,14 +145,18 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
             let key = d.key.clone().unwrap_or_default();
             let object = d.object_name.clone().unwrap_or_default();
             if let Err(e) = check_secret_key(&key) {
-                problems.push(format!("{label}: data #{}: key {key:?}: {e}", j + 1));
+                problems.add_with(|| format!("{label}: data #{}: key {}: {e}", j + 1, Quoted(&key)));
             } else if !keys.insert(key.clone()) {
-                problems.push(format!("{label}: key {key:?} is listed more than once"));
+                problems.add_with(|| format!("{label}: key {key:?} is listed more than once"));
             }
             if !names.contains(object.as_str()) && !expanded.iter().any(|e| object.starts_with(e.as_str())) {
-                problems.push(format!(
-                    "{label}: key {key:?}: objectName {object:?} is not one of the objects"
-                ));
+                problems.add_with(|| {
+                    format!(
+                        "{label}: key {}: objectName {} is not one of the objects",
+                        Quoted(&key),
+                        Quoted(&object)
+                    )
+                });
             }
             data.push((key, object));
         }
@@ -135,14 +171,14 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
             _ => Vec::new(),
         };
         for m in missing {
-            problems.push(format!("{label}: type {secret_type} needs key {m}"));
+            problems.add_with(|| format!("{label}: type {secret_type} needs key {m}"));
         }
         for k in r.labels.keys().chain(r.annotations.keys()) {
             if k.is_empty() || k.len() > 253 || k.chars().any(|c| c.is_whitespace()) {
-                problems.push(format!("{label}: label or annotation key {k:?} is not valid"));
+                problems.add_with(|| format!("{label}: label or annotation key {} is not valid", Quoted(k)));
             }
         }
-        if problems.len() == before {
+        if problems.count() == before {
             out.push(SyncSecret {
                 name,
                 secret_type,
@@ -156,7 +192,7 @@ pub fn parse_sync(yaml: &str, objects: &[ObjectSpec], templates: &[TemplateObjec
     if problems.is_empty() {
         Ok(out)
     } else {
-        Err(invalid(problems.join("; ")))
+        Err(invalid(problems.message()))
     }
 }
 
@@ -172,7 +208,8 @@ pub(super) fn check_dns_subdomain(name: &str) -> std::result::Result<(), String>
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid Secret name (lowercase letters, digits, '-' and '.')"
+            "{} is not a valid Secret name (lowercase letters, digits, '-' and '.', at most 253)",
+            Quoted(name)
         ))
     }
 }

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod driver;
 pub mod fault_proxy;
 pub mod floor;
+pub mod hostile;
 pub mod kube_double;
 pub mod kube_proxy;
 pub mod kubelet;

@@ -210,6 +210,33 @@ impl World {
         args.extend(extra.iter().map(|s| s.to_string()));
         Provider::spawn(binary, &args, socket, self.dir.join(format!("{name}.log")), &[]).await
     }
+
+    /// [`provider`](Self::provider) held to `bytes` of heap (the process's
+    /// data limit, `RLIMIT_DATA`: what a container's memory limit bounds,
+    /// short of a cgroup, which the test bed cannot make): an allocation
+    /// past it fails, and the provider with it, as an OOM kill would end it.
+    pub async fn provider_limited(
+        &self,
+        binary: &Path,
+        name: &str,
+        extra: &[&str],
+        bytes: u64,
+    ) -> anyhow::Result<Provider> {
+        let (mut args, socket) = self.provider_args(name).await?;
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut wrapped = vec![
+            format!("--data={bytes}"),
+            "--".to_string(),
+            binary.display().to_string(),
+        ];
+        wrapped.extend(args);
+        let prlimit = Path::new("/usr/bin/prlimit");
+        anyhow::ensure!(
+            prlimit.is_file(),
+            "prlimit (util-linux) is needed to hold a provider to a memory limit"
+        );
+        Provider::spawn(prlimit, &wrapped, socket, self.dir.join(format!("{name}.log")), &[]).await
+    }
 }
 
 /// Configures `bao` like every world's: kubernetes auth reviewing through

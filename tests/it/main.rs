@@ -11,6 +11,7 @@ mod corpus;
 mod failover;
 mod failure_paths;
 mod faults;
+mod hostile;
 mod install;
 mod key_watch;
 mod kubectl;

@@ -140,6 +140,15 @@ impl Bed {
             .expect("tokens revoked");
     }
 
+    /// The provider binary built for these tests, held to the DaemonSet's
+    /// memory limit (128 MiB of heap, see [`World::provider_limited`]).
+    pub async fn provider_in_daemonset_limits(&self, name: &str, extra: &[&str]) -> Provider {
+        self.world
+            .provider_limited(provider_binary(), name, extra, 128 << 20)
+            .await
+            .expect("provider starts")
+    }
+
     /// Starts the provider binary built for these tests.
     pub async fn provider(&self, name: &str, extra: &[&str]) -> Provider {
         self.world
@@ -309,12 +318,22 @@ pub fn token_reviews(kube: &Cluster) -> usize {
 
 /// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process so far, in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("process status")
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 /// Open file descriptors of a process.
