@@ -130,6 +130,8 @@ pub struct ProviderConfig {
     pub mount_timeout: Duration,
     /// Mounts running at once.
     pub max_concurrent_mounts: usize,
+    /// Of those, at most this many of one namespace.
+    pub max_concurrent_mounts_per_namespace: usize,
     /// How long in-flight mounts may finish after the shutdown future resolves.
     pub shutdown_grace: Duration,
     /// The health port, if served.
@@ -201,6 +203,10 @@ impl ProviderConfig {
             hmac_secret_name: flags.hmac_secret_name(),
             mount_timeout: flags.mount_timeout,
             max_concurrent_mounts: usize::from(flags.max_concurrent_mounts),
+            max_concurrent_mounts_per_namespace: match flags.max_concurrent_mounts_per_namespace {
+                0 => (usize::from(flags.max_concurrent_mounts) / 2).max(1),
+                n => usize::from(n),
+            },
             shutdown_grace: flags.shutdown_grace,
             health_addr,
             health_remote_log_level: flags.health_remote_log_level,
@@ -316,11 +322,23 @@ pub async fn run(
         })?;
         tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
         health.allow_remote_log_level(config.health_remote_log_level);
-        let served = health.clone();
+        // Served from its own thread; liveness asks this runtime, through a
+        // task that wakes only when asked.
+        background.spawn("liveness", health.answer_pings());
+        let listener = listener.into_std().map_err(|source| RunError::Bind {
+            what: "the health server".to_string(),
+            source,
+        })?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        health::serve_on_own_thread(listener, health.clone(), stopped).map_err(|source| RunError::Bind {
+            what: "the health server's thread".to_string(),
+            source,
+        })?;
+        // The health thread stops when the background does (this task, and
+        // with it `stop`, dropped).
         background.spawn("health server", async move {
-            if let Err(e) = health::serve(listener, served).await {
-                tracing::error!(error = %e, "health server stopped");
-            }
+            let _stop = stop;
+            std::future::pending::<()>().await
         });
     }
 
@@ -359,7 +377,7 @@ pub async fn run(
     }
 
     let service = ProviderService::new(core.mounter.clone(), config.mount_timeout)
-        .with_max_concurrent_mounts(config.max_concurrent_mounts);
+        .with_max_concurrent_mounts(config.max_concurrent_mounts, config.max_concurrent_mounts_per_namespace);
     let mut listeners = Vec::new();
     for (socket, defaults) in &config.sockets {
         let listener = server::bind_socket(&socket.path).map_err(|source| RunError::Bind {
@@ -411,7 +429,10 @@ pub async fn run(
 async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
     let mut tick = tokio::time::interval(LEDGER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let slots = Arc::new(tokio::sync::Semaphore::new(crate::ledger::JOB_CONCURRENCY));
+    let slots = crate::slots::Slots::new(
+        crate::ledger::JOB_CONCURRENCY,
+        crate::ledger::JOB_CONCURRENCY_PER_NAMESPACE,
+    );
     let mut running = tokio::task::JoinSet::new();
     loop {
         tick.tick().await;
@@ -432,8 +453,10 @@ async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<Va
         for job in ledger.plan() {
             let (ledger, pool, slots) = (ledger.clone(), pool.clone(), slots.clone());
             running.spawn(async move {
-                // The semaphore is never closed.
-                let Ok(_slot) = slots.acquire_owned().await else { return };
+                // The slots are never closed.
+                let Ok(_slot) = slots.acquire(job.namespace()).await else {
+                    return;
+                };
                 ledger.run(&pool, job).await;
             });
         }

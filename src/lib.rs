@@ -25,7 +25,8 @@
 //!   node next, `vault::probe` reachability);
 //! - **at the bottom**: [`policy`] (the operator's limits on class
 //!   parameters), [`pem`] (bounded PEM files), [`budget`] (memory a mount may
-//!   hold), [`metrics`], [`logging`], [`flavor`] (Vault or OpenBao defaults
+//!   hold), [`slots`] (work shared fairly between namespaces), [`metrics`],
+//!   [`logging`], [`flavor`] (Vault or OpenBao defaults
 //!   per socket), [`error`] (error kinds, their gRPC codes and metric
 //!   labels).
 //!
@@ -48,6 +49,7 @@ mod pem;
 pub mod policy;
 pub mod render;
 mod server;
+mod slots;
 pub mod spc;
 mod template;
 mod vault;

@@ -93,10 +93,23 @@ pub struct Mounter {
     /// Per pod uid: when it was last seen scheduled to this node.
     on_node: std::sync::Mutex<HashMap<String, Instant>>,
     /// The classes' parsed `objects`, so a republish does not parse them again.
-    classes: spc::ClassCache,
+    classes: Arc<spc::ClassCache>,
+    /// Slots of the blocking pool for work a class chooses.
+    tenant_cpu: Arc<tokio::sync::Semaphore>,
     /// With `-spc-authoritative-class`: the check against the class.
     authoritative: Option<AuthoritativeClasses>,
 }
+
+/// Work a class chooses — parsing a large request, rendering templates or
+/// much data — runs on the blocking pool, at most this many at once, never
+/// on the runtime thread every mount shares.
+const TENANT_CPU_SLOTS: usize = 2;
+/// Requests up to this size are parsed on the runtime thread (most are a
+/// few KiB, and their `objects` are cached).
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+/// Mounts without templates holding up to this much are rendered on the
+/// runtime thread.
+const INLINE_RENDER_BYTES: usize = 256 * 1024;
 
 /// How long a pod seen on this node is trusted to stay there.
 const NODE_CHECK_TTL: Duration = Duration::from_secs(60);
@@ -124,6 +137,7 @@ impl Mounter {
             issuer,
             on_node: Default::default(),
             classes: Default::default(),
+            tenant_cpu: Arc::new(tokio::sync::Semaphore::new(TENANT_CPU_SLOTS)),
             settings,
             kube,
             versions,
@@ -170,13 +184,27 @@ impl Mounter {
     /// Performs one mount with the defaults of the socket it came in on
     /// (each socket has its flavour's: audience, address, auth mount).
     pub async fn mount_with(&self, input: &MountInput, deadline: Instant, defaults: &Defaults) -> Result<MountOutput> {
-        let spec = spc::parse_mount_cached(
-            &input.attributes,
-            &input.secrets,
-            &input.permission,
-            defaults,
-            &self.classes,
-        )?;
+        let spec = if input.attributes.len() + input.secrets.len() <= INLINE_PARSE_BYTES {
+            spc::parse_mount_cached(
+                &input.attributes,
+                &input.secrets,
+                &input.permission,
+                defaults,
+                &self.classes,
+            )?
+        } else {
+            let (input, defaults, classes) = (input.clone(), defaults.clone(), self.classes.clone());
+            self.off_thread(move || {
+                spc::parse_mount_cached(
+                    &input.attributes,
+                    &input.secrets,
+                    &input.permission,
+                    &defaults,
+                    &classes,
+                )
+            })
+            .await?
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let what = format!(
             "mount for pod {}/{} timed out after {:?}",
@@ -203,16 +231,54 @@ impl Mounter {
         let key = self.versions.key().await?;
         // Failover and backoff between Vault's addresses end in time to
         // report what each answered before the mount's deadline.
-        let client = self.client(spec).await?.until(deadline);
+        let client = self
+            .client(spec)
+            .await?
+            .until(deadline)
+            .waiting_out_elections(spec.operator_vault);
         // Everything this mount holds is counted against it until it ends.
         let budget = self.memory.mount();
         let responses = self.fetch_all(spec, &client, &budget).await?;
-        let rendered = render::render_all(&spec.objects, &spec.templates, &responses, &key, &budget)?;
+        let templated = !spec.templates.is_empty()
+            || spec
+                .objects
+                .iter()
+                .any(|o| matches!(o.output, spc::Output::Template(_)));
+        let (rendered, _budget) = if !templated && budget.used() <= INLINE_RENDER_BYTES {
+            (
+                render::render_all(&spec.objects, &spec.templates, &responses, &key, &budget)?,
+                budget,
+            )
+        } else {
+            let (objects, templates, key) = (spec.objects.clone(), spec.templates.clone(), key.clone());
+            self.off_thread(move || {
+                render::render_all(&objects, &templates, &responses, &key, &budget).map(|r| (r, budget))
+            })
+            .await?
+        };
         self.syncer.sync(spec, &rendered.files, &key).await?;
         Ok(MountOutput {
             files: rendered.files,
             versions: rendered.versions,
         })
+    }
+
+    /// Runs `work` — CPU a class chooses — on the blocking pool, in one of
+    /// [`TENANT_CPU_SLOTS`], so that it never stalls the runtime thread
+    /// other mounts, the driver's connections and Vault's timers share.
+    async fn off_thread<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        let slot = self
+            .tenant_cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Internal, "the provider is shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("rendering failed: {e}")))?
     }
 
     async fn client(&self, spec: &MountSpec) -> Result<VaultClient> {

@@ -26,15 +26,22 @@ use crate::error::{Error, ErrorKind, Result};
 /// Work budget of one render: about this many instructions, or 64 times as
 /// many bytes of data created. Milliseconds of CPU at most.
 const FUEL: u64 = 200_000;
+/// Work budget of every render of one mount together: a class chooses how
+/// many templates it has, so what they may cost is bounded per mount (about
+/// ten renders at the limit, some tens of milliseconds of CPU).
+pub const MOUNT_FUEL: u64 = 2_000_000;
 /// Nesting depth of loops, conditions and recursive loops.
 const RECURSION_LIMIT: usize = 64;
 /// Largest file a template may write (a Kubernetes Secret holds about 1 MiB).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
-/// The inputs of every template of one mount, converted once.
+/// The inputs of every template of one mount, converted once, and the
+/// work its renders may still do ([`MOUNT_FUEL`] in all).
 pub struct Renderer {
     /// objectName → `{data, response}`.
     objects: Value,
+    /// Fuel left for this mount's renders.
+    fuel: std::cell::Cell<u64>,
 }
 
 impl Renderer {
@@ -46,13 +53,16 @@ impl Renderer {
             .map(|(name, entry)| (name.to_string(), Value::from(Serde(entry))));
         Renderer {
             objects: Value::from_pairs(objects),
+            fuel: std::cell::Cell::new(MOUNT_FUEL),
         }
     }
 
     /// Renders the template of object `name`; `own` names the object whose
     /// response becomes the top-level `data` and `response`.
     pub fn render(&self, name: &str, source: &str, own: Option<&str>) -> Result<Vec<u8>> {
-        let env = environment();
+        let left = self.fuel.get();
+        let mut env = environment();
+        env.set_fuel(Some(FUEL.min(left)));
         let template = env
             .template_from_named_str(name, source)
             .map_err(|e| template_error(name, &e))?;
@@ -66,9 +76,22 @@ impl Renderer {
             }
         }
         let mut out = Capped::default();
-        template
-            .render_captured_to(Value::from_pairs(ctx), &mut out)
-            .map_err(|e| template_error(name, &e))?;
+        let rendered = template.render_captured_to(Value::from_pairs(ctx), &mut out);
+        let rendered = match rendered {
+            Ok(captured) => captured,
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel && left < FUEL => {
+                self.fuel.set(0);
+                return Err(Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "object {name:?}: template: the templates of this mount together did more work than one mount's may (at most {MOUNT_FUEL} steps in all): fewer or simpler templates, or split the SecretProviderClass"
+                    ),
+                ));
+            }
+            Err(e) => return Err(template_error(name, &e)),
+        };
+        let used = rendered.state().fuel_levels().map_or(0, |(used, _)| used);
+        self.fuel.set(left.saturating_sub(used));
         Ok(out.buf)
     }
 }

@@ -227,6 +227,12 @@ pub struct Flags {
     #[arg(long = "max-concurrent-mounts", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub max_concurrent_mounts: u16,
 
+    /// How many of those slots one namespace's mounts may hold at once
+    /// (0: half of -max-concurrent-mounts), so that the rest always remains
+    /// for other namespaces.
+    #[arg(long = "max-concurrent-mounts-per-namespace", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    pub max_concurrent_mounts_per_namespace: u16,
+
     /// Most memory one mount may hold (response bytes as they arrive, their
     /// parsed form, rendered files): bytes, or with a KiB/MiB/GiB suffix.
     #[arg(long = "max-mount-bytes", default_value = "16MiB", value_parser = parse_size)]

@@ -37,6 +37,14 @@ pub enum Job {
 }
 
 impl Job {
+    /// The namespace of the pod the job is for (its share of the job slots).
+    pub fn namespace(&self) -> &str {
+        match self {
+            Job::RenewToken { key, .. } | Job::RenewLease { key, .. } => &key.pod.namespace,
+            Job::Retire(r) => &r.namespace,
+        }
+    }
+
     fn id(&self) -> String {
         match self {
             Job::RenewToken { token, .. } => format!("renew/{token}"),
@@ -49,6 +57,9 @@ impl Job {
 /// Background jobs run at once, at most (each waits for Vault at most
 /// [`crate::vault::BACKGROUND_BUDGET`] plus one request timeout).
 pub const JOB_CONCURRENCY: usize = 32;
+/// Of those, at most this many for the pods of one namespace: a namespace
+/// whose Vault is slow never takes the slots every other's renewals need.
+pub const JOB_CONCURRENCY_PER_NAMESPACE: usize = 8;
 /// Wait before a revocation that failed transiently is tried again.
 const RETIRE_RETRY: Duration = Duration::from_secs(5);
 /// Transient failures after which a revocation is given up (the credential

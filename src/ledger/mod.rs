@@ -176,6 +176,9 @@ impl Entry {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Retirement {
     pod_uid: String,
+    /// The pod's namespace: its share of the background job slots.
+    #[serde(default)]
+    namespace: String,
     vault: VaultConfig,
     /// The token used for the call (the replaced token itself for `Token`).
     token: String,
@@ -195,6 +198,7 @@ impl Retirement {
     fn new(key: &TokenKey, token: String, lease_id: Option<String>, at: SystemTime) -> Retirement {
         Retirement {
             pod_uid: key.pod.uid.clone(),
+            namespace: key.pod.namespace.clone(),
             vault: key.vault.clone(),
             token,
             lease_id,
@@ -774,7 +778,7 @@ fn lease_of(response: &Json, now: SystemTime) -> Option<(String, Duration, bool)
 mod jobs;
 mod state_file;
 
-pub use jobs::{Job, JOB_CONCURRENCY};
+pub use jobs::{Job, JOB_CONCURRENCY, JOB_CONCURRENCY_PER_NAMESPACE};
 
 #[cfg(test)]
 mod tests;

@@ -491,3 +491,41 @@ async fn template_output_is_capped() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn one_fuel_budget_covers_every_template_of_a_mount() {
+    let resp = serde_json::json!({"data": {"k": "v"}});
+    // Each template alone is well within a render's fuel; thirty of them
+    // are not within a mount's.
+    let busy = "{% for i in range(20000) %}{{ objects.k.data.k }}{% endfor %}";
+    let mut yaml = String::from("- {objectName: k, secretPath: kv/x, secretKey: k}\n");
+    let one = format!(
+        "{yaml}- objectName: t0\n  template: {}\n",
+        serde_json::to_string(busy).unwrap()
+    );
+    render_set(&one, &[("kv/x", resp.clone())])
+        .await
+        .expect("one busy template renders");
+    for i in 0..30 {
+        yaml.push_str(&format!(
+            "- objectName: t{i}\n  template: {}\n",
+            serde_json::to_string(busy).unwrap()
+        ));
+    }
+    let started = std::time::Instant::now();
+    let e = render_set(&yaml, &[("kv/x", resp)]).await.unwrap_err();
+    assert!(
+        e.to_string().contains("together did more work than one mount's may"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_class_lists_at_most_as_many_objects_as_a_mount_writes_files() {
+    assert_eq!(crate::spc::MAX_OBJECTS, MAX_FILES);
+}

@@ -1,5 +1,7 @@
-//! The health port: `/health/live` answers while the process can serve HTTP
-//! at all; `/health/ready` only while the driver socket is served and the
+//! The health port: `/health/live` answers while the runtime that serves
+//! mounts answers (the port itself is served from a thread and runtime of
+//! its own, so a busy tenant cannot starve the probe, and a dead runtime
+//! fails it); `/health/ready` only while the driver socket is served and the
 //! object-version key is loaded. Vault being down affects neither: a restart
 //! would not fix Vault, and a DaemonSet pod in a restart loop only makes the
 //! outage worse; `vault_csi_provider_vault_up` and a log line report it
@@ -8,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
@@ -24,8 +27,18 @@ use crate::versions::Versions;
 /// current (what the credential ledger holds).
 pub type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
 
+/// How long liveness waits for the mount runtime's answer (the
+/// DaemonSet's probe gives up after 3 s).
+const LIVE_WAIT: Duration = Duration::from_secs(2);
+
+/// A liveness question to the mount runtime: it answers by sending back.
+type Ping = tokio::sync::oneshot::Sender<()>;
+
 /// What readiness depends on, and what the health port exports.
 pub struct Health {
+    /// Asks the mount runtime whether it runs ([`Health::answer_pings`]);
+    /// `None` until someone answers.
+    ping: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Ping>>>,
     serving: AtomicBool,
     versions: Arc<Versions>,
     metrics: Arc<Metrics>,
@@ -46,6 +59,7 @@ impl Health {
         refresh: Option<Refresh>,
     ) -> Arc<Health> {
         Arc::new(Health {
+            ping: std::sync::Mutex::new(None),
             serving: AtomicBool::new(false),
             versions,
             metrics,
@@ -65,6 +79,40 @@ impl Health {
         self.serving.store(on, Ordering::SeqCst);
     }
 
+    /// The task that answers liveness from the runtime it is spawned on
+    /// (the mount runtime): it waits for questions and wakes for nothing
+    /// else.
+    pub fn answer_pings(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Ping>(8);
+        *self.ping.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        async move {
+            while let Some(ping) = rx.recv().await {
+                let _ = ping.send(());
+            }
+        }
+    }
+
+    /// Whether the mount runtime answers within [`LIVE_WAIT`] (always, when
+    /// no one was set to answer).
+    pub async fn liveness(&self) -> Result<(), String> {
+        let ping = self
+            .ping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(ping) = ping else { return Ok(()) };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = async {
+            ping.send(tx).await.map_err(|_| ())?;
+            rx.await.map_err(|_| ())
+        };
+        match tokio::time::timeout(LIVE_WAIT, asked).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err("the mount runtime has stopped".to_string()),
+            Err(_) => Err(format!("the mount runtime did not answer within {LIVE_WAIT:?}")),
+        }
+    }
+
     /// Whether the provider can serve mounts, and if not, why.
     pub async fn readiness(&self) -> Result<(), &'static str> {
         if !self.serving.load(Ordering::SeqCst) {
@@ -77,8 +125,11 @@ impl Health {
     }
 }
 
-async fn live() -> &'static str {
-    "ok\n"
+async fn live(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    match health.liveness().await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not live: {why}\n")),
+    }
 }
 
 async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, String) {
@@ -153,6 +204,37 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> st
     .await
 }
 
+/// Serves the health port on `listener` from a thread and runtime of its
+/// own, until `stop` is dropped or sent: the probes then answer whatever
+/// the mount runtime is busy with.
+pub fn serve_on_own_thread(
+    listener: std::net::TcpListener,
+    health: Arc<Health>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("health".into()).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "health server cannot serve its port");
+                    return;
+                }
+            };
+            tokio::select! {
+                served = serve(listener, health) => {
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "health server stopped");
+                    }
+                }
+                _ = stop => {}
+            }
+        });
+    })?;
+    Ok(())
+}
+
 /// The health port's router: health, metrics and the log level. Serve it
 /// with connection info (see [`serve`]): `PUT /log-level` needs the peer.
 pub fn router(health: Arc<Health>) -> Router {
@@ -197,6 +279,42 @@ mod tests {
         assert_eq!(h.readiness().await, Err("driver socket not served yet"));
         h.set_serving(true);
         assert_eq!(h.readiness().await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn liveness_is_the_mount_runtimes_answer() {
+        let h = Health::new(
+            Arc::new(Versions::fixed(&[0u8; 32])),
+            Arc::new(Metrics::new()),
+            None,
+            None,
+        );
+        assert_eq!(h.liveness().await, Ok(()), "no one asked to answer yet");
+        // A runtime of its own plays the mount runtime; a task hogging its
+        // only thread stands for a runtime that no longer runs.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answering = runtime.spawn(h.answer_pings());
+        let (go, blocked) = std::sync::mpsc::channel::<()>();
+        let mount_runtime = std::thread::spawn(move || {
+            runtime.block_on(async {
+                tokio::task::yield_now().await;
+                // Answer for a while, then hog the thread.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = blocked.recv();
+                drop(answering);
+            })
+        });
+        assert_eq!(h.liveness().await, Ok(()));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let started = std::time::Instant::now();
+        let e = h.liveness().await.unwrap_err();
+        assert!(e.contains("did not answer within 2s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        go.send(()).unwrap();
+        mount_runtime.join().unwrap();
     }
 
     struct Level(std::sync::Mutex<crate::logging::LogLevel>);

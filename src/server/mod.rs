@@ -8,6 +8,7 @@
 pub mod conn;
 pub mod health;
 
+use crate::slots::Slots;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -47,8 +48,9 @@ pub struct ProviderService {
     mount_timeout: Duration,
     /// Bounds the mounts running at once: after a node reboot every pod
     /// mounts together, and beyond what Vault answers in parallel, more
-    /// concurrency only adds memory and queueing inside the provider.
-    slots: Arc<tokio::sync::Semaphore>,
+    /// concurrency only adds memory and queueing inside the provider. One
+    /// namespace holds at most its share of them.
+    slots: Arc<Slots>,
     /// This socket's defaults; `None`: the mount logic's own.
     defaults: Option<Arc<Defaults>>,
     /// Which provider this socket stands in for (the Version RPC's name).
@@ -59,7 +61,7 @@ impl ProviderService {
     /// A service over the given mount logic; `mount_timeout` bounds mounts
     /// whose caller sent no deadline.
     pub fn new(mounter: Arc<Mounter>, mount_timeout: Duration) -> ProviderService {
-        let slots = Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_MOUNTS));
+        let slots = Slots::new(DEFAULT_MAX_CONCURRENT_MOUNTS, DEFAULT_MAX_CONCURRENT_MOUNTS / 2);
         ProviderService {
             mounter,
             mount_timeout,
@@ -76,9 +78,10 @@ impl ProviderService {
         self
     }
 
-    /// Runs at most `n` mounts at once; the others wait (within their deadline).
-    pub fn with_max_concurrent_mounts(mut self, n: usize) -> ProviderService {
-        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+    /// Runs at most `n` mounts at once, at most `per_namespace` of them of
+    /// one namespace; the others wait (within their deadline).
+    pub fn with_max_concurrent_mounts(mut self, n: usize, per_namespace: usize) -> ProviderService {
+        self.slots = Slots::new(n, per_namespace);
         self
     }
 
@@ -136,14 +139,15 @@ impl CsiDriverProvider for ProviderService {
         let provider = self.flavor.provider();
         let span = tracing::info_span!("mount", %pod, %namespace, %spc, provider);
         let deadline = started + budget;
-        let result = match tokio::time::timeout(budget, self.slots.clone().acquire_owned()).await {
+        let result = match tokio::time::timeout(budget, self.slots.acquire(namespace)).await {
             Ok(Ok(_slot)) => match &self.defaults {
                 Some(d) => self.mounter.mount_with(&input, deadline, d).instrument(span.clone()).await,
                 None => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
             },
             Ok(Err(_)) => Err(Error::new(ErrorKind::Internal, "the provider is shutting down")),
             Err(_) => Err(Error::new(ErrorKind::Busy, format!(
-                "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy (is Vault slow?)"
+                "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy, or namespace {namespace}'s mounts held its share of them (-max-concurrent-mounts-per-namespace={}; is Vault slow?)",
+                self.slots.per_namespace()
             ))),
         };
         let response = result.and_then(|out| {

@@ -187,6 +187,9 @@ pub struct MountSpec {
     pub flavor: Flavor,
     /// Vault connection.
     pub vault: VaultConfig,
+    /// Whether every address of `vault` is one the operator configured
+    /// (else the class chose it: it gets no waiting out of elections).
+    pub operator_vault: bool,
     /// Token from kubelet for the audience, when present.
     pub provided_token: Option<ProvidedToken>,
     /// The objects that read Vault, in SPC order.
@@ -206,17 +209,28 @@ impl MountSpec {
     }
 }
 
-/// Parsed `objects` of the classes mounted lately, by their default mode and
-/// YAML: every pod of a class sends the same YAML on every republish (each
-/// pod every two minutes, by default), and parsing it was most of what
-/// parsing a Mount request cost. Only documents that parsed are kept, none
-/// longer than [`ClassCache::MAX_DOCUMENT`] bytes, and at most
-/// [`ClassCache::BUDGET`] bytes of YAML in all (everything is forgotten when
-/// a new one would not fit): the YAML is a tenant's, so what it may make the
-/// provider hold is bounded by the operator's build, not by the tenant.
+/// Parsed `objects` of the classes mounted lately, per namespace, by their
+/// default mode and YAML: every pod of a class sends the same YAML on every
+/// republish (each pod every two minutes, by default), and parsing it was
+/// most of what parsing a Mount request cost. Only documents that parsed are
+/// kept, none longer than [`ClassCache::MAX_DOCUMENT`] bytes; each namespace
+/// keeps at most [`ClassCache::NAMESPACE_BUDGET`] bytes of YAML (forgetting
+/// its own when a new one would not fit), and at most
+/// [`ClassCache::NAMESPACES`] namespaces are kept (the one unused longest
+/// goes first). The YAML is a tenant's: what it may make the provider hold
+/// is bounded by the operator's build, and one namespace's churn never
+/// evicts another's classes.
 #[derive(Default)]
 pub struct ClassCache {
-    kept: std::sync::Mutex<KeptClasses>,
+    kept: std::sync::Mutex<KeptNamespaces>,
+}
+
+#[derive(Default)]
+struct KeptNamespaces {
+    /// Per namespace: its classes, and when it last used the cache.
+    by_namespace: HashMap<String, (KeptClasses, u64)>,
+    /// A counter standing for time, for "unused longest".
+    clock: u64,
 }
 
 #[derive(Default)]
@@ -230,29 +244,63 @@ struct KeptClasses {
 impl ClassCache {
     /// The longest `objects` document kept (longer ones are parsed each time).
     pub const MAX_DOCUMENT: usize = 64 * 1024;
-    /// YAML bytes kept in all.
-    pub const BUDGET: usize = 1024 * 1024;
+    /// YAML bytes one namespace's classes keep.
+    pub const NAMESPACE_BUDGET: usize = 256 * 1024;
+    /// Namespaces whose classes are kept.
+    pub const NAMESPACES: usize = 64;
 
-    /// [`parse_objects`], remembered.
-    fn objects(&self, yaml: &str, default_mode: u32) -> Result<ObjectSet> {
-        if let Some(set) = self.lock().by_mode.get(&default_mode).and_then(|m| m.get(yaml)) {
-            return Ok(set.clone());
+    /// [`parse_objects`] of a class of `namespace`, remembered.
+    fn objects(&self, namespace: &str, yaml: &str, default_mode: u32) -> Result<ObjectSet> {
+        {
+            let mut kept = self.lock();
+            kept.clock += 1;
+            let now = kept.clock;
+            if let Some((classes, used)) = kept.by_namespace.get_mut(namespace) {
+                *used = now;
+                if let Some(set) = classes.by_mode.get(&default_mode).and_then(|m| m.get(yaml)) {
+                    return Ok(set.clone());
+                }
+            }
         }
         let set = parse_objects(yaml, default_mode)?;
         if yaml.len() <= Self::MAX_DOCUMENT {
             let mut kept = self.lock();
-            if kept.bytes + yaml.len() > Self::BUDGET {
-                *kept = KeptClasses::default();
+            if !kept.by_namespace.contains_key(namespace) && kept.by_namespace.len() >= Self::NAMESPACES {
+                let oldest = kept
+                    .by_namespace
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(ns, _)| ns.clone());
+                if let Some(oldest) = oldest {
+                    kept.by_namespace.remove(&oldest);
+                }
             }
-            let documents = kept.by_mode.entry(default_mode).or_default();
+            let now = kept.clock;
+            let (classes, _) = kept
+                .by_namespace
+                .entry(namespace.to_string())
+                .or_insert_with(|| (KeptClasses::default(), now));
+            if classes.bytes + yaml.len() > Self::NAMESPACE_BUDGET {
+                *classes = KeptClasses::default();
+            }
+            let documents = classes.by_mode.entry(default_mode).or_default();
             if documents.insert(yaml.to_string(), set.clone()).is_none() {
-                kept.bytes += yaml.len();
+                classes.bytes += yaml.len();
             }
         }
         Ok(set)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, KeptClasses> {
+    /// Whether `namespace` has `yaml` kept (for tests).
+    #[cfg(test)]
+    fn holds(&self, namespace: &str, yaml: &str) -> bool {
+        self.lock()
+            .by_namespace
+            .get(namespace)
+            .is_some_and(|(c, _)| c.by_mode.values().any(|m| m.contains_key(yaml)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptNamespaces> {
         self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -365,7 +413,7 @@ fn parse_mount_with(
     let objects_yaml =
         get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
     let ObjectSet { objects, templates } = match classes {
-        Some(classes) => classes.objects(objects_yaml, default_mode)?,
+        Some(classes) => classes.objects(&pod.namespace, objects_yaml, default_mode)?,
         None => parse_objects(objects_yaml, default_mode)?,
     };
     let sync = match get("syncSecrets") {
@@ -380,6 +428,7 @@ fn parse_mount_with(
         auth_mount,
         audience,
         flavor: defaults.flavor,
+        operator_vault: vault.addresses.iter().all(|e| defaults.vault.addresses.contains(e)),
         vault,
         provided_token,
         objects,

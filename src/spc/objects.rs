@@ -5,8 +5,9 @@
 
 use super::*;
 
-/// The most entries `objects` may list (the most files a mount writes).
-pub const MAX_OBJECTS: usize = crate::render::MAX_FILES;
+/// The most entries `objects` may list: the most files a mount writes
+/// (`render::MAX_FILES`, which a unit test keeps equal).
+pub const MAX_OBJECTS: usize = 2048;
 /// The most templates a class may have: rendering is the CPU a class chooses.
 pub const MAX_TEMPLATES: usize = 256;
 /// The most objects one template may name.

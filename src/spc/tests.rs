@@ -1083,9 +1083,15 @@ fn a_class_parsed_once_answers_like_a_fresh_parse() {
     }
     // Two modes of one document: two entries, each with its own default.
     let kept = classes.lock();
-    assert_eq!(kept.by_mode.len(), 2);
-    assert!(kept.by_mode.values().all(|documents| documents.len() == 1));
-    assert_eq!(kept.bytes, 2 * two.trim().len());
+    let (ns, _) = &kept.by_namespace["default"];
+    assert_eq!(ns.by_mode.len(), 2);
+    assert!(ns.by_mode.values().all(|documents| documents.len() == 1));
+    assert_eq!(ns.bytes, 2 * two.trim().len());
+}
+
+/// YAML bytes the cache holds for `namespace`.
+fn kept_bytes(classes: &ClassCache, namespace: &str) -> usize {
+    classes.lock().by_namespace.get(namespace).map_or(0, |(c, _)| c.bytes)
 }
 
 #[test]
@@ -1099,7 +1105,7 @@ fn a_class_that_failed_is_not_kept_and_fails_again() {
         };
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     }
-    assert_eq!(classes.lock().bytes, 0);
+    assert_eq!(kept_bytes(&classes, "default"), 0);
 }
 
 #[test]
@@ -1108,15 +1114,17 @@ fn what_the_class_cache_holds_is_bounded() {
     // A document over the per-document bound parses but is not kept.
     let padding = format!("# {}\n", "x".repeat(ClassCache::MAX_DOCUMENT));
     let long = format!("{padding}{ONE}");
-    classes.objects(&long, 0o644).unwrap();
-    assert_eq!(classes.lock().bytes, 0);
-    // Distinct documents fill the budget; the next one starts it afresh.
+    classes.objects("a", &long, 0o644).unwrap();
+    assert_eq!(kept_bytes(&classes, "a"), 0);
+    // Distinct documents fill a namespace's budget; the next one starts it
+    // afresh, and another namespace's classes stay.
+    classes.objects("b", ONE, 0o644).unwrap();
     let mut held = 0;
     for i in 0.. {
         let yaml = format!("# {i} {}\n{ONE}", "y".repeat(16 * 1024));
-        classes.objects(&yaml, 0o644).unwrap();
-        let bytes = classes.lock().bytes;
-        assert!(bytes <= ClassCache::BUDGET, "{bytes} bytes kept");
+        classes.objects("a", &yaml, 0o644).unwrap();
+        let bytes = kept_bytes(&classes, "a");
+        assert!(bytes <= ClassCache::NAMESPACE_BUDGET, "{bytes} bytes kept");
         if bytes < held {
             assert_eq!(bytes, yaml.len(), "the budget starts afresh with the new document");
             break;
@@ -1124,7 +1132,19 @@ fn what_the_class_cache_holds_is_bounded() {
         held = bytes;
     }
     assert!(
-        held > ClassCache::BUDGET - 17 * 1024,
+        held > ClassCache::NAMESPACE_BUDGET - 17 * 1024,
         "the budget was used before it was reset: {held}"
     );
+    assert!(classes.holds("b", ONE), "a's churn never evicts b's classes");
+    // Namespaces beyond the bound push out the one unused longest.
+    for i in 0..ClassCache::NAMESPACES {
+        classes.objects(&format!("n{i}"), ONE, 0o644).unwrap();
+        classes.objects("b", ONE, 0o644).unwrap();
+    }
+    assert!(classes.holds("b", ONE), "b is in use");
+    assert!(
+        !classes.holds("a", ONE) && kept_bytes(&classes, "a") == 0,
+        "a was unused longest"
+    );
+    assert!(classes.lock().by_namespace.len() <= ClassCache::NAMESPACES);
 }

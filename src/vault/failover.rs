@@ -519,6 +519,10 @@ pub struct Failover {
     only_tls: bool,
     /// This round, some node answered that it has no active node.
     election: bool,
+    /// Whether an election reported by a node extends the retry budget
+    /// (only for the operator's addresses: a class's own address could
+    /// claim an election forever and hold a mount slot until the deadline).
+    elections: bool,
 }
 
 impl Failover {
@@ -541,7 +545,15 @@ impl Failover {
             processed: false,
             only_tls: true,
             election: false,
+            elections: true,
         }
+    }
+
+    /// The same decisions, but an election a node reports does not extend
+    /// the retry budget (for addresses a class chose, not the operator).
+    pub fn without_election_waits(mut self) -> Failover {
+        self.elections = false;
+        self
     }
 
     /// What to do at `now`. `order` gives the nodes in the order to try
@@ -569,7 +581,7 @@ impl Failover {
         let Some(mut wait) = wait_within(self.round, now, self.deadline) else {
             return Step::GiveUp(Stop::Deadline);
         };
-        if !self.election {
+        if !(self.election && self.elections) {
             let spent = now.saturating_duration_since(self.started);
             let Some(left) = self.budget.checked_sub(spent).filter(|l| !l.is_zero()) else {
                 return Step::GiveUp(Stop::Budget);

@@ -231,6 +231,9 @@ pub struct VaultClient {
     /// How long rounds in which every address fails are retried, unless a
     /// node reports an election (see [`crate::vault::failover`]).
     retry_budget: Duration,
+    /// Whether a reported election extends the retry budget (the
+    /// operator's addresses; not those a class chose).
+    waits_out_elections: bool,
 }
 
 struct Node {
@@ -304,6 +307,7 @@ impl VaultClient {
             }),
             deadline: None,
             retry_budget: failover::DEFAULT_RETRY_BUDGET,
+            waits_out_elections: true,
         })
     }
 
@@ -336,6 +340,7 @@ impl VaultClient {
             inner: Arc::new(inner),
             deadline: self.deadline,
             retry_budget: self.retry_budget,
+            waits_out_elections: self.waits_out_elections,
         }
     }
 
@@ -346,7 +351,15 @@ impl VaultClient {
             inner: self.inner.clone(),
             deadline: Some(deadline),
             retry_budget: self.retry_budget,
+            waits_out_elections: self.waits_out_elections,
         }
+    }
+
+    /// The same client, waiting out a leader election past the retry
+    /// budget only when `on` (the operator's addresses).
+    pub fn waiting_out_elections(mut self, on: bool) -> VaultClient {
+        self.waits_out_elections = on;
+        self
     }
 
     fn request(&self, method: Method, path: String, token: Option<&str>, body: Option<Bytes>) -> Request {
@@ -390,6 +403,9 @@ impl VaultClient {
         }
         let mut attempts = Attempts::default();
         let mut plan = failover::Failover::new(resend, single, started, deadline, self.retry_budget);
+        if !self.waits_out_elections {
+            plan = plan.without_election_waits();
+        }
         let mut stop = None;
         let outcome = loop {
             let i = match plan.next(Instant::now(), || inner.health.order(Instant::now())) {
@@ -720,6 +736,7 @@ async fn watch(inner: Weak<Inner>) {
             inner: strong,
             deadline: None,
             retry_budget: failover::DEFAULT_RETRY_BUDGET,
+            waits_out_elections: true,
         };
         client.probe().await;
     }

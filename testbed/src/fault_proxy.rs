@@ -18,6 +18,9 @@ pub enum Fault {
     Status(u16),
     /// Answer `307 Temporary Redirect` to this `Location` (a standby node).
     Redirect(String),
+    /// Answer what a Vault node answers while its cluster elects a leader
+    /// (503, no active node), forever.
+    Leaderless,
     /// Forward the request, then relay only the first half of the response
     /// and close the connection: the server did the work, the client never
     /// learns the result.
@@ -252,6 +255,13 @@ async fn serve_one(mut client: tokio::net::TcpStream, upstream: String, shared: 
         Fault::Status(code) => {
             let body = serde_json::json!({ "errors": [format!("injected fault: {code}")] }).to_string();
             let _ = client.write_all(canned(code, String::new(), body).as_bytes()).await;
+        }
+        Fault::Leaderless => {
+            let body = serde_json::json!({
+                "errors": ["local node not active but active cluster node not found"]
+            })
+            .to_string();
+            let _ = client.write_all(canned(503, String::new(), body).as_bytes()).await;
         }
         Fault::Redirect(location) => {
             let _ = client

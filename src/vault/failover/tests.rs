@@ -236,6 +236,26 @@ fn an_election_is_waited_out_past_the_budget_until_the_deadline() {
 }
 
 #[test]
+fn an_election_a_class_chosen_address_claims_ends_at_the_budget() {
+    let t0 = Instant::now();
+    let endless = |_, _| Verdict::NotServing(Reason::NoActiveNode);
+    let f = Failover::new(
+        Resend::Idempotent,
+        false,
+        t0,
+        t0 + Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .without_election_waits();
+    let (steps, took) = simulate(f, t0, Duration::from_millis(1), endless);
+    assert_eq!(steps.last(), Some(&Step::GiveUp(Stop::Budget)));
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[test]
 fn a_sealed_cluster_is_not_an_election() {
     let t0 = Instant::now();
     let f = Failover::new(

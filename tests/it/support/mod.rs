@@ -203,6 +203,42 @@ pub fn real_server_only(kube: &Cluster, why: &str) -> bool {
     false
 }
 
+/// The health port the provider logged (it binds `127.0.0.1:0`).
+pub fn health_addr(p: &Provider) -> std::net::SocketAddr {
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("health server listening"))
+        .unwrap_or_else(|| panic!("no health server line in the log:\n{logs}"));
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("addr= field");
+    addr.parse().expect("socket address")
+}
+
+/// One HTTP/1.1 exchange; returns the status and body.
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the health port");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "this helper reads fixed-length bodies only"
+    );
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
 /// The provider binary built for these tests.
 pub fn provider_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_vault-csi-provider"))
