@@ -170,6 +170,14 @@ impl ProviderConfig {
                 ));
             }
         }
+        // Said once at start: what the operator left open to classes.
+        let open = primary.policy.open_switches();
+        if !open.is_empty() {
+            warnings.push(format!(
+                "the tenant policy is open: a SecretProviderClass may name {}; pin what your tenants may not choose (docs/install.md, \"Tenant policy\")",
+                open.join(", ")
+            ));
+        }
         let node_name = flags.node_name.clone().filter(|n| !n.is_empty());
         let health_addr = match flags.health_addr.as_str() {
             "" => None,

@@ -34,6 +34,9 @@ pub struct ClassPolicy {
     /// Token audiences a class may use; the first is the default when the
     /// class names none. Empty: any audience, defaulting as the incumbent.
     pub audiences: Vec<String>,
+    /// Names a class may have the server's certificate checked against
+    /// (`vaultTLSServerName`) besides the operator's; empty allows any.
+    pub tls_server_names: Vec<String>,
 }
 
 impl Default for ClassPolicy {
@@ -46,6 +49,7 @@ impl Default for ClassPolicy {
             allow_unix: true,
             allow_skip_verify: true,
             audiences: Vec::new(),
+            tls_server_names: Vec::new(),
         }
     }
 }
@@ -54,6 +58,7 @@ impl Default for ClassPolicy {
 const FILE_DIRS_FLAG: &str = "-spc-file-dirs";
 const ADDRS_FLAG: &str = "-spc-allowed-vault-addrs";
 const AUDIENCES_FLAG: &str = "-spc-allowed-audiences";
+const SERVER_NAMES_FLAG: &str = "-spc-allowed-tls-server-names";
 
 /// A class parameter this provider's policy refuses: which parameter and
 /// why (naming the operator's flag), with the system's error behind it
@@ -136,6 +141,51 @@ impl ClassPolicy {
         } else {
             Err(refused(param, "this provider does not allow SecretProviderClasses to skip TLS verification (-spc-allow-skip-tls-verify=false); give a CA with vaultCACertPath instead".to_string()))
         }
+    }
+
+    /// Whether a class may have the server's certificate checked against
+    /// `name` (which the operator did not configure): a name is who the
+    /// pod's token is sent to, as much as an address is.
+    pub fn check_tls_server_name(&self, name: &str, param: &str) -> Result<(), Refused> {
+        if self.tls_server_names.is_empty() || self.tls_server_names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(refused(
+            param,
+            format!(
+                "TLS server name {} is not one this provider allows ({SERVER_NAMES_FLAG}: {})",
+                crate::spc::Quoted(name),
+                self.tls_server_names.join(", ")
+            ),
+        ))
+    }
+
+    /// What an operator left open to SecretProviderClasses, one phrase per
+    /// switch, for the warning at start (empty: every switch closed).
+    pub fn open_switches(&self) -> Vec<&'static str> {
+        let mut open = Vec::new();
+        if self.vault_addrs.is_empty() {
+            open.push("any Vault address (-spc-allowed-vault-addrs)");
+        }
+        if self.allow_http {
+            open.push("plain http (-spc-allow-http=true)");
+        }
+        if self.allow_unix {
+            open.push("a unix socket on the node (-spc-allow-unix=true)");
+        }
+        if self.allow_skip_verify {
+            open.push("unverified TLS (-spc-allow-skip-tls-verify=true)");
+        }
+        if self.file_dirs.is_empty() {
+            open.push("any file of the provider's as a CA or client key (-spc-file-dirs)");
+        }
+        if self.audiences.is_empty() {
+            open.push("any token audience (-spc-allowed-audiences)");
+        }
+        if self.tls_server_names.is_empty() {
+            open.push("any TLS server name (-spc-allowed-tls-server-names)");
+        }
+        open
     }
 
     /// The audience to use: the class's, if allowed, else the operator's

@@ -278,6 +278,12 @@ pub struct Flags {
     #[arg(long = "spc-allowed-audiences", value_delimiter = ',')]
     pub spc_allowed_audiences: Vec<String>,
 
+    /// Names a SecretProviderClass may have Vault's certificate checked
+    /// against (vaultTLSServerName), besides the operator's own
+    /// (-vault-tls-server-name); comma-separated. Empty: any.
+    #[arg(long = "spc-allowed-tls-server-names", value_delimiter = ',')]
+    pub spc_allowed_tls_server_names: Vec<String>,
+
     /// Whether SecretProviderClasses are authoritative: a mount whose
     /// attributes (the pod's volumeAttributes copied over the class's
     /// parameters) change the class's objects, role, address, auth mount or
@@ -690,12 +696,19 @@ impl Flags {
             .filter(|d| !d.as_os_str().is_empty())
             .cloned()
             .collect();
+        let tls_server_names: Vec<String> = self
+            .spc_allowed_tls_server_names
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
         ClassPolicy {
             vault_addrs,
             allow_http: self.spc_allow_http,
             allow_unix: self.spc_allow_unix,
             allow_skip_verify: self.spc_allow_skip_tls_verify,
             audiences,
+            tls_server_names,
             ..Default::default()
         }
         .with_file_dirs(&dirs)

@@ -133,7 +133,10 @@ pub(super) fn parse_vault_config(params: &Params<'_>, defaults: &Defaults) -> Re
     if let Some((name, p)) = params.get(names::CA_DIRECTORY) {
         tls.ca_directory = Some(policy.class_directory(p, name)?);
     }
-    if let Some((_, n)) = params.get(names::TLS_SERVER_NAME) {
+    if let Some((name, n)) = params.get(names::TLS_SERVER_NAME) {
+        if defaults.vault.tls.server_name.as_deref() != Some(n) {
+            policy.check_tls_server_name(n, name)?;
+        }
         tls.server_name = Some(n.to_string());
     }
     match (

@@ -990,6 +990,7 @@ fn the_operators_policy_applies_to_the_resolved_value_whatever_its_name() {
     d.policy = crate::policy::ClassPolicy {
         allow_http: false,
         allow_skip_verify: false,
+        tls_server_names: vec!["vault.internal".into()],
         ..Default::default()
     }
     .with_file_dirs(&[dir.path().to_path_buf()])
@@ -1011,6 +1012,11 @@ fn the_operators_policy_applies_to_the_resolved_value_whatever_its_name() {
         &[("roleName", "app"), ("baoCADirectory", "/etc")],
         "parameter baoCADirectory: ",
     );
+    fails(
+        &[("roleName", "app"), ("openbaoTLSServerName", "vault.elsewhere")],
+        "parameter openbaoTLSServerName: TLS server name \"vault.elsewhere\" is not one this provider allows (-spc-allowed-tls-server-names: vault.internal)",
+    );
+    assert!(parse(&[("roleName", "app"), ("vaultTLSServerName", "vault.internal")]).is_ok());
     // A refused value under a name that is not read does not matter: the
     // check is on what the class resolves to.
     assert!(parse(&[

@@ -422,9 +422,24 @@ fn the_daemonset_is_locked_down_in_every_variant() {
         assert!(c["resources"]["limits"]["memory"].is_string(), "{n}: memory limit");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health/live", "{n}");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready", "{n}");
-        // The only host path is the socket directory, mounted at /provider.
-        let volumes = pod["volumes"].as_array().unwrap();
+        // The only host path is the socket directory, mounted at /provider;
+        // anything else is a read-only ConfigMap (the example's CA files).
+        let all_volumes = pod["volumes"].as_array().unwrap();
+        let volumes: Vec<&Value> = all_volumes.iter().filter(|v| v.get("hostPath").is_some()).collect();
         assert_eq!(volumes.len(), 1, "{n}");
+        for v in all_volumes.iter().filter(|v| v.get("hostPath").is_none()) {
+            assert!(
+                v.get("configMap").is_some(),
+                "{n}: only ConfigMaps besides the socket directory: {v}"
+            );
+            let mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == v["name"])
+                .unwrap_or_else(|| panic!("{n}: {v} is mounted"));
+            assert_eq!(mount["readOnly"], true, "{n}: {mount}");
+        }
         let host = volumes[0]["hostPath"]["path"].as_str().unwrap();
         assert!(
             [
@@ -435,8 +450,9 @@ fn the_daemonset_is_locked_down_in_every_variant() {
             "{n}: {host}"
         );
         assert_eq!(
-            c["volumeMounts"],
-            json!([{"name": "providervol", "mountPath": "/provider"}])
+            c["volumeMounts"][0],
+            json!({"name": "providervol", "mountPath": "/provider"}),
+            "{n}"
         );
         assert!(strings(&c["args"]).contains(&"-endpoint=/provider/vault.sock".to_string()));
         let openbao = n == "openbao" || n == "all";
@@ -1443,12 +1459,16 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
     let root = bed.dir.path();
     let provider_dir = root.join("provider");
     std::fs::create_dir_all(&provider_dir).unwrap();
+    // Where the vault-ca ConfigMap is mounted.
+    let ca_dir = root.join("vault-tls");
+    std::fs::create_dir_all(&ca_dir).unwrap();
     // The rendered arguments, relocated, with the test's OpenBao in place of
     // the example's https://vault.example.com:8200 (TLS aside, the same pin).
     let operators = bed.world.bao.addr();
     let mut args: Vec<String> = strings(&c["args"])
         .into_iter()
         .map(|a| a.replace("/provider/", &format!("{}/", provider_dir.display())))
+        .map(|a| a.replace("=/vault/tls", &format!("={}", ca_dir.display())))
         .map(|a| a.replace("https://vault.example.com:8200", &operators))
         .map(|a| {
             if a.starts_with("-health-addr=") {
@@ -1462,6 +1482,8 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
         "-spc-allow-http=false",
         "-spc-allow-unix=false",
         "-spc-allow-skip-tls-verify=false",
+        "-spc-allowed-audiences=vault",
+        "-spc-allowed-tls-server-names=vault.example.com",
     ] {
         assert!(
             args.contains(&pinned.to_string()),
@@ -1522,6 +1544,21 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
             vec![("vaultSkipTLSVerify", "true")],
             "-spc-allow-skip-tls-verify=false",
         ),
+        (
+            "another TLS server name",
+            vec![("vaultTLSServerName", "vault.elsewhere.example")],
+            "-spc-allowed-tls-server-names",
+        ),
+        (
+            "another audience",
+            vec![("audience", "elsewhere")],
+            "-spc-allowed-audiences",
+        ),
+        (
+            "a CA file outside the operator's directory",
+            vec![("vaultCACertPath", "/etc/hostname")],
+            "-spc-file-dirs",
+        ),
     ] {
         let e = p.mount(&params(KV_OBJECT, &extra), &pod).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());
@@ -1542,4 +1579,29 @@ async fn the_example_install_pins_classes_to_the_operators_vault() {
         .await
         .expect("a class naming the operator's own address mounts too");
     assert_eq!(text(&named, "k"), "v");
+    assert!(
+        !p.logs().contains("the tenant policy is open"),
+        "the example closes every switch: {}",
+        p.logs()
+    );
+    // The base's defaults (the incumbent's) leave them open, and say so once.
+    let open = bed.provider("open", &[]).await;
+    let warned: Vec<String> = open
+        .logs()
+        .lines()
+        .filter(|l| l.contains("the tenant policy is open"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", open.logs());
+    for flag in [
+        "-spc-allowed-vault-addrs",
+        "-spc-allow-http=true",
+        "-spc-allow-unix=true",
+        "-spc-allow-skip-tls-verify=true",
+        "-spc-file-dirs",
+        "-spc-allowed-audiences",
+        "-spc-allowed-tls-server-names",
+    ] {
+        assert!(warned[0].contains(flag), "{flag}: {}", warned[0]);
+    }
 }
