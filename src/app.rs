@@ -376,7 +376,7 @@ pub async fn run(
     match (node, config.revoke_on_pod_delete) {
         (Some(node), true) => background.spawn(
             "pod watch",
-            podwatch::run(kube.clone(), node, core.ledger.clone(), core.pool.clone()),
+            podwatch::run(kube.clone(), node, core.ledger.clone()),
         ),
         (None, true) => tracing::warn!(
             "NODE_NAME is not set: credentials of deleted pods will not be revoked early (set it from the downward API, spec.nodeName)"

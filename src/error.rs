@@ -303,6 +303,22 @@ pub(crate) fn describe_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The longest value shown whole in a message (in characters).
+const QUOTED: usize = 64;
+
+/// A tenant's value as a message shows it: Rust-quoted (`"a\"b"`), cut to
+/// its first [`QUOTED`] characters and its length in bytes when longer.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTED) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}…({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

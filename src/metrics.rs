@@ -202,6 +202,7 @@ pub struct Metrics {
     credential_rotations: Counter,
     credential_revocations: Counter,
     credential_revocations_denied: Counter,
+    certificates_left_to_expire: Counter,
     credential_expiry: Gauge<f64, AtomicU64>,
     hmac_key_loaded: Gauge,
 }
@@ -243,6 +244,7 @@ impl Metrics {
             credential_rotations: Counter::default(),
             credential_revocations: Counter::default(),
             credential_revocations_denied: Counter::default(),
+            certificates_left_to_expire: Counter::default(),
             credential_expiry: Gauge::default(),
             hmac_key_loaded: Gauge::default(),
             registry: Registry::default(),
@@ -376,6 +378,11 @@ impl Metrics {
             "Replaced leases Vault would not let the provider revoke (403 on sys/leases/revoke: the role's policies lack update on it); they run out at their own TTL",
             m.credential_revocations_denied.clone(),
         );
+        registry.register(
+            "certificates_left_to_expire",
+            "Certificates the ledger let go of (their pod deleted, or evicted from a full ledger) that were issued without a lease (the PKI role's generate_lease is false), so no token revocation takes them: they stay valid until their own expiry",
+            m.certificates_left_to_expire.clone(),
+        );
         registry.register_with_unit(
             "credential_soonest_expiry",
             "Time until the soonest held credential expires (NaN when none is held)",
@@ -495,6 +502,12 @@ impl Metrics {
     /// Vault refused to revoke a replaced lease (403).
     pub fn credential_revocation_denied(&self) {
         self.credential_revocations_denied.inc();
+    }
+
+    /// A deleted pod held `n` certificates issued without a lease: they
+    /// cannot be revoked with its token and run out at their own expiry.
+    pub fn certificates_left_to_expire(&self, n: usize) {
+        self.certificates_left_to_expire.inc_by(n as u64);
     }
 
     /// A cached token was pushed out to make room.

@@ -292,8 +292,9 @@ impl Mounter {
     }
 
     /// Reads every distinct request once, reusing leased responses the
-    /// ledger still holds for this pod. A 403 with a cached token (revoked
-    /// or expired early in Vault) earns one fresh login and one more try.
+    /// ledger still holds for this pod. A 403 with a cached token earns one
+    /// fresh login and one more try only if Vault says the token is gone
+    /// (`lookup-self`): otherwise it is the policy's answer for that path.
     async fn fetch_all(
         &self,
         spec: &MountSpec,
@@ -317,9 +318,13 @@ impl Mounter {
             .filter(|(_, r)| matches!(r, Err(e) if e.status() == Some(403)))
             .map(|(k, _)| k.clone())
             .collect();
-        if cached && !denied.is_empty() {
-            tracing::info!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "cached Vault token was refused; logging in again");
-            self.ledger.forget_token(&key);
+        // A 403 is usually the role's policy answering for that path: the
+        // token stays (forgetting it would log in again and re-issue every
+        // credential the pod holds, on every mount). Only when Vault says
+        // the token itself is gone is it replaced by a fresh login.
+        if cached && !denied.is_empty() && matches!(client.token_alive(&token.token).await, Ok(false)) {
+            tracing::info!(pod = %spec.pod.name, namespace = %spec.pod.namespace, "the held Vault token was revoked or expired in Vault; logging in again");
+            self.ledger.forget_dead_token(&key, &token.token);
             let (fresh, _) = self.token(spec, &key, client).await?;
             // Held leases died with the refused token (certificates did not):
             // fetch everything the ledger no longer holds.
@@ -417,9 +422,7 @@ impl Mounter {
         };
         if let Some(held) = self.ledger.token(key) {
             match (&proof, &spec.provided_token) {
-                (Some(Proof::ClaimsOnly(why)), Some(jwt))
-                    if !self.ledger.was_reviewed(&spec.pod.uid, audience, &jwt.token) =>
-                {
+                (Some(Proof::ClaimsOnly(why)), Some(jwt)) if !self.ledger.was_reviewed(key, &jwt.token) => {
                     tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, reason = %why, "a new service-account token that cannot be verified here: proving it by a login, keeping the held Vault token");
                     self.prove_by_login(spec, key, client, jwt).await?;
                 }
@@ -438,7 +441,7 @@ impl Mounter {
             .await
             .map_err(|e| login_error(spec, e))?;
         if let Some(provided) = &spec.provided_token {
-            self.record_review(spec, provided);
+            self.record_review(key, provided);
         }
         tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %token.accessor, "logged in to Vault");
         self.ledger.store_token(key, token.clone());
@@ -462,18 +465,17 @@ impl Mounter {
             .map_err(|e| login_error(spec, e))?;
         self.metrics.token_proof_login();
         self.ledger.retire_token_now(key, &proof.token);
-        self.record_review(spec, jwt);
+        self.record_review(key, jwt);
         tracing::debug!(pod = %spec.pod.name, namespace = %spec.pod.namespace, accessor = %proof.accessor, "Vault accepted the pod's new service-account token; its login token is being revoked");
         Ok(())
     }
 
-    /// Remembers that Vault accepted the kubelet token `jwt` for this pod.
-    fn record_review(&self, spec: &MountSpec, jwt: &spc::ProvidedToken) {
+    /// Remembers that Vault accepted the kubelet token `jwt` for `key`.
+    fn record_review(&self, key: &TokenKey, jwt: &spc::ProvidedToken) {
         let expires = jwt
             .expires
             .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(REQUESTED_TOKEN_SECONDS));
-        self.ledger
-            .record_review(&spec.pod.uid, spec.token_audience(), &jwt.token, expires);
+        self.ledger.record_review(key, &jwt.token, expires);
     }
 
     /// The pod's JWT: from kubelet's `serviceAccount.tokens`, else minted

@@ -37,6 +37,12 @@ pub struct ClassPolicy {
     /// Names a class may have the server's certificate checked against
     /// (`vaultTLSServerName`) besides the operator's; empty allows any.
     pub tls_server_names: Vec<String>,
+    /// Whether the pod's service-account tokens are taken from the request's
+    /// `secrets` (a CSIDriver with `serviceAccountTokenInSecrets`, Kubernetes
+    /// 1.35+). Off, they come from kubelet's attributes only: `secrets` is
+    /// otherwise the pod's `nodePublishSecretRef`, whose values the tenant
+    /// writes.
+    pub tokens_in_secrets: bool,
 }
 
 impl Default for ClassPolicy {
@@ -50,6 +56,7 @@ impl Default for ClassPolicy {
             allow_skip_verify: true,
             audiences: Vec::new(),
             tls_server_names: Vec::new(),
+            tokens_in_secrets: false,
         }
     }
 }
@@ -154,7 +161,7 @@ impl ClassPolicy {
             param,
             format!(
                 "TLS server name {} is not one this provider allows ({SERVER_NAMES_FLAG}: {})",
-                crate::spc::Quoted(name),
+                crate::error::Quoted(name),
                 self.tls_server_names.join(", ")
             ),
         ))

@@ -43,6 +43,9 @@ use crate::kubernetes::client::{watch_refused, KubeClient, KubeError};
 /// Data key of the HMAC Secret.
 const KEY_FIELD: &str = "key";
 const KEY_LEN: usize = 32;
+/// The label the provider puts on the key Secret it creates; a Secret
+/// without it is not taken up.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vault-csi-provider");
 
 /// Where the key comes from.
 enum Source {
@@ -346,23 +349,42 @@ fn kube_error(e: KubeError, namespace: &str, name: &str, verb: &str) -> Error {
     }
 }
 
+/// The key in the key Secret, if the Secret is exactly what the provider
+/// creates: labelled `app.kubernetes.io/managed-by: vault-csi-provider`,
+/// immutable, of type Opaque, with one data key `key` of 32 bytes. Anything
+/// else is refused rather than taken up: the key seals the ledger's state
+/// file and keys the versions, so a key someone else wrote could be known
+/// to them.
 pub(crate) fn key_from_secret(secret: &Secret, namespace: &str, name: &str) -> Result<Vec<u8>> {
-    let raw = secret
-        .data
+    let refuse = |why: String| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("Secret {namespace}/{name} is not an object-version key this provider created ({why}): delete it to have a new key created"),
+        )
+    };
+    let (label, value) = MANAGED_BY;
+    let labelled = secret
+        .metadata
+        .labels
         .as_ref()
-        .and_then(|d| d.get(KEY_FIELD))
-        .map(|b| b.0.clone())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("Secret {namespace}/{name} has no data.{KEY_FIELD}: delete it to have a new key created"),
-            )
-        })?;
-    if raw.len() < KEY_LEN {
-        return Err(Error::new(ErrorKind::Internal, format!(
-            "Secret {namespace}/{name}: the key is {} bytes, at least {KEY_LEN} are needed: delete it to have a new key created",
-            raw.len()
-        )));
+        .and_then(|l| l.get(label))
+        .is_some_and(|v| v == value);
+    if !labelled {
+        return Err(refuse(format!("it lacks the label {label}={value}")));
+    }
+    if secret.immutable != Some(true) {
+        return Err(refuse("it is not immutable".to_string()));
+    }
+    if secret.type_.as_deref().unwrap_or("Opaque") != "Opaque" {
+        return Err(refuse("its type is not Opaque".to_string()));
+    }
+    let data = secret.data.as_ref();
+    let raw = data.and_then(|d| d.get(KEY_FIELD)).map(|b| b.0.clone());
+    let Some(raw) = raw.filter(|_| data.is_some_and(|d| d.len() == 1)) else {
+        return Err(refuse(format!("its data is not exactly one key, {KEY_FIELD}")));
+    };
+    if raw.len() != KEY_LEN {
+        return Err(refuse(format!("the key is {} bytes, not {KEY_LEN}", raw.len())));
     }
     Ok(raw)
 }
@@ -388,13 +410,7 @@ async fn load_or_create(kube: &KubeClient, namespace: &str, name: &str) -> Resul
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "vault-csi-provider".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
             ..Default::default()
         },
         type_: Some("Opaque".to_string()),
@@ -582,6 +598,24 @@ mod tests {
         ];
         assert_eq!(non_watch(), recreation);
 
+        // A Secret of that name someone else wrote (no label, mutable) is
+        // not taken up: the key held stays.
+        kube.set_unavailable(true);
+        kube.delete_secret(ns, KEY).await.unwrap();
+        let planted = [5u8; KEY_LEN];
+        kube.put_secret(
+            ns,
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY}, "data": {"key": ByteString(planted.to_vec())}}),
+        )
+        .await
+        .unwrap();
+        kube.set_unavailable(false);
+        // The watch delivers it within milliseconds; a second is plenty.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!versions.in_step.load(Ordering::Acquire));
+        assert_eq!(versions.key().await.unwrap().version("c", b"x"), rotated);
+        assert_ne!(rotated, version_under(&planted).await);
+
         // Another provider's key wins the race to recreate it (here: while
         // this one's own calls are refused, its watch stream still open).
         kube.clear_requests();
@@ -590,7 +624,9 @@ mod tests {
         let theirs = [7u8; KEY_LEN];
         kube.put_secret(
             ns,
-            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY}, "data": {"key": ByteString(theirs.to_vec())}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "immutable": true, "type": "Opaque",
+                "metadata": {"name": KEY, "labels": {MANAGED_BY.0: MANAGED_BY.1}},
+                "data": {"key": ByteString(theirs.to_vec())}}),
         )
         .await
         .unwrap();
@@ -678,5 +714,50 @@ mod tests {
         // Not a plain hash of the content.
         let plain = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"content").as_ref());
         assert_ne!(v, plain);
+    }
+
+    #[test]
+    fn only_a_key_secret_of_the_providers_exact_shape_is_taken_up() {
+        let made = |edit: &dyn Fn(&mut Secret)| {
+            let mut s = Secret {
+                metadata: ObjectMeta {
+                    labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                immutable: Some(true),
+                data: Some([(KEY_FIELD.to_string(), ByteString(vec![9; KEY_LEN]))].into()),
+                ..Default::default()
+            };
+            edit(&mut s);
+            key_from_secret(&s, "csi", "k").map_err(|e| e.to_string())
+        };
+        assert_eq!(made(&|_| {}).unwrap(), vec![9; KEY_LEN]);
+        // The type left out is Opaque, as the API server defaults it.
+        assert!(made(&|s| s.type_ = None).is_ok());
+        let refused = [
+            (made(&|s| s.metadata.labels = None), "lacks the label"),
+            (
+                made(&|s| s.metadata.labels = Some([(MANAGED_BY.0.to_string(), "someone".into())].into())),
+                "lacks the label",
+            ),
+            (made(&|s| s.immutable = None), "not immutable"),
+            (made(&|s| s.type_ = Some("kubernetes.io/tls".into())), "not Opaque"),
+            (made(&|s| s.data = None), "not exactly one key"),
+            (
+                made(&|s| {
+                    s.data.as_mut().unwrap().insert("extra".into(), ByteString(vec![1]));
+                }),
+                "not exactly one key",
+            ),
+            (
+                made(&|s| s.data = Some([(KEY_FIELD.to_string(), ByteString(vec![9; 64]))].into())),
+                "64 bytes, not 32",
+            ),
+        ];
+        for (result, why) in refused {
+            let e = result.unwrap_err();
+            assert!(e.contains(why) && e.contains("delete it"), "{e}");
+        }
     }
 }

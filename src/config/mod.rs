@@ -292,6 +292,14 @@ pub struct Flags {
     #[arg(long = "spc-authoritative-class", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
     pub spc_authoritative_class: bool,
 
+    /// Whether the pod's service-account tokens are read from the Mount's
+    /// `secrets` instead of kubelet's attributes: set it when the CSIDriver
+    /// object has `serviceAccountTokenInSecrets: true` (Kubernetes 1.35+).
+    /// Off, a token in `secrets` (the pod's nodePublishSecretRef, which its
+    /// author writes) is ignored.
+    #[arg(long = "service-account-token-in-secrets", num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, default_value = "false")]
+    pub service_account_token_in_secrets: bool,
+
     /// How many objects of one Mount are fetched from Vault at the same time.
     #[arg(long = "fetch-concurrency", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub fetch_concurrency: u16,
@@ -709,6 +717,7 @@ impl Flags {
             allow_skip_verify: self.spc_allow_skip_tls_verify,
             audiences,
             tls_server_names,
+            tokens_in_secrets: self.service_account_token_in_secrets,
             ..Default::default()
         }
         .with_file_dirs(&dirs)

@@ -18,14 +18,19 @@
 //!   keys the API server publishes at `/openid/v1/jwks` (readable by every
 //!   service account by default). The keys are cached and fetched again at
 //!   most every [`REFRESH_AFTER`], or sooner when a token names a key id not
-//!   seen yet (the issuer rotated keys), at most every [`MISS_BACKOFF`].
+//!   seen yet (the issuer rotated keys), at most every [`MISS_BACKOFF`]. A
+//!   key id the issuer still does not publish after that fetch is refused:
+//!   the issuer publishes a key before it signs with it, so while keys are
+//!   loaded and fresh, an unknown key id is a forgery, never a reason to ask
+//!   Vault instead.
 //!
-//! When the keys cannot be had (the discovery binding removed, the API
-//! server unreachable, a key id not published yet), the only proof left is
-//! Vault's own review: the Mounter reuses a held token for a JWT Vault
-//! reviewed before (the ledger remembers its digest per pod and audience),
-//! and proves any other by a login whose token it revokes at once, keeping
-//! the held token and the credentials it leases (see [`crate::mount`]).
+//! Only when no keys can be had (the discovery binding removed, the API
+//! server unreachable) is the proof left to Vault's own review: the Mounter
+//! reuses a held token for a JWT Vault reviewed before for the same whole
+//! token key (Vault address, auth mount, role, audience and pod; the ledger
+//! remembers its digest), and proves any other by a login whose token it
+//! revokes at once, keeping the held token and the credentials it leases
+//! (see [`crate::mount`]).
 //!
 //! The issuer is known once the discovery document has been read, and stays
 //! known while later fetches fail.
@@ -45,7 +50,7 @@ use crate::spc::Pod;
 /// How long fetched issuer keys are trusted before they are fetched again.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(300);
 /// Least time between fetches caused by unknown key ids or failures.
-pub const MISS_BACKOFF: Duration = Duration::from_secs(10);
+pub const MISS_BACKOFF: Duration = Duration::from_secs(5);
 /// Clock skew tolerated for `nbf` and `iat` (never for `exp`).
 const SKEW: u64 = 60;
 /// The JWS algorithms a Kubernetes service-account issuer signs with.
@@ -317,10 +322,11 @@ impl IssuerKeys {
     }
 
     /// Checks that `token` proves `pod` for `audience`: claims always, the
-    /// signature when the issuer's keys can be had. A key id the issuer has
-    /// not published (yet) leaves the proof to Vault's review, like missing
-    /// keys; a signature that a published key does not verify, or an
-    /// algorithm Kubernetes never signs with, is refused.
+    /// signature when the issuer's keys can be had. A key id the issuer does
+    /// not publish (after a fetch, at most every [`MISS_BACKOFF`]) is
+    /// refused, as are a signature a published key does not verify and an
+    /// algorithm Kubernetes never signs with; only when no keys can be read
+    /// at all is the proof left to Vault's review.
     pub async fn prove(&self, token: &str, pod: &Pod, audience: &str) -> Result<Proof, Refusal> {
         let jws = decode(token)?;
         check_claims(&jws.claims, pod, audience, SystemTime::now())?;
@@ -339,10 +345,10 @@ impl IssuerKeys {
             },
         };
         let Some(key) = key else {
-            return self.claims_only(
-                &jws,
-                format!("the cluster's issuer has published no key with id {kid:?}"),
-            );
+            return Err(Refusal::BadSignature(format!(
+                " (the cluster's issuer publishes no key with id {})",
+                crate::error::Quoted(kid)
+            )));
         };
         let digest = token_digest(token);
         if !self.verified_with(&digest, &key) {
@@ -399,10 +405,11 @@ impl IssuerKeys {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, failure)) = &state.last_try {
                 if at.elapsed() < MISS_BACKOFF {
-                    return match (&state.fetched, failure) {
-                        (Some(_), _) => None,
-                        (None, Some(why)) => Some(why.clone()),
-                        (None, None) => Some("the issuer published no keys".to_string()),
+                    let fresh = state.fetched.as_ref().is_some_and(|f| f.at.elapsed() <= REFRESH_AFTER);
+                    return match (fresh, failure) {
+                        (true, _) => None,
+                        (false, Some(why)) => Some(why.clone()),
+                        (false, None) => Some("the issuer's keys are out of date".to_string()),
                     };
                 }
             }
@@ -647,7 +654,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unknown_key_id_is_left_to_vault_and_a_known_one_must_verify() {
+    async fn an_unknown_key_id_is_refused_while_keys_are_loaded_and_a_known_one_must_verify() {
         let rng = SystemRandom::new();
         let p = pod();
         let (ec, jwks) = ec_key(&rng);
@@ -667,14 +674,16 @@ mod tests {
         let claims = claims_for(&p, 600);
         let good = sign(json!({"alg": "ES256", "kid": "ec-1"}), &claims);
         assert_eq!(keys.prove(&good, &p, "vault").await, Ok(Proof::Verified));
-        let rotated = sign(json!({"alg": "ES256", "kid": "ec-2"}), &claims);
+        // A forged token naming a key id the issuer does not publish: with
+        // fresh keys loaded it is refused, never left to Vault's review.
+        let forged = sign(json!({"alg": "ES256", "kid": "ec-2"}), &claims);
         assert!(
-            matches!(keys.prove(&rotated, &p, "vault").await, Ok(Proof::ClaimsOnly(why)) if why.contains("ec-2")),
-            "a key id not published yet is proven by Vault's review, not refused"
+            matches!(keys.prove(&forged, &p, "vault").await, Err(Refusal::BadSignature(why)) if why.contains("\"ec-2\"")),
+            "an unknown key id with keys loaded is refused"
         );
         let mut elsewhere = claims.clone();
         elsewhere["iss"] = json!("https://other.test");
-        let foreign = sign(json!({"alg": "ES256", "kid": "ec-2"}), &elsewhere);
+        let foreign = sign(json!({"alg": "ES256", "kid": "ec-1"}), &elsewhere);
         assert!(matches!(
             keys.prove(&foreign, &p, "vault").await,
             Err(Refusal::OtherIssuer { .. })
@@ -684,6 +693,18 @@ mod tests {
         assert!(matches!(
             keys.prove(&edited, &p, "vault").await,
             Err(Refusal::BadSignature(_))
+        ));
+        // Keys out of date and the last fetch failed: nothing to check the
+        // signature with, so the proof is left to Vault.
+        {
+            let mut state = keys.state.lock().unwrap();
+            let long_ago = Instant::now() - REFRESH_AFTER - Duration::from_secs(1);
+            state.fetched.as_mut().unwrap().at = long_ago;
+            state.last_try = Some((Instant::now(), Some("GET /openid/v1/jwks: 403".into())));
+        }
+        assert!(matches!(
+            keys.prove(&forged, &p, "vault").await,
+            Ok(Proof::ClaimsOnly(why)) if why.contains("403")
         ));
     }
 

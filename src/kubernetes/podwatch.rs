@@ -21,10 +21,9 @@ use futures_util::StreamExt as _;
 
 use crate::kubernetes::client::{watch_refused, KubeClient};
 use crate::ledger::Ledger;
-use crate::vault::VaultPool;
 
 /// Runs until the API server refuses the watch (or the task is dropped).
-pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<VaultPool>) {
+pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>) {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let events = watcher::watcher(kube.node_pods(), config).default_backoff();
     tokio::pin!(events);
@@ -44,7 +43,7 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
                     for (uid, since) in ledger.pod_uids() {
                         // A pod first seen after the list started may simply be missing from it.
                         if since < listed_at && !present.contains(&uid) {
-                            revoke(&ledger, &pool, &uid).await;
+                            revoke(&ledger, &uid);
                         }
                     }
                 }
@@ -52,7 +51,7 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
             Some(Ok(Event::Apply(_))) => {}
             Some(Ok(Event::Delete(pod))) => {
                 if let Some(uid) = pod.metadata.uid {
-                    revoke(&ledger, &pool, &uid).await;
+                    revoke(&ledger, &uid);
                 }
             }
             Some(Err(e)) if watch_refused(&e) => {
@@ -65,18 +64,12 @@ pub async fn run(kube: KubeClient, node: String, ledger: Arc<Ledger>, pool: Arc<
     }
 }
 
-async fn revoke(ledger: &Ledger, pool: &VaultPool, uid: &str) {
-    let tokens = ledger.remove_pod(uid);
-    for (vault, token) in tokens {
-        let result = pool.revoke(&vault, &token).await;
-        if result.is_ok() {
-            ledger.metrics().credential_revoked();
-        }
-        match result {
-            Ok(()) => tracing::info!(pod_uid = %uid, "pod deleted: revoked its Vault token and leases"),
-            Err(e) => {
-                tracing::warn!(pod_uid = %uid, error = %e, "pod deleted but revoking its Vault token failed; it will expire on its own")
-            }
-        }
+/// Queues the revocation of a deleted pod's tokens (and with them its
+/// leases): the ledger's jobs run it at once and retry it while Vault is
+/// away, until Vault confirms or the tokens expire.
+fn revoke(ledger: &Ledger, uid: &str) {
+    let queued = ledger.retire_pod(uid);
+    if queued > 0 {
+        tracing::info!(pod_uid = %uid, tokens = queued, "pod deleted: revoking its Vault tokens and leases");
     }
 }

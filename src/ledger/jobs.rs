@@ -128,8 +128,10 @@ impl Ledger {
                 self.metrics.credential_renewal_failed();
                 tracing::warn!(pod = %key.pod.name, namespace = %key.pod.namespace, error = %e, "renewing the pod's Vault token failed");
                 if e.status() == Some(403) {
-                    // Revoked in Vault: the next mount logs in again.
-                    self.forget_token(&key);
+                    // Revoked in Vault, or a policy that refuses renewals:
+                    // this token (not a fresher one the key may hold by
+                    // now) is retired, and the next mount logs in again.
+                    self.retire_token(&key, &token);
                 }
             }
         }
@@ -217,7 +219,11 @@ impl Ledger {
             return;
         };
         x.attempts += 1;
-        if x.attempts >= RETIRE_ATTEMPTS {
+        let moot = match x.expires {
+            Some(expires) => now >= expires,
+            None => x.attempts >= RETIRE_ATTEMPTS,
+        };
+        if moot {
             tracing::warn!(error = %why, attempts = x.attempts, "giving up revoking replaced credentials; they will expire on their own");
             inner.retiring.retain(|x| !x.same(r));
         } else {

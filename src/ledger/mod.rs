@@ -90,8 +90,10 @@ pub struct LedgerSettings {
     pub threshold: f64,
     /// How long replaced credentials stay valid before they are revoked.
     pub grace: Duration,
-    /// Entries kept (pods × connection configs); the least recently used is
-    /// dropped beyond it (its credentials then simply expire).
+    /// Entries kept (pods × connection configs). One namespace keeps at
+    /// most a quarter of them; beyond either bound, an entry of the
+    /// namespace holding the most goes (the least recently used), and its
+    /// token is revoked.
     pub capacity: usize,
     /// Where the encrypted state lives; `None` keeps it in memory only.
     pub state_file: Option<PathBuf>,
@@ -191,6 +193,10 @@ pub struct Retirement {
     /// Attempts that failed transiently (Vault unreachable or electing).
     #[serde(default)]
     attempts: u32,
+    /// When the credential expires by itself: revocation is retried until
+    /// then (unknown: for a bounded number of attempts).
+    #[serde(default)]
+    expires: Option<SystemTime>,
 }
 
 impl Retirement {
@@ -205,7 +211,14 @@ impl Retirement {
             at,
             role: key.role.clone(),
             attempts: 0,
+            expires: None,
         }
+    }
+
+    /// The same, for a credential that expires by itself at `expires`.
+    fn until(mut self, expires: Option<SystemTime>) -> Retirement {
+        self.expires = expires;
+        self
     }
 
     /// Which in-flight job this is.
@@ -218,14 +231,15 @@ impl Retirement {
     }
 }
 
-/// A service-account JWT that Vault reviewed at a login for this pod and
-/// audience: the proof, when the issuer's keys cannot be read, that a
-/// request carrying it comes from the pod (see [`crate::kubernetes::identity`]). Only
-/// its SHA-256 is kept.
+/// A service-account JWT that Vault reviewed at a login for one whole
+/// token key (Vault address, auth mount, role, audience and pod): the proof,
+/// when the issuer's keys cannot be read, that a request carrying it for
+/// that same key comes from the pod (see [`crate::kubernetes::identity`]).
+/// A review by one Vault, mount or role proves nothing to another. Only its
+/// SHA-256 is kept.
 #[derive(Clone, Serialize, Deserialize)]
 struct Reviewed {
-    pod_uid: String,
-    audience: String,
+    key: TokenKey,
     digest: String,
     /// The JWT's own expiry: no proof outlives it.
     expires: SystemTime,
@@ -235,8 +249,10 @@ struct Reviewed {
 struct State {
     entries: Vec<Entry>,
     retiring: Vec<Retirement>,
+    /// Reviews by whole token key (those of older versions, kept per pod and
+    /// audience only, under `reviewed`, are not taken up).
     #[serde(default)]
-    reviewed: Vec<Reviewed>,
+    reviews: Vec<Reviewed>,
 }
 
 /// Most reviewed JWTs held (a few per pod on a node); the soonest to expire
@@ -247,8 +263,8 @@ const MAX_REVIEWED: usize = 16_384;
 struct Inner {
     entries: HashMap<TokenKey, Entry>,
     retiring: Vec<Retirement>,
-    /// Per (pod uid, audience): the JWT Vault last reviewed.
-    reviewed: HashMap<(String, String), Reviewed>,
+    /// Per token key: the JWT Vault last reviewed.
+    reviewed: HashMap<TokenKey, Reviewed>,
     dirty: bool,
     /// The generation of the state file last read or written; every write
     /// goes one higher, and a file of a lower generation is never resumed.
@@ -491,7 +507,7 @@ impl Ledger {
                     .unwrap_or(add(now, grace));
                 inner
                     .retiring
-                    .push(Retirement::new(key, old.token.token.token.clone(), None, at));
+                    .push(Retirement::new(key, old.token.token.token.clone(), None, at).until(old.token.token.expires));
             }
         }
         let fresh = TokenState {
@@ -509,13 +525,13 @@ impl Ledger {
                 last_used: now,
             },
         );
-        self.evict(&mut inner);
+        self.evict(&mut inner, key);
         inner.dirty = true;
     }
 
-    /// Records that Vault accepted `jwt` at a login for the pod `pod_uid`
-    /// and `audience`; the JWT is good until `expires`.
-    pub fn record_review(&self, pod_uid: &str, audience: &str, jwt: &str, expires: SystemTime) {
+    /// Records that Vault accepted `jwt` at a login for `key`; the JWT is
+    /// good until `expires`.
+    pub fn record_review(&self, key: &TokenKey, jwt: &str, expires: SystemTime) {
         let now = self.clock.now();
         if expires <= now {
             return;
@@ -532,10 +548,9 @@ impl Ledger {
             }
         }
         inner.reviewed.insert(
-            (pod_uid.to_string(), audience.to_string()),
+            key.clone(),
             Reviewed {
-                pod_uid: pod_uid.to_string(),
-                audience: audience.to_string(),
+                key: key.clone(),
                 digest: jwt_digest(jwt),
                 expires,
             },
@@ -543,14 +558,14 @@ impl Ledger {
         inner.dirty = true;
     }
 
-    /// Whether `jwt` is the one Vault last reviewed for the pod `pod_uid`
-    /// and `audience`, and has not expired.
-    pub fn was_reviewed(&self, pod_uid: &str, audience: &str, jwt: &str) -> bool {
+    /// Whether `jwt` is the one Vault last reviewed for exactly `key`, and
+    /// has not expired.
+    pub fn was_reviewed(&self, key: &TokenKey, jwt: &str) -> bool {
         let now = self.clock.now();
         let inner = self.lock();
         inner
             .reviewed
-            .get(&(pod_uid.to_string(), audience.to_string()))
+            .get(key)
             .is_some_and(|r| r.expires > now && r.digest == jwt_digest(jwt))
     }
 
@@ -563,36 +578,113 @@ impl Ledger {
         inner.dirty = true;
     }
 
-    /// Forgets the token for `key` without revoking it (Vault refused it),
-    /// and with it its leases. Certificates do not depend on it and stay.
-    pub fn forget_token(&self, key: &TokenKey) {
+    /// Stops handing out `token` of `key` (if the key still holds it) and
+    /// queues its revocation, which takes its leases along: a token the
+    /// ledger lets go of is never left live in Vault.
+    pub fn retire_token(&self, key: &TokenKey, token: &str) {
         let now = self.clock.now();
         let mut inner = self.lock();
+        let Some(expires) = inner
+            .entries
+            .get(key)
+            .filter(|e| e.token.token.token == token)
+            .map(|e| e.token.token.expires)
+        else {
+            return;
+        };
+        Self::let_go(&mut inner, key, now);
+        inner
+            .retiring
+            .push(Retirement::new(key, token.to_string(), None, now).until(expires));
+        inner.dirty = true;
+    }
+
+    /// Marks `key`'s token dead (never handed out, renewed or revoked
+    /// again) and drops its leases; the entry stays while certificates,
+    /// which do not depend on the token, are valid.
+    fn let_go(inner: &mut Inner, key: &TokenKey, now: SystemTime) {
         if let Some(e) = inner.entries.get_mut(key) {
             e.credentials.retain(|c| !c.is_lease());
             if e.credentials.is_empty() {
                 inner.entries.remove(key);
             } else {
-                // Dead: never handed out, renewed or revoked again.
                 e.token.token.expires = Some(now);
                 e.token.token.renewable = false;
             }
         }
-        inner.dirty = true;
     }
 
-    fn evict(&self, inner: &mut Inner) {
-        while inner.entries.len() > self.settings.capacity.max(1) {
+    /// Forgets `token` of `key`, which Vault says is gone (revoked or
+    /// expired: nothing is left to revoke), and with it its leases, if the
+    /// key still holds that token; a fresher one is left alone.
+    /// Certificates do not depend on it and stay.
+    pub fn forget_dead_token(&self, key: &TokenKey, token: &str) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if inner.entries.get(key).is_some_and(|e| e.token.token.token == token) {
+            Self::let_go(&mut inner, key, now);
+            inner.dirty = true;
+        }
+    }
+
+    /// Entries one namespace may keep: a quarter of the capacity.
+    fn namespace_capacity(&self) -> usize {
+        (self.settings.capacity / 4).max(1)
+    }
+
+    /// Held-response bytes one namespace may keep: a quarter of the bound.
+    fn namespace_held_bytes(&self) -> usize {
+        self.settings.max_held_bytes / 4
+    }
+
+    /// Keeps the ledger within its bounds after `key` was stored: first
+    /// `key`'s namespace within its share, then the whole within the
+    /// capacity, taking from the namespace that holds the most. Another
+    /// namespace's churn never evicts yours while you are within your share,
+    /// and an evicted entry's token is revoked (its leases with it), never
+    /// left live in Vault.
+    fn evict(&self, inner: &mut Inner, key: &TokenKey) {
+        let now = self.clock.now();
+        let namespace = key.pod.namespace.clone();
+        loop {
+            let mut per_namespace: HashMap<&str, usize> = HashMap::new();
+            for k in inner.entries.keys() {
+                *per_namespace.entry(k.pod.namespace.as_str()).or_default() += 1;
+            }
+            let from = if per_namespace.get(namespace.as_str()).copied().unwrap_or(0) > self.namespace_capacity() {
+                namespace.clone()
+            } else if inner.entries.len() > self.settings.capacity.max(1) {
+                match per_namespace.iter().max_by_key(|(_, n)| **n) {
+                    Some((ns, _)) => ns.to_string(),
+                    None => break,
+                }
+            } else {
+                break;
+            };
             let Some(oldest) = inner
                 .entries
                 .values()
+                .filter(|e| e.key.pod.namespace == from)
                 .min_by_key(|e| e.last_used)
                 .map(|e| e.key.clone())
             else {
                 break;
             };
-            tracing::debug!(pod = %oldest.pod.name, namespace = %oldest.pod.namespace, "ledger full: dropping the least recently used pod; its credentials will expire on their own");
-            inner.entries.remove(&oldest);
+            let Some(e) = inner.entries.remove(&oldest) else { break };
+            tracing::debug!(pod = %oldest.pod.name, namespace = %oldest.pod.namespace, "ledger full for this namespace: dropping its least recently used pod and revoking its token");
+            if e.token_alive(now) {
+                inner.retiring.push(
+                    Retirement::new(&oldest, e.token.token.token.clone(), None, now).until(e.token.token.expires),
+                );
+            }
+            let certificates = e
+                .credentials
+                .iter()
+                .filter(|c| !c.is_lease() && c.expires > now)
+                .count();
+            if certificates > 0 {
+                self.metrics.certificates_left_to_expire(certificates);
+            }
             self.metrics.token_cache_evicted();
         }
     }
@@ -643,14 +735,17 @@ impl Ledger {
             return;
         }
         let mut inner = self.lock();
-        let held: usize = inner
-            .entries
-            .values()
-            .flat_map(|e| e.credentials.iter())
-            .filter(|c| &c.read != read)
-            .map(|c| crate::budget::json_footprint(&c.response))
-            .sum();
-        if held + size > self.settings.max_held_bytes {
+        let (mut held, mut held_here) = (0, 0);
+        for e in inner.entries.values() {
+            for c in e.credentials.iter().filter(|c| &c.read != read) {
+                let bytes = crate::budget::json_footprint(&c.response);
+                held += bytes;
+                if e.key.pod.namespace == key.pod.namespace {
+                    held_here += bytes;
+                }
+            }
+        }
+        if held + size > self.settings.max_held_bytes || held_here + size > self.namespace_held_bytes() {
             if !inner.warned_full {
                 tracing::warn!(held_bytes = held, limit = self.settings.max_held_bytes, "the credential ledger is full (-max-held-bytes): new leased responses are returned but not held, so they are issued anew on every mount");
                 inner.warned_full = true;
@@ -684,12 +779,15 @@ impl Ledger {
             let old = entry.credentials.remove(i);
             // A replaced certificate is left to expire: it is not a lease.
             if old.is_lease() && entry.token_alive(now) {
-                retiring.push(Retirement::new(
-                    key,
-                    entry.token.token.token.clone(),
-                    Some(old.lease_id.clone()),
-                    old.expires.min(add(now, grace)),
-                ));
+                retiring.push(
+                    Retirement::new(
+                        key,
+                        entry.token.token.token.clone(),
+                        Some(old.lease_id.clone()),
+                        old.expires.min(add(now, grace)),
+                    )
+                    .until(Some(old.expires)),
+                );
             }
         }
         entry.credentials.push(credential);
@@ -713,7 +811,7 @@ impl Ledger {
             }
         }
         let reviews = inner.reviewed.len();
-        inner.reviewed.retain(|(pod, _), _| pod != uid);
+        inner.reviewed.retain(|k, _| k.pod.uid != uid);
         if inner.reviewed.len() != reviews {
             inner.dirty = true;
         }
@@ -728,6 +826,45 @@ impl Ledger {
             inner.dirty = true;
         }
         revoke
+    }
+
+    /// The pod with `uid` is gone: every entry of it is removed and its
+    /// live tokens queued for revocation now (taking their leases along),
+    /// retried as every retirement is until Vault confirms or the token
+    /// expires. Certificates issued without a lease cannot be revoked with
+    /// a token: they are counted and left to expire.
+    pub fn retire_pod(&self, uid: &str) -> usize {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let keys: Vec<TokenKey> = inner.entries.keys().filter(|k| k.pod.uid == uid).cloned().collect();
+        let mut queued = 0;
+        let mut certificates = 0;
+        for k in keys {
+            let Some(e) = inner.entries.remove(&k) else { continue };
+            certificates += e
+                .credentials
+                .iter()
+                .filter(|c| !c.is_lease() && c.expires > now)
+                .count();
+            if e.token_alive(now) {
+                inner
+                    .retiring
+                    .push(Retirement::new(&k, e.token.token.token.clone(), None, now).until(e.token.token.expires));
+                queued += 1;
+            }
+        }
+        // What was waiting for its grace to end is due now.
+        for r in inner.retiring.iter_mut().filter(|r| r.pod_uid == uid) {
+            r.at = r.at.min(now);
+        }
+        inner.reviewed.retain(|k, _| k.pod.uid != uid);
+        inner.dirty = true;
+        drop(inner);
+        if certificates > 0 {
+            self.metrics.certificates_left_to_expire(certificates);
+            tracing::info!(pod_uid = %uid, certificates, "pod deleted: its certificates were issued without a lease and stay valid until they expire (set generate_lease on the PKI role to have them revoked with the pod)");
+        }
+        queued
     }
 
     /// UIDs of the pods the ledger holds tokens for, with when their token

@@ -18,7 +18,7 @@ impl Ledger {
             let state = State {
                 entries: inner.entries.values().cloned().collect(),
                 retiring: inner.retiring.clone(),
-                reviewed: inner.reviewed.values().cloned().collect(),
+                reviews: inner.reviewed.values().cloned().collect(),
             };
             (state, inner.generation)
         };
@@ -35,14 +35,16 @@ impl Ledger {
 
     /// Loads the state file written by an earlier run. A missing file is
     /// normal; a corrupt or foreign one (another key, tampering) is reported
-    /// and ignored.
+    /// and ignored, and so is one that is not a regular file of at most
+    /// [`Ledger::state_file_limit`] bytes (the directory is a hostPath other
+    /// providers share: a link there is never followed).
     pub fn restore(&self, key: &[u8; 32]) {
         let Some(path) = &self.settings.state_file else { return };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the ledger state file; starting empty");
+        let bytes = match read_state_file(path, self.state_file_limit()) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(why) => {
+                tracing::warn!(path = %path.display(), reason = %why, "refusing the ledger state file; starting empty (it is replaced at the next write)");
                 return;
             }
         };
@@ -64,12 +66,9 @@ impl Ledger {
                     }
                 }
                 inner.retiring.extend(state.retiring);
-                for r in state.reviewed {
+                for r in state.reviews {
                     if r.expires > now {
-                        inner
-                            .reviewed
-                            .entry((r.pod_uid.clone(), r.audience.clone()))
-                            .or_insert(r);
+                        inner.reviewed.entry(r.key.clone()).or_insert(r);
                     }
                 }
                 tracing::info!(pods = restored, path = %path.display(), "resumed the credential ledger from the state file");
@@ -79,6 +78,57 @@ impl Ledger {
             }
         }
     }
+}
+
+impl Ledger {
+    /// The largest state file read: what the ledger can hold (held
+    /// responses, twice for JSON's escaping) and 16 MiB for its tokens,
+    /// retirements and reviews.
+    pub fn state_file_limit(&self) -> u64 {
+        (self.settings.max_held_bytes as u64).saturating_mul(2) + 16 * 1024 * 1024
+    }
+}
+
+/// Reads the state file at `path` without following a link in its place,
+/// only if it is a regular file of at most `limit` bytes. `None`: there is
+/// none.
+pub(super) fn read_state_file(path: &std::path::Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // Not followed if a link; no wait if a FIFO.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("it is a symbolic link, which is not followed".to_string())
+        }
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot stat it: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("it is not a regular file ({:?})", meta.file_type()));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "it is {} bytes, over the {limit} a state file can be",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "it grew past the {limit} bytes a state file can be while it was read"
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 /// The state file format: this magic, the generation (8 bytes, big-endian),

@@ -205,7 +205,7 @@ fn state_files_are_encrypted_and_authenticated() {
         State {
             entries: inner.entries.values().cloned().collect(),
             retiring: inner.retiring.clone(),
-            reviewed: Vec::new(),
+            reviews: Vec::new(),
         }
     };
     let seal = Seal {
@@ -599,10 +599,11 @@ async fn leases_are_reissued_with_their_token_and_before_its_cap_by_the_grace() 
 #[test]
 fn a_refused_token_takes_its_leases_but_not_its_certificates() {
     let (ledger, clock, key) = setup(true);
-    ledger.store_token(&key, token(clock.now(), 3600, true));
+    let refused = token(clock.now(), 3600, true);
+    ledger.store_token(&key, refused.clone());
     ledger.store_response(&key, &read(), &leased(3600, true));
     ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
-    ledger.forget_token(&key);
+    ledger.forget_dead_token(&key, &refused.token);
     assert!(ledger.token(&key).is_none(), "the refused token is not used again");
     assert!(ledger.reusable(&key, &read()).is_none(), "its lease went with it");
     ledger.store_token(&key, token(clock.now(), 3600, true));
@@ -663,7 +664,8 @@ async fn a_lease_under_a_renewed_token_follows_its_own_lifetime() {
 #[test]
 fn what_the_ledger_holds_is_bounded() {
     let (mut ledger, clock, key) = setup(true);
-    ledger.settings.max_held_bytes = 8 * 1024;
+    // One namespace holds at most a quarter: 8 KiB of 32 KiB.
+    ledger.settings.max_held_bytes = 32 * 1024;
     ledger.store_token(&key, token(clock.now(), 3600, true));
     let read_n = |n: usize| ReadKey {
         path: format!("/v1/database/creds/app-{n}"),
@@ -673,16 +675,29 @@ fn what_the_ledger_holds_is_bounded() {
         serde_json::json!({"lease_id": "database/creds/app/abc", "lease_duration": 600, "renewable": true,
             "data": {"username": "u", "blob": "x".repeat(bytes)}})
     };
-    // Three of ~3 KiB fit under 8 KiB; the third does not.
+    // Two of ~3 KiB fit in the namespace's 8 KiB; the third does not.
     ledger.store_response(&key, &read_n(1), &sized(3000));
     ledger.store_response(&key, &read_n(2), &sized(3000));
     ledger.store_response(&key, &read_n(3), &sized(3000));
     assert!(ledger.reusable(&key, &read_n(1)).is_some());
     assert!(ledger.reusable(&key, &read_n(2)).is_some());
-    assert!(ledger.reusable(&key, &read_n(3)).is_none(), "over the bound: not held");
+    assert!(
+        ledger.reusable(&key, &read_n(3)).is_none(),
+        "over the namespace's share: not held"
+    );
     // Replacing a held one counts only the new size.
     ledger.store_response(&key, &read_n(2), &sized(3500));
     assert!(ledger.reusable(&key, &read_n(2)).is_some());
+    // Another namespace still has its own share.
+    let mut other = key.clone();
+    other.pod.namespace = "other".into();
+    other.pod.uid = "u2".into();
+    ledger.store_token(&other, token(clock.now(), 3600, true));
+    ledger.store_response(&other, &read_n(1), &sized(3000));
+    assert!(
+        ledger.reusable(&other, &read_n(1)).is_some(),
+        "a full namespace does not starve another"
+    );
     // One huge leased response is never held, whatever room is left.
     let (big, clock, key) = setup(true);
     big.store_token(&key, token(clock.now(), 3600, true));
@@ -691,7 +706,7 @@ fn what_the_ledger_holds_is_bounded() {
 }
 
 #[test]
-fn reviewed_jwts_are_kept_per_pod_and_audience_and_survive_a_restart() {
+fn reviewed_jwts_are_bound_to_the_whole_token_key_and_survive_a_restart() {
     let (ledger, clock, key) = setup(true);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
@@ -702,16 +717,36 @@ fn reviewed_jwts_are_kept_per_pod_and_audience_and_survive_a_restart() {
         },
         ..ledger
     };
+    let other_audience = TokenKey {
+        audience: Some("other".into()),
+        ..key.clone()
+    };
     let until = clock.now() + Duration::from_secs(600);
-    ledger.record_review("u1", "vault", "jwt-a", until);
-    ledger.record_review("u1", "other", "jwt-b", until);
-    assert!(ledger.was_reviewed("u1", "vault", "jwt-a"));
+    ledger.record_review(&key, "jwt-a", until);
+    ledger.record_review(&other_audience, "jwt-b", until);
+    assert!(ledger.was_reviewed(&key, "jwt-a"));
     assert!(
-        ledger.was_reviewed("u1", "other", "jwt-b"),
+        ledger.was_reviewed(&other_audience, "jwt-b"),
         "a second audience does not displace the first"
     );
-    assert!(!ledger.was_reviewed("u1", "vault", "jwt-b"));
-    assert!(!ledger.was_reviewed("u2", "vault", "jwt-a"));
+    assert!(!ledger.was_reviewed(&key, "jwt-b"));
+    // A review by one Vault, auth mount or role, or for another pod, proves
+    // nothing to another.
+    let mut elsewhere = key.clone();
+    elsewhere.vault.addresses = Endpoint::parse("https://tenant.example:8200").unwrap().into();
+    let other_mount = TokenKey {
+        auth_mount: "kubernetes-tenant".into(),
+        ..key.clone()
+    };
+    let other_role = TokenKey {
+        role: "admin".into(),
+        ..key.clone()
+    };
+    let mut other_pod = key.clone();
+    other_pod.pod.uid = "u2".into();
+    for k in [&elsewhere, &other_mount, &other_role, &other_pod] {
+        assert!(!ledger.was_reviewed(k, "jwt-a"));
+    }
     ledger.store_token(&key, token(clock.now(), 3600, true));
     ledger.persist(&[3u8; 32]);
     assert!(
@@ -721,16 +756,14 @@ fn reviewed_jwts_are_kept_per_pod_and_audience_and_survive_a_restart() {
 
     let restarted = Ledger::new(ledger.settings.clone(), clock.clone());
     restarted.restore(&[3u8; 32]);
-    assert!(restarted.was_reviewed("u1", "vault", "jwt-a"));
-    assert!(restarted.was_reviewed("u1", "other", "jwt-b"));
+    assert!(restarted.was_reviewed(&key, "jwt-a"));
+    assert!(restarted.was_reviewed(&other_audience, "jwt-b"));
+    assert!(!restarted.was_reviewed(&elsewhere, "jwt-a"));
     clock.advance(Duration::from_secs(601));
-    assert!(
-        !restarted.was_reviewed("u1", "vault", "jwt-a"),
-        "not past the JWT's expiry"
-    );
-    restarted.record_review("u1", "vault", "jwt-c", clock.now() + Duration::from_secs(60));
+    assert!(!restarted.was_reviewed(&key, "jwt-a"), "not past the JWT's expiry");
+    restarted.record_review(&key, "jwt-c", clock.now() + Duration::from_secs(60));
     restarted.remove_pod("u1");
-    assert!(!restarted.was_reviewed("u1", "vault", "jwt-c"), "gone with its pod");
+    assert!(!restarted.was_reviewed(&key, "jwt-c"), "gone with its pod");
 }
 
 #[tokio::test]
@@ -786,4 +819,105 @@ async fn a_lease_revocation_vault_denies_is_counted_once_and_not_retried() {
     clock.advance(Duration::from_secs(10));
     ledger.tick(&pool).await;
     assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_deleted_pods_tokens_are_queued_for_revocation_and_its_certificates_counted() {
+    let (ledger, clock, key) = setup(true);
+    let held = token(clock.now(), 3600, true);
+    ledger.store_token(&key, held.clone());
+    ledger.store_response(&key, &read(), &leased(3600, true));
+    ledger.store_response(&key, &pki_read(), &certificate(clock.now(), 72 * 3600, 1));
+    assert_eq!(ledger.retire_pod("u1"), 1, "one live token");
+    assert!(ledger.token(&key).is_none());
+    let jobs = ledger.plan();
+    assert_eq!(jobs.len(), 1, "due at once");
+    assert!(matches!(&jobs[0], Job::Retire(r) if r.token == held.token && r.lease_id.is_none()));
+    assert_eq!(ledger.retire_pod("u1"), 0, "nothing left");
+}
+
+#[test]
+fn a_refused_renewal_retires_the_token_it_renewed_not_a_fresher_one() {
+    let (ledger, clock, key) = setup(true);
+    let old = token(clock.now(), 3600, true);
+    ledger.store_token(&key, old.clone());
+    let mut fresh = token(clock.now(), 3600, true);
+    fresh.token = "s.fresh".into();
+    ledger.store_token(&key, fresh.clone());
+    let queued = ledger.summary().retiring;
+    assert_eq!(queued, 1, "the login replaced the old token, which retires");
+    ledger.retire_token(&key, &old.token);
+    assert_eq!(
+        ledger.summary().retiring,
+        queued,
+        "the old token was retired already by the login"
+    );
+    assert_eq!(ledger.token(&key).unwrap().token, fresh.token, "the fresh token stays");
+    ledger.retire_token(&key, &fresh.token);
+    assert!(ledger.token(&key).is_none());
+    assert_eq!(
+        ledger.summary().retiring,
+        queued + 1,
+        "let go and queued for revocation"
+    );
+}
+
+#[test]
+fn one_namespace_churning_identities_never_evicts_another_and_evicted_tokens_are_revoked() {
+    let (mut ledger, clock, victim) = setup(true);
+    ledger.settings.capacity = 8; // two per namespace
+    ledger.store_token(&victim, token(clock.now(), 3600, true));
+    ledger.store_response(&victim, &read(), &leased(600, true));
+    let before = ledger.summary().retiring;
+    for n in 0..100 {
+        clock.advance(Duration::from_secs(1));
+        let mut churn = victim.clone();
+        churn.pod.namespace = "churn".into();
+        churn.pod.uid = format!("c{n}");
+        let mut t = token(clock.now(), 3600, true);
+        t.token = format!("s.churn-{n}");
+        ledger.store_token(&churn, t);
+    }
+    assert!(ledger.token(&victim).is_some(), "the victim's token stays");
+    assert!(ledger.reusable(&victim, &read()).is_some(), "and so does its lease");
+    let inner = ledger.lock();
+    let churned = inner.entries.keys().filter(|k| k.pod.namespace == "churn").count();
+    assert_eq!(churned, 2, "the churning namespace keeps its share only");
+    let retired: Vec<&str> = inner.retiring.iter().map(|r| r.token.as_str()).collect();
+    assert_eq!(
+        retired.len() - before,
+        98,
+        "every evicted live token is queued for revocation"
+    );
+    assert!(retired.contains(&"s.churn-0") && !retired.contains(&"s.churn-99"));
+}
+
+#[test]
+fn only_a_regular_state_file_within_its_limit_is_read_and_links_are_not_followed() {
+    use super::state_file::read_state_file;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    assert_eq!(read_state_file(&path, 100).unwrap(), None, "none yet: normal");
+    std::fs::write(&path, b"sealed").unwrap();
+    assert_eq!(read_state_file(&path, 100).unwrap().unwrap(), b"sealed");
+    let why = read_state_file(&path, 3).unwrap_err();
+    assert!(why.contains("6 bytes, over the 3"), "{why}");
+    // A link planted in its place (here to another provider's secret).
+    let target = dir.path().join("other-provider-secret");
+    std::fs::write(&target, b"not ours").unwrap();
+    let link = dir.path().join("linked");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let why = read_state_file(&link, 100).unwrap_err();
+    assert!(why.contains("symbolic link"), "{why}");
+    // A FIFO would block a plain read forever; a directory is no file.
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let why = read_state_file(&fifo, 100).unwrap_err();
+    assert!(why.contains("not a regular file"), "{why}");
+    let why = read_state_file(dir.path(), 100).unwrap_err();
+    assert!(why.contains("not a regular file"), "{why}");
 }

@@ -397,14 +397,23 @@ fn parse_mount_with(
     let vault = parse_vault_config(&params, defaults)?;
     let audience = defaults.policy.audience(get("audience"), "audience")?;
 
-    // Kubernetes 1.35+ can hand the tokens over in `secrets`
-    // (serviceAccountTokenInSecrets), which a SecretProviderClass's
-    // parameters cannot reach; attributes mix kubelet's values with the
-    // class's, so they come second.
-    let token_json = secrets
-        .get(keys::SA_TOKENS)
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty()));
+    // The pod's tokens are kubelet's attributes (it overwrites any class
+    // parameter of that name). Kubernetes 1.35+ can hand them over in
+    // `secrets` instead (serviceAccountTokenInSecrets), but `secrets` is
+    // also the pod's nodePublishSecretRef, whose values the pod's author
+    // writes: read only when the operator says the CSIDriver does that, and
+    // then first (kubelet leaves the attribute unset, so a class parameter
+    // could fill it).
+    let from_secrets = secrets.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty());
+    let from_attributes = attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty());
+    let token_json = if defaults.policy.tokens_in_secrets {
+        from_secrets.or(from_attributes)
+    } else {
+        if from_secrets.is_some() {
+            tokens_in_secrets_ignored();
+        }
+        from_attributes
+    };
     let provided_token = match token_json {
         Some(json) => select_token(json, audience.as_deref().unwrap_or(defaults.flavor.default_audience()))?,
         None => None,
@@ -435,6 +444,18 @@ fn parse_mount_with(
         sync,
         templates,
     })
+}
+
+/// Says once per process that tokens arrived in `secrets` and were not
+/// read (a tenant can send them on every mount: not a line each time).
+fn tokens_in_secrets_ignored() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a Mount's secrets carry {}: ignored, since -service-account-token-in-secrets is off; set it if the CSIDriver object has serviceAccountTokenInSecrets: true",
+            keys::SA_TOKENS
+        );
+    }
 }
 
 #[cfg(test)]

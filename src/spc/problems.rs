@@ -11,23 +11,7 @@
 //!   most [`Collector::TEXT`] bytes of them) and only counts the rest, and
 //!   formats a problem only when it will be shown.
 
-use std::fmt;
-
-/// The longest value shown whole in a message (in characters).
-const QUOTED: usize = 64;
-
-/// A tenant's value as a message shows it: Rust-quoted (`"a\"b"`), cut to
-/// its first [`QUOTED`] characters and its length in bytes when longer.
-pub struct Quoted<'a>(pub &'a str);
-
-impl fmt::Display for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(QUOTED) {
-            None => write!(f, "{:?}", self.0),
-            Some((cut, _)) => write!(f, "{:?}…({} bytes)", &self.0[..cut], self.0.len()),
-        }
-    }
-}
+pub use crate::error::Quoted;
 
 /// The problems of a class: the first few kept, the rest counted.
 #[derive(Debug)]

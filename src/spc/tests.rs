@@ -241,14 +241,24 @@ fn tokens_are_taken_by_audience() {
     )
     .unwrap();
     assert!(spec.provided_token.is_none());
-    // Kubernetes 1.35+ may pass the tokens in `secrets` instead.
-    let secrets = serde_json::json!({ keys::SA_TOKENS: tokens }).to_string();
-    let spec = parse_mount(&attrs(&[], ONE), &secrets, "420", &defaults()).unwrap();
+    // `secrets` is the pod's nodePublishSecretRef, which its author writes:
+    // a token there never overrides kubelet's, and is not read at all ...
+    let planted =
+        serde_json::json!({ keys::SA_TOKENS: r#"{"vault":{"token":"planted","expirationTimestamp":""}}"# }).to_string();
+    let spec = parse_mount(&attrs(&[(keys::SA_TOKENS, tokens)], ONE), &planted, "420", &defaults()).unwrap();
     assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
-    // ... and when both carry tokens, `secrets` wins: attributes can come
-    // from a SecretProviderClass's parameters, `secrets` cannot.
-    let planted = r#"{"vault":{"token":"planted","expirationTimestamp":""}}"#;
-    let spec = parse_mount(&attrs(&[(keys::SA_TOKENS, planted)], ONE), &secrets, "420", &defaults()).unwrap();
+    let spec = parse_mount(&attrs(&[], ONE), &planted, "420", &defaults()).unwrap();
+    assert!(spec.provided_token.is_none());
+    // ... unless the operator says the CSIDriver passes them there
+    // (serviceAccountTokenInSecrets, Kubernetes 1.35+): then `secrets` comes
+    // first, since kubelet leaves the attribute for a class to fill.
+    let mut opted_in = defaults();
+    opted_in.policy.tokens_in_secrets = true;
+    let secrets = serde_json::json!({ keys::SA_TOKENS: tokens }).to_string();
+    let spec = parse_mount(&attrs(&[], ONE), &secrets, "420", &opted_in).unwrap();
+    assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
+    let in_class = r#"{"vault":{"token":"planted","expirationTimestamp":""}}"#;
+    let spec = parse_mount(&attrs(&[(keys::SA_TOKENS, in_class)], ONE), &secrets, "420", &opted_in).unwrap();
     assert_eq!(spec.provided_token.as_ref().unwrap().token, "jwt-v");
     assert!(
         !format!("{:?}", spec.provided_token).contains("jwt-v"),

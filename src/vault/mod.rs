@@ -648,6 +648,18 @@ impl VaultClient {
         })
     }
 
+    /// Whether `token` is alive in Vault (`auth/token/lookup-self`, which
+    /// every token may call on itself): `Ok(true)` alive, `Ok(false)`
+    /// refused (revoked or expired), an error when Vault could not say.
+    pub async fn token_alive(&self, token: &str) -> Result<bool, VaultError> {
+        let req = self.request(Method::GET, "/v1/auth/token/lookup-self".to_string(), Some(token), None);
+        match self.send(req, Resend::Idempotent).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(403) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Extends a lease by `increment`; returns the duration Vault granted.
     pub async fn renew_lease(&self, token: &str, lease_id: &str, increment: Duration) -> Result<Renewed, VaultError> {
         let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() }).to_string();

@@ -673,13 +673,15 @@ fn object_path(object: &Value) -> Result<String> {
         None if lower.ends_with('s') => format!("{lower}es"),
         None => format!("{lower}s"),
     };
-    const CLUSTER_SCOPED: [&str; 6] = [
+    const CLUSTER_SCOPED: [&str; 8] = [
         "Namespace",
         "Node",
         "ClusterRole",
         "ClusterRoleBinding",
         "CSIDriver",
         "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     if CLUSTER_SCOPED.contains(&kind) {
         Ok(format!("{group}/{plural}/{name}"))

@@ -21,7 +21,7 @@ use vcp_testbed::driver::{DriverClient, Generation, PodContext};
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Kubernetes versions the manifests must be valid for: the oldest still
 /// commonly run, and the newest the validator knows.
-const KUBERNETES_VERSIONS: &[&str] = &["1.29.0", "1.37.0"];
+const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
 /// The optional components, each a directory under `deploy/components`.
 const COMPONENTS: &[&str] = &[
     "token-request",

@@ -111,3 +111,201 @@ async fn without_rbac_for_the_watch_the_provider_falls_back_to_the_recheck() {
     assert!(key_secret(&bed).await.is_some());
     assert_ne!(rotated["k"], before["k"]);
 }
+
+/// The key Secret's label, as the provider writes it.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vault-csi-provider");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_secret_the_provider_did_not_write_is_refused_with_the_fix() {
+    // Someone with create on Secrets in the provider's namespace plants a
+    // key of their own before the provider starts (no label, the incumbent's
+    // shape): the provider refuses it, mounts fail saying what to do, and
+    // once it is deleted the provider creates its own.
+    let bed = Bed::start().await;
+    bed.kv_secret().await;
+    let planted = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    bed.kube
+        .put_secret(
+            bed.provider_ns(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "immutable": true,
+                "metadata": {"name": KEY_SECRET}, "data": {"key": planted}}),
+        )
+        .await
+        .unwrap();
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod("web-0").await;
+    let ps = params(OBJECTS, &[]);
+    let refused = p.mount(&ps, &pod).await.unwrap_err();
+    let message = refused.message();
+    assert!(
+        message.contains("not an object-version key this provider created")
+            && message.contains("app.kubernetes.io/managed-by")
+            && message.contains("delete it"),
+        "{message}"
+    );
+    bed.kube.delete_secret(bed.provider_ns(), KEY_SECRET).await.unwrap();
+    eventually(Duration::from_secs(10), "the provider's own key Secret", || async {
+        let secret = bed.kube.secret(bed.provider_ns(), KEY_SECRET).await.unwrap();
+        secret.is_some_and(|s| s["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1)
+    })
+    .await;
+    let (_, key) = key_secret(&bed).await.unwrap();
+    assert_ne!(key, planted);
+    eventually(Duration::from_secs(10), "mounts served with it", || async {
+        p.mount(&ps, &pod).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_admission_policy_lets_only_the_provider_write_its_key_secret() {
+    let bed = Bed::start().await;
+    if !real_server_only(
+        &bed.kube,
+        "ValidatingAdmissionPolicy is CEL admission, which the double does not run; the provider's own label check runs on both",
+    ) {
+        return;
+    }
+    let pns = bed.provider_ns().to_string();
+    // deploy/base's policy and binding, as rendered, the binding narrowed
+    // to this test's provider namespace (the control plane is shared).
+    let rendered = vcp_testbed::deploy::yaml_docs(
+        &vcp_testbed::deploy::kustomize(&vcp_testbed::deploy::repo().join("deploy/base")).unwrap(),
+    )
+    .unwrap();
+    let pick = |kind: &str| -> serde_json::Value {
+        let mut o = rendered
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("deploy/base renders no {kind}"));
+        o["metadata"]["name"] = serde_json::json!(vcp_testbed::cluster::cluster_scoped(
+            "vault-csi-provider-hmac-key",
+            &pns
+        ));
+        o["metadata"].as_object_mut().unwrap().remove("namespace");
+        o
+    };
+    let policy = pick("ValidatingAdmissionPolicy");
+    let mut binding = pick("ValidatingAdmissionPolicyBinding");
+    binding["spec"]["policyName"] = policy["metadata"]["name"].clone();
+    binding["spec"]["matchResources"] =
+        serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pns}}});
+    bed.kube.apply(&[policy.clone(), binding.clone()]).await.unwrap();
+
+    // Another ServiceAccount of the namespace, allowed by RBAC to write
+    // Secrets there.
+    bed.kube.add_service_account(&pns, "intruder").await.unwrap();
+    bed.kube
+        .apply(&[
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "intruder", "namespace": pns},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "patch", "get"]}]}),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "intruder", "namespace": pns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "intruder"},
+                "subjects": [{"kind": "ServiceAccount", "name": "intruder", "namespace": pns}]}),
+        ])
+        .await
+        .unwrap();
+    let client = bed.kube.client().unwrap();
+    let send = |token: String, method: &'static str, path: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            let content = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            client
+                .send(
+                    method,
+                    &path,
+                    &[("content-type", content), ("authorization", &auth)],
+                    Some(body.to_string().into_bytes()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let hour = Duration::from_secs(3600);
+    let intruder = bed
+        .kube
+        .service_account_token(&pns, "intruder", &[], hour)
+        .await
+        .unwrap();
+    let provider = bed
+        .kube
+        .service_account_token(&pns, PROVIDER_SA, &[], hour)
+        .await
+        .unwrap();
+    let secrets = format!("/api/v1/namespaces/{pns}/secrets");
+    let key_body = |key: [u8; 32]| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "immutable": true,
+            "metadata": {"name": KEY_SECRET, "labels": {MANAGED_BY.0: MANAGED_BY.1}},
+            "data": {"key": base64::engine::general_purpose::STANDARD.encode(key)}})
+    };
+    let text = |a: &vcp_testbed::control_plane::Answer| String::from_utf8_lossy(&a.body).into_owned();
+
+    // A planted key, labelled as the provider labels it: refused once the
+    // policy is in force (it takes a moment to be loaded).
+    let mut planted = None;
+    for _ in 0..100 {
+        let a = send(intruder.clone(), "POST", secrets.clone(), key_body([5; 32])).await;
+        if a.status == 201 {
+            bed.kube.delete_secret(&pns, KEY_SECRET).await.unwrap();
+        } else {
+            planted = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let planted = planted.expect("the policy never came into force");
+    assert_eq!(planted.status, 403, "{}", text(&planted));
+    assert!(
+        text(&planted).contains("only the provider's ServiceAccount"),
+        "{}",
+        text(&planted)
+    );
+
+    // The provider creates its key under the policy and serves mounts.
+    bed.kv_secret().await;
+    let p = bed.provider("p", &[]).await;
+    let pod = bed.pod("web-0").await;
+    p.mount(&params(OBJECTS, &[]), &pod)
+        .await
+        .expect("the provider's own key is admitted");
+    let (uid, _) = key_secret(&bed).await.expect("created by the provider");
+
+    // Another ServiceAccount may not relabel it (labels are not locked by
+    // immutability; only the policy stops this) ...
+    let relabel = serde_json::json!({"metadata": {"labels": {MANAGED_BY.0: "someone-else"}}});
+    let a = send(
+        intruder.clone(),
+        "PATCH",
+        format!("{secrets}/{KEY_SECRET}"),
+        relabel.clone(),
+    )
+    .await;
+    assert!(a.status == 403 || a.status == 422, "{}", text(&a));
+    assert!(text(&a).contains("only the provider's ServiceAccount"), "{}", text(&a));
+    // ... nor the provider strip its label ...
+    let a = send(provider.clone(), "PATCH", format!("{secrets}/{KEY_SECRET}"), relabel).await;
+    assert!(a.status == 403 || a.status == 422, "{}", text(&a));
+    // ... and the provider's create on Secrets is for the key alone.
+    let other = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other"}, "data": {}});
+    let a = send(provider, "POST", secrets.clone(), other).await;
+    assert_eq!(a.status, 403, "{}", text(&a));
+    assert!(text(&a).contains("no Secret in its own namespace but"), "{}", text(&a));
+
+    // Deleting it stays the operator's way to rotate: the provider
+    // recreates it at once, under the policy.
+    bed.kube.delete_secret(&pns, KEY_SECRET).await.unwrap();
+    eventually(Duration::from_secs(10), "the key recreated by the provider", || async {
+        key_secret(&bed).await.is_some_and(|(u, _)| u != uid)
+    })
+    .await;
+    bed.kube.delete(&binding).await.unwrap();
+    bed.kube.delete(&policy).await.unwrap();
+}

@@ -25,6 +25,7 @@ mod operate;
 mod proofs;
 mod readers;
 mod real_clients;
+mod retirement;
 mod shaping;
 mod sync;
 mod tenancy;

@@ -22,7 +22,8 @@ async fn put_fixed_version_key(bed: &Bed) {
             json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": KEY_SECRET},
+                "metadata": {"name": KEY_SECRET, "labels": {"app.kubernetes.io/managed-by": "vault-csi-provider"}},
+                "type": "Opaque",
                 "immutable": true,
                 "data": {"key": key},
             }),
