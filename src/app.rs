@@ -15,7 +15,7 @@ use crate::budget::MemoryBudget;
 use crate::config::{Env, Flags, Socket};
 use crate::flavor::Flavor;
 use crate::kubernetes::client::KubeClient;
-use crate::kubernetes::podwatch;
+use crate::ledger::podwatch;
 use crate::ledger::{Ledger, LedgerSettings, SystemClock};
 use crate::logging::LogControl;
 use crate::metrics::Metrics;

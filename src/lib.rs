@@ -2,33 +2,44 @@
 //! driver: it logs in to Vault as the mounting pod, reads the secrets its
 //! SecretProviderClass names, and returns them to the driver as files.
 //!
-//! Module map, by layer (a module uses only those below it, never one
-//! above; `docs/architecture.md` draws it and `tests/it/layers.rs` checks it):
+//! Module map, by layer, top to bottom. A module uses only modules of its
+//! own layer or below, never one above, and no import closes a cycle:
+//! `tests/it/layers.rs` reads this list as its rank table and fails on any
+//! upward edge, naming the file and line; `docs/architecture.md` draws it.
 //!
-//! - **the binary and its wiring**: [`app`] (every flag resolved once, the
-//!   one place that builds and starts everything), [`cli`] (the `mount` and
-//!   `check` subcommands), [`config`] (command-line flags and the
-//!   environment);
-//! - **the driver's side**: [`server`] (gRPC on the unix sockets, the
-//!   health port);
-//! - **how a mount works**: [`mount`] (key, token, deduplicated reads,
-//!   render, sync);
-//! - **what a mount is made of**: [`spc`] (parsing a Mount request into a
-//!   `MountSpec`: attributes, objects, sync parameters), [`render`] (how
-//!   files and versions are made), [`template`] (the sandboxed template
-//!   engine), [`versions`] (object versions and their key), [`ledger`]
-//!   (held tokens and leases: reuse, renewal, rotation, revocation, state
-//!   file), [`kubernetes`] (the API client, the pod watch, the identity
-//!   proof, Secret sync);
-//! - **talking to Vault**: [`vault`] (the client, its connection settings,
-//!   the pool; `vault::transport` HTTP on reqwest, `vault::failover` which
-//!   node next, `vault::probe` reachability);
+//! - **the binary and its wiring**: [`cli`] (the `mount` and `check`
+//!   subcommands), [`app`] (the one place that builds and starts
+//!   everything), [`config`] (command-line flags and the environment,
+//!   resolved once)
+//! - **the driver's side**: [`server`] (gRPC on the unix sockets, the health
+//!   port)
+//! - **a mount, step by step**: [`mount`] (the pod's Vault token, the
+//!   reads, rendering, `mount::sync` of Kubernetes Secrets)
+//! - **a tenant's request, parsed**: [`spc`] (attributes, objects and sync
+//!   parameters into a `MountSpec`, every problem bounded and named),
+//!   [`kubernetes::classes`] (the class a mount names, when classes are
+//!   authoritative)
+//! - **what a mount holds and makes**: [`ledger`] (held tokens and leases:
+//!   reuse, renewal, rotation, retirement, the state file, and
+//!   `ledger::podwatch`, the pod deletions that feed it), [`render`] (files
+//!   and versions), [`kubernetes::identity`] (proof that a request comes
+//!   from the pod it names)
+//! - **keyed versions and templates**: [`versions`] (object versions and
+//!   their key Secret), [`template`] (the sandboxed template engine)
+//! - **the domain model**: [`model`] (the pod, the validated request, its
+//!   objects and outputs, the Secrets it syncs, the driver's path rules)
+//! - **talking to Vault and Kubernetes**: [`vault`] (the client and its
+//!   connection settings), [`vault::pool`] (one client per connection),
+//!   [`vault::probe`] (reachability), [`vault::failover`] (which node
+//!   next), [`vault::transport`] (HTTP on reqwest), [`kubernetes::client`]
+//!   (kube-rs), [`kubernetes`]
 //! - **at the bottom**: [`policy`] (the operator's limits on class
-//!   parameters), [`pem`] (bounded PEM files), [`budget`] (memory a mount may
-//!   hold), [`slots`] (work shared fairly between namespaces), [`metrics`],
-//!   [`logging`], [`flavor`] (Vault or OpenBao defaults
-//!   per socket), [`error`] (error kinds, their gRPC codes and metric
-//!   labels).
+//!   parameters), [`endpoint`] (where a server listens), [`pem`] (bounded
+//!   PEM files), [`budget`] (memory a mount may hold), [`slots`] (work
+//!   shared fairly between namespaces), [`metrics`], [`logging`],
+//!   [`flavor`] (Vault or OpenBao defaults per socket), [`proto`] (the
+//!   driver's protocol types), [`error`] (error kinds, their gRPC codes and
+//!   metric labels)
 //!
 //! The test bed is the separate `vcp-testbed` crate, which the provider only
 //! dev-depends on.
@@ -38,12 +49,14 @@ pub mod app;
 mod budget;
 pub mod cli;
 pub mod config;
+mod endpoint;
 mod error;
 pub mod flavor;
 mod kubernetes;
 mod ledger;
 pub mod logging;
 mod metrics;
+mod model;
 mod mount;
 mod pem;
 pub mod policy;
@@ -57,7 +70,7 @@ mod versions;
 
 /// How to reach a Vault (for the `check` subcommand's callers, tests and
 /// fuzz targets that build a `spc::Defaults`).
-pub use vault::transport::Endpoint;
+pub use endpoint::Endpoint;
 pub use vault::{TlsConfig, VaultConfig};
 /// Generated protocol types and service stubs for the driver contract.
 pub use vcp_proto as proto;

@@ -14,7 +14,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::vault::transport::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// The operator's limits on SecretProviderClass parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,10 +13,10 @@ use clap::Parser;
 
 use super::spc_file::{self, Located, SpcDocument};
 use super::{usage_error, EXIT_PROBLEMS};
+use crate::endpoint::Endpoint;
 use crate::flavor::Flavor;
 use crate::spc::Defaults;
 use crate::spc::{self, keys, MountSpec};
-use crate::vault::transport::Endpoint;
 use crate::vault::{TlsConfig, VaultConfig};
 
 /// Arguments of `check`.

@@ -690,7 +690,7 @@ impl Flags {
             .iter()
             .map(|a| a.trim())
             .filter(|a| !a.is_empty())
-            .map(|a| crate::vault::transport::Endpoint::parse(a).map_err(|e| format!("-spc-allowed-vault-addrs: {e}")))
+            .map(|a| crate::endpoint::Endpoint::parse(a).map_err(|e| format!("-spc-allowed-vault-addrs: {e}")))
             .collect::<Result<Vec<_>, String>>()?;
         let audiences: Vec<String> = self
             .spc_allowed_audiences

@@ -18,7 +18,8 @@ use serde_json::Value as Json;
 
 use super::client::KubeClient;
 use crate::error::{Error, ErrorKind, Result};
-use crate::spc::{keys, names, Pod};
+use crate::model::{names, Pod};
+use vcp_proto::keys;
 
 /// What a pod may not change of its class while classes are authoritative.
 const PROTECTED: &[&[&str]] = &[

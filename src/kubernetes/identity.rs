@@ -45,7 +45,7 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value as Json;
 
 use crate::kubernetes::client::KubeClient;
-use crate::spc::Pod;
+use crate::model::Pod;
 
 /// How long fetched issuer keys are trusted before they are fetched again.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(300);

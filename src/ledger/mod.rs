@@ -12,7 +12,7 @@
 //!   after the threshold, and the old ones live out a grace period before
 //!   they are revoked;
 //! - a deleted pod's token is **revoked** (which revokes every lease it
-//!   created) — see [`crate::kubernetes::podwatch`];
+//!   created) — see [`podwatch`];
 //! - a provider restart **resumes** from an encrypted state file.
 //!
 //! What bounds a credential depends on its kind:
@@ -41,7 +41,7 @@ use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::spc::Pod;
+use crate::model::Pod;
 use crate::vault::ReadKey;
 use crate::vault::VaultConfig;
 use crate::vault::{VaultPool, VaultToken};
@@ -913,6 +913,7 @@ fn lease_of(response: &Json, now: SystemTime) -> Option<(String, Duration, bool)
 }
 
 mod jobs;
+pub mod podwatch;
 mod state_file;
 
 pub use jobs::{Job, JOB_CONCURRENCY, JOB_CONCURRENCY_PER_NAMESPACE};

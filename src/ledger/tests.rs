@@ -1,6 +1,6 @@
 use super::state_file::{open_state, write_state, Seal, MAGIC};
 use super::*;
-use crate::vault::transport::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::vault::TlsConfig;
 
 struct ManualClock(Mutex<SystemTime>);

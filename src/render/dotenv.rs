@@ -29,7 +29,7 @@
 use serde_json::Value as Json;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::spc::ObjectSpec;
+use crate::model::ObjectSpec;
 
 /// `KEY=value` lines, keys sorted, each value quoted as the module says.
 pub(super) fn document(object: &ObjectSpec, value: &Json) -> Result<Vec<u8>> {

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::budget::Charge;
 use crate::error::{Error, ErrorKind, Result};
-use crate::spc::{Encoding, Format, ObjectSpec, Output, Select, TemplateObject};
+use crate::model::{Encoding, Format, ObjectSpec, Output, Select, TemplateObject};
 use crate::vault::ReadKey;
 use crate::versions::VersionKey;
 
@@ -364,7 +364,7 @@ fn expand(object: &ObjectSpec, response: &Json, select: &Select, encoding: Encod
         } else if k == "." || k == ".." {
             Some(format!("it is {k:?}"))
         } else {
-            crate::spc::check_object_path(&format!("{}/{k}", object.name))
+            crate::model::check_object_path(&format!("{}/{k}", object.name))
                 .err()
                 .map(|e| format!("the file path {e}"))
         };

@@ -19,100 +19,31 @@ use crate::vault::{ReadKey, VaultConfig};
 
 mod attributes;
 mod objects;
-mod output;
 mod problems;
 mod sync;
 
 use attributes::*;
-pub use objects::{
-    check_object_path, check_objects, parse_objects, Encoding, ObjectSet, ObjectSpec, Problem, TemplateObject,
-    MAX_OBJECTS, MAX_REFERENCES, MAX_TEMPLATES,
-};
+pub use objects::{check_objects, parse_objects, ObjectSet, Problem, MAX_OBJECTS, MAX_REFERENCES, MAX_TEMPLATES};
 pub use problems::{Collector, Quoted, Text};
+pub use sync::{check_secret_key, parse_sync, SECRET_TYPES};
 
-pub use output::{Format, JsonPointer, Output, Select, TemplateSource};
-pub use sync::{check_secret_key, parse_sync, SyncSecret, SECRET_TYPES};
+/// The types a parsed request is made of, defined in [`crate::model`] and
+/// re-exported here for the callers that parse requests.
+pub use crate::model::{
+    check_object_path, names, Encoding, Format, JsonPointer, MountSpec, ObjectSpec, Output, Pod, ProvidedToken, Select,
+    SyncSecret, TemplateObject, TemplateSource,
+};
 
 /// Attribute keys kubelet and the driver add to every request.
 pub use vcp_proto::keys;
 
 /// The largest file mode we accept: permission bits only.
 const MAX_MODE: u32 = 0o777;
-/// The driver's limit for a whole `File.path`.
-const MAX_PATH_LEN: usize = 4096;
-/// The driver's (and Linux's) limit for one path element.
-const MAX_ELEMENT_LEN: usize = 255;
 /// Longest `secretPath` (with its query) we send to Vault.
 const MAX_SECRET_PATH_LEN: usize = 8192;
 /// Audience of the kubelet token used when a class on a vault socket names
 /// none (openbao sockets: [`Flavor::default_audience`]).
 pub const DEFAULT_AUDIENCE: &str = "vault";
-
-/// The names a SecretProviderClass may give each connection parameter, in
-/// OpenBao's order of precedence: `bao…`, then `openbao…`, then `vault…`
-/// (and plain `roleName` last). The first name the class sets wins, even
-/// when its value is empty (an empty value then means "the provider's
-/// default", and the names after it are not read). The same names and
-/// order apply on every socket, whatever its flavour.
-pub mod names {
-    /// The role to log in with.
-    pub const ROLE: &[&str] = &["baoRoleName", "openbaoRoleName", "vaultRoleName", "roleName"];
-    /// The server's address.
-    pub const ADDRESS: &[&str] = &["baoAddress", "openbaoAddress", "vaultAddress"];
-    /// The namespace header.
-    pub const NAMESPACE: &[&str] = &["baoNamespace", "openbaoNamespace", "vaultNamespace"];
-    /// The auth mount (one spelling).
-    pub const KUBERNETES_MOUNT_PATH: &[&str] = &[
-        "baoKubernetesMountPath",
-        "openbaoKubernetesMountPath",
-        "vaultKubernetesMountPath",
-    ];
-    /// The auth mount (the other spelling; setting both is an error).
-    pub const AUTH_MOUNT_PATH: &[&str] = &["baoAuthMountPath", "openbaoAuthMountPath", "vaultAuthMountPath"];
-    /// A PEM CA file.
-    pub const CA_CERT_PATH: &[&str] = &["baoCACertPath", "openbaoCACertPath", "vaultCACertPath"];
-    /// A directory of PEM CA files.
-    pub const CA_DIRECTORY: &[&str] = &["baoCADirectory", "openbaoCADirectory", "vaultCADirectory"];
-    /// The TLS server name.
-    pub const TLS_SERVER_NAME: &[&str] = &["baoTLSServerName", "openbaoTLSServerName", "vaultTLSServerName"];
-    /// The mTLS client certificate.
-    pub const TLS_CLIENT_CERT_PATH: &[&str] = &[
-        "baoTLSClientCertPath",
-        "openbaoTLSClientCertPath",
-        "vaultTLSClientCertPath",
-    ];
-    /// The mTLS client key.
-    pub const TLS_CLIENT_KEY_PATH: &[&str] = &[
-        "baoTLSClientKeyPath",
-        "openbaoTLSClientKeyPath",
-        "vaultTLSClientKeyPath",
-    ];
-    /// Whether to skip certificate verification.
-    pub const SKIP_TLS_VERIFY: &[&str] = &["baoSkipTLSVerify", "openbaoSkipTLSVerify", "vaultSkipTLSVerify"];
-    /// Every aliased parameter.
-    pub const ALL: &[&[&str]] = &[
-        ROLE,
-        ADDRESS,
-        NAMESPACE,
-        KUBERNETES_MOUNT_PATH,
-        AUTH_MOUNT_PATH,
-        CA_CERT_PATH,
-        CA_DIRECTORY,
-        TLS_SERVER_NAME,
-        TLS_CLIENT_CERT_PATH,
-        TLS_CLIENT_KEY_PATH,
-        SKIP_TLS_VERIFY,
-    ];
-    /// Parameters read under one name only.
-    pub const PLAIN: &[&str] = &["objects", "audience", "syncSecrets"];
-
-    /// The name of `other` spelt like `written` (same prefix): the partner
-    /// to name in a message about a missing half.
-    pub fn like(written: &str, concept: &[&str], other: &'static [&'static str]) -> &'static str {
-        let i = concept.iter().position(|n| *n == written).unwrap_or(concept.len() - 1);
-        other[i.min(other.len() - 1)]
-    }
-}
 
 /// Provider-wide defaults (flags and environment) that SPC parameters
 /// override, and the operator's limits on what they may override them with.
@@ -136,76 +67,6 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!("{s:?} is not a boolean (use true or false)")),
-    }
-}
-
-/// The pod a Mount is for, from the volume context.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-pub struct Pod {
-    /// Pod name.
-    pub name: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod UID.
-    pub uid: String,
-    /// Service account the pod runs as.
-    pub service_account: String,
-}
-
-/// A service-account token kubelet handed over in the volume context.
-#[derive(Clone)]
-pub struct ProvidedToken {
-    /// The JWT. Never logged.
-    pub token: String,
-    /// When it expires, if kubelet said.
-    pub expires: Option<std::time::SystemTime>,
-}
-
-impl std::fmt::Debug for ProvidedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProvidedToken")
-            .field("token", &"<redacted>")
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-/// A fully validated Mount request.
-#[derive(Debug, Clone)]
-pub struct MountSpec {
-    /// The pod the files are for.
-    pub pod: Pod,
-    /// SecretProviderClass name, when the driver sends it.
-    pub spc_name: Option<String>,
-    /// Vault role for login.
-    pub role: String,
-    /// Auth mount path, without slashes at either end.
-    pub auth_mount: String,
-    /// Audience named by the SPC, if any.
-    pub audience: Option<String>,
-    /// The flavour of the socket the request came in on.
-    pub flavor: Flavor,
-    /// Vault connection.
-    pub vault: VaultConfig,
-    /// Whether every address of `vault` is one the operator configured
-    /// (else the class chose it: it gets no waiting out of elections).
-    pub operator_vault: bool,
-    /// Token from kubelet for the audience, when present.
-    pub provided_token: Option<ProvidedToken>,
-    /// The objects that read Vault, in SPC order.
-    pub objects: Vec<ObjectSpec>,
-    /// Kubernetes Secrets to write from the objects (`syncSecrets`).
-    pub sync: Vec<SyncSecret>,
-    /// The objects without a `secretPath`: rendered from a template over
-    /// the responses of `objects`.
-    pub templates: Vec<TemplateObject>,
-}
-
-impl MountSpec {
-    /// The audience of the kubelet token to use: the class's, else the
-    /// socket flavour's default (`vault` or `openbao`).
-    pub fn token_audience(&self) -> &str {
-        self.audience.as_deref().unwrap_or(self.flavor.default_audience())
     }
 }
 

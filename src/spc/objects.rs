@@ -13,46 +13,6 @@ pub const MAX_TEMPLATES: usize = 256;
 /// The most objects one template may name.
 pub const MAX_REFERENCES: usize = 256;
 
-/// Value decoding applied to an extracted `secretKey` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// Written as is.
-    Utf8,
-    /// Standard base64, decoded before writing.
-    Base64,
-    /// Hexadecimal, decoded before writing.
-    Hex,
-}
-
-/// One validated entry of `objects`.
-#[derive(Debug, Clone)]
-pub struct ObjectSpec {
-    /// File path relative to the mount; also the ObjectVersion id.
-    pub name: String,
-    /// The Vault request that produces it.
-    pub read: ReadKey,
-    /// How the response becomes file content.
-    pub output: Output,
-    /// File mode.
-    pub mode: u32,
-    /// Canonical text of the object's configuration, hashed into its version.
-    pub config_digest_input: String,
-}
-
-/// An `objects` entry with a `template` and no `secretPath`: its file is
-/// rendered from the responses of the other objects only.
-#[derive(Debug, Clone)]
-pub struct TemplateObject {
-    /// File path relative to the mount; also the ObjectVersion id.
-    pub name: String,
-    /// The template.
-    pub template: TemplateSource,
-    /// File mode.
-    pub mode: u32,
-    /// Canonical text of the object's configuration, hashed into its version.
-    pub config_digest_input: String,
-}
-
 /// The parsed `objects` list, split by whether an entry reads Vault.
 #[derive(Debug, Clone)]
 pub struct ObjectSet {
@@ -667,37 +627,6 @@ pub(super) fn parse_mode(v: &serde_yaml_ng::Value) -> std::result::Result<u32, S
         return Err(format!("{mode:#o} is larger than 0777"));
     }
     Ok(mode)
-}
-
-/// Applies the driver's rules for `File.path`, so a bad `objectName` fails
-/// here with a clear message instead of after every secret was read.
-pub fn check_object_path(p: &str) -> std::result::Result<(), String> {
-    if p.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    if p.len() > MAX_PATH_LEN {
-        return Err(format!("is longer than {MAX_PATH_LEN} bytes"));
-    }
-    if p.contains('\0') {
-        return Err("contains a NUL byte".to_string());
-    }
-    let q = Quoted(p);
-    if p.starts_with('/') {
-        return Err(format!("{q} must be a relative path"));
-    }
-    for (i, element) in p.split('/').enumerate() {
-        match element {
-            "" => return Err(format!("{q} is not a clean path (empty element or trailing slash)")),
-            "." => return Err(format!("{q} is not a clean path (\".\" element)")),
-            ".." => return Err(format!("{q} must not contain \"..\"")),
-            e if i == 0 && e.starts_with("..") => return Err(format!("{q} must not start with \"..\"")),
-            e if e.len() > MAX_ELEMENT_LEN => {
-                return Err(format!("{q} has an element longer than {MAX_ELEMENT_LEN} bytes"))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Duplicate names, and a name that is also another's directory (`a` and

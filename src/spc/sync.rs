@@ -22,24 +22,6 @@ pub const MAX_SYNC_KEYS: usize = 256;
 /// The most labels and annotations one synced Secret may have, together.
 pub const MAX_SYNC_METADATA: usize = 64;
 
-/// One entry of `syncSecrets`: a Kubernetes Secret in the pod's namespace
-/// built from mounted objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncSecret {
-    /// Secret name.
-    pub name: String,
-    /// Secret type.
-    pub secret_type: String,
-    /// Extra labels.
-    pub labels: BTreeMap<String, String>,
-    /// Extra annotations.
-    pub annotations: BTreeMap<String, String>,
-    /// (Secret key, objectName) pairs.
-    pub data: Vec<(String, String)>,
-    /// Keep the Secret when its workloads are gone (no owner references).
-    pub keep: bool,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct RawSyncSecret {

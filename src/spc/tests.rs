@@ -1,6 +1,6 @@
 use super::objects::{parse_mode, parse_secret_path};
 use super::*;
-use crate::vault::transport::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::vault::TlsConfig;
 
 fn defaults() -> Defaults {

@@ -4,6 +4,7 @@
 //! sees shapes that can be produced.
 
 use super::Encoding;
+use crate::error::Quoted;
 
 /// How one object's response becomes file content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +79,7 @@ impl Format {
             "json" => Ok(Format::Json),
             "yaml" | "yml" => Ok(Format::Yaml),
             "dotenv" | "env" => Ok(Format::Dotenv),
-            other => Err(format!(
-                "unknown format {} (use json, yaml or dotenv)",
-                super::Quoted(other)
-            )),
+            other => Err(format!("unknown format {} (use json, yaml or dotenv)", Quoted(other))),
         }
     }
 
@@ -115,8 +113,8 @@ impl JsonPointer {
         let Some(rest) = text.strip_prefix('/') else {
             return Err(format!(
                 "{} is not a JSON Pointer: it must start with \"/\" (e.g. \"/{}\")",
-                super::Quoted(text),
-                super::Quoted(text).to_string().trim_matches('"')
+                Quoted(text),
+                Quoted(text).to_string().trim_matches('"')
             ));
         };
         let mut tokens = Vec::new();
@@ -134,7 +132,7 @@ impl JsonPointer {
                     _ => {
                         return Err(format!(
                             "{} has a \"~\" not followed by 0 or 1 (write ~0 for \"~\" and ~1 for \"/\")",
-                            super::Quoted(text)
+                            Quoted(text)
                         ))
                     }
                 }

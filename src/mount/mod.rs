@@ -18,7 +18,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::kubernetes::classes::AuthoritativeClasses;
 use crate::kubernetes::client::KubeClient;
 use crate::kubernetes::identity::{IssuerKeys, Proof};
-use crate::kubernetes::sync::Syncer;
 use crate::ledger::{Ledger, TokenKey};
 use crate::metrics::Metrics;
 use crate::render::{self, OutFile};
@@ -27,6 +26,9 @@ use crate::spc::{self, MountSpec, ObjectSpec};
 use crate::vault::ReadKey;
 use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
+use sync::Syncer;
+
+pub mod sync;
 
 /// Lifetime of a token we request ourselves (the incumbent's choice; the
 /// TokenRequest minimum is 600 s).

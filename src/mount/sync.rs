@@ -19,8 +19,8 @@ use serde_json::{json, Value as Json};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kubernetes::client::{KubeClient, KubeError};
+use crate::model::{MountSpec, Pod, SyncSecret};
 use crate::render::OutFile;
-use crate::spc::{MountSpec, Pod, SyncSecret};
 use crate::versions::VersionKey;
 
 /// Field manager for server-side apply.
