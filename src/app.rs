@@ -25,9 +25,15 @@ use crate::spc::Defaults;
 use crate::vault::VaultPool;
 use crate::versions::Versions;
 
-/// How often the ledger looks for renewals and revocations due: short
-/// enough for TTLs of a few seconds, cheap when nothing is due.
-const LEDGER_TICK: Duration = Duration::from_millis(250);
+/// Least time between two rounds of the ledger's background work: a job
+/// that failed for now is tried again after it, and the state file is
+/// written at most this often.
+const LEDGER_ROUND: Duration = Duration::from_millis(250);
+/// Most time the ledger sleeps with nothing due (what a clock jump or a
+/// missed wake-up can delay at worst).
+const LEDGER_IDLE: Duration = Duration::from_secs(60);
+/// While the version key is missing at start-up, how often it is asked for.
+const KEY_RETRY: Duration = Duration::from_secs(1);
 /// How often the object-version key Secret is re-checked.
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How often the default Vault's health is probed for `vault_up`.
@@ -428,22 +434,23 @@ pub async fn run(
 }
 
 /// Restores the ledger once the version key is there (if start-up could
-/// not), then every tick starts the renewals and revocations due and
-/// persists the ledger. Jobs run side by side, at most
+/// not), then in rounds starts the renewals and revocations due and
+/// persists the ledger. A round starts when something is due
+/// ([`Ledger::next_due`]) or the ledger changed ([`Ledger::changed`]), at
+/// most every [`LEDGER_ROUND`] and at least every [`LEDGER_IDLE`]: idle, the
+/// provider does not wake for nothing. Jobs run side by side, at most
 /// [`crate::ledger::JOB_CONCURRENCY`] at once, each on its own: a Vault
-/// election that stalls one pod's renewal does not hold up the next tick or
+/// election that stalls one pod's renewal does not hold up the next round or
 /// another pod's. Dropped (at shutdown), the running jobs are dropped with
 /// it; what they had not done stays in the ledger, which `run` persists.
 async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
-    let mut tick = tokio::time::interval(LEDGER_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = crate::slots::Slots::new(
         crate::ledger::JOB_CONCURRENCY,
         crate::ledger::JOB_CONCURRENCY_PER_NAMESPACE,
     );
     let mut running = tokio::task::JoinSet::new();
     loop {
-        tick.tick().await;
+        let round = tokio::time::Instant::now();
         while running.try_join_next().is_some() {}
         let key = match versions.key().await {
             Ok(key) => {
@@ -472,10 +479,21 @@ async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<Va
             // Writing the file waits for the disk (fsync): on the blocking
             // pool, so that the one runtime thread keeps serving mounts.
             let (ledger, key) = (ledger.clone(), key.state_key());
-            if let Err(e) = tokio::task::spawn_blocking(move || ledger.persist(&key)).await {
-                tracing::warn!(error = %e, "the ledger state file writer stopped");
+            if ledger.is_dirty() {
+                if let Err(e) = tokio::task::spawn_blocking(move || ledger.persist(&key)).await {
+                    tracing::warn!(error = %e, "the ledger state file writer stopped");
+                }
             }
         }
+        let mut sleep = ledger.next_due().unwrap_or(LEDGER_IDLE).min(LEDGER_IDLE);
+        if !restored {
+            sleep = sleep.min(KEY_RETRY);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = ledger.changed() => {}
+        }
+        tokio::time::sleep_until(round + LEDGER_ROUND).await;
     }
 }
 

@@ -332,6 +332,46 @@ impl Inner {
         due
     }
 
+    /// When the next thing is due after `now`, as the background work sees
+    /// it: a renewal point (with [`Inner::due_renewals`]'s conditions), a
+    /// retirement, or the expiry of a live token, credential or review (to
+    /// drop it). A due renewal or retirement still in the past (running, or
+    /// failed for now) counts as due now.
+    fn next_due(&self, now: SystemTime, threshold: f64) -> Option<SystemTime> {
+        let mut next: Option<SystemTime> = None;
+        let mut at = |t: SystemTime| next = Some(next.map_or(t, |n| n.min(t)));
+        for e in self.entries.values() {
+            let t = &e.token;
+            let alive = e.token_alive(now);
+            if alive {
+                if let Some(expires) = t.token.expires {
+                    at(expires);
+                    if t.token.renewable && !t.capped {
+                        at(add(
+                            t.last_renewed,
+                            scale(t.last_ttl, threshold * jitter(&t.token.accessor)),
+                        ));
+                    }
+                }
+            }
+            for c in &e.credentials {
+                if c.expires > now {
+                    at(c.expires);
+                }
+                if alive && c.renewable && !c.capped && c.is_lease() {
+                    at(add(c.last_renewed, scale(c.last_ttl, threshold * jitter(&c.lease_id))));
+                }
+            }
+        }
+        for r in &self.retiring {
+            at(r.at);
+        }
+        for r in self.reviewed.values().filter(|r| r.expires > now) {
+            at(r.expires);
+        }
+        next
+    }
+
     /// The retired credentials whose grace is over (they stay listed until
     /// their revocation is done).
     fn due_retirements(&self, now: SystemTime) -> Vec<Job> {
@@ -377,6 +417,40 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Woken when the ledger changes after it was last persisted (see
+    /// [`Locked`]): the background loop then plans at once instead of
+    /// sleeping until the next due job.
+    changed: tokio::sync::Notify,
+}
+
+/// The ledger's state, locked. Released after a change that made a clean
+/// ledger dirty, it wakes the background loop ([`Ledger::changed`]): once
+/// per change after a persist, so the loop sleeps while nothing happens.
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, Inner>,
+    was_dirty: bool,
+    changed: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if !self.was_dirty && self.guard.dirty {
+            self.changed.notify_one();
+        }
+    }
 }
 
 fn add(t: SystemTime, d: Duration) -> SystemTime {
@@ -413,6 +487,7 @@ impl Ledger {
             clock,
             inner: Mutex::new(Inner::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -432,8 +507,32 @@ impl Ledger {
         self.settings.reuse
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Locked {
+            was_dirty: guard.dirty,
+            guard,
+            changed: &self.changed,
+        }
+    }
+
+    /// Resolves when the ledger changed since it was last persisted (at
+    /// once if it did before this was called).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// How long until something is due: a renewal, a retirement, or an
+    /// expiry to drop. `None`: nothing is held.
+    pub fn next_due(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let inner = self.lock();
+        inner.next_due(now, self.settings.threshold).map(|at| left(at, now))
+    }
+
+    /// Whether anything changed since the ledger was last persisted.
+    pub fn is_dirty(&self) -> bool {
+        self.lock().dirty
     }
 
     /// The token to use for `key`, if one is held and not due for

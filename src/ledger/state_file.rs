@@ -7,7 +7,12 @@ use super::*;
 impl Ledger {
     /// Writes the state file if anything changed, encrypted with `key`.
     pub fn persist(&self, key: &[u8; 32]) {
-        let Some(path) = &self.settings.state_file else { return };
+        let Some(path) = &self.settings.state_file else {
+            // Kept in memory only: nothing to write, but the change is seen
+            // (the next one wakes the background loop again).
+            self.lock().dirty = false;
+            return;
+        };
         let (state, generation) = {
             let mut inner = self.lock();
             if !inner.dirty {

@@ -921,3 +921,38 @@ fn only_a_regular_state_file_within_its_limit_is_read_and_links_are_not_followed
     let why = read_state_file(dir.path(), 100).unwrap_err();
     assert!(why.contains("not a regular file"), "{why}");
 }
+
+#[tokio::test]
+async fn the_background_loop_is_told_what_is_due_and_woken_by_a_change() {
+    let (ledger, clock, key) = setup(true);
+    assert_eq!(ledger.next_due(), None, "nothing held: nothing due");
+    ledger.store_token(&key, token(clock.now(), 3600, true));
+    // Woken once by the change (the permit waits for the loop).
+    tokio::time::timeout(Duration::from_secs(1), ledger.changed())
+        .await
+        .expect("a change wakes the loop");
+    // The token's renewal at about 2/3 of its hour (with its jitter).
+    let due = ledger.next_due().unwrap();
+    assert!(
+        due >= Duration::from_secs(2280) && due <= Duration::from_secs(2520),
+        "{due:?}"
+    );
+    // A lease renewable at 2/3 of a minute comes first.
+    ledger.store_response(&key, &read(), &leased(60, true));
+    assert!(ledger.next_due().unwrap() <= Duration::from_secs(42));
+    // A retirement due now: due now.
+    ledger.retire_token_now(&key, "s.other");
+    assert_eq!(ledger.next_due(), Some(Duration::ZERO));
+    // No further wake-up until the ledger is persisted and changes again.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), ledger.changed())
+            .await
+            .is_err(),
+        "one wake-up per change after a persist"
+    );
+    ledger.persist(&[1u8; 32]);
+    ledger.retire_token_now(&key, "s.third");
+    tokio::time::timeout(Duration::from_secs(1), ledger.changed())
+        .await
+        .expect("a change after the persist wakes it again");
+}

@@ -649,3 +649,60 @@ async fn mount_subcommand_uses_a_kubeconfig_with_an_exec_credential_plugin() {
         assert!(stdout.contains(&v.version), "same versions as the provider\n{stdout}");
     }
 }
+
+/// Context switches of each thread of process `pid` so far, by thread id:
+/// each is the thread waking (or being woken) once.
+fn wake_ups(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the provider's threads")
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let n: u64 = status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        threads.insert(task.file_name().to_string_lossy().into_owned(), n);
+    }
+    threads
+}
+
+/// Wake-ups between two [`wake_ups`] samples (a thread that ended between
+/// them takes its own along: the count is a floor).
+fn woken_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// An idle provider (a pod mounted, its token and lease held, nothing due
+/// for an hour) wakes only for what is due: the ledger sleeps until its next
+/// job instead of a fixed round, so the process's threads wake about as
+/// often as the Vault health probes ask (every 5 s per connection, every
+/// 30 s for `vault_up`). Run: `cargo test --test it operate::idle -- --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_the_provider_wakes_only_for_what_is_due() {
+    let (bed, p) = Bed::ready().await;
+    let pod = bed.pod("web-0").await;
+    p.mount(&params(KV_OBJECT, &[]), &pod).await.unwrap();
+    let pid = p.child.id().unwrap();
+    // Let the mount's after-effects (the state file written, connections
+    // settled) pass first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (before, started) = (wake_ups(pid), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let rate = woken_since(&before, &wake_ups(pid)) as f64 / started.elapsed().as_secs_f64();
+    println!("IDLE | {rate:.1} thread wake-ups per second, idle with one pod held");
+    assert!(rate < 3.0, "{rate:.1} wake-ups per second while idle");
+}
