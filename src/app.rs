@@ -1,9 +1,10 @@
 //! The provider's one wiring place: the typed configuration `main` builds
 //! from flags and environment, the mount logic built from it (shared with
 //! the `mount` subcommand), and [`run`], which serves until its shutdown
-//! future resolves. Background work — the ledger's tick, the pod watch, the
-//! Vault probe, the health port — starts in [`Background`] and stops through
-//! its one cancellation path.
+//! future resolves: [`start`] builds and starts everything, the
+//! [`Running`] provider serves, then shuts down by one path. Background
+//! work — the ledger's rounds, the pod and key watches, the Vault probe and
+//! cluster watches, the health port — is one [`Tasks`] set.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::mount::{Mounter, Settings};
 use crate::server::{self, health, ProviderService};
 use crate::spc::Defaults;
+use crate::tasks::Tasks;
 use crate::vault::VaultPool;
 use crate::versions::Versions;
 
@@ -38,6 +40,8 @@ const KEY_RETRY: Duration = Duration::from_secs(1);
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How often the default Vault's health is probed for `vault_up`.
 const VAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the background tasks to be dropped.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
 /// How long start-up waits for the object-version key before serving.
 const KEY_WAIT: Duration = Duration::from_secs(10);
 
@@ -94,13 +98,15 @@ pub struct Core {
 
 impl Core {
     /// Builds the mount logic over `kube` (if any) and `versions`.
-    pub fn build(config: CoreConfig, kube: Option<KubeClient>, versions: Arc<Versions>) -> Core {
+    /// Vault clients start their cluster watches in `tasks`.
+    pub fn build(config: CoreConfig, kube: Option<KubeClient>, versions: Arc<Versions>, tasks: Tasks) -> Core {
         let metrics = Arc::new(Metrics::new());
         let ledger = Arc::new(Ledger::new(config.ledger, Arc::new(SystemClock)).with_metrics(metrics.clone()));
         let pool = Arc::new(
             VaultPool::new(config.request_timeout)
                 .with_retry_budget(config.retry_budget)
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_tasks(tasks),
         );
         let memory = MemoryBudget::new(
             config.max_mount_bytes,
@@ -230,51 +236,34 @@ impl ProviderConfig {
     }
 }
 
-/// Background tasks, stopped together: each runs until it ends by itself or
-/// [`Background::stop`] drops it.
-pub struct Background {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Default for Background {
-    fn default() -> Background {
-        Background {
-            stop: tokio::sync::watch::channel(false).0,
-            tasks: Vec::new(),
-        }
-    }
-}
-
-impl Background {
-    /// Runs `task` until it ends or the background is stopped.
-    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
-        let mut stopped = self.stop.subscribe();
-        self.tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = task => tracing::debug!(task = name, "background task ended"),
-                _ = stopped.wait_for(|s| *s) => {}
-            }
-        }));
-    }
-
-    /// Stops every task and waits for them to be dropped.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
 /// Serves every socket of `config` until `shutdown` resolves, then drains
-/// in-flight mounts for at most the shutdown grace, persists the ledger and
-/// removes the sockets.
+/// in-flight mounts for at most the shutdown grace, stops the background
+/// tasks, persists the ledger and removes the sockets.
 pub async fn run(
     config: ProviderConfig,
     logs: Arc<dyn LogControl>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let mut running = start(config, logs).await?;
+    let result = running.serve(shutdown).await;
+    running.shutdown().await;
+    result
+}
+
+/// A started provider: its background tasks running, its sockets bound,
+/// not yet answering on them ([`Running::serve`]).
+pub struct Running {
+    config: ProviderConfig,
+    core: Core,
+    tasks: Tasks,
+    health: Arc<health::Health>,
+    listeners: Vec<(tokio::net::UnixListener, ProviderService)>,
+}
+
+/// Starts everything `config` asks for, in one place: the Kubernetes
+/// client and the version key, the mount logic, and every long-running task
+/// ([`Tasks`]), then binds the sockets.
+pub async fn start(config: ProviderConfig, logs: Arc<dyn LogControl>) -> Result<Running, RunError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -291,12 +280,41 @@ pub async fn run(
         config.hmac_secret_name.clone(),
         KEY_REFRESH,
     ));
-    let probed = config.core.settings.defaults.vault.clone();
-    let node = config.core.settings.node_name.clone();
-    let core = Core::build(config.core.clone(), Some(kube.clone()), versions.clone());
-    let mut background = Background::default();
+    let tasks = Tasks::new();
+    let core = Core::build(config.core.clone(), Some(kube.clone()), versions.clone(), tasks.clone());
+    start_vault_probe(&config, &core, &tasks);
+    let health = start_health(&config, &core, logs, &tasks)?;
+    // The key decrypts the ledger's state file, so a restart resumes its
+    // credentials before the first mount. If Kubernetes is slow, serve
+    // anyway: the ledger task loads the key and restores the ledger.
+    let restored = restore_ledger(&core).await;
+    tasks.spawn(
+        "ledger",
+        ledger_rounds(versions.clone(), core.ledger.clone(), core.pool.clone(), restored),
+    );
+    // Recreates a deleted key Secret at once; mounts then ask Kubernetes nothing.
+    tasks.spawn("key watch", versions.clone().watch());
+    match (config.core.settings.node_name.clone(), config.revoke_on_pod_delete) {
+        (Some(node), true) => tasks.spawn("pod watch", podwatch::run(kube, node, core.ledger.clone())),
+        (None, true) => tracing::warn!(
+            "NODE_NAME is not set: credentials of deleted pods will not be revoked early (set it from the downward API, spec.nodeName)"
+        ),
+        (_, false) => tracing::info!("revocation on pod deletion is off"),
+    }
+    let listeners = bind_sockets(&config, &core)?;
+    Ok(Running {
+        config,
+        core,
+        tasks,
+        health,
+        listeners,
+    })
+}
 
-    // Per-address series for the operator's own addresses, of every socket.
+/// Probes the default Vault for `vault_up`, and keeps per-address series
+/// for the operator's own addresses of every socket.
+fn start_vault_probe(config: &ProviderConfig, core: &Core, tasks: &Tasks) {
+    let probed = &config.core.settings.defaults.vault;
     for (_, defaults) in &config.sockets {
         core.metrics
             .watch_addresses(defaults.vault.addresses.iter().map(ToString::to_string));
@@ -304,8 +322,8 @@ pub async fn run(
     core.metrics
         .watch_addresses(probed.addresses.iter().map(ToString::to_string));
     // The mounts' own client, so what the probe finds steers them too.
-    match core.pool.client(&probed) {
-        Ok(client) => background.spawn(
+    match core.pool.client(probed) {
+        Ok(client) => tasks.spawn(
             "vault probe",
             crate::vault::probe::watch_vault(client, core.metrics.clone(), VAULT_PROBE_INTERVAL),
         ),
@@ -313,6 +331,16 @@ pub async fn run(
             tracing::warn!(vault = %probed.addresses, error = %e, "cannot build a client to probe Vault; vault_up stays 0")
         }
     }
+}
+
+/// The health state, and (with `-health-addr`) its port served from a
+/// thread and runtime of its own until the tasks shut down.
+fn start_health(
+    config: &ProviderConfig,
+    core: &Core,
+    logs: Arc<dyn LogControl>,
+    tasks: &Tasks,
+) -> Result<Arc<health::Health>, RunError> {
     // Gauges of what the ledger holds are read when scraped, never stale.
     let held = core.ledger.clone();
     let refresh: health::Refresh = Box::new(move |m: &Metrics| {
@@ -321,45 +349,30 @@ pub async fn run(
         m.set_credentials_held(s.credentials);
         m.set_soonest_credential_expiry(s.soonest_expiry);
     });
-    let health = health::Health::new(versions.clone(), core.metrics.clone(), Some(logs), Some(refresh));
-    if let Some(addr) = config.health_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Bind {
-                what: format!("the health server on {addr}"),
-                source,
-            })?;
-        // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
-        let bound = listener.local_addr().map_err(|source| RunError::Bind {
-            what: "the health server".to_string(),
-            source,
-        })?;
-        tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
-        health.allow_remote_log_level(config.health_remote_log_level);
-        // Served from its own thread; liveness asks this runtime, through a
-        // task that wakes only when asked.
-        background.spawn("liveness", health.answer_pings());
-        let listener = listener.into_std().map_err(|source| RunError::Bind {
-            what: "the health server".to_string(),
-            source,
-        })?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        health::serve_on_own_thread(listener, health.clone(), stopped).map_err(|source| RunError::Bind {
-            what: "the health server's thread".to_string(),
-            source,
-        })?;
-        // The health thread stops when the background does (this task, and
-        // with it `stop`, dropped).
-        background.spawn("health server", async move {
-            let _stop = stop;
-            std::future::pending::<()>().await
-        });
-    }
+    let health = health::Health::new(core.versions.clone(), core.metrics.clone(), Some(logs), Some(refresh));
+    let Some(addr) = config.health_addr else {
+        return Ok(health);
+    };
+    let bind = |what: String| move |source| RunError::Bind { what, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind(format!("the health server on {addr}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(bind("the health server".to_string()))?;
+    // Logged with the bound address, so `-health-addr=127.0.0.1:0` is usable.
+    let bound = listener.local_addr().map_err(bind("the health server".to_string()))?;
+    tracing::info!(addr = %bound, "health server listening (/health/live, /health/ready, /metrics, /log-level)");
+    health.allow_remote_log_level(config.health_remote_log_level);
+    // Liveness asks this runtime, through a task that wakes only when asked.
+    tasks.spawn("liveness", health.answer_pings());
+    health::serve_on_own_thread(listener, health.clone(), tasks.token())
+        .map_err(bind("the health server's thread".to_string()))?;
+    Ok(health)
+}
 
-    // The key decrypts the ledger's state file, so a restart resumes its
-    // credentials before the first mount. If Kubernetes is slow, serve
-    // anyway: the ledger task loads the key and restores the ledger.
-    let restored = match tokio::time::timeout(KEY_WAIT, versions.key()).await {
+/// Restores the ledger from its state file if the version key (which seals
+/// it) comes within [`KEY_WAIT`]; `false`: the ledger's rounds will.
+async fn restore_ledger(core: &Core) -> bool {
+    match tokio::time::timeout(KEY_WAIT, core.versions.key()).await {
         Ok(Ok(key)) => {
             core.ledger.restore(&key.state_key());
             true
@@ -372,24 +385,15 @@ pub async fn run(
             tracing::warn!("object-version key not loaded within {KEY_WAIT:?}; continuing");
             false
         }
-    };
-    background.spawn(
-        "ledger",
-        ledger_ticks(versions.clone(), core.ledger.clone(), core.pool.clone(), restored),
-    );
-    // Recreates a deleted key Secret at once; mounts then ask Kubernetes nothing.
-    background.spawn("key watch", versions.clone().watch());
-    match (node, config.revoke_on_pod_delete) {
-        (Some(node), true) => background.spawn(
-            "pod watch",
-            podwatch::run(kube.clone(), node, core.ledger.clone()),
-        ),
-        (None, true) => tracing::warn!(
-            "NODE_NAME is not set: credentials of deleted pods will not be revoked early (set it from the downward API, spec.nodeName)"
-        ),
-        (_, false) => tracing::info!("revocation on pod deletion is off"),
     }
+}
 
+/// Binds each socket of `config`, with the service its flavour's defaults
+/// make.
+fn bind_sockets(
+    config: &ProviderConfig,
+    core: &Core,
+) -> Result<Vec<(tokio::net::UnixListener, ProviderService)>, RunError> {
     let service = ProviderService::new(core.mounter.clone(), config.mount_timeout)
         .with_max_concurrent_mounts(config.max_concurrent_mounts, config.max_concurrent_mounts_per_namespace);
     let mut listeners = Vec::new();
@@ -411,26 +415,40 @@ pub async fn run(
         );
         listeners.push((listener, service.clone().for_socket(defaults.clone())));
     }
-    health.set_serving(true);
-    // Not ready from the moment draining starts, not only once it ends.
-    let draining = health.clone();
-    let shutdown = async move {
-        shutdown.await;
-        draining.set_serving(false);
-    };
-    let result = server::serve_all(listeners, shutdown, config.shutdown_grace).await;
-    health.set_serving(false);
-    background.stop().await;
-    if let Ok(key) = versions.key().await {
-        core.ledger.persist(&key.state_key());
+    Ok(listeners)
+}
+
+impl Running {
+    /// Answers the driver on every socket until `shutdown` resolves, then
+    /// drains in-flight mounts for at most the shutdown grace. Not ready
+    /// from the moment draining starts, not only once it ends.
+    pub async fn serve(&mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+        self.health.set_serving(true);
+        let draining = self.health.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.set_serving(false);
+        };
+        let listeners = std::mem::take(&mut self.listeners);
+        let result = server::serve_all(listeners, shutdown, self.config.shutdown_grace).await;
+        self.health.set_serving(false);
+        result.map_err(RunError::from)
     }
-    for (socket, _) in &config.sockets {
-        if let Err(e) = std::fs::remove_file(&socket.path) {
-            tracing::warn!(error = %e, endpoint = %socket.path.display(), "could not remove the socket");
+
+    /// Stops every background task (the health port with them), persists the
+    /// ledger and removes the sockets.
+    pub async fn shutdown(self) {
+        self.tasks.shutdown(TASKS_GRACE).await;
+        if let Ok(key) = self.core.versions.key().await {
+            self.core.ledger.persist(&key.state_key());
         }
+        for (socket, _) in &self.config.sockets {
+            if let Err(e) = std::fs::remove_file(&socket.path) {
+                tracing::warn!(error = %e, endpoint = %socket.path.display(), "could not remove the socket");
+            }
+        }
+        tracing::info!("stopped");
     }
-    tracing::info!("stopped");
-    result.map_err(RunError::from)
 }
 
 /// Restores the ledger once the version key is there (if start-up could
@@ -443,7 +461,7 @@ pub async fn run(
 /// election that stalls one pod's renewal does not hold up the next round or
 /// another pod's. Dropped (at shutdown), the running jobs are dropped with
 /// it; what they had not done stays in the ledger, which `run` persists.
-async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
+async fn ledger_rounds(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<VaultPool>, mut restored: bool) {
     let slots = crate::slots::Slots::new(
         crate::ledger::JOB_CONCURRENCY,
         crate::ledger::JOB_CONCURRENCY_PER_NAMESPACE,
@@ -494,34 +512,5 @@ async fn ledger_ticks(versions: Arc<Versions>, ledger: Arc<Ledger>, pool: Arc<Va
             _ = ledger.changed() => {}
         }
         tokio::time::sleep_until(round + LEDGER_ROUND).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn background_tasks_run_until_stopped_together() {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let mut background = Background::default();
-        for _ in 0..3 {
-            let ticks = ticks.clone();
-            background.spawn("ticker", async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-        background.spawn("short", async {});
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(ticks.load(Ordering::SeqCst), 6);
-        background.stop().await;
-        let after = ticks.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(ticks.load(Ordering::SeqCst), after, "nothing runs after stop");
     }
 }

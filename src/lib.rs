@@ -35,8 +35,10 @@
 //!   (kube-rs), [`kubernetes`]
 //! - **at the bottom**: [`policy`] (the operator's limits on class
 //!   parameters), [`endpoint`] (where a server listens), [`pem`] (bounded
-//!   PEM files), [`budget`] (memory a mount may hold), [`slots`] (work
-//!   shared fairly between namespaces), [`metrics`], [`logging`],
+//!   PEM files), [`bounded`] (the one bounded map every cache uses),
+//!   [`budget`] (memory a mount may hold), [`slots`] (work
+//!   shared fairly between namespaces), [`tasks`] (the long-running tasks,
+//!   started and stopped one way), [`metrics`], [`logging`],
 //!   [`flavor`] (Vault or OpenBao defaults per socket), [`proto`] (the
 //!   driver's protocol types), [`error`] (error kinds, their gRPC codes and
 //!   metric labels)
@@ -46,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+mod bounded;
 mod budget;
 pub mod cli;
 pub mod config;
@@ -64,6 +67,7 @@ pub mod render;
 mod server;
 mod slots;
 pub mod spc;
+pub mod tasks;
 mod template;
 mod vault;
 mod versions;

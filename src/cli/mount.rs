@@ -147,22 +147,11 @@ enum Failure {
 
 async fn run(args: MountArgs) -> Result<String, Failure> {
     let flags = &args.provider;
-    let (mut params, class_name, class_ns) = match &args.spc {
-        Some(file) => class_parameters(file, args.spc_name.as_deref())?,
-        None => (BTreeMap::new(), args.spc_name.clone(), None),
-    };
-    params.extend(args.params.iter().cloned());
-    if params.is_empty() {
-        return Err(Failure::Usage(
-            "give a SecretProviderClass file or --param key=value (roleName, objects, ...)".to_string(),
-        ));
-    }
-    let namespace = args
-        .pod_namespace
-        .clone()
-        .or(class_ns)
-        .unwrap_or_else(|| "default".to_string());
-
+    let Asked {
+        params,
+        class_name,
+        namespace,
+    } = parameters(&args)?;
     let defaults = flags.defaults().map_err(Failure::Usage)?;
     let kube = match &flags.kubeconfig {
         Some(path) => Some(
@@ -173,62 +162,10 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         None => None,
     };
     let (versions, key_note) = versions(&args, kube.as_ref()).await?;
-
-    let mut attrs: BTreeMap<String, String> = params;
-    attrs.insert(keys::POD_NAME.to_string(), args.pod_name.clone());
-    attrs.insert(keys::POD_NAMESPACE.to_string(), namespace.clone());
-    attrs.insert(keys::POD_UID.to_string(), args.pod_uid.clone());
-    attrs.insert(keys::SERVICE_ACCOUNT.to_string(), args.service_account.clone());
-    if let Some(name) = &class_name {
-        attrs.insert(keys::SPC_NAME.to_string(), name.clone());
-    }
-    if let Some(path) = &args.token_file {
-        let jwt = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Usage(format!("cannot read the token file {}: {e}", path.display())))?;
-        let audience = attrs
-            .get("audience")
-            .cloned()
-            .unwrap_or_else(|| flags.primary_flavor().default_audience().to_string());
-        let tokens = serde_json::json!({ audience: { "token": jwt.trim(), "expirationTimestamp": "" } });
-        attrs.insert(keys::SA_TOKENS.to_string(), tokens.to_string());
-    } else if kube.is_none() {
-        return Err(Failure::Usage(
-            "give --token-file, or -kubeconfig to request a token through the TokenRequest API".to_string(),
-        ));
-    }
-    let input = MountInput {
-        attributes: serde_json::to_string(&attrs).map_err(|e| Failure::Usage(e.to_string()))?,
-        secrets: String::new(),
-        permission: args.permission.to_string(),
-    };
-    // The provider's own mount logic, built the same way, for one mount: a
-    // ledger in memory only (never the provider's state file), and no node
-    // (a laptop is none: the pod is named on the command line).
-    let core = Core::build(
-        CoreConfig {
-            settings: Settings {
-                defaults,
-                fetch_concurrency: usize::from(flags.fetch_concurrency),
-                node_name: None,
-                authoritative_classes: false,
-            },
-            ledger: LedgerSettings {
-                reuse: false,
-                threshold: flags.renew_threshold,
-                grace: flags.rotation_grace,
-                capacity: 1,
-                state_file: None,
-                node: None,
-                max_held_bytes: flags.max_held_bytes,
-            },
-            request_timeout: flags.request_timeout,
-            retry_budget: flags.retry_budget,
-            max_mount_bytes: flags.max_mount_bytes,
-            max_inflight_bytes: flags.max_inflight_bytes,
-        },
-        kube,
-        Arc::new(versions),
-    );
+    let input = mount_input(&args, params, class_name, &namespace, kube.is_some())?;
+    // The provider's own mount logic, built the same way, for one mount.
+    let tasks = crate::tasks::Tasks::new();
+    let core = Core::build(core_config(flags, defaults), kube, Arc::new(versions), tasks.clone());
     let (ledger, pool) = (core.ledger.clone(), core.pool.clone());
     let started = Instant::now();
     let result = core.mounter.mount(&input, started + args.timeout).await;
@@ -240,8 +177,8 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
     } else {
         0
     };
+    tasks.shutdown(Duration::from_secs(1)).await;
     let output = result.map_err(|e| Failure::Mount(format!("mount failed ({}): {e}", code_name(e.code()))))?;
-
     let mut report = String::new();
     let pod = format!(
         "{namespace}/{}",
@@ -273,7 +210,106 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
     Ok(report)
 }
 
-/// Revokes the tokens the ledger holds for the pod; returns how many were.
+/// What the command line asks to mount.
+struct Asked {
+    /// The class's parameters (from its file) with the `--param`s over them.
+    params: BTreeMap<String, String>,
+    /// The class's name.
+    class_name: Option<String>,
+    /// The pod's namespace.
+    namespace: String,
+}
+
+/// What the command line asks to mount (see [`Asked`]).
+fn parameters(args: &MountArgs) -> Result<Asked, Failure> {
+    let (mut params, class_name, class_ns) = match &args.spc {
+        Some(file) => class_parameters(file, args.spc_name.as_deref())?,
+        None => (BTreeMap::new(), args.spc_name.clone(), None),
+    };
+    params.extend(args.params.iter().cloned());
+    if params.is_empty() {
+        return Err(Failure::Usage(
+            "give a SecretProviderClass file or --param key=value (roleName, objects, ...)".to_string(),
+        ));
+    }
+    let namespace = args
+        .pod_namespace
+        .clone()
+        .or(class_ns)
+        .unwrap_or_else(|| "default".to_string());
+    Ok(Asked {
+        params,
+        class_name,
+        namespace,
+    })
+}
+
+/// The request the driver would send: the parameters, the pod's
+/// attributes, and the token from `--token-file` (else, with a Kubernetes
+/// client, one is requested through the TokenRequest API).
+fn mount_input(
+    args: &MountArgs,
+    params: BTreeMap<String, String>,
+    class_name: Option<String>,
+    namespace: &str,
+    has_kube: bool,
+) -> Result<MountInput, Failure> {
+    let mut attrs = params;
+    attrs.insert(keys::POD_NAME.to_string(), args.pod_name.clone());
+    attrs.insert(keys::POD_NAMESPACE.to_string(), namespace.to_string());
+    attrs.insert(keys::POD_UID.to_string(), args.pod_uid.clone());
+    attrs.insert(keys::SERVICE_ACCOUNT.to_string(), args.service_account.clone());
+    if let Some(name) = class_name {
+        attrs.insert(keys::SPC_NAME.to_string(), name);
+    }
+    if let Some(path) = &args.token_file {
+        let jwt = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("cannot read the token file {}: {e}", path.display())))?;
+        let audience = attrs
+            .get("audience")
+            .cloned()
+            .unwrap_or_else(|| args.provider.primary_flavor().default_audience().to_string());
+        let tokens = serde_json::json!({ audience: { "token": jwt.trim(), "expirationTimestamp": "" } });
+        attrs.insert(keys::SA_TOKENS.to_string(), tokens.to_string());
+    } else if !has_kube {
+        return Err(Failure::Usage(
+            "give --token-file, or -kubeconfig to request a token through the TokenRequest API".to_string(),
+        ));
+    }
+    Ok(MountInput {
+        attributes: serde_json::to_string(&attrs).map_err(|e| Failure::Usage(e.to_string()))?,
+        secrets: String::new(),
+        permission: args.permission.to_string(),
+    })
+}
+
+/// The provider's mount settings for one mount from a laptop: a ledger in
+/// memory only (never the provider's state file), and no node (a laptop is
+/// none: the pod is named on the command line).
+fn core_config(flags: &Flags, defaults: crate::spc::Defaults) -> CoreConfig {
+    CoreConfig {
+        settings: Settings {
+            defaults,
+            fetch_concurrency: usize::from(flags.fetch_concurrency),
+            node_name: None,
+            authoritative_classes: false,
+        },
+        ledger: LedgerSettings {
+            reuse: false,
+            threshold: flags.renew_threshold,
+            grace: flags.rotation_grace,
+            capacity: 1,
+            state_file: None,
+            node: None,
+            max_held_bytes: flags.max_held_bytes,
+        },
+        request_timeout: flags.request_timeout,
+        retry_budget: flags.retry_budget,
+        max_mount_bytes: flags.max_mount_bytes,
+        max_inflight_bytes: flags.max_inflight_bytes,
+    }
+}
+
 async fn revoke_login(ledger: &Ledger, pool: &VaultPool, pod_uid: &str) -> usize {
     let mut revoked = 0;
     for (vault, token) in ledger.remove_pod(pod_uid) {

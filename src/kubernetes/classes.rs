@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use serde_json::Value as Json;
 
 use super::client::KubeClient;
+use crate::bounded::BoundedMap;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{names, Pod};
 use vcp_proto::keys;
@@ -30,8 +31,8 @@ const PROTECTED: &[&[&str]] = &[
     names::AUTH_MOUNT_PATH,
     &["audience"],
 ];
-/// Pods whose class is remembered; the memory is cleared when full.
-const MAX_REMEMBERED: usize = 16_384;
+/// Most pods whose class is remembered (see [`BoundedMap`]).
+const MAX_PODS_REMEMBERED: usize = 16_384;
 /// The RBAC the check needs, for a refusal's hint.
 const GRANT: &str =
     "grant get on secretproviderclasses.secrets-store.csi.x-k8s.io (deploy/components/authoritative-class)";
@@ -40,7 +41,7 @@ const GRANT: &str =
 pub struct AuthoritativeClasses {
     kube: KubeClient,
     /// Per pod uid: the class it mounted last.
-    class_of: Mutex<HashMap<String, String>>,
+    class_of: Mutex<BoundedMap<String, String>>,
 }
 
 fn invalid(message: String) -> Error {
@@ -87,11 +88,11 @@ impl AuthoritativeClasses {
     pub fn new(kube: KubeClient) -> AuthoritativeClasses {
         AuthoritativeClasses {
             kube,
-            class_of: Mutex::new(HashMap::new()),
+            class_of: Mutex::new(BoundedMap::new(MAX_PODS_REMEMBERED)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoundedMap<String, String>> {
         self.class_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -101,9 +102,6 @@ impl AuthoritativeClasses {
         if let Some(named) = attrs.get(keys::SPC_NAME).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             let mut known = self.lock();
             if known.get(&pod.uid).map(String::as_str) != Some(named) {
-                if known.len() >= MAX_REMEMBERED {
-                    known.clear();
-                }
                 known.insert(pod.uid.clone(), named.to_string());
             }
             return Ok(named.to_string());

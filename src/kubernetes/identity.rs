@@ -44,6 +44,7 @@ use base64::Engine as _;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value as Json;
 
+use crate::bounded::BoundedMap;
 use crate::kubernetes::client::KubeClient;
 use crate::model::Pod;
 
@@ -286,7 +287,6 @@ struct Fetched {
     at: Instant,
 }
 
-#[derive(Default)]
 struct CacheState {
     fetched: Option<Fetched>,
     /// When the last fetch was tried, and why it failed if it did.
@@ -296,13 +296,23 @@ struct CacheState {
     /// kubelet rotates it, and the signature need not be checked again
     /// while the issuer still publishes that key under the token's key id
     /// (part of the token, so of its digest). The claims (expiry included)
-    /// are checked on every request all the same. At most [`MAX_VERIFIED`]
-    /// (all forgotten when full).
-    verified: HashMap<[u8; 32], Key>,
+    /// are checked on every request all the same. At most
+    /// [`MAX_VERIFIED_TOKENS`].
+    verified: BoundedMap<[u8; 32], Key>,
 }
 
-/// Bound on the remembered verified signatures.
-const MAX_VERIFIED: usize = 4096;
+/// Most tokens whose verified signature is remembered (see [`BoundedMap`]).
+const MAX_VERIFIED_TOKENS: usize = 4096;
+
+impl Default for CacheState {
+    fn default() -> CacheState {
+        CacheState {
+            fetched: None,
+            last_try: None,
+            verified: BoundedMap::new(MAX_VERIFIED_TOKENS),
+        }
+    }
+}
 
 /// The cluster's service-account issuer keys, fetched through the
 /// Kubernetes API and cached.
@@ -368,9 +378,6 @@ impl IssuerKeys {
 
     fn remember_verified(&self, digest: [u8; 32], key: Key) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.verified.len() >= MAX_VERIFIED {
-            state.verified.clear();
-        }
         state.verified.insert(digest, key);
     }
 

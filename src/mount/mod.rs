@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value as Json;
 
+use crate::bounded::BoundedMap;
 use crate::budget::{Charge, MemoryBudget, MountBudget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kubernetes::classes::AuthoritativeClasses;
@@ -24,7 +25,7 @@ use crate::render::{self, OutFile};
 use crate::spc::Defaults;
 use crate::spc::{self, MountSpec, ObjectSpec};
 use crate::vault::ReadKey;
-use crate::vault::{VaultClient, VaultError, VaultPool, VaultToken};
+use crate::vault::{Call, VaultClient, VaultError, VaultPool, VaultToken};
 use crate::versions::Versions;
 use sync::Syncer;
 
@@ -93,7 +94,7 @@ pub struct Mounter {
     /// The cluster's issuer keys, to prove a request's pod on a cache hit.
     issuer: IssuerKeys,
     /// Per pod uid: when it was last seen scheduled to this node.
-    on_node: std::sync::Mutex<HashMap<String, Instant>>,
+    on_node: std::sync::Mutex<BoundedMap<String, Instant>>,
     /// The classes' parsed `objects`, so a republish does not parse them again.
     classes: Arc<spc::ClassCache>,
     /// Slots of the blocking pool for work a class chooses.
@@ -115,8 +116,8 @@ const INLINE_RENDER_BYTES: usize = 256 * 1024;
 
 /// How long a pod seen on this node is trusted to stay there.
 const NODE_CHECK_TTL: Duration = Duration::from_secs(60);
-/// Bound on the per-pod node-check cache; it is cleared when reached.
-const MAX_PROOFS: usize = 16_384;
+/// Most pods whose place on this node is remembered (see [`BoundedMap`]).
+const MAX_PODS_SEEN_ON_NODE: usize = 16_384;
 
 impl Mounter {
     /// Builds the mount logic. Without a Kubernetes client, pods must carry
@@ -137,7 +138,7 @@ impl Mounter {
         Mounter {
             authoritative,
             issuer,
-            on_node: Default::default(),
+            on_node: std::sync::Mutex::new(BoundedMap::new(MAX_PODS_SEEN_ON_NODE)),
             classes: Default::default(),
             tenant_cpu: Arc::new(tokio::sync::Semaphore::new(TENANT_CPU_SLOTS)),
             settings,
@@ -569,9 +570,6 @@ impl Mounter {
             ));
         }
         let mut seen = self.on_node.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_PROOFS {
-            seen.clear();
-        }
         seen.insert(pod.uid.clone(), Instant::now());
         Ok(())
     }
@@ -604,45 +602,30 @@ fn login_error(spec: &MountSpec, e: VaultError) -> Error {
             .unwrap_or_default()
     );
     let lower = e.to_string().to_ascii_lowercase();
-    let (kind, hint) = match e.status() {
+    let hint = match e.status() {
         // Vault and OpenBao also answer an unauthenticated request to a path
         // where nothing is mounted with 403, so the mount is a suspect too.
-        Some(403) => (
-            ErrorKind::VaultDenied,
-            Some(format!(
-                "Check that an auth method is mounted at auth/{}, that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API",
-                spec.auth_mount
-            )),
+        Some(403) => Some(format!(
+            "Check that an auth method is mounted at auth/{}, that the role binds this service account and namespace (bound_service_account_names/_namespaces), that the token's audience matches the role's, and that Vault can call the TokenReview API",
+            spec.auth_mount
+        )),
+        Some(400) if lower.contains("role") => Some(format!(
+            "Does role {:?} exist at auth/{}/role?",
+            spec.role, spec.auth_mount
+        )),
+        Some(404) if lower.contains("namespace") && spec.vault.namespace.is_some() => {
+            Some("Does the Vault namespace exist (vaultNamespace, -vault-namespace)?".to_string())
+        }
+        Some(404) => Some(format!("Is an auth method mounted at auth/{}?", spec.auth_mount)),
+        None if !e.unprocessed() && e.transient() => Some(
+            "Vault may have issued a token that never arrived; it expires with the role's token_ttl".to_string(),
         ),
-        Some(400) if lower.contains("role") => (
-            ErrorKind::VaultRejected,
-            Some(format!("Does role {:?} exist at auth/{}/role?", spec.role, spec.auth_mount)),
-        ),
-        Some(404) if lower.contains("namespace") && spec.vault.namespace.is_some() => (
-            ErrorKind::VaultRejected,
-            Some("Does the Vault namespace exist (vaultNamespace, -vault-namespace)?".to_string()),
-        ),
-        Some(404) => (
-            ErrorKind::VaultRejected,
-            Some(format!("Is an auth method mounted at auth/{}?", spec.auth_mount)),
-        ),
-        Some(s) if s >= 500 => (ErrorKind::VaultUnavailable, None),
-        Some(_) => (ErrorKind::VaultRejected, None),
-        // Nothing reached Vault, or every node said it did not process the
-        // login (sealed, electing): the driver may retry.
-        None if e.unprocessed() => (ErrorKind::VaultUnavailable, None),
-        None => match e {
-            // The login may have minted a token: a retry would mint another.
-            VaultError::Connect(_) | VaultError::Broken(_) | VaultError::Unavailable { .. } => (
-                ErrorKind::VaultFailed,
-                Some("Vault may have issued a token that never arrived; it expires with the role's token_ttl".to_string()),
-            ),
-            VaultError::TooLarge | VaultError::BadResponse(_) => (ErrorKind::BadResponse, None),
-            VaultError::OverBudget(_) => (ErrorKind::TooLarge, None),
-            VaultError::Status { .. } => (ErrorKind::VaultRejected, None),
-        },
+        _ => None,
     };
-    let error = Error::because(kind, format!("{who} failed"), e);
+    with_hint(e.classify(Call::Login, format!("{who} failed")), hint)
+}
+
+fn with_hint(error: Error, hint: Option<String>) -> Error {
     match hint {
         Some(hint) => error.hint(hint),
         None => error,
@@ -672,26 +655,10 @@ fn read_error(spec: &MountSpec, object: &ObjectSpec, e: VaultError) -> Error {
         read = format!("{read:?}");
     }
     let what = format!("object {:?}: {read} at {}", object.name, spec.vault.addresses);
-    let (kind, hint) = match e.status() {
-        Some(403) => (
-            ErrorKind::VaultDenied,
-            Some(format!("The policies of role {:?} do not allow this path", spec.role)),
-        ),
-        Some(404) => (
-            ErrorKind::NotFound,
-            Some("Check secretPath (KV v2 reads go through <mount>/data/<path>)".to_string()),
-        ),
-        Some(s) if s >= 500 => (ErrorKind::VaultFailed, None),
-        Some(_) => (ErrorKind::VaultRejected, None),
-        None => match e {
-            VaultError::TooLarge | VaultError::OverBudget(_) => (ErrorKind::TooLarge, None),
-            VaultError::BadResponse(_) => (ErrorKind::BadResponse, None),
-            _ => (ErrorKind::VaultFailed, None),
-        },
+    let hint = match e.status() {
+        Some(403) => Some(format!("The policies of role {:?} do not allow this path", spec.role)),
+        Some(404) => Some("Check secretPath (KV v2 reads go through <mount>/data/<path>)".to_string()),
+        _ => None,
     };
-    let error = Error::because(kind, format!("{what} failed"), e);
-    match hint {
-        Some(hint) => error.hint(hint),
-        None => error,
-    }
+    with_hint(e.classify(Call::Read, format!("{what} failed")), hint)
 }

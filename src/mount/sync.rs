@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::ByteString;
 use serde_json::{json, Value as Json};
 
+use crate::bounded::BoundedMap;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kubernetes::client::{KubeClient, KubeError};
 use crate::model::{MountSpec, Pod, SyncSecret};
@@ -38,11 +39,15 @@ const MAX_DATA_BYTES: usize = 1024 * 1024 - 16 * 1024;
 /// (a Secret deleted by hand is recreated at most this late).
 const VERIFY_AFTER: Duration = Duration::from_secs(60);
 
+/// Most synced Secrets whose applied content is remembered (see
+/// [`BoundedMap`]): a forgotten one is read back from the API once.
+const MAX_APPLIED_REMEMBERED: usize = 10_000;
+
 /// Writes `syncSecrets`.
 pub struct Syncer {
     kube: Option<KubeClient>,
     /// (namespace, name) → (content HMAC, owning class, when applied).
-    applied: Mutex<HashMap<(String, String), Applied>>,
+    applied: Mutex<BoundedMap<(String, String), Applied>>,
 }
 
 struct Applied {
@@ -56,7 +61,7 @@ impl Syncer {
     pub fn new(kube: Option<KubeClient>) -> Syncer {
         Syncer {
             kube,
-            applied: Mutex::new(HashMap::new()),
+            applied: Mutex::new(BoundedMap::new(MAX_APPLIED_REMEMBERED)),
         }
     }
 
@@ -71,9 +76,6 @@ impl Syncer {
 
     fn remember(&self, ns: &str, name: &str, hmac: String, class: Option<String>) {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        if applied.len() > 10_000 {
-            applied.clear();
-        }
         applied.insert(
             (ns.to_string(), name.to_string()),
             Applied {
@@ -101,19 +103,7 @@ impl Syncer {
             let data = build_data(secret, &contents)?;
             validate(secret, &data)?;
             let ns = spec.pod.namespace.as_str();
-            let config = json!({
-                "type": secret.secret_type, "labels": secret.labels, "annotations": secret.annotations, "keep": secret.keep,
-                "keys": data.keys().collect::<Vec<_>>(),
-            })
-            .to_string();
-            let mut all = Vec::new();
-            for (k, v) in &data {
-                all.extend_from_slice(&(k.len() as u64).to_be_bytes());
-                all.extend_from_slice(k.as_bytes());
-                all.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                all.extend_from_slice(v);
-            }
-            let hmac = key.version(&config, &all);
+            let hmac = content_hmac(secret, &data, key);
             let class = spec.spc_name.as_deref();
             if self.remembered(ns, &secret.name, &hmac, class) {
                 continue;
@@ -123,35 +113,13 @@ impl Syncer {
                 .get_secret(ns, &secret.name)
                 .await
                 .map_err(|e| kube_error(e, &what, ns))?;
-            let mut refs: Vec<OwnerReference> = Vec::new();
-            // The class recorded on the Secret, kept when this request names
-            // none (v1.5 rotation calls do not say which class they are for).
-            let mut owner_class = class.map(str::to_string);
-            if let Some(existing) = &existing {
-                let meta = &existing.metadata;
-                let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
-                let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
-                if label(MANAGED_LABEL) != Some("true") {
-                    return Err(Error::new(ErrorKind::SyncRefused, format!(
-                        "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
-                    )));
-                }
-                let recorded = annotation(CLASS_ANNOTATION);
-                match (recorded, class) {
-                    (Some(theirs), Some(ours)) if theirs != ours => {
-                        return Err(Error::new(ErrorKind::SyncRefused, format!(
-                            "{what} is synced from SecretProviderClass {theirs:?}, not {ours:?}: refusing to let another class rewrite it (choose another secretName)"
-                        )));
-                    }
-                    (Some(theirs), None) => owner_class = Some(theirs.to_string()),
-                    _ => {}
-                }
-                if annotation(HMAC_ANNOTATION) == Some(hmac.as_str()) && (recorded.is_some() || class.is_none()) {
+            let (owner_class, mut refs) = match judge_existing(existing.as_ref(), &what, class, &hmac)? {
+                Found::UpToDate { owner_class } => {
                     self.remember(ns, &secret.name, hmac, owner_class);
                     continue;
                 }
-                refs.extend(meta.owner_references.iter().flatten().cloned());
-            }
+                Found::Write { owner_class, refs } => (owner_class, refs),
+            };
             if !secret.keep {
                 if owners.is_none() {
                     owners = Some(owner_of(kube, &spec.pod).await?);
@@ -171,6 +139,74 @@ impl Syncer {
         }
         Ok(())
     }
+}
+
+/// The keyed HMAC of what a synced Secret would hold: its settings, keys
+/// and values, each length-prefixed so that no two contents collide.
+fn content_hmac(secret: &SyncSecret, data: &BTreeMap<String, &[u8]>, key: &VersionKey) -> String {
+    let config = json!({
+        "type": secret.secret_type, "labels": secret.labels, "annotations": secret.annotations, "keep": secret.keep,
+        "keys": data.keys().collect::<Vec<_>>(),
+    })
+    .to_string();
+    let mut all = Vec::new();
+    for (k, v) in data {
+        all.extend_from_slice(&(k.len() as u64).to_be_bytes());
+        all.extend_from_slice(k.as_bytes());
+        all.extend_from_slice(&(v.len() as u64).to_be_bytes());
+        all.extend_from_slice(v);
+    }
+    key.version(&config, &all)
+}
+
+/// What the Secret already in the API means for writing ours.
+enum Found {
+    /// It holds this content already, for this class.
+    UpToDate { owner_class: Option<String> },
+    /// Write it (or create it), owned by this class, keeping these owners.
+    Write {
+        owner_class: Option<String>,
+        refs: Vec<OwnerReference>,
+    },
+}
+
+/// Judges the Secret found under a synced name: one this provider does
+/// not manage, or that another class syncs, is refused; the class recorded
+/// on it is kept when this request names none (v1.5 rotation calls do not
+/// say which class they are for).
+fn judge_existing(existing: Option<&Secret>, what: &str, class: Option<&str>, hmac: &str) -> Result<Found> {
+    let mut owner_class = class.map(str::to_string);
+    let Some(existing) = existing else {
+        return Ok(Found::Write {
+            owner_class,
+            refs: Vec::new(),
+        });
+    };
+    let meta = &existing.metadata;
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+    let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
+    if label(MANAGED_LABEL) != Some("true") {
+        return Err(Error::new(ErrorKind::SyncRefused, format!(
+            "{what} already exists and is not managed by vault-csi-provider: refusing to touch it (delete it or choose another secretName)"
+        )));
+    }
+    let recorded = annotation(CLASS_ANNOTATION);
+    match (recorded, class) {
+        (Some(theirs), Some(ours)) if theirs != ours => {
+            return Err(Error::new(ErrorKind::SyncRefused, format!(
+                "{what} is synced from SecretProviderClass {theirs:?}, not {ours:?}: refusing to let another class rewrite it (choose another secretName)"
+            )));
+        }
+        (Some(theirs), None) => owner_class = Some(theirs.to_string()),
+        _ => {}
+    }
+    if annotation(HMAC_ANNOTATION) == Some(hmac) && (recorded.is_some() || class.is_none()) {
+        return Ok(Found::UpToDate { owner_class });
+    }
+    Ok(Found::Write {
+        owner_class,
+        refs: meta.owner_references.iter().flatten().cloned().collect(),
+    })
 }
 
 fn build_data<'a>(secret: &SyncSecret, contents: &HashMap<&str, &'a [u8]>) -> Result<BTreeMap<String, &'a [u8]>> {

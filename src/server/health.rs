@@ -205,12 +205,12 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> st
 }
 
 /// Serves the health port on `listener` from a thread and runtime of its
-/// own, until `stop` is dropped or sent: the probes then answer whatever
-/// the mount runtime is busy with.
+/// own, until `stop` is cancelled: the probes then answer whatever the
+/// mount runtime is busy with.
 pub fn serve_on_own_thread(
     listener: std::net::TcpListener,
     health: Arc<Health>,
-    stop: tokio::sync::oneshot::Receiver<()>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("health".into()).spawn(move || {
@@ -228,7 +228,7 @@ pub fn serve_on_own_thread(
                         tracing::error!(error = %e, "health server stopped");
                     }
                 }
-                _ = stop => {}
+                _ = stop.cancelled() => {}
             }
         });
     })?;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
@@ -260,20 +261,20 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Serves the driver protocol on `listener` until `shutdown` resolves, then
+/// Serves the driver protocol on `listener` until `stop` is cancelled, then
 /// drains in-flight mounts for at most `grace`.
 pub async fn serve(
     listener: UnixListener,
     service: ProviderService,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<conn::DriverConn, io::Error>>(16);
-    let (stop_accepting, mut stopped) = tokio::sync::watch::channel(false);
+    let accepting = stop.clone();
     let acceptor = tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = stopped.changed() => break,
+                _ = accepting.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         // Served at once: tonic sends its SETTINGS before the
@@ -290,21 +291,14 @@ pub async fn serve(
             }
         }
     });
-
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stop_accepting.send(true);
-        let _ = drain_tx.send(());
-    };
     let server = tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal);
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), stop.clone().cancelled_owned());
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,
         _ = async {
-            let _ = drain_rx.await;
+            stop.cancelled().await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(?grace, "in-flight mounts did not finish within the shutdown grace period");
@@ -324,28 +318,16 @@ pub async fn serve_all(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for (listener, service) in sockets {
-        let mut stop = stop_rx.clone();
-        let stopped = async move {
-            while !*stop.borrow_and_update() {
-                if stop.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        servers.spawn(serve(listener, service, stopped, grace));
+        servers.spawn(serve(listener, service, stop.clone(), grace));
     }
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut stopping = false;
     let mut result = Ok(());
     loop {
         tokio::select! {
-            _ = &mut shutdown, if !stopping => {
-                stopping = true;
-                let _ = stop_tx.send(true);
-            }
+            _ = &mut shutdown, if !stop.is_cancelled() => stop.cancel(),
             joined = servers.join_next() => {
                 match joined {
                     None => break,
@@ -355,8 +337,7 @@ pub async fn serve_all(
                 }
                 // One socket stopped: the others stop too, rather than run
                 // on with a socket the driver can no longer reach.
-                stopping = true;
-                let _ = stop_tx.send(true);
+                stop.cancel();
             }
         }
     }

@@ -28,6 +28,7 @@ use http::{HeaderName, Method};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use crate::error::{Error, ErrorKind};
 pub use config::{TlsConfig, VaultConfig};
 use failover::{Attempts, Health, Next, NodeState, Reason, Resend, Step, Verdict};
 use transport::{HttpClient, HttpError, Request, SetupError, TlsOptions};
@@ -183,6 +184,48 @@ impl VaultError {
     }
 }
 
+/// What a Vault call was for, which decides how its failure is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A login: a failure after it was sent may have minted a token, so it
+    /// is final, while one Vault provably did not process may be retried.
+    Login,
+    /// A read of a secret (or a write that issues one).
+    Read,
+}
+
+impl VaultError {
+    /// The one place a Vault failure becomes an [`ErrorKind`] (and with it
+    /// a gRPC code and a metric label), beside
+    /// [`crate::kubernetes::client::KubeError::classify`]: `what` says what
+    /// failed, and the Vault error stays the cause.
+    pub fn classify(self, call: Call, what: impl std::fmt::Display) -> Error {
+        Error::because(self.kind(call), what, self)
+    }
+
+    /// The kind of this failure of `call`.
+    pub fn kind(&self, call: Call) -> ErrorKind {
+        match (call, self.status()) {
+            (_, Some(403)) => ErrorKind::VaultDenied,
+            (Call::Read, Some(404)) => ErrorKind::NotFound,
+            // A login Vault failed to process minted nothing.
+            (Call::Login, Some(s)) if s >= 500 => ErrorKind::VaultUnavailable,
+            (Call::Read, Some(s)) if s >= 500 => ErrorKind::VaultFailed,
+            (_, Some(_)) => ErrorKind::VaultRejected,
+            // Nothing reached Vault, or every node said it did not process
+            // the login (sealed, electing): the driver may retry.
+            (Call::Login, None) if self.unprocessed() => ErrorKind::VaultUnavailable,
+            (Call::Login, None) if matches!(self, VaultError::TooLarge) => ErrorKind::BadResponse,
+            (_, None) => match self {
+                VaultError::TooLarge | VaultError::OverBudget(_) => ErrorKind::TooLarge,
+                VaultError::BadResponse(_) => ErrorKind::BadResponse,
+                // Connect, Broken, Unavailable: it may have been processed.
+                _ => ErrorKind::VaultFailed,
+            },
+        }
+    }
+}
+
 /// A Vault token obtained by login.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct VaultToken {
@@ -247,7 +290,9 @@ struct Inner {
     health: Health,
     namespace: Option<String>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Whether the task probing the nodes runs (clients of several addresses).
+    /// Where the task probing the nodes runs (clients of several
+    /// addresses), and whether it does.
+    tasks: crate::tasks::Tasks,
     watching: AtomicBool,
     /// Wakes that task when a node fails, to find a new leader sooner.
     failed: tokio::sync::Notify,
@@ -262,13 +307,16 @@ impl VaultClient {
     /// Builds a client, reading CA and client certificate files now so that a
     /// bad path fails before anything is sent.
     pub fn new(cfg: &VaultConfig, timeout: Duration) -> Result<VaultClient, SetupError> {
-        Self::build(cfg, timeout, None)
+        Self::build(cfg, timeout, None, crate::tasks::Tasks::new())
     }
 
-    fn build(
+    /// [`new`](Self::new), counting every HTTP exchange in `metrics` and
+    /// starting the cluster watch (several addresses) in `tasks`.
+    pub(crate) fn build(
         cfg: &VaultConfig,
         timeout: Duration,
         metrics: Option<Arc<crate::metrics::Metrics>>,
+        tasks: crate::tasks::Tasks,
     ) -> Result<VaultClient, SetupError> {
         let mut tls = TlsOptions {
             server_name: cfg.tls.server_name.clone(),
@@ -302,6 +350,7 @@ impl VaultClient {
                 nodes,
                 namespace: cfg.namespace.clone(),
                 metrics,
+                tasks,
                 watching: AtomicBool::new(false),
                 failed: tokio::sync::Notify::new(),
             }),
@@ -315,33 +364,6 @@ impl VaultClient {
     pub fn with_retry_budget(mut self, budget: Duration) -> VaultClient {
         self.retry_budget = budget;
         self
-    }
-
-    /// Counts every HTTP exchange of this client in `metrics`. Call before
-    /// the client is used: it starts with fresh health.
-    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> VaultClient {
-        let inner = Inner {
-            nodes: self
-                .inner
-                .nodes
-                .iter()
-                .map(|n| Node {
-                    address: n.address.clone(),
-                    http: n.http.clone(),
-                })
-                .collect(),
-            health: Health::new(self.inner.nodes.len()),
-            namespace: self.inner.namespace.clone(),
-            metrics: Some(metrics),
-            watching: AtomicBool::new(false),
-            failed: tokio::sync::Notify::new(),
-        };
-        VaultClient {
-            inner: Arc::new(inner),
-            deadline: self.deadline,
-            retry_budget: self.retry_budget,
-            waits_out_elections: self.waits_out_elections,
-        }
     }
 
     /// The same client (same connections, same health) whose failover and
@@ -395,11 +417,8 @@ impl VaultClient {
         let started = Instant::now();
         let deadline = self.deadline.unwrap_or(started + BACKGROUND_BUDGET);
         let single = inner.nodes.len() == 1;
-        if !single && !inner.watching.swap(true, Ordering::SeqCst) {
-            // Learn which node is active before the first request, briefly,
-            // then keep following the cluster in the background.
-            let _ = tokio::time::timeout(failover::FIRST_PROBE, self.probe()).await;
-            tokio::spawn(watch(Arc::downgrade(&self.inner)));
+        if !single {
+            self.follow_cluster().await;
         }
         let mut attempts = Attempts::default();
         let mut plan = failover::Failover::new(resend, single, started, deadline, self.retry_budget);
@@ -419,25 +438,7 @@ impl VaultClient {
                     break None;
                 }
             };
-            let node = &inner.nodes[i];
-            let sent = Instant::now();
-            let result = node.http.send_within(req.clone(), budget).await;
-            if let Some(m) = &inner.metrics {
-                m.vault_request(
-                    &req.path_and_query,
-                    result.as_ref().ok().map(|r| r.status),
-                    sent.elapsed(),
-                );
-            }
-            let status = result.as_ref().ok().map(|r| r.status);
-            let seen = failover::Seen {
-                verdict: failover::classify(&result),
-                redirect: status.is_some_and(|s| (300..400).contains(&s)),
-                standby_refusal: resend == Resend::Login
-                    && !single
-                    && inner.health.is_standby(i)
-                    && status == Some(403),
-            };
+            let (result, seen) = self.attempt(i, &req, resend, budget).await;
             match plan.observe(seen) {
                 Next::Done => {
                     if seen.verdict == Verdict::Final {
@@ -445,23 +446,7 @@ impl VaultClient {
                     }
                     break Some((i, result, seen.verdict));
                 }
-                Next::Retry(reason) => {
-                    let answer = match interpret(result) {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "answered".to_string(),
-                    };
-                    match reason {
-                        Some(reason) => {
-                            tracing::debug!(vault = %node.address, path = %req.path_and_query, reason = reason.label(), answer = %answer, "Vault address failed; trying the next");
-                            self.node_failed(i, reason, &answer);
-                            attempts.add(&node.address, answer);
-                        }
-                        None => {
-                            tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
-                            attempts.add(&node.address, format!("{answer} (a standby)"));
-                        }
-                    }
-                }
+                Next::Retry(reason) => self.note_retry(i, &req, reason, result, &mut attempts),
             }
         };
         let failed_over = attempts.total() > 0;
@@ -470,28 +455,7 @@ impl VaultClient {
                 if failed_over {
                     tracing::info!(vault = %inner.nodes[i].address, path = %req.path_and_query, failed_attempts = attempts.total(), "Vault request went through after failing over");
                 }
-                let json = interpret(result).and_then(|json| {
-                    // The parsed form is held until the mount ends, too.
-                    budget
-                        .charge(crate::budget::json_footprint(&json))
-                        .map_err(VaultError::OverBudget)?;
-                    Ok(json)
-                });
-                // A final error after earlier failed attempts is reported
-                // with them when it is itself a failure of the node.
-                match json {
-                    Err(e) if failed_over && !matches!(verdict, Verdict::Final) => {
-                        attempts.add(&inner.nodes[i].address, e.to_string());
-                        Err(VaultError::Unavailable {
-                            attempts,
-                            elapsed: started.elapsed(),
-                            processed: true,
-                            stop: None,
-                            budget: self.retry_budget,
-                        })
-                    }
-                    other => other,
-                }
+                self.conclude(i, result, verdict, attempts, started, budget)
             }
             None => Err(VaultError::Unavailable {
                 attempts,
@@ -507,6 +471,109 @@ impl VaultClient {
             }
         }
         result
+    }
+
+    /// On a client of several addresses' first request: learns which node
+    /// is active, briefly, then keeps following the cluster in the
+    /// background (the client's [`crate::tasks::Tasks`]).
+    async fn follow_cluster(&self) {
+        if !self.inner.watching.swap(true, Ordering::SeqCst) {
+            let _ = tokio::time::timeout(failover::FIRST_PROBE, self.probe()).await;
+            self.inner
+                .tasks
+                .spawn("vault cluster watch", watch(Arc::downgrade(&self.inner)));
+        }
+    }
+
+    /// Sends `req` to node `i` once, counts the exchange, and says what the
+    /// failover should make of the answer.
+    async fn attempt(
+        &self,
+        i: usize,
+        req: &Request,
+        resend: Resend,
+        budget: &dyn crate::budget::Charge,
+    ) -> (Result<transport::Response, HttpError>, failover::Seen) {
+        let inner = &self.inner;
+        let sent = Instant::now();
+        let result = inner.nodes[i].http.send_within(req.clone(), budget).await;
+        let status = result.as_ref().ok().map(|r| r.status);
+        if let Some(m) = &inner.metrics {
+            m.vault_request(&req.path_and_query, status, sent.elapsed());
+        }
+        let seen = failover::Seen {
+            verdict: failover::classify(&result),
+            redirect: status.is_some_and(|s| (300..400).contains(&s)),
+            standby_refusal: resend == Resend::Login
+                && inner.nodes.len() > 1
+                && inner.health.is_standby(i)
+                && status == Some(403),
+        };
+        (result, seen)
+    }
+
+    /// Node `i`'s answer will be asked of another: notes it among the
+    /// attempts, and (unless a standby only refused a login) as the node's
+    /// failure for `reason`.
+    fn note_retry(
+        &self,
+        i: usize,
+        req: &Request,
+        reason: Option<Reason>,
+        result: Result<transport::Response, HttpError>,
+        attempts: &mut Attempts,
+    ) {
+        let node = &self.inner.nodes[i];
+        let answer = match interpret(result) {
+            Err(e) => e.to_string(),
+            Ok(_) => "answered".to_string(),
+        };
+        match reason {
+            Some(reason) => {
+                tracing::debug!(vault = %node.address, path = %req.path_and_query, reason = reason.label(), answer = %answer, "Vault address failed; trying the next");
+                self.node_failed(i, reason, &answer);
+                attempts.add(&node.address, answer);
+            }
+            None => {
+                tracing::debug!(vault = %node.address, "a standby refused the login; asking the other nodes");
+                attempts.add(&node.address, format!("{answer} (a standby)"));
+            }
+        }
+    }
+
+    /// The outcome of the answer node `i` gave last: its JSON (charged to
+    /// `budget`, since the parsed form is held until the mount ends too),
+    /// or its error, reported with the earlier failed attempts when it is
+    /// itself a failure of the node.
+    fn conclude(
+        &self,
+        i: usize,
+        result: Result<transport::Response, HttpError>,
+        verdict: Verdict,
+        mut attempts: Attempts,
+        started: Instant,
+        budget: &dyn crate::budget::Charge,
+    ) -> Result<Json, VaultError> {
+        let failed_over = attempts.total() > 0;
+        let json = interpret(result).and_then(|json| {
+            budget
+                .charge(crate::budget::json_footprint(&json))
+                .map_err(VaultError::OverBudget)?;
+            Ok(json)
+        });
+        match json {
+            Err(e) if failed_over && !matches!(verdict, Verdict::Final) => {
+                attempts.add(&self.inner.nodes[i].address, e.to_string());
+                Err(VaultError::Unavailable {
+                    attempts,
+                    elapsed: started.elapsed(),
+                    processed: true,
+                    stop: None,
+                    budget: self.retry_budget,
+                })
+            }
+            other => other,
+        }
     }
 
     /// Node `i` answered: it is up (again).

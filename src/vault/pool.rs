@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::transport::SetupError;
 use super::{failover, VaultClient, VaultConfig, VaultError};
+use crate::bounded::BoundedMap;
 
 /// Why a token could not be revoked.
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +20,12 @@ pub enum RevokeError {
 
 /// Vault clients shared by mounts and background renewals, one per
 /// connection configuration (so connections are pooled per server).
-#[derive(Default)]
 pub struct VaultPool {
-    clients: std::sync::Mutex<std::collections::HashMap<VaultConfig, VaultClient>>,
+    clients: std::sync::Mutex<BoundedMap<VaultConfig, VaultClient>>,
     timeout: Duration,
     retry_budget: Duration,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    tasks: crate::tasks::Tasks,
 }
 
 /// More distinct Vault connection configurations than this is unusual; the
@@ -35,11 +36,19 @@ impl VaultPool {
     /// An empty pool whose clients use `timeout` per request.
     pub fn new(timeout: Duration) -> VaultPool {
         VaultPool {
-            clients: Default::default(),
+            clients: std::sync::Mutex::new(BoundedMap::new(MAX_POOLED_CLIENTS)),
             timeout,
             retry_budget: failover::DEFAULT_RETRY_BUDGET,
             metrics: None,
+            tasks: crate::tasks::Tasks::new(),
         }
+    }
+
+    /// Clients start their cluster watches (several addresses) in `tasks`,
+    /// so that they stop with the provider's other background work.
+    pub fn with_tasks(mut self, tasks: crate::tasks::Tasks) -> VaultPool {
+        self.tasks = tasks;
+        self
     }
 
     /// Clients retry rounds of failed addresses for `budget`
@@ -93,11 +102,10 @@ impl VaultPool {
     }
 
     fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
-        let mut client = VaultClient::new(cfg, self.timeout)?.with_retry_budget(self.retry_budget);
-        if let Some(m) = &self.metrics {
-            client = client.with_metrics(m.clone());
-        }
-        Ok(client)
+        Ok(
+            VaultClient::build(cfg, self.timeout, self.metrics.clone(), self.tasks.clone())?
+                .with_retry_budget(self.retry_budget),
+        )
     }
 
     /// Keeps a freshly built client, or the one a concurrent build kept first.
@@ -105,9 +113,6 @@ impl VaultPool {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = clients.get(cfg) {
             return existing.clone();
-        }
-        if clients.len() >= MAX_POOLED_CLIENTS {
-            clients.clear();
         }
         clients.insert(cfg.clone(), client.clone());
         client

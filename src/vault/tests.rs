@@ -338,3 +338,41 @@ fn vault_errors_are_extracted() {
         Err(VaultError::BadResponse(_))
     ));
 }
+
+#[test]
+fn vault_failures_become_error_kinds_in_one_place() {
+    use crate::error::ErrorKind as K;
+    let status = |status: u16, message: &str| VaultError::Status {
+        status,
+        message: message.to_string(),
+    };
+    // (failure, its kind for a login, for a read)
+    let cases = [
+        (status(403, "permission denied"), K::VaultDenied, K::VaultDenied),
+        (status(404, "no handler for route"), K::VaultRejected, K::NotFound),
+        (status(400, "invalid role name"), K::VaultRejected, K::VaultRejected),
+        (status(500, "internal error"), K::VaultUnavailable, K::VaultFailed),
+        (
+            VaultError::Connect("refused".into()),
+            K::VaultUnavailable,
+            K::VaultFailed,
+        ),
+        (VaultError::Broken("reset".into()), K::VaultFailed, K::VaultFailed),
+        (VaultError::TooLarge, K::BadResponse, K::TooLarge),
+        (
+            VaultError::BadResponse("not JSON".into()),
+            K::BadResponse,
+            K::BadResponse,
+        ),
+    ];
+    for (e, login, read) in cases {
+        assert_eq!(e.kind(Call::Login), login, "login: {e}");
+        assert_eq!(e.kind(Call::Read), read, "read: {e}");
+    }
+    let e = status(403, "permission denied").classify(Call::Read, "object \"a\": secret/a failed");
+    assert_eq!(e.kind(), K::VaultDenied);
+    assert_eq!(
+        e.to_string(),
+        "object \"a\": secret/a failed: Vault answered 403: permission denied"
+    );
+}

@@ -144,8 +144,13 @@ async fn accept_loop(
         if *rx.borrow_and_update() == Fault::Refuse {
             // Closing the listening socket makes connects fail with
             // ECONNREFUSED; bind the same port again once the fault is lifted
-            // (tokio sets SO_REUSEADDR).
+            // (tokio sets SO_REUSEADDR). Meanwhile a socket bound to the
+            // port, not listening, keeps the kernel from choosing it as a
+            // connecting client's own port: the port is in the ephemeral
+            // range, and a client given it would connect to itself (TCP
+            // simultaneous open) and read its own request back as the answer.
             drop(listener);
+            let _held = hold_port(addr);
             loop {
                 if rx.changed().await.is_err() {
                     return;
@@ -168,6 +173,18 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// A socket bound to `addr` without listening (see [`accept_loop`]).
+fn hold_port(addr: std::net::SocketAddr) -> Option<tokio::net::TcpSocket> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(addr).ok()?;
+    Some(socket)
 }
 
 /// Reads one request head and body; `None` if the client went away.
