@@ -75,7 +75,7 @@ pub struct CoreConfig {
     /// One HTTP request to Vault.
     pub request_timeout: Duration,
     /// `-retry-budget`.
-    pub retry_budget: Duration,
+    pub retry_window: Duration,
     /// `-max-mount-bytes`.
     pub max_mount_bytes: usize,
     /// `-max-inflight-bytes`.
@@ -104,7 +104,7 @@ impl Core {
         let ledger = Arc::new(Ledger::new(config.ledger, Arc::new(SystemClock)).with_metrics(metrics.clone()));
         let pool = Arc::new(
             VaultPool::new(config.request_timeout)
-                .with_retry_budget(config.retry_budget)
+                .with_retry_window(config.retry_window)
                 .with_metrics(metrics.clone())
                 .with_tasks(tasks),
         );
@@ -214,7 +214,7 @@ impl ProviderConfig {
                     max_held_bytes: flags.max_held_bytes,
                 },
                 request_timeout: flags.request_timeout,
-                retry_budget: flags.retry_budget,
+                retry_window: flags.retry_budget,
                 max_mount_bytes: flags.max_mount_bytes,
                 max_inflight_bytes: flags.max_inflight_bytes,
             },

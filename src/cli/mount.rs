@@ -304,7 +304,7 @@ fn core_config(flags: &Flags, defaults: crate::spc::Defaults) -> CoreConfig {
             max_held_bytes: flags.max_held_bytes,
         },
         request_timeout: flags.request_timeout,
-        retry_budget: flags.retry_budget,
+        retry_window: flags.retry_budget,
         max_mount_bytes: flags.max_mount_bytes,
         max_inflight_bytes: flags.max_inflight_bytes,
     }

@@ -55,7 +55,7 @@ impl Job {
 }
 
 /// Background jobs run at once, at most (each waits for Vault at most
-/// [`crate::vault::BACKGROUND_BUDGET`] plus one request timeout).
+/// [`crate::vault::BACKGROUND_DEADLINE`] plus one request timeout).
 pub const JOB_CONCURRENCY: usize = 32;
 /// Of those, at most this many for the pods of one namespace: a namespace
 /// whose Vault is slow never takes the slots every other's renewals need.

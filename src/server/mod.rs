@@ -38,7 +38,7 @@ pub const DEFAULT_MAX_CONCURRENT_MOUNTS: usize = 64;
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// Longest a mount may run, whatever deadline the caller sends (a
 /// `grpc-timeout` can say up to 99,999,999 hours; kubelet's is ~2 minutes).
-const MAX_MOUNT_BUDGET: Duration = Duration::from_secs(3600);
+const MAX_MOUNT_TIME: Duration = Duration::from_secs(3600);
 
 /// The `CSIDriverProvider` service of one socket. Clones share the mount
 /// logic (its ledger and caches) and the mount slots, so several sockets
@@ -125,11 +125,11 @@ impl CsiDriverProvider for ProviderService {
 
     async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
-        let budget = match grpc_timeout(request.metadata()) {
+        let allowed = match grpc_timeout(request.metadata()) {
             Some(t) => t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(100)),
             None => self.mount_timeout,
         }
-        .min(MAX_MOUNT_BUDGET);
+        .min(MAX_MOUNT_TIME);
         let req = request.into_inner();
         let input = MountInput {
             attributes: req.attributes,
@@ -139,15 +139,15 @@ impl CsiDriverProvider for ProviderService {
         let (pod, namespace, spc) = pod_labels(&input.attributes);
         let provider = self.flavor.provider();
         let span = tracing::info_span!("mount", %pod, %namespace, %spc, provider);
-        let deadline = started + budget;
-        let result = match tokio::time::timeout(budget, self.slots.acquire(namespace)).await {
+        let deadline = started + allowed;
+        let result = match tokio::time::timeout(allowed, self.slots.acquire(namespace)).await {
             Ok(Ok(_slot)) => match &self.defaults {
                 Some(d) => self.mounter.mount_with(&input, deadline, d).instrument(span.clone()).await,
                 None => self.mounter.mount(&input, deadline).instrument(span.clone()).await,
             },
             Ok(Err(_)) => Err(Error::new(ErrorKind::Internal, "the provider is shutting down")),
             Err(_) => Err(Error::new(ErrorKind::Busy, format!(
-                "no mount slot became free within {budget:?}: every -max-concurrent-mounts slot was busy, or namespace {namespace}'s mounts held its share of them (-max-concurrent-mounts-per-namespace={}; is Vault slow?)",
+                "no mount slot became free within {allowed:?}: every -max-concurrent-mounts slot was busy, or namespace {namespace}'s mounts held its share of them (-max-concurrent-mounts-per-namespace={}; is Vault slow?)",
                 self.slots.per_namespace()
             ))),
         };

@@ -452,7 +452,7 @@ fn fits(now: Instant, wait: Duration, deadline: Instant) -> bool {
 /// The retry budget when none is configured: a raft leader election
 /// (OpenBao's default election timeout and a few heartbeats) fits well
 /// inside it.
-pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// What [`Failover`] says to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,7 +507,7 @@ pub struct Failover {
     single: bool,
     started: Instant,
     deadline: Instant,
-    budget: Duration,
+    window: Duration,
     /// Nodes left to try in this round.
     queue: std::collections::VecDeque<usize>,
     in_round: bool,
@@ -529,14 +529,14 @@ impl Failover {
     /// The decisions for a request that may be resent as `resend` allows,
     /// to a cluster of one address (`single`) or several, started at
     /// `started`, to end before `deadline`, retrying failed rounds for
-    /// `budget` (longer only during an election).
-    pub fn new(resend: Resend, single: bool, started: Instant, deadline: Instant, budget: Duration) -> Failover {
+    /// `window` (longer only during an election).
+    pub fn new(resend: Resend, single: bool, started: Instant, deadline: Instant, window: Duration) -> Failover {
         Failover {
             resend,
             single,
             started,
             deadline,
-            budget,
+            window,
             queue: Default::default(),
             in_round: false,
             round: 0,
@@ -583,7 +583,7 @@ impl Failover {
         };
         if !(self.election && self.elections) {
             let spent = now.saturating_duration_since(self.started);
-            let Some(left) = self.budget.checked_sub(spent).filter(|l| !l.is_zero()) else {
+            let Some(left) = self.window.checked_sub(spent).filter(|l| !l.is_zero()) else {
                 return Step::GiveUp(Stop::Budget);
             };
             wait = wait.min(left);

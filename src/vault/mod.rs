@@ -104,7 +104,7 @@ pub enum VaultError {
     /// Every address failed in a way that let the request be resent, until
     /// the time allowed ran out, or an attempt that may have been processed
     /// ended the failover.
-    #[error("{}{}", describe_attempts(attempts, *elapsed), describe_stop(*stop, *budget))]
+    #[error("{}{}", describe_attempts(attempts, *elapsed), describe_stop(*stop, *window))]
     Unavailable {
         /// What each address answered last.
         attempts: Attempts,
@@ -112,8 +112,8 @@ pub enum VaultError {
         elapsed: Duration,
         /// Why the failover stopped (`None`: an attempt's answer ended it).
         stop: Option<failover::Stop>,
-        /// The retry budget it ran with.
-        budget: Duration,
+        /// The retry window it ran with (`-retry-budget`).
+        window: Duration,
         /// Whether any attempt may have been processed by Vault (a broken
         /// exchange, an unexplained 5xx, a timeout).
         processed: bool,
@@ -138,11 +138,11 @@ fn describe_attempts(attempts: &Attempts, elapsed: Duration) -> String {
 }
 
 /// Why retrying stopped, when that is not plain from the answers.
-fn describe_stop(stop: Option<failover::Stop>, budget: Duration) -> String {
+fn describe_stop(stop: Option<failover::Stop>, window: Duration) -> String {
     match stop {
         Some(failover::Stop::Budget) => format!(
             "; gave up after the retry budget of {:.0} s (-retry-budget) with no node reporting a leader election",
-            budget.as_secs_f64()
+            window.as_secs_f64()
         ),
         _ => String::new(),
     }
@@ -269,11 +269,11 @@ pub struct Renewed {
 pub struct VaultClient {
     inner: Arc<Inner>,
     /// Failover and backoff stop in time to report before this; `None`:
-    /// [`BACKGROUND_BUDGET`] from the start of each request.
+    /// [`BACKGROUND_DEADLINE`] from the start of each request.
     deadline: Option<Instant>,
     /// How long rounds in which every address fails are retried, unless a
     /// node reports an election (see [`crate::vault::failover`]).
-    retry_budget: Duration,
+    retry_window: Duration,
     /// Whether a reported election extends the retry budget (the
     /// operator's addresses; not those a class chose).
     waits_out_elections: bool,
@@ -301,7 +301,7 @@ struct Inner {
 /// How long a request without a mount deadline (renewals, revocations,
 /// probes) may keep failing over and backing off: an election takes a few
 /// seconds.
-pub const BACKGROUND_BUDGET: Duration = Duration::from_secs(10);
+pub const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 
 impl VaultClient {
     /// Builds a client, reading CA and client certificate files now so that a
@@ -355,14 +355,14 @@ impl VaultClient {
                 failed: tokio::sync::Notify::new(),
             }),
             deadline: None,
-            retry_budget: failover::DEFAULT_RETRY_BUDGET,
+            retry_window: failover::DEFAULT_RETRY_WINDOW,
             waits_out_elections: true,
         })
     }
 
-    /// The same client, retrying rounds of failed addresses for `budget`.
-    pub fn with_retry_budget(mut self, budget: Duration) -> VaultClient {
-        self.retry_budget = budget;
+    /// The same client, retrying rounds of failed addresses for `window`.
+    pub fn with_retry_window(mut self, window: Duration) -> VaultClient {
+        self.retry_window = window;
         self
     }
 
@@ -372,7 +372,7 @@ impl VaultClient {
         VaultClient {
             inner: self.inner.clone(),
             deadline: Some(deadline),
-            retry_budget: self.retry_budget,
+            retry_window: self.retry_window,
             waits_out_elections: self.waits_out_elections,
         }
     }
@@ -415,13 +415,13 @@ impl VaultClient {
     ) -> Result<Json, VaultError> {
         let inner = &self.inner;
         let started = Instant::now();
-        let deadline = self.deadline.unwrap_or(started + BACKGROUND_BUDGET);
+        let deadline = self.deadline.unwrap_or(started + BACKGROUND_DEADLINE);
         let single = inner.nodes.len() == 1;
         if !single {
             self.follow_cluster().await;
         }
         let mut attempts = Attempts::default();
-        let mut plan = failover::Failover::new(resend, single, started, deadline, self.retry_budget);
+        let mut plan = failover::Failover::new(resend, single, started, deadline, self.retry_window);
         if !self.waits_out_elections {
             plan = plan.without_election_waits();
         }
@@ -462,7 +462,7 @@ impl VaultClient {
                 elapsed: started.elapsed(),
                 processed: plan.processed(),
                 stop,
-                budget: self.retry_budget,
+                window: self.retry_window,
             }),
         };
         if failed_over {
@@ -569,7 +569,7 @@ impl VaultClient {
                     elapsed: started.elapsed(),
                     processed: true,
                     stop: None,
-                    budget: self.retry_budget,
+                    window: self.retry_window,
                 })
             }
             other => other,
@@ -814,7 +814,7 @@ async fn watch(inner: Weak<Inner>) {
         let client = VaultClient {
             inner: strong,
             deadline: None,
-            retry_budget: failover::DEFAULT_RETRY_BUDGET,
+            retry_window: failover::DEFAULT_RETRY_WINDOW,
             waits_out_elections: true,
         };
         client.probe().await;

@@ -23,7 +23,7 @@ pub enum RevokeError {
 pub struct VaultPool {
     clients: std::sync::Mutex<BoundedMap<VaultConfig, VaultClient>>,
     timeout: Duration,
-    retry_budget: Duration,
+    retry_window: Duration,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     tasks: crate::tasks::Tasks,
 }
@@ -38,7 +38,7 @@ impl VaultPool {
         VaultPool {
             clients: std::sync::Mutex::new(BoundedMap::new(MAX_POOLED_CLIENTS)),
             timeout,
-            retry_budget: failover::DEFAULT_RETRY_BUDGET,
+            retry_window: failover::DEFAULT_RETRY_WINDOW,
             metrics: None,
             tasks: crate::tasks::Tasks::new(),
         }
@@ -51,10 +51,10 @@ impl VaultPool {
         self
     }
 
-    /// Clients retry rounds of failed addresses for `budget`
+    /// Clients retry rounds of failed addresses for `window`
     /// (`-retry-budget`).
-    pub fn with_retry_budget(mut self, budget: Duration) -> VaultPool {
-        self.retry_budget = budget;
+    pub fn with_retry_window(mut self, window: Duration) -> VaultPool {
+        self.retry_window = window;
         self
     }
 
@@ -104,7 +104,7 @@ impl VaultPool {
     fn build(&self, cfg: &VaultConfig) -> Result<VaultClient, SetupError> {
         Ok(
             VaultClient::build(cfg, self.timeout, self.metrics.clone(), self.tasks.clone())?
-                .with_retry_budget(self.retry_budget),
+                .with_retry_window(self.retry_window),
         )
     }
 
