@@ -119,6 +119,9 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    /// Whether the message already tells the cause's text ([`Error::because`]):
+    /// the chain then goes on below it, so that each cause is told once.
+    told: bool,
 }
 
 impl Error {
@@ -128,16 +131,20 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            told: false,
         }
     }
 
     /// An error of `kind` while doing `what`, caused by `source`: the
-    /// message is `what: <source>`, and the source stays in the chain.
+    /// message is `what: <source>`. The cause is kept ([`Error::cause`]),
+    /// and since the message tells it, the chain of sources goes on below
+    /// it: a reader walking the chain meets each text once.
     pub fn because(kind: ErrorKind, what: impl fmt::Display, source: impl StdError + Send + Sync + 'static) -> Error {
         Error {
             kind,
             message: format!("{what}: {source}"),
             source: Some(Box::new(source)),
+            told: true,
         }
     }
 
@@ -166,8 +173,15 @@ impl Error {
     pub fn with_source(self, source: impl StdError + Send + Sync + 'static) -> Error {
         Error {
             source: Some(Box::new(source)),
+            told: false,
             ..self
         }
+    }
+
+    /// What caused this error, if anything did (to inspect its type; its
+    /// text may already be part of the message, see [`Error::because`]).
+    pub fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
     }
 
     /// Ends the message with what the reader can do about it.
@@ -209,8 +223,15 @@ impl fmt::Debug for Error {
 }
 
 impl StdError for Error {
+    /// The cause, unless the message already tells it: then the cause's
+    /// own source (each text once along the chain).
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+        let cause = self.cause()?;
+        if self.told {
+            cause.source()
+        } else {
+            Some(cause)
+        }
     }
 }
 
@@ -460,12 +481,18 @@ mod tests {
             e.to_string(),
             "invalid mount request: object \"a\": CA file /x: no such file"
         );
-        let cause = e.source().expect("the cause is kept");
+        let cause = e.cause().expect("the cause is kept");
         assert_eq!(cause.to_string(), "no such file");
         assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert!(e.source().is_none(), "the message told the cause; nothing below it");
         assert_eq!(describe_chain(&e), e.to_string(), "its text is said once");
         let e = e.into_kind(ErrorKind::NotThisPod);
         assert_eq!(e.code(), Code::PermissionDenied);
-        assert!(e.source().is_some());
+        assert!(e.cause().is_some());
+        // A cause the message does not tell stays the source.
+        let e =
+            Error::new(ErrorKind::Internal, "state file unreadable").with_source(std::io::Error::other("disk on fire"));
+        assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("disk on fire"));
+        assert_eq!(describe_chain(&e), "state file unreadable: disk on fire");
     }
 }
