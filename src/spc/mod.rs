@@ -196,48 +196,73 @@ fn parse_mount_with(
     let default_mode = parse_permission(permission)?;
 
     let params = Params { attrs: &attrs };
-    let get = |k: &str| params.plain(k);
+    let pod = parse_pod(&params)?;
+    let role = parse_role(&params, defaults.flavor.product())?;
+    let auth_mount = parse_auth_mount_param(&params, defaults)?;
+    let vault = parse_vault_config(&params, defaults)?;
+    let audience = defaults.policy.audience(params.plain("audience"), "audience")?;
+    let provided_token = pod_token(&secrets, &attrs, defaults, audience.as_deref())?;
+    let (ObjectSet { objects, templates }, sync) = parse_class_objects(&params, &pod.namespace, default_mode, classes)?;
 
-    let pod = Pod {
-        name: get(keys::POD_NAME).unwrap_or_default().to_string(),
-        namespace: get(keys::POD_NAMESPACE)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
-                    keys::POD_NAMESPACE
-                ))
-            })?
-            .to_string(),
-        uid: get(keys::POD_UID).unwrap_or_default().to_string(),
-        service_account: get(keys::SERVICE_ACCOUNT)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "attribute {} is missing: set podInfoOnMount: true on the CSIDriver object",
-                    keys::SERVICE_ACCOUNT
-                ))
-            })?
-            .to_string(),
+    Ok(MountSpec {
+        pod,
+        spc_name: params.plain(keys::SPC_NAME).map(str::to_string),
+        role,
+        auth_mount,
+        audience,
+        flavor: defaults.flavor,
+        operator_vault: vault.addresses.iter().all(|e| defaults.vault.addresses.contains(e)),
+        vault,
+        provided_token,
+        objects,
+        sync,
+        templates,
+    })
+}
+
+/// The pod the mount is for, from the attributes the driver adds when the
+/// CSIDriver object asks for pod info (the namespace and service account
+/// are needed to log in).
+fn parse_pod(params: &Params<'_>) -> Result<Pod> {
+    let required = |key: &str| {
+        params.plain(key).map(str::to_string).ok_or_else(|| {
+            invalid(format!(
+                "attribute {key} is missing: set podInfoOnMount: true on the CSIDriver object"
+            ))
+        })
     };
+    Ok(Pod {
+        name: params.plain(keys::POD_NAME).unwrap_or_default().to_string(),
+        namespace: required(keys::POD_NAMESPACE)?,
+        uid: params.plain(keys::POD_UID).unwrap_or_default().to_string(),
+        service_account: required(keys::SERVICE_ACCOUNT)?,
+    })
+}
 
-    let product = defaults.flavor.product();
-    let role = match params.lookup(names::ROLE) {
-        Some((_, Some(role))) => role.to_string(),
+/// The role to log in with, which the class must name; an empty one says
+/// which lower-precedence alias it hid.
+fn parse_role(params: &Params<'_>, product: &str) -> Result<String> {
+    match params.lookup(names::ROLE) {
+        Some((_, Some(role))) => Ok(role.to_string()),
         Some((name, None)) => {
             let hint = params
                 .hidden(names::ROLE, name)
                 .map(|h| format!(" (it is set, so {h} is not read)"))
                 .unwrap_or_default();
-            return Err(invalid(format!(
+            Err(invalid(format!(
                 "parameter {name} is missing: it is empty{hint}; name the {product} role to log in with"
-            )));
-        }
-        None => {
-            return Err(invalid(format!(
-                "parameter roleName is missing: name the {product} role to log in with"
             )))
         }
-    };
+        None => Err(invalid(format!(
+            "parameter roleName is missing: name the {product} role to log in with"
+        ))),
+    }
+}
 
+/// The auth mount path: the class's (under either of its alias names, not
+/// both) or the provider's default, checked, and named in the message when
+/// the class set it.
+fn parse_auth_mount_param(params: &Params<'_>, defaults: &Defaults) -> Result<String> {
     let (auth_mount, mount_param) = match (
         params.get(names::KUBERNETES_MOUNT_PATH),
         params.get(names::AUTH_MOUNT_PATH),
@@ -250,21 +275,28 @@ fn parse_mount_with(
         (Some((n, m)), None) | (None, Some((n, m))) => (m.to_string(), Some(n)),
         (None, None) => (defaults.auth_mount.clone(), None),
     };
-    let auth_mount = check_auth_mount(auth_mount.trim_matches('/')).map_err(|e| match mount_param {
+    check_auth_mount(auth_mount.trim_matches('/')).map_err(|e| match mount_param {
         Some(n) => invalid(format!("parameter {n}: {}", strip_invalid(e))),
         None => e,
-    })?;
+    })
+}
 
-    let vault = parse_vault_config(&params, defaults)?;
-    let audience = defaults.policy.audience(get("audience"), "audience")?;
-
-    // The pod's tokens are kubelet's attributes (it overwrites any class
-    // parameter of that name). Kubernetes 1.35+ can hand them over in
-    // `secrets` instead (serviceAccountTokenInSecrets), but `secrets` is
-    // also the pod's nodePublishSecretRef, whose values the pod's author
-    // writes: read only when the operator says the CSIDriver does that, and
-    // then first (kubelet leaves the attribute unset, so a class parameter
-    // could fill it).
+/// The pod's token for `audience` (the flavor's default when `None`), if
+/// the request carries one.
+///
+/// The pod's tokens are kubelet's attributes (it overwrites any class
+/// parameter of that name). Kubernetes 1.35+ can hand them over in
+/// `secrets` instead (serviceAccountTokenInSecrets), but `secrets` is
+/// also the pod's nodePublishSecretRef, whose values the pod's author
+/// writes: read only when the operator says the CSIDriver does that, and
+/// then first (kubelet leaves the attribute unset, so a class parameter
+/// could fill it).
+fn pod_token(
+    secrets: &HashMap<String, String>,
+    attrs: &HashMap<String, String>,
+    defaults: &Defaults,
+    audience: Option<&str>,
+) -> Result<Option<ProvidedToken>> {
     let from_secrets = secrets.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty());
     let from_attributes = attrs.get(keys::SA_TOKENS).filter(|s| !s.trim().is_empty());
     let token_json = if defaults.policy.tokens_in_secrets {
@@ -275,36 +307,32 @@ fn parse_mount_with(
         }
         from_attributes
     };
-    let provided_token = match token_json {
-        Some(json) => select_token(json, audience.as_deref().unwrap_or(defaults.flavor.default_audience()))?,
-        None => None,
-    };
+    match token_json {
+        Some(json) => select_token(json, audience.unwrap_or(defaults.flavor.default_audience())),
+        None => Ok(None),
+    }
+}
 
-    let objects_yaml =
-        get("objects").ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
-    let ObjectSet { objects, templates } = match classes {
-        Some(classes) => classes.objects(&pod.namespace, objects_yaml, default_mode)?,
+/// The class's `objects` (from `classes` when it holds them for
+/// `namespace`) and the `syncSecrets` that draw on them.
+fn parse_class_objects(
+    params: &Params<'_>,
+    namespace: &str,
+    default_mode: u32,
+    classes: Option<&ClassCache>,
+) -> Result<(ObjectSet, Vec<SyncSecret>)> {
+    let objects_yaml = params
+        .plain("objects")
+        .ok_or_else(|| invalid("parameter objects is missing: list the secrets to mount".to_string()))?;
+    let set = match classes {
+        Some(classes) => classes.objects(namespace, objects_yaml, default_mode)?,
         None => parse_objects(objects_yaml, default_mode)?,
     };
-    let sync = match get("syncSecrets") {
-        Some(yaml) => parse_sync(yaml, &objects, &templates)?,
+    let sync = match params.plain("syncSecrets") {
+        Some(yaml) => parse_sync(yaml, &set.objects, &set.templates)?,
         None => Vec::new(),
     };
-
-    Ok(MountSpec {
-        pod,
-        spc_name: get(keys::SPC_NAME).map(str::to_string),
-        role,
-        auth_mount,
-        audience,
-        flavor: defaults.flavor,
-        operator_vault: vault.addresses.iter().all(|e| defaults.vault.addresses.contains(e)),
-        vault,
-        provided_token,
-        objects,
-        sync,
-        templates,
-    })
+    Ok((set, sync))
 }
 
 /// Says once per process that tokens arrived in `secrets` and were not
