@@ -315,34 +315,9 @@ pub(super) fn parse_object(index: usize, r: RawObject, default_mode: u32) -> std
 
 /// Each field on its own, every problem recorded.
 pub(super) fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Problems) -> Fields {
-    let name = match r.object_name.as_deref() {
-        None | Some("") => {
-            problems.add("objectName", "missing");
-            None
-        }
-        Some(n) => problems.take("objectName", check_object_path(n).map(|()| n.to_string())),
-    };
-    let path = match r.secret_path.as_deref().map(str::trim) {
-        None | Some("") if r.template.is_some() => Some(None),
-        None | Some("") => {
-            problems.add("secretPath", "missing (or give a template)");
-            None
-        }
-        Some(p) => problems.take("secretPath", parse_secret_path(p)).map(Some),
-    };
-    let method = match r.method.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
-        None => Some("GET".to_string()),
-        Some(m) => {
-            let up = m.to_ascii_uppercase();
-            let known = matches!(up.as_str(), "GET" | "PUT" | "POST");
-            problems.take(
-                "method",
-                known
-                    .then_some(up)
-                    .ok_or_else(|| format!("{} is not supported (use GET, PUT or POST)", Quoted(m))),
-            )
-        }
-    };
+    let name = parse_name_field(r.object_name.as_deref(), problems);
+    let path = parse_path_field(r, problems);
+    let method = parse_method_field(r.method.as_deref(), problems);
     let body = problems.take("secretArgs", parse_secret_args(r.secret_args.as_ref()));
     let encoding = problems.take("encoding", parse_encoding(r.encoding.as_deref()));
     let pointer = match r.secret_key_pointer.as_deref() {
@@ -359,34 +334,8 @@ pub(super) fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Prob
     };
     let expand = flag("expandKeys", r.expand_keys.as_ref(), false);
     let write_file = flag("writeFile", r.write_file.as_ref(), true);
-    let template = match r.template.as_deref() {
-        None => None,
-        Some(t) if t.trim().is_empty() => {
-            problems.add("template", "is empty");
-            None
-        }
-        Some(t) => {
-            let scanned = crate::template::scan_template(name.as_deref().unwrap_or("template"), t);
-            let scanned = scanned.and_then(|references| match references.len() {
-                n if n > MAX_REFERENCES => Err(format!(
-                    "names {n} objects; a template may name at most {MAX_REFERENCES}"
-                )),
-                _ => Ok(references),
-            });
-            problems.take("template", scanned).map(|references| TemplateSource {
-                source: t.to_string(),
-                references,
-            })
-        }
-    };
-    let mode = match r.file_permission.as_ref().map(parse_mode).transpose() {
-        Ok(None) | Ok(Some(0)) => Some(default_mode),
-        Ok(Some(m)) => Some(m),
-        Err(e) => {
-            problems.add("filePermission", e);
-            None
-        }
-    };
+    let template = parse_template_field(r.template.as_deref(), name.as_deref(), problems);
+    let mode = parse_mode_field(r.file_permission.as_ref(), default_mode, problems);
     Fields {
         name,
         path,
@@ -400,6 +349,89 @@ pub(super) fn parse_fields(r: &RawObject, default_mode: u32, problems: &mut Prob
         write_file,
         template,
         mode,
+    }
+}
+
+/// `objectName`: required, and a path the driver will write.
+fn parse_name_field(name: Option<&str>, problems: &mut Problems) -> Option<String> {
+    match name {
+        None | Some("") => {
+            problems.add("objectName", "missing");
+            None
+        }
+        Some(n) => problems.take("objectName", check_object_path(n).map(|()| n.to_string())),
+    }
+}
+
+/// `secretPath`, split: `Some(None)` when a template stands in for it,
+/// `None` when it is missing or bad.
+fn parse_path_field(r: &RawObject, problems: &mut Problems) -> Option<Option<SecretPath>> {
+    match r.secret_path.as_deref().map(str::trim) {
+        None | Some("") if r.template.is_some() => Some(None),
+        None | Some("") => {
+            problems.add("secretPath", "missing (or give a template)");
+            None
+        }
+        Some(p) => problems.take("secretPath", parse_secret_path(p)).map(Some),
+    }
+}
+
+/// `method`: GET when unset, else GET, PUT or POST in any case.
+fn parse_method_field(method: Option<&str>, problems: &mut Problems) -> Option<String> {
+    match method.map(str::trim).filter(|m| !m.is_empty()) {
+        None => Some("GET".to_string()),
+        Some(m) => {
+            let up = m.to_ascii_uppercase();
+            let known = matches!(up.as_str(), "GET" | "PUT" | "POST");
+            problems.take(
+                "method",
+                known
+                    .then_some(up)
+                    .ok_or_else(|| format!("{} is not supported (use GET, PUT or POST)", Quoted(m))),
+            )
+        }
+    }
+}
+
+/// `template`: scanned for the objects it names (at most
+/// [`MAX_REFERENCES`]), so a bad one fails before anything is read.
+/// `name` is the entry's, when valid, for the scanner's messages.
+fn parse_template_field(template: Option<&str>, name: Option<&str>, problems: &mut Problems) -> Option<TemplateSource> {
+    match template {
+        None => None,
+        Some(t) if t.trim().is_empty() => {
+            problems.add("template", "is empty");
+            None
+        }
+        Some(t) => {
+            let scanned = crate::template::scan_template(name.unwrap_or("template"), t);
+            let scanned = scanned.and_then(|references| match references.len() {
+                n if n > MAX_REFERENCES => Err(format!(
+                    "names {n} objects; a template may name at most {MAX_REFERENCES}"
+                )),
+                _ => Ok(references),
+            });
+            problems.take("template", scanned).map(|references| TemplateSource {
+                source: t.to_string(),
+                references,
+            })
+        }
+    }
+}
+
+/// `filePermission`: the mount's default mode when unset or 0.
+fn parse_mode_field(
+    permission: Option<&serde_yaml_ng::Value>,
+    default_mode: u32,
+    problems: &mut Problems,
+) -> Option<u32> {
+    match permission.map(parse_mode).transpose() {
+        Ok(None) | Ok(Some(0)) => Some(default_mode),
+        Ok(Some(m)) => Some(m),
+        Err(e) => {
+            problems.add("filePermission", e);
+            None
+        }
     }
 }
 
