@@ -177,114 +177,147 @@ fn strip_prefix(message: String) -> String {
 
 /// Every problem of one class: parameters group by group, then each object.
 fn check_document(doc: &SpcDocument) -> Vec<Located> {
-    let mut found = Vec::new();
     let defaults = defaults(flavor_of(doc));
+    let mut found: Vec<Located> = groups()
+        .iter()
+        .filter_map(|group| check_group(doc, group, &defaults))
+        .collect();
+    check_objects_parameter(doc, &mut found);
+    check_secret_objects(doc, &mut found);
+    found
+}
 
-    for group in groups() {
-        let is_role = group.as_slice() == spc::names::ROLE;
-        let present: Vec<&str> = group
-            .iter()
-            .copied()
-            .filter(|k| doc.parameters.contains_key(*k))
-            .collect();
-        if present.is_empty() && !is_role {
-            continue;
-        }
-        let mut params = BTreeMap::new();
-        params.insert("roleName".to_string(), "placeholder".to_string());
-        params.insert("objects".to_string(), PLACEHOLDER_OBJECTS.to_string());
-        if is_role {
-            params.remove("roleName");
-        }
-        if group == ["syncSecrets"] {
-            match doc.parameters.get("objects") {
-                Some(o) if spc::check_objects(o, DEFAULT_MODE).is_ok() => {
-                    params.insert("objects".to_string(), o.clone());
-                }
-                // The objects' own problems are reported below.
-                _ => continue,
+/// The problem `parse_mount` finds in one parameter group, placed at the
+/// first of its parameters the class sets. A group the class does not set
+/// is skipped, but for the role, which it must set.
+fn check_group(doc: &SpcDocument, group: &[&'static str], defaults: &Defaults) -> Option<Located> {
+    let is_role = group == spc::names::ROLE;
+    let present: Vec<&str> = group
+        .iter()
+        .copied()
+        .filter(|k| doc.parameters.contains_key(*k))
+        .collect();
+    if present.is_empty() && !is_role {
+        return None;
+    }
+    let params = group_parameters(doc, group, is_role)?;
+    let e = spc::parse_mount(&attributes(doc, &params), "", "", defaults).err()?;
+    let line = present
+        .first()
+        .and_then(|k| doc.parameter_line(k))
+        .or_else(|| doc.key_line("parameters", 1));
+    Some(Located {
+        line,
+        message: strip_prefix(e.to_string()),
+    })
+}
+
+/// The parameters to check `group` with: the class's own for the group,
+/// over placeholders for the role (unless it is the group) and the objects.
+/// `syncSecrets` is checked against the class's objects, so `None` (not
+/// checked) when those have problems: they are reported on their own.
+fn group_parameters(doc: &SpcDocument, group: &[&'static str], is_role: bool) -> Option<BTreeMap<String, String>> {
+    let mut params = BTreeMap::new();
+    params.insert("roleName".to_string(), "placeholder".to_string());
+    params.insert("objects".to_string(), PLACEHOLDER_OBJECTS.to_string());
+    if is_role {
+        params.remove("roleName");
+    }
+    if group == ["syncSecrets"] {
+        match doc.parameters.get("objects") {
+            Some(o) if spc::check_objects(o, DEFAULT_MODE).is_ok() => {
+                params.insert("objects".to_string(), o.clone());
             }
-        }
-        for k in &group {
-            if let Some(v) = doc.parameters.get(*k) {
-                params.insert((*k).to_string(), v.clone());
-            }
-        }
-        if let Err(e) = spc::parse_mount(&attributes(doc, &params), "", "", &defaults) {
-            let line = present
-                .first()
-                .and_then(|k| doc.parameter_line(k))
-                .or_else(|| doc.key_line("parameters", 1));
-            found.push(Located {
-                line,
-                message: strip_prefix(e.to_string()),
-            });
+            // The objects' own problems are reported by
+            // check_objects_parameter.
+            _ => return None,
         }
     }
+    for k in group {
+        if let Some(v) = doc.parameters.get(*k) {
+            params.insert((*k).to_string(), v.clone());
+        }
+    }
+    Some(params)
+}
 
-    match doc
+/// Adds the problems of the `objects` parameter to `found`: each with the
+/// line of its YAML error or its entry where known, then how many more
+/// there were.
+fn check_objects_parameter(doc: &SpcDocument, found: &mut Vec<Located>) {
+    let Some(objects) = doc
         .parameters
         .get("objects")
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-    {
-        None => found.push(Located {
+    else {
+        found.push(Located {
             line: doc.key_line("parameters", 1),
             message: "parameter objects is missing: list the secrets to mount".to_string(),
-        }),
-        Some(objects) => {
-            if let Err(problems) = spc::check_objects(objects, DEFAULT_MODE) {
-                let (shown, more) = problems.into_parts();
-                for p in shown {
-                    let line = p
-                        .line
-                        .and_then(|l| doc.objects_line(l))
-                        .or_else(|| p.object.and_then(|i| doc.object_line(i)))
-                        .or_else(|| doc.parameter_line("objects"));
-                    found.push(Located {
-                        line,
-                        message: p.message,
-                    });
-                }
-                if more > 0 {
-                    found.push(Located {
-                        line: doc.parameter_line("objects"),
-                        message: format!("and {more} more problems in objects (the first are listed)"),
-                    });
-                }
-            }
-        }
+        });
+        return;
+    };
+    let Err(problems) = spc::check_objects(objects, DEFAULT_MODE) else {
+        return;
+    };
+    let (shown, more) = problems.into_parts();
+    for p in shown {
+        let line = p
+            .line
+            .and_then(|l| doc.objects_line(l))
+            .or_else(|| p.object.and_then(|i| doc.object_line(i)))
+            .or_else(|| doc.parameter_line("objects"));
+        found.push(Located {
+            line,
+            message: p.message,
+        });
     }
+    if more > 0 {
+        found.push(Located {
+            line: doc.parameter_line("objects"),
+            message: format!("and {more} more problems in objects (the first are listed)"),
+        });
+    }
+}
 
-    // The driver fails to sync a Secret whose data names an unknown object.
-    // Names are read loosely here, so this is reported even when some
-    // objects have other problems.
-    if let Some(objects) = doc.parameters.get("objects") {
-        if let Ok(parsed) = serde_yaml_ng::from_str::<Vec<serde_yaml_ng::Value>>(objects) {
-            let names: BTreeSet<&str> = parsed
-                .iter()
-                .filter_map(|o| o.get("objectName").and_then(serde_yaml_ng::Value::as_str))
-                .collect();
-            for (secret, refs) in &doc.secret_objects {
-                for r in refs.iter().filter(|r| !names.contains(r.as_str())) {
-                    found.push(Located {
-                        line: doc.key_line("secretObjects", 1).and_then(|from| {
-                            doc.text
-                                .lines()
-                                .enumerate()
-                                .skip(from - doc.first_line)
-                                .find(|(_, l)| l.contains("objectName") && l.contains(r.as_str()))
-                                .map(|(i, _)| doc.first_line + i)
-                        }),
-                        message: format!(
-                            "secretObjects {secret:?}: objectName {r:?} is not one of the objects, so the driver cannot sync it"
-                        ),
-                    });
-                }
-            }
+/// Adds to `found` each `secretObjects` data entry naming an unknown
+/// object: the driver fails to sync a Secret whose data does. Names are
+/// read loosely here, so this is reported even when some objects have
+/// other problems.
+fn check_secret_objects(doc: &SpcDocument, found: &mut Vec<Located>) {
+    let Some(objects) = doc.parameters.get("objects") else {
+        return;
+    };
+    let Ok(parsed) = serde_yaml_ng::from_str::<Vec<serde_yaml_ng::Value>>(objects) else {
+        return;
+    };
+    let names: BTreeSet<&str> = parsed
+        .iter()
+        .filter_map(|o| o.get("objectName").and_then(serde_yaml_ng::Value::as_str))
+        .collect();
+    for (secret, refs) in &doc.secret_objects {
+        for r in refs.iter().filter(|r| !names.contains(r.as_str())) {
+            found.push(Located {
+                line: secret_object_line(doc, r),
+                message: format!(
+                    "secretObjects {secret:?}: objectName {r:?} is not one of the objects, so the driver cannot sync it"
+                ),
+            });
         }
     }
-    found
+}
+
+/// The file line of the first `objectName` naming `object` under
+/// `secretObjects`.
+fn secret_object_line(doc: &SpcDocument, object: &str) -> Option<usize> {
+    doc.key_line("secretObjects", 1).and_then(|from| {
+        doc.text
+            .lines()
+            .enumerate()
+            .skip(from - doc.first_line)
+            .find(|(_, l)| l.contains("objectName") && l.contains(object))
+            .map(|(i, _)| doc.first_line + i)
+    })
 }
 
 /// The mode the driver asks for when an object sets none (`permission`
@@ -369,7 +402,26 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
     print_plan(out, doc, &spec);
 }
 
+/// The plan of a valid class: how it logs in, its files, and the Secrets
+/// synced from them.
 fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
+    print_login(out, doc, spec);
+    print_files(out, spec);
+    for (secret, refs) in &doc.secret_objects {
+        let _ = writeln!(out, "  synced by the driver to Secret {secret:?}: {}", refs.join(", "));
+    }
+    for s in &spec.sync {
+        let _ = writeln!(
+            out,
+            "  synced by the provider to Secret {:?} (type {}) in the pod's namespace",
+            s.name, s.secret_type
+        );
+    }
+}
+
+/// The plan's login line: role, auth mount, address, audience and
+/// namespace, naming the provider's flag where the class sets none.
+fn print_login(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
     let sets = |names: &[&str]| {
         names
             .iter()
@@ -398,6 +450,11 @@ fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
             .map(|n| format!(", {product} namespace {n:?}"))
             .unwrap_or_default()
     );
+}
+
+/// The plan's files: each object's mode, name and request (numbered in
+/// the order first made, since objects may share one), then the templates.
+fn print_files(out: &mut String, spec: &MountSpec) {
     let mut reads: HashMap<&crate::vault::ReadKey, usize> = HashMap::new();
     for o in &spec.objects {
         let n = reads.len() + 1;
@@ -437,16 +494,6 @@ fn print_plan(out: &mut String, doc: &SpcDocument, spec: &MountSpec) {
             out,
             "    {:04o}  {:<width$}  <- template over the other objects",
             t.mode, t.name
-        );
-    }
-    for (secret, refs) in &doc.secret_objects {
-        let _ = writeln!(out, "  synced by the driver to Secret {secret:?}: {}", refs.join(", "));
-    }
-    for s in &spec.sync {
-        let _ = writeln!(
-            out,
-            "  synced by the provider to Secret {:?} (type {}) in the pod's namespace",
-            s.name, s.secret_type
         );
     }
 }

@@ -146,85 +146,7 @@ pub fn parse(path: &Path, text: &str) -> Loaded {
         if value.get("kind").and_then(Yaml::as_str) != Some("SecretProviderClass") {
             continue;
         }
-        let mut doc = SpcDocument {
-            file: path.to_path_buf(),
-            first_line,
-            text: chunk.clone(),
-            name: String::new(),
-            namespace: None,
-            provider: None,
-            parameters: BTreeMap::new(),
-            secret_objects: Vec::new(),
-        };
-        let mut problems = Vec::new();
-        let meta = value.get("metadata");
-        match meta.and_then(|m| m.get("name")).and_then(Yaml::as_str) {
-            Some(n) if !n.is_empty() => doc.name = n.to_string(),
-            _ => problems.push(Located {
-                line: doc.key_line("metadata", 1).or(Some(first_line)),
-                message: "metadata.name is missing".to_string(),
-            }),
-        }
-        doc.namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Yaml::as_str)
-            .map(str::to_string);
-        let spec = value.get("spec");
-        doc.provider = spec
-            .and_then(|s| s.get("provider"))
-            .and_then(Yaml::as_str)
-            .map(str::to_string);
-        match spec.and_then(|s| s.get("parameters")) {
-            Some(Yaml::Mapping(map)) => {
-                for (k, v) in map {
-                    let Some(key) = k.as_str() else {
-                        problems.push(Located {
-                            line: doc.key_line("parameters", 1),
-                            message: "spec.parameters has a key that is not a string".to_string(),
-                        });
-                        continue;
-                    };
-                    match v {
-                        Yaml::String(s) => {
-                            doc.parameters.insert(key.to_string(), s.clone());
-                        }
-                        other => problems.push(Located {
-                            line: doc.parameter_line(key),
-                            message: format!(
-                                "spec.parameters.{key} is {}, but Kubernetes only accepts strings here: quote the value",
-                                describe(other)
-                            ),
-                        }),
-                    }
-                }
-            }
-            None | Some(Yaml::Null) => problems.push(Located {
-                line: doc.key_line("spec", 1).or(Some(first_line)),
-                message: "spec.parameters is missing".to_string(),
-            }),
-            Some(other) => problems.push(Located {
-                line: doc.key_line("parameters", 1),
-                message: format!("spec.parameters is {}, not a map of strings", describe(other)),
-            }),
-        }
-        if let Some(Yaml::Sequence(list)) = spec.and_then(|s| s.get("secretObjects")) {
-            for so in list {
-                let name = so
-                    .get("secretName")
-                    .and_then(Yaml::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let refs = match so.get("data") {
-                    Some(Yaml::Sequence(data)) => data
-                        .iter()
-                        .filter_map(|d| d.get("objectName").and_then(Yaml::as_str))
-                        .map(str::to_string)
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                doc.secret_objects.push((name, refs));
-            }
-        }
+        let (doc, problems) = read_document(path, first_line, chunk, &value);
         let index = loaded.documents.len();
         loaded
             .document_problems
@@ -232,6 +154,101 @@ pub fn parse(path: &Path, text: &str) -> Loaded {
         loaded.documents.push(doc);
     }
     loaded
+}
+
+/// One SecretProviderClass document, `value` parsed from its text
+/// `chunk`, and the problems found in it.
+fn read_document(path: &Path, first_line: usize, chunk: String, value: &Yaml) -> (SpcDocument, Vec<Located>) {
+    let mut doc = SpcDocument {
+        file: path.to_path_buf(),
+        first_line,
+        text: chunk,
+        name: String::new(),
+        namespace: None,
+        provider: None,
+        parameters: BTreeMap::new(),
+        secret_objects: Vec::new(),
+    };
+    let mut problems = Vec::new();
+    let meta = value.get("metadata");
+    match meta.and_then(|m| m.get("name")).and_then(Yaml::as_str) {
+        Some(n) if !n.is_empty() => doc.name = n.to_string(),
+        _ => problems.push(Located {
+            line: doc.key_line("metadata", 1).or(Some(first_line)),
+            message: "metadata.name is missing".to_string(),
+        }),
+    }
+    doc.namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Yaml::as_str)
+        .map(str::to_string);
+    let spec = value.get("spec");
+    doc.provider = spec
+        .and_then(|s| s.get("provider"))
+        .and_then(Yaml::as_str)
+        .map(str::to_string);
+    read_parameters(&mut doc, spec.and_then(|s| s.get("parameters")), &mut problems);
+    if let Some(Yaml::Sequence(list)) = spec.and_then(|s| s.get("secretObjects")) {
+        doc.secret_objects = list.iter().map(read_secret_object).collect();
+    }
+    (doc, problems)
+}
+
+/// Reads `spec.parameters` (`parameters`) into `doc`, adding a problem for
+/// each value Kubernetes would refuse, not being a string.
+fn read_parameters(doc: &mut SpcDocument, parameters: Option<&Yaml>, problems: &mut Vec<Located>) {
+    match parameters {
+        Some(Yaml::Mapping(map)) => {
+            for (k, v) in map {
+                let Some(key) = k.as_str() else {
+                    problems.push(Located {
+                        line: doc.key_line("parameters", 1),
+                        message: "spec.parameters has a key that is not a string".to_string(),
+                    });
+                    continue;
+                };
+                match v {
+                    Yaml::String(s) => {
+                        doc.parameters.insert(key.to_string(), s.clone());
+                    }
+                    other => problems.push(Located {
+                        line: doc.parameter_line(key),
+                        message: format!(
+                            "spec.parameters.{key} is {}, but Kubernetes only accepts strings here: quote the value",
+                            describe(other)
+                        ),
+                    }),
+                }
+            }
+        }
+        None | Some(Yaml::Null) => problems.push(Located {
+            line: doc.key_line("spec", 1).or(Some(doc.first_line)),
+            message: "spec.parameters is missing".to_string(),
+        }),
+        Some(other) => problems.push(Located {
+            line: doc.key_line("parameters", 1),
+            message: format!("spec.parameters is {}, not a map of strings", describe(other)),
+        }),
+    }
+}
+
+/// One `spec.secretObjects` entry: its Secret's name and the objectNames
+/// its data uses.
+fn read_secret_object(so: &Yaml) -> (String, Vec<String>) {
+    let name = so
+        .get("secretName")
+        .and_then(Yaml::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let refs = match so.get("data") {
+        Some(Yaml::Sequence(data)) => data
+            .iter()
+            .filter_map(|d| d.get("objectName").and_then(Yaml::as_str))
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    (name, refs)
 }
 
 fn describe(v: &Yaml) -> &'static str {
