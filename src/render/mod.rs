@@ -64,10 +64,56 @@ pub fn render_all(
     key: &VersionKey,
     budget: &dyn Charge,
 ) -> Result<Rendered> {
-    let mut out = Rendered::default();
-    // Each file is counted as it is made, so a mount that renders too much
-    // stops at the file that crosses a limit.
-    let account = |out: &Rendered, contents: &[u8]| -> Result<()> {
+    let context = template_context(objects, templates, responses)?;
+    let mut out = Files {
+        rendered: Rendered::default(),
+        key,
+        budget,
+    };
+    for object in objects {
+        render_object(&mut out, object, response_of(responses, object)?, context.as_ref())?;
+    }
+    for t in templates {
+        let contents = renderer(context.as_ref())?.render(&t.name, &t.template.source, None)?;
+        out.push(t.name.clone(), t.mode, &t.config_digest_input, contents)?;
+    }
+    let out = out.rendered;
+    check_paths(&out.files)?;
+    if out.files.is_empty() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "no files to write: every object with expandKeys expanded to no keys".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The files of one mount as they are made. Each file is counted as it is
+/// made, so a mount that renders too much stops at the file that crosses a
+/// limit.
+struct Files<'a> {
+    rendered: Rendered,
+    key: &'a VersionKey,
+    budget: &'a dyn Charge,
+}
+
+impl Files<'_> {
+    /// Adds the file `path` and its version (of `config` and the contents),
+    /// once it is within the limits.
+    fn push(&mut self, path: String, mode: u32, config: &str, contents: Vec<u8>) -> Result<()> {
+        self.account(&contents)?;
+        self.rendered
+            .versions
+            .push((path.clone(), self.key.version(config, &contents)));
+        self.rendered.files.push(OutFile { path, mode, contents });
+        Ok(())
+    }
+
+    /// Refuses a next file of `contents` that would take the mount past the
+    /// driver's limits ([`MAX_FILES_BYTES`], [`MAX_FILES`]) or the budget,
+    /// else charges it to the budget.
+    fn account(&self, contents: &[u8]) -> Result<()> {
+        let out = &self.rendered;
         let total: usize = out.files.iter().map(|f| f.contents.len()).sum::<usize>() + contents.len();
         if total > MAX_FILES_BYTES {
             return Err(Error::new(ErrorKind::TooLarge, format!(
@@ -80,80 +126,67 @@ pub fn render_all(
                 format!("this mount would write more than {MAX_FILES} files (expandKeys of a large map?)"),
             ));
         }
-        budget.charge(contents.len()).map_err(Error::from)
-    };
-    let response_of = |o: &ObjectSpec| {
-        responses
-            .get(&o.read)
-            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no response for object {:?}", o.name)))
-    };
-    let needs_context = !templates.is_empty() || objects.iter().any(|o| matches!(o.output, Output::Template(_)));
-    let context = if needs_context {
-        let mut inputs = BTreeMap::new();
-        for o in objects {
-            let response = response_of(o)?;
-            let entry = serde_json::json!({"data": kv_data(response), "response": envelope(response)});
-            inputs.insert(o.name.as_str(), entry);
-        }
-        Some(crate::template::Renderer::new(&inputs))
-    } else {
-        None
-    };
-    let renderer = || {
-        context
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorKind::Internal, "template context missing"))
-    };
+        self.budget.charge(contents.len()).map_err(Error::from)
+    }
+}
 
-    for object in objects {
-        let response = response_of(object)?;
-        let mut push = |path: String, config: &str, contents: Vec<u8>| -> Result<()> {
-            account(&out, &contents)?;
-            out.versions.push((path.clone(), key.version(config, &contents)));
-            out.files.push(OutFile {
-                path,
-                mode: object.mode,
-                contents,
-            });
-            Ok(())
-        };
-        match &object.output {
-            Output::Hidden => {}
-            Output::Expand { select, encoding } => {
-                for (k, contents) in expand(object, response, select, *encoding)? {
-                    let config = format!("{}\n{k}", object.config_digest_input);
-                    push(format!("{}/{k}", object.name), &config, contents)?;
-                }
-            }
-            Output::Template(t) => {
-                let contents = renderer()?.render(&object.name, &t.source, Some(&object.name))?;
-                push(object.name.clone(), &object.config_digest_input, contents)?;
-            }
-            _ => {
-                let contents = render(object, response)?;
-                push(object.name.clone(), &object.config_digest_input, contents)?;
+/// The response of `o`'s read, which the caller must have made.
+fn response_of<'r>(responses: &'r HashMap<ReadKey, Json>, o: &ObjectSpec) -> Result<&'r Json> {
+    responses
+        .get(&o.read)
+        .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no response for object {:?}", o.name)))
+}
+
+/// The renderer templates use, over every object's response by name; `None`
+/// when nothing is a template (no response is looked at then).
+fn template_context(
+    objects: &[ObjectSpec],
+    templates: &[TemplateObject],
+    responses: &HashMap<ReadKey, Json>,
+) -> Result<Option<crate::template::Renderer>> {
+    let needs_context = !templates.is_empty() || objects.iter().any(|o| matches!(o.output, Output::Template(_)));
+    if !needs_context {
+        return Ok(None);
+    }
+    let mut inputs = BTreeMap::new();
+    for o in objects {
+        let response = response_of(responses, o)?;
+        let entry = serde_json::json!({"data": kv_data(response), "response": envelope(response)});
+        inputs.insert(o.name.as_str(), entry);
+    }
+    Ok(Some(crate::template::Renderer::new(&inputs)))
+}
+
+/// The renderer of [`template_context`], which a template always has.
+fn renderer(context: Option<&crate::template::Renderer>) -> Result<&crate::template::Renderer> {
+    context.ok_or_else(|| Error::new(ErrorKind::Internal, "template context missing"))
+}
+
+/// Adds the files of one object: none, one, or one per expanded key.
+fn render_object(
+    out: &mut Files<'_>,
+    object: &ObjectSpec,
+    response: &Json,
+    context: Option<&crate::template::Renderer>,
+) -> Result<()> {
+    match &object.output {
+        Output::Hidden => {}
+        Output::Expand { select, encoding } => {
+            for (k, contents) in expand(object, response, select, *encoding)? {
+                let config = format!("{}\n{k}", object.config_digest_input);
+                out.push(format!("{}/{k}", object.name), object.mode, &config, contents)?;
             }
         }
+        Output::Template(t) => {
+            let contents = renderer(context)?.render(&object.name, &t.source, Some(&object.name))?;
+            out.push(object.name.clone(), object.mode, &object.config_digest_input, contents)?;
+        }
+        _ => {
+            let contents = render(object, response)?;
+            out.push(object.name.clone(), object.mode, &object.config_digest_input, contents)?;
+        }
     }
-    for t in templates {
-        let contents = renderer()?.render(&t.name, &t.template.source, None)?;
-        account(&out, &contents)?;
-        out.versions
-            .push((t.name.clone(), key.version(&t.config_digest_input, &contents)));
-        out.files.push(OutFile {
-            path: t.name.clone(),
-            mode: t.mode,
-            contents,
-        });
-    }
-    check_paths(&out.files)?;
-    if out.files.is_empty() {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            "no files to write: every object with expandKeys expanded to no keys".to_string(),
-        ));
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Turns one Vault response into the content of an object that writes one
