@@ -603,12 +603,7 @@ impl Flags {
     /// environment (env < flag < SPC).
     pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<Defaults, String> {
         let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
-        let addr = pick((&self.vault_addr, &self.openbao_addr), "addr", Some("ADDR"))?;
-        // One URL, or the nodes of one cluster as a comma-separated list.
-        let addresses = match &addr {
-            Some(a) => Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from))?,
-            None => Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}"))?,
-        };
+        let addresses = self.default_addresses(flavor, env)?;
         let mount = pick((&self.vault_mount, &self.openbao_mount), "mount", None)?
             .map(|p| p.value)
             .unwrap_or_else(|| "kubernetes".to_string());
@@ -618,6 +613,40 @@ impl Flags {
             Some("NAMESPACE"),
         )?
         .map(|p| p.value);
+        let tls = self.default_tls(flavor, env)?;
+        Ok(Defaults {
+            vault: VaultConfig {
+                addresses,
+                namespace,
+                tls,
+            },
+            auth_mount: mount,
+            policy: self.class_policy()?,
+            flavor,
+        })
+    }
+
+    /// The Vault address a socket of `flavor` gives: one URL, or the nodes
+    /// of one cluster as a comma-separated list; the built-in one when
+    /// neither flag nor environment names any.
+    fn default_addresses(&self, flavor: Flavor, env: &Env) -> Result<Addresses, String> {
+        let addr = Flags::pick(
+            flavor,
+            env,
+            (&self.vault_addr, &self.openbao_addr),
+            "addr",
+            Some("ADDR"),
+        )?;
+        match &addr {
+            Some(a) => Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from)),
+            None => Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}")),
+        }
+    }
+
+    /// The TLS settings a socket of `flavor` gives: CA files, server name,
+    /// client certificate and whether to skip verification.
+    fn default_tls(&self, flavor: Flavor, env: &Env) -> Result<TlsConfig, String> {
+        let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let ca_cert = pick(
             (&self.vault_tls_ca_cert, &self.openbao_tls_ca_cert),
             "tls-ca-cert",
@@ -633,6 +662,21 @@ impl Flags {
             "tls-server-name",
             Some("TLS_SERVER_NAME"),
         )?;
+        let client_cert = self.default_client_cert(flavor, env)?;
+        let skip_verify = self.default_skip_verify(flavor, env)?;
+        Ok(TlsConfig {
+            ca_cert: ca_cert.map(|p| PathBuf::from(p.value)),
+            ca_directory: ca_directory.map(|p| PathBuf::from(p.value)),
+            server_name: server_name.map(|p| p.value),
+            client_cert,
+            skip_verify,
+        })
+    }
+
+    /// The mTLS certificate and key a socket of `flavor` presents: both or
+    /// neither, since half a pair is a mistake.
+    fn default_client_cert(&self, flavor: Flavor, env: &Env) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let cert = pick(
             (&self.vault_tls_client_cert, &self.openbao_tls_client_cert),
             "tls-client-cert",
@@ -643,43 +687,32 @@ impl Flags {
             "tls-client-key",
             Some("CLIENT_KEY"),
         )?;
-        let client_cert = match (cert, key) {
-            (Some(c), Some(k)) => Some((PathBuf::from(c.value), PathBuf::from(k.value))),
-            (None, None) => None,
+        match (cert, key) {
+            (Some(c), Some(k)) => Ok(Some((PathBuf::from(c.value), PathBuf::from(k.value)))),
+            (None, None) => Ok(None),
             (Some(one), None) | (None, Some(one)) => {
                 let p = flavor.flag_prefix();
-                return Err(format!(
+                Err(format!(
                     "{} gives only half of the mTLS pair: -{p}-tls-client-cert and -{p}-tls-client-key (or their environment variables) must be set together",
                     one.from
-                ));
+                ))
             }
-        };
+        }
+    }
+
+    /// Whether a socket of `flavor` skips TLS verification: its flag, else
+    /// its environment (a Go boolean), else not.
+    fn default_skip_verify(&self, flavor: Flavor, env: &Env) -> Result<bool, String> {
         let skip_flag = match flavor {
             Flavor::Vault => self.vault_tls_skip_verify,
             Flavor::OpenBao => self.openbao_tls_skip_verify,
         };
-        let skip_verify = match skip_flag {
+        Ok(match skip_flag {
             Some(b) => b,
             None => match Flags::pick(flavor, env, (&None, &None), "tls-skip-verify", Some("SKIP_VERIFY"))? {
                 Some(p) => parse_go_bool(&p.value).map_err(|e| format!("{}: {e}", p.from))?,
                 None => false,
             },
-        };
-        Ok(Defaults {
-            vault: VaultConfig {
-                addresses,
-                namespace,
-                tls: TlsConfig {
-                    ca_cert: ca_cert.map(|p| PathBuf::from(p.value)),
-                    ca_directory: ca_directory.map(|p| PathBuf::from(p.value)),
-                    server_name: server_name.map(|p| p.value),
-                    client_cert,
-                    skip_verify,
-                },
-            },
-            auth_mount: mount,
-            policy: self.class_policy()?,
-            flavor,
         })
     }
 
