@@ -460,33 +460,26 @@ fn print_files(out: &mut String, spec: &MountSpec) {
         let n = reads.len() + 1;
         reads.entry(&o.read).or_insert(n);
     }
+    let files = spec.objects.len() + spec.templates.len();
     let _ = writeln!(
         out,
         "  {} file{} from {} Vault request{}:",
-        spec.objects.len(),
-        if spec.objects.len() == 1 { "" } else { "s" },
+        files,
+        if files == 1 { "" } else { "s" },
         reads.len(),
         if reads.len() == 1 { "" } else { "s" }
     );
     let width = spec.objects.iter().map(|o| o.name.len()).max().unwrap_or(0);
     for o in &spec.objects {
         let what = describe_output(&o.output);
-        let encoding = "";
         let args = if o.read.body.is_some() { " with secretArgs" } else { "" };
         let _ = writeln!(
             out,
-            "    {:04o}  {:<width$}  <- request #{} {}{args}: {what}{encoding}",
+            "    {:04o}  {:<width$}  <- request #{} {}{args}: {what}",
             o.mode,
             o.name,
             reads.get(&o.read).copied().unwrap_or(0),
             o.read,
-        );
-    }
-    for t in &spec.templates {
-        let _ = writeln!(
-            out,
-            "    {:04o}  {:<width$}  <- template over the other objects",
-            t.mode, t.name
         );
     }
     for t in &spec.templates {
@@ -532,6 +525,31 @@ mod tests {
         let mut out = String::new();
         let problems = run(&[file], &mut out);
         (problems, out)
+    }
+
+    #[test]
+    fn the_plan_lists_each_template_once_and_counts_it_as_a_file() {
+        let (problems, out) = check(
+            r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: app}
+spec:
+  provider: vault
+  parameters:
+    roleName: app
+    objects: |
+      - {objectName: a, secretPath: secret/data/a, secretKey: k}
+      - {objectName: conf, template: "k={{ objects.a.data.k }}", filePermission: 0600}
+"#,
+        );
+        assert_eq!(problems, 0, "{out}");
+        assert!(out.contains("2 files from 1 Vault request:"), "{out}");
+        assert_eq!(
+            out.matches("conf  <- template over the other objects").count(),
+            1,
+            "{out}"
+        );
     }
 
     #[test]
