@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::MemoryBudget;
-use crate::config::{Env, Flags, Socket};
+use crate::config::{ConfigError, Env, Flags, Socket};
 use crate::flavor::Flavor;
 use crate::kubernetes::client::KubeClient;
 use crate::ledger::podwatch;
@@ -159,7 +159,7 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// Checks flags and environment together; an error is a configuration
     /// that cannot work (exit code 64).
-    pub fn from_flags(flags: &Flags, env: &Env) -> Result<ProviderConfig, String> {
+    pub fn from_flags(flags: &Flags, env: &Env) -> Result<ProviderConfig, ConfigError> {
         let sockets = flags.sockets()?;
         let served: Vec<Flavor> = sockets.iter().map(|s| s.flavor).collect();
         flags.check_flavor_flags(&served)?;
@@ -171,7 +171,7 @@ impl ProviderConfig {
         let primary = with_defaults
             .first()
             .map(|(_, d)| d.as_ref().clone())
-            .ok_or_else(|| "no socket to serve".to_string())?;
+            .ok_or(ConfigError::NoSocket)?;
         let mut warnings = Vec::new();
         if let (Some(named), Some(implied)) = (flags.flavor, Flavor::from_socket(&flags.endpoint())) {
             if named != implied {
@@ -193,7 +193,7 @@ impl ProviderConfig {
         let node_name = flags.node_name.clone().filter(|n| !n.is_empty());
         let health_addr = match flags.health_addr.as_str() {
             "" => None,
-            addr => Some(health::parse_addr(addr)?),
+            addr => Some(health::parse_addr(addr).map_err(ConfigError::Invalid)?),
         };
         Ok(ProviderConfig {
             sockets: with_defaults,

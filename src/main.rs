@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let env = Env::from_process();
     let config = match ProviderConfig::from_flags(&flags, &env) {
         Ok(c) => c,
-        Err(e) => return usage(None, &e),
+        Err(e) => return usage(None, &e.to_string()),
     };
     let logs = match logging::init(flags.effective_log_level(), flags.log_format) {
         Ok(l) => l,

@@ -152,7 +152,7 @@ async fn run(args: MountArgs) -> Result<String, Failure> {
         class_name,
         namespace,
     } = parameters(&args)?;
-    let defaults = flags.defaults().map_err(Failure::Usage)?;
+    let defaults = flags.defaults().map_err(|e| Failure::Usage(e.to_string()))?;
     let kube = match &flags.kubeconfig {
         Some(path) => Some(
             KubeClient::load(Some(path), flags.request_timeout)

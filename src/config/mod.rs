@@ -26,6 +26,37 @@ use crate::spc::{parse_go_bool, Defaults};
 use crate::vault::failover::Addresses;
 use crate::vault::{TlsConfig, VaultConfig};
 
+/// Why the flags and the environment do not make a configuration the
+/// provider can run with (exit code 64).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's or environment variable's value is not valid: which, and why.
+    #[error("{from}: {problem}")]
+    Value {
+        /// The flag or variable (`-vault-addr`, `BAO_ADDR`), or "built-in address".
+        from: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An environment variable's value is not UTF-8.
+    #[error("environment variable {0} is not valid UTF-8")]
+    NotUtf8(String),
+    /// Settings that cannot work (together): the text names them and
+    /// what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// No socket to serve.
+    #[error("no socket to serve")]
+    NoSocket,
+}
+
+fn value_error(from: impl Into<String>, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Value {
+        from: from.into(),
+        problem: problem.to_string(),
+    }
+}
+
 /// The address used when no flag, environment variable or class names one.
 pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8200";
 
@@ -368,13 +399,13 @@ impl Env {
     }
 
     /// The value of `name`: `None` when unset (an empty value is set).
-    pub fn get(&self, name: &str) -> Result<Option<&str>, String> {
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ConfigError> {
         match self.vars.get(std::ffi::OsStr::new(name)) {
             None => Ok(None),
             Some(v) => v
                 .to_str()
                 .map(Some)
-                .ok_or_else(|| format!("environment variable {name} is not valid UTF-8")),
+                .ok_or_else(|| ConfigError::NotUtf8(name.to_string())),
         }
     }
 }
@@ -422,7 +453,7 @@ impl Flags {
 
     /// Every socket to serve: `-endpoint` first, then `-vault-endpoint` and
     /// `-openbao-endpoint`. Two sockets at one path are refused.
-    pub fn sockets(&self) -> Result<Vec<Socket>, String> {
+    pub fn sockets(&self) -> Result<Vec<Socket>, ConfigError> {
         let mut sockets = vec![Socket {
             path: self.endpoint(),
             flavor: self.primary_flavor(),
@@ -436,12 +467,12 @@ impl Flags {
                 continue;
             };
             if let Some(same) = sockets.iter().find(|s| &s.path == path) {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "-{}-endpoint {} is also the {} socket: give each socket its own path",
                     flavor.flag_prefix(),
                     path.display(),
                     same.flavor
-                ));
+                )));
             }
             sockets.push(Socket {
                 path: path.clone(),
@@ -476,7 +507,7 @@ impl Flags {
 
     /// The defaults of the `-endpoint` socket, from these flags and the
     /// process environment (for the `mount` subcommand).
-    pub fn defaults(&self) -> Result<Defaults, String> {
+    pub fn defaults(&self) -> Result<Defaults, ConfigError> {
         let env = Env::from_process();
         self.check_flavor_flags(&[self.primary_flavor()])?;
         self.defaults_for(self.primary_flavor(), &env)
@@ -484,7 +515,7 @@ impl Flags {
 
     /// Refuses connection flags of a flavour no socket serves: they would be
     /// ignored, and the server address is not something to ignore quietly.
-    pub fn check_flavor_flags(&self, served: &[Flavor]) -> Result<(), String> {
+    pub fn check_flavor_flags(&self, served: &[Flavor]) -> Result<(), ConfigError> {
         for flavor in Flavor::ALL {
             if served.contains(&flavor) {
                 continue;
@@ -494,12 +525,12 @@ impl Flags {
                     Flavor::Vault => Flavor::OpenBao,
                     Flavor::OpenBao => Flavor::Vault,
                 };
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{flag} sets a default for {flavor} sockets, but no {flavor} socket is served: use -{}{} for the {other} socket, or serve a {flavor} socket too (-{}-endpoint)",
                     other.flag_prefix(),
                     flag.trim_start_matches(&format!("-{}", flavor.flag_prefix())),
                     flavor.flag_prefix(),
-                ));
+                )));
             }
         }
         Ok(())
@@ -566,7 +597,7 @@ impl Flags {
         flags: (&Option<String>, &Option<String>),
         suffix: &str,
         var: Option<&str>,
-    ) -> Result<Option<Picked>, String> {
+    ) -> Result<Option<Picked>, ConfigError> {
         let own = match flavor {
             Flavor::Vault => flags.0,
             Flavor::OpenBao => flags.1,
@@ -601,7 +632,7 @@ impl Flags {
     /// The Vault connection and auth mount defaults a socket of `flavor`
     /// gives every SecretProviderClass: its flavour's flags, then its
     /// environment (env < flag < SPC).
-    pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<Defaults, String> {
+    pub fn defaults_for(&self, flavor: Flavor, env: &Env) -> Result<Defaults, ConfigError> {
         let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let addresses = self.default_addresses(flavor, env)?;
         let mount = pick((&self.vault_mount, &self.openbao_mount), "mount", None)?
@@ -629,7 +660,7 @@ impl Flags {
     /// The Vault address a socket of `flavor` gives: one URL, or the nodes
     /// of one cluster as a comma-separated list; the built-in one when
     /// neither flag nor environment names any.
-    fn default_addresses(&self, flavor: Flavor, env: &Env) -> Result<Addresses, String> {
+    fn default_addresses(&self, flavor: Flavor, env: &Env) -> Result<Addresses, ConfigError> {
         let addr = Flags::pick(
             flavor,
             env,
@@ -638,14 +669,14 @@ impl Flags {
             Some("ADDR"),
         )?;
         match &addr {
-            Some(a) => Addresses::parse(&a.value).map_err(|e| format!("{}: {e}", a.from)),
-            None => Addresses::parse(DEFAULT_ADDR).map_err(|e| format!("built-in address: {e}")),
+            Some(a) => Addresses::parse(&a.value).map_err(|e| value_error(&a.from, e)),
+            None => Addresses::parse(DEFAULT_ADDR).map_err(|e| value_error("built-in address", e)),
         }
     }
 
     /// The TLS settings a socket of `flavor` gives: CA files, server name,
     /// client certificate and whether to skip verification.
-    fn default_tls(&self, flavor: Flavor, env: &Env) -> Result<TlsConfig, String> {
+    fn default_tls(&self, flavor: Flavor, env: &Env) -> Result<TlsConfig, ConfigError> {
         let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let ca_cert = pick(
             (&self.vault_tls_ca_cert, &self.openbao_tls_ca_cert),
@@ -675,7 +706,7 @@ impl Flags {
 
     /// The mTLS certificate and key a socket of `flavor` presents: both or
     /// neither, since half a pair is a mistake.
-    fn default_client_cert(&self, flavor: Flavor, env: &Env) -> Result<Option<(PathBuf, PathBuf)>, String> {
+    fn default_client_cert(&self, flavor: Flavor, env: &Env) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
         let pick = |flags, suffix, var| Flags::pick(flavor, env, flags, suffix, var);
         let cert = pick(
             (&self.vault_tls_client_cert, &self.openbao_tls_client_cert),
@@ -692,17 +723,17 @@ impl Flags {
             (None, None) => Ok(None),
             (Some(one), None) | (None, Some(one)) => {
                 let p = flavor.flag_prefix();
-                Err(format!(
+                Err(ConfigError::Invalid(format!(
                     "{} gives only half of the mTLS pair: -{p}-tls-client-cert and -{p}-tls-client-key (or their environment variables) must be set together",
                     one.from
-                ))
+                )))
             }
         }
     }
 
     /// Whether a socket of `flavor` skips TLS verification: its flag, else
     /// its environment (a Go boolean), else not.
-    fn default_skip_verify(&self, flavor: Flavor, env: &Env) -> Result<bool, String> {
+    fn default_skip_verify(&self, flavor: Flavor, env: &Env) -> Result<bool, ConfigError> {
         let skip_flag = match flavor {
             Flavor::Vault => self.vault_tls_skip_verify,
             Flavor::OpenBao => self.openbao_tls_skip_verify,
@@ -710,21 +741,21 @@ impl Flags {
         Ok(match skip_flag {
             Some(b) => b,
             None => match Flags::pick(flavor, env, (&None, &None), "tls-skip-verify", Some("SKIP_VERIFY"))? {
-                Some(p) => parse_go_bool(&p.value).map_err(|e| format!("{}: {e}", p.from))?,
+                Some(p) => parse_go_bool(&p.value).map_err(|e| value_error(&p.from, e))?,
                 None => false,
             },
         })
     }
 
     /// The operator's limits on SecretProviderClass parameters.
-    pub fn class_policy(&self) -> Result<ClassPolicy, String> {
+    pub fn class_policy(&self) -> Result<ClassPolicy, ConfigError> {
         let vault_addrs = self
             .spc_allowed_vault_addrs
             .iter()
             .map(|a| a.trim())
             .filter(|a| !a.is_empty())
-            .map(|a| crate::endpoint::Endpoint::parse(a).map_err(|e| format!("-spc-allowed-vault-addrs: {e}")))
-            .collect::<Result<Vec<_>, String>>()?;
+            .map(|a| crate::endpoint::Endpoint::parse(a).map_err(|e| value_error("-spc-allowed-vault-addrs", e)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let audiences: Vec<String> = self
             .spc_allowed_audiences
             .iter()
@@ -754,6 +785,7 @@ impl Flags {
             ..Default::default()
         }
         .with_file_dirs(&dirs)
+        .map_err(ConfigError::Invalid)
     }
 
     /// The log level: `-log-level` when given; else debug when `-debug` is
