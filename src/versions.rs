@@ -448,7 +448,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use vcp_testbed::cluster::Cluster;
+    use vcp_testbed::kubernetes::cluster::Cluster;
 
     /// The key Secret's name, as deploy/base's Role names it.
     const KEY: &str = "vault-csi-provider-hmac-key";
@@ -464,7 +464,12 @@ mod tests {
             kube.key_role_from_before_the_watch(&ns).await.unwrap();
         }
         let token = kube
-            .service_account_token(&ns, vcp_testbed::cluster::PROVIDER_SA, &[], Duration::from_secs(3600))
+            .service_account_token(
+                &ns,
+                vcp_testbed::kubernetes::cluster::PROVIDER_SA,
+                &[],
+                Duration::from_secs(3600),
+            )
             .await
             .unwrap();
         let config = dir.join("kubeconfig");

@@ -7,7 +7,7 @@
 //! its own pid. The signal follows the thread that started the child: a
 //! test's runtime threads live as long as the test. (The shared control
 //! plane outlives single tests, so it has a watchdog of its own, see
-//! [`crate::control_plane`].)
+//! [`crate::kubernetes::control_plane`].)
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! A whole test world: a real OpenBao whose kubernetes auth method reviews
 //! tokens through the real kube-apiserver (the test's share of it, behind
-//! its fault proxy: see [`crate::cluster`]), plus pods, and provider
+//! its fault proxy: see [`crate::kubernetes::cluster`]), plus pods, and provider
 //! processes serving a unix socket, each as its own ServiceAccount with the
 //! RBAC `deploy/` renders. Shared by the integration tests, the demo and
 //! the benchmark, so all exercise the same wiring.
@@ -14,14 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context as _};
 use tokio::process::Child;
 
-use crate::cluster::Cluster;
-use crate::control_plane::ControlPlane;
 use crate::driver::{mount_request, DriverClient, Generation, PodContext};
-use crate::openbao::{KubernetesRole, OpenBao};
+use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::control_plane::ControlPlane;
 use crate::postgres::Postgres;
+use crate::vault::openbao::{KubernetesRole, OpenBao};
 use vcp_proto::{MountRequest, MountResponse};
 
-pub use crate::cluster::PROVIDER_SA;
+pub use crate::kubernetes::cluster::PROVIDER_SA;
 
 /// The object-version key Secret's default name (`-hmac-secret-name`), in
 /// the provider's namespace.
@@ -59,7 +59,7 @@ impl World {
     }
 
     /// The same world around an OpenBao started elsewhere (a handle to a
-    /// node of a [`RaftCluster`](crate::raft::RaftCluster)).
+    /// node of a [`RaftCluster`](crate::vault::raft::RaftCluster)).
     pub async fn around(dir: &Path, bao: OpenBao) -> anyhow::Result<World> {
         Self::with(dir, bao).await
     }

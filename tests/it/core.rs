@@ -151,7 +151,7 @@ async fn tokens_from_kubelet_from_token_request_and_custom_audience() {
     // 1. The kubelet-provided token.
     let pod = bed.pod("with-token").await;
     assert_eq!(text(&p.mount(&params(objects, &[]), &pod).await.unwrap(), "k"), "v");
-    let requested = |kube: &vcp_testbed::cluster::Cluster| {
+    let requested = |kube: &vcp_testbed::kubernetes::cluster::Cluster| {
         kube.requests()
             .iter()
             .filter(|(m, path)| m == "POST" && path.split('?').next().is_some_and(|p| p.ends_with("/token")))
@@ -674,7 +674,7 @@ async fn tls_options_and_unix_socket_addresses() {
 
     // unix:// — a socket in front of the TLS listener is not possible with
     // plain HTTP, so relay a unix socket to a plain-HTTP OpenBao.
-    let plain = vcp_testbed::openbao::OpenBao::start().await.unwrap();
+    let plain = vcp_testbed::vault::openbao::OpenBao::start().await.unwrap();
     plain.kv2_put("secret", "app", json!({"k": "unix"})).await.unwrap();
     vcp_testbed::world::wire_vault(&plain, &world.kube).await.unwrap();
     let sock = dir.path().join("agent.sock");

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use serde_json::json;
 use vault_csi_provider::proto::MountRequest;
-use vcp_testbed::clients::{RealClient, Session};
+use vcp_testbed::driver::clients::{RealClient, Session};
 use vcp_testbed::driver::{mount_request, Generation, PodContext};
-use vcp_testbed::openbao::OpenBao;
 use vcp_testbed::postgres::Postgres;
-use vcp_testbed::raft::RaftCluster;
-use vcp_testbed::vault_proxy::VaultProxy;
+use vcp_testbed::vault::openbao::OpenBao;
+use vcp_testbed::vault::raft::RaftCluster;
+use vcp_testbed::vault::vault_proxy::VaultProxy;
 use vcp_testbed::world::World;
 
 /// A KV secret and a dynamic database credential.

@@ -15,8 +15,8 @@ use crate::support::*;
 use serde_json::{json, Value};
 use tonic::Code;
 use vault_csi_provider::spc::names as spc_names;
-use vcp_testbed::deploy;
 use vcp_testbed::driver::{DriverClient, Generation, PodContext};
+use vcp_testbed::kubernetes::deploy;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Kubernetes versions the manifests must be valid for: the oldest still
@@ -1417,7 +1417,7 @@ async fn example_sync() {
     // Without the binding the mount fails and says so.
     let e = p.mount(&ex.params_for(&bed), &pod).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
-    let binding = vcp_testbed::cluster::sync_binding(binding, bed.provider_ns(), bed.ns()).unwrap();
+    let binding = vcp_testbed::kubernetes::cluster::sync_binding(binding, bed.provider_ns(), bed.ns()).unwrap();
     bed.kube.apply(&[binding]).await.unwrap();
     let r = p.mount(&ex.params_for(&bed), &pod).await.expect("sync example mounts");
     assert_eq!(text(&r, "password"), "synced");

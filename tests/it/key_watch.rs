@@ -169,8 +169,9 @@ async fn the_shipped_admission_policy_lets_only_the_provider_write_its_key_secre
     let pns = bed.provider_ns().to_string();
     // deploy/base's policy and binding, as rendered, the binding narrowed
     // to this test's provider namespace (the control plane is shared).
-    let rendered = vcp_testbed::deploy::yaml_docs(
-        &vcp_testbed::deploy::kustomize(&vcp_testbed::deploy::repo().join("deploy/base")).unwrap(),
+    let rendered = vcp_testbed::kubernetes::deploy::yaml_docs(
+        &vcp_testbed::kubernetes::deploy::kustomize(&vcp_testbed::kubernetes::deploy::repo().join("deploy/base"))
+            .unwrap(),
     )
     .unwrap();
     let pick = |kind: &str| -> serde_json::Value {
@@ -179,7 +180,7 @@ async fn the_shipped_admission_policy_lets_only_the_provider_write_its_key_secre
             .find(|o| o["kind"] == kind)
             .cloned()
             .unwrap_or_else(|| panic!("deploy/base renders no {kind}"));
-        o["metadata"]["name"] = serde_json::json!(vcp_testbed::cluster::cluster_scoped(
+        o["metadata"]["name"] = serde_json::json!(vcp_testbed::kubernetes::cluster::cluster_scoped(
             "vault-csi-provider-hmac-key",
             &pns
         ));
@@ -246,7 +247,7 @@ async fn the_shipped_admission_policy_lets_only_the_provider_write_its_key_secre
             "metadata": {"name": KEY_SECRET, "labels": {MANAGED_BY.0: MANAGED_BY.1}},
             "data": {"key": base64::engine::general_purpose::STANDARD.encode(key)}})
     };
-    let text = |a: &vcp_testbed::control_plane::Answer| String::from_utf8_lossy(&a.body).into_owned();
+    let text = |a: &vcp_testbed::kubernetes::control_plane::Answer| String::from_utf8_lossy(&a.body).into_owned();
 
     // A planted key, labelled as the provider labels it: refused once the
     // policy is in force (it takes a moment to be loaded).

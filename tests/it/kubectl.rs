@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
-use vcp_testbed::deploy;
+use vcp_testbed::kubernetes::deploy;
 
 /// Runs kubectl with `kubeconfig`; (success, stdout, stderr).
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
@@ -36,7 +36,7 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    fn admin(kube: &vcp_testbed::cluster::Cluster, dir: &Path) -> Kubectl {
+    fn admin(kube: &vcp_testbed::kubernetes::cluster::Cluster, dir: &Path) -> Kubectl {
         let kubeconfig = dir.join("admin.kubeconfig");
         kube.write_admin_kubeconfig(&kubeconfig).unwrap();
         Kubectl {
@@ -55,7 +55,7 @@ impl Kubectl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_the_example_install_with_the_servers_field_validation() {
-    let kube = vcp_testbed::cluster::Cluster::start().await.unwrap();
+    let kube = vcp_testbed::kubernetes::cluster::Cluster::start().await.unwrap();
     if !real_server_only(
         &kube,
         "kubectl's discovery-driven apply of every kind the install has, against the server's OpenAPI schemas",
@@ -112,7 +112,7 @@ async fn kubectl_applies_the_example_install_with_the_servers_field_validation()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_installs_rbac_allows_exactly_its_features_as_kubectl_auth_can_i_says() {
-    let kube = vcp_testbed::cluster::Cluster::start().await.unwrap();
+    let kube = vcp_testbed::kubernetes::cluster::Cluster::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let k = Kubectl::admin(&kube, dir.path());
     // The example's namespace, ServiceAccount and RBAC, as rendered.

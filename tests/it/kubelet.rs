@@ -1,5 +1,5 @@
 //! A pod's secrets volume as kubelet and the CSI driver (v1.6, rotation on)
-//! treat the provider's answers (`vcp_testbed::kubelet`): a pod started
+//! treat the provider's answers (`vcp_testbed::driver::kubelet`): a pod started
 //! while Vault is down ends up with its files once Vault is back, never
 //! with an empty volume; a failed republish keeps the old files; a
 //! republish after the rotation interval brings new ones.
@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::support::*;
-use vcp_testbed::kubelet::{Kubelet, Publish, Volume};
+use vcp_testbed::driver::kubelet::{Kubelet, Publish, Volume};
 
 /// The class most tests mount, as a SecretProviderClass's parameters.
 fn class() -> std::collections::BTreeMap<String, String> {

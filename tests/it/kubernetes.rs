@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 use serde_json::json;
 use tonic::Code;
-use vcp_testbed::control_plane::{Backend, ControlPlane, Signing};
+use vcp_testbed::kubernetes::control_plane::{Backend, ControlPlane, Signing};
 
 /// A kubelet token reused through the signature check, and what the check
 /// refuses, on a world whose issuer signs with `signing`.

@@ -1,7 +1,7 @@
 //! The Kubernetes API behaviours the provider and the test bed depend on,
 //! asserted against whichever backend this run uses: the real
 //! kube-apiserver where `KUBEBUILDER_ASSETS` names one, the project's double
-//! elsewhere (`vcp_testbed::kube_double`). On the real server these tests
+//! elsewhere (`vcp_testbed::kubernetes::kube_double`). On the real server these tests
 //! say at once where the double has drifted from it; on the double they
 //! keep it honest. They speak raw HTTP, as no client library smooths over
 //! what the server answers.
@@ -18,8 +18,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use vcp_testbed::cluster::{Cluster, PROVIDER_SA};
-use vcp_testbed::control_plane::{Answer, Https};
+use vcp_testbed::kubernetes::cluster::{Cluster, PROVIDER_SA};
+use vcp_testbed::kubernetes::control_plane::{Answer, Https};
 
 use crate::support::*;
 

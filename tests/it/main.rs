@@ -1,7 +1,7 @@
 //! The provider's integration tests, one binary (one link) for all: the real
 //! provider binary against real OpenBao, PostgreSQL, gRPC clients and
 //! readers, and a real kube-apiserver (one control plane for the binary,
-//! namespaces per test; see `vcp_testbed::cluster`). Run one group with
+//! namespaces per test; see `vcp_testbed::kubernetes::cluster`). Run one group with
 //! `cargo test --test it <group>::` (e.g. `cargo test --test it leases::`).
 
 mod support;

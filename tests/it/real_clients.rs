@@ -21,9 +21,9 @@ use serde::Deserialize as _;
 use serde_json::{json, Value};
 use tokio::net::UnixListener;
 use vault_csi_provider::proto::{MountRequest, MountResponse};
-use vcp_testbed::clients::{Call, RealClient};
+use vcp_testbed::driver::clients::{Call, RealClient};
+use vcp_testbed::driver::wire;
 use vcp_testbed::driver::{mount_request, Generation, PodContext};
-use vcp_testbed::wire;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Each call's deadline in the client: a hang fails the test this fast.

@@ -9,8 +9,8 @@ use crate::support::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tonic::Code;
-use vcp_testbed::cluster::PodOptions;
 use vcp_testbed::driver::PodContext;
+use vcp_testbed::kubernetes::cluster::PodOptions;
 
 fn data(secret: &Value, key: &str) -> Vec<u8> {
     let b64 = secret["data"][key]

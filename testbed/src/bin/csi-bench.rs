@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use serde_json::json;
-use vcp_testbed::clients::{RealClient, Session};
+use vcp_testbed::driver::clients::{RealClient, Session};
 use vcp_testbed::driver::{mount_request, DriverClient, Generation, PodContext};
-use vcp_testbed::floor::VaultFloor;
 use vcp_testbed::postgres::Postgres;
-use vcp_testbed::vault_proxy::VaultProxy;
+use vcp_testbed::vault::floor::VaultFloor;
+use vcp_testbed::vault::vault_proxy::VaultProxy;
 use vcp_testbed::world::{params, Provider, World};
 
 fn main() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `csi-testbed demo`: the whole path on one machine. Starts a real OpenBao
 //! dev server and a Kubernetes control plane (the real kube-apiserver and
 //! etcd where `KUBEBUILDER_ASSETS` names them, the project's double
-//! elsewhere: see `vcp_testbed::control_plane`), wires Vault's
+//! elsewhere: see `vcp_testbed::kubernetes::control_plane`), wires Vault's
 //! kubernetes auth to it, starts the real `vault-csi-provider` binary as its
 //! own ServiceAccount with the RBAC `deploy/` renders, creates a pod, and
 //! mounts a SecretProviderClass for it through the unix socket exactly as
@@ -23,9 +23,9 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _};
 use serde_json::json;
 use vcp_proto::MountResponse;
-use vcp_testbed::clients::{RealClient, GO_DRIVER_ENV};
-use vcp_testbed::control_plane::Backend;
+use vcp_testbed::driver::clients::{RealClient, GO_DRIVER_ENV};
 use vcp_testbed::driver::{mount_request, Generation};
+use vcp_testbed::kubernetes::control_plane::Backend;
 use vcp_testbed::world::{params, World};
 
 const OBJECTS: &str = r#"

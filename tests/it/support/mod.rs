@@ -11,11 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use vault_csi_provider::proto::MountResponse;
-use vcp_testbed::cluster::Cluster;
 use vcp_testbed::driver::PodContext;
+use vcp_testbed::kubernetes::cluster::Cluster;
 
 #[allow(unused_imports)]
-pub use vcp_testbed::fault_proxy::{Fault, Proxy, Seen};
+pub use vcp_testbed::vault::fault_proxy::{Fault, Proxy, Seen};
 pub use vcp_testbed::world::{params, Provider, World, APP_SA, KEY_SECRET, PROVIDER_SA, READ_ALL};
 
 /// The one-object class most tests mount: file `k` with the value of key

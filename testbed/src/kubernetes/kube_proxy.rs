@@ -37,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::control_plane::{ControlPlane, Https};
+use crate::kubernetes::control_plane::{ControlPlane, Https};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;

@@ -20,9 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::control_plane::{ControlPlane, Https};
-use crate::deploy;
-use crate::kube_proxy::KubeProxy;
+use crate::kubernetes::control_plane::{ControlPlane, Https};
+use crate::kubernetes::deploy;
+use crate::kubernetes::kube_proxy::KubeProxy;
 
 /// The provider's ServiceAccount, as `deploy/base` names it.
 pub const PROVIDER_SA: &str = "vault-csi-provider";

@@ -24,7 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
-use super::postgres::Postgres;
+use crate::postgres::Postgres;
 
 const NOT_INSTALLED: &str = "OpenBao not installed: run scripts/testbed.sh install";
 /// How long a fresh dev server may take to answer `sys/health`.

@@ -1,7 +1,17 @@
-//! A client that behaves like the Secrets Store CSI driver: it dials the
+//! The Secrets Store CSI driver's side of the provider's socket, and
+//! kubelet's above it.
+//!
+//! This module is a client that behaves like the driver: it dials the
 //! provider's unix socket and sends Mount requests shaped exactly as driver
 //! v1.6 (authority `localhost`, full attributes) or v1.5 (the socket path as
 //! `:authority`, and rotation calls with the reduced attribute set) does.
+//! [`kubelet`] plays kubelet and the driver as they treat a pod's volume
+//! around such calls; [`clients`] runs the gRPC libraries real drivers use
+//! as child processes; [`wire`] records what a client puts on the wire.
+
+pub mod clients;
+pub mod kubelet;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

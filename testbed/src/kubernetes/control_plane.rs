@@ -6,7 +6,7 @@
 //!   convention: both started on loopback with free ports, TLS, an admin
 //!   client certificate, the server's own URL as the service-account
 //!   issuer, RS256 or ES256 signing keys and `Node,RBAC` authorization;
-//! - **the project's double** ([`crate::kube_double`]) everywhere else (this
+//! - **the project's double** ([`crate::kubernetes::kube_double`]) everywhere else (this
 //!   project's CI has no such binaries): the same API on loopback with the
 //!   same certificates, keys and issuer, behaving as the real server does
 //!   wherever the provider can tell.
@@ -14,7 +14,7 @@
 //! Either way there is no controller-manager, scheduler or kubelet:
 //! namespaces get no `default` ServiceAccount and pods stay Pending, so the
 //! test bed creates what it uses and plays the kubelet itself (see
-//! [`crate::cluster`]).
+//! [`crate::kubernetes::cluster`]).
 //!
 //! The real processes are always stopped, also when a test fails or panics
 //! or the test process is killed: they run under a small shell script whose
@@ -38,9 +38,9 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
-use crate::kube_double::{self, KubeDouble};
-pub use crate::pki::Signing;
-use crate::pki::{client_config, identity, leaf_pem, provider, signing_key, Leaf, Pki};
+use crate::kubernetes::kube_double::{self, KubeDouble};
+pub use crate::kubernetes::pki::Signing;
+use crate::kubernetes::pki::{client_config, identity, leaf_pem, provider, signing_key, Leaf, Pki};
 
 /// The variable naming the directory with `kube-apiserver` and `etcd`.
 pub const ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
@@ -107,7 +107,7 @@ impl Assets {
 pub enum Backend {
     /// kube-apiserver and etcd from the envtest assets.
     Real(Assets),
-    /// The project's double ([`crate::kube_double`]).
+    /// The project's double ([`crate::kubernetes::kube_double`]).
     Double,
 }
 

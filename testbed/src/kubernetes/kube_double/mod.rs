@@ -1,6 +1,6 @@
 //! The project's Kubernetes API server double: the backend of the test bed
 //! where no real kube-apiserver binary exists (this project's CI), chosen
-//! by [`crate::control_plane`] when `KUBEBUILDER_ASSETS` names none.
+//! by [`crate::kubernetes::control_plane`] when `KUBEBUILDER_ASSETS` names none.
 //!
 //! It serves the API on loopback over TLS with the control plane's own
 //! certificates, so everything that talks to it — the provider (kube-rs),
@@ -61,7 +61,7 @@ use rustls_pki_types::CertificateDer;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::pki::{self, Signing};
+use crate::kubernetes::pki::{self, Signing};
 use store::Store;
 use tokens::{Signer, Subject, User};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::control_plane::{Backend, ControlPlane, Signing};
+use crate::kubernetes::control_plane::{Backend, ControlPlane, Signing};
 
 async fn lines_until_end(mut rx: tokio::sync::mpsc::Receiver<String>) -> Vec<Value> {
     let mut out = Vec::new();
@@ -76,7 +76,7 @@ async fn only_who_may_impersonate_does() {
         .as_str()
         .unwrap()
         .contains("system:serviceaccount:default:nobody"));
-    let anonymous = crate::control_plane::Https::new(cp.addr(), cp.client_config().unwrap());
+    let anonymous = crate::kubernetes::control_plane::Https::new(cp.addr(), cp.client_config().unwrap());
     let a = anonymous.send("GET", "/api", &as_sa, None).await.unwrap();
     assert_eq!(a.status, 403, "anonymous may not impersonate: {:?}", a.json());
 }

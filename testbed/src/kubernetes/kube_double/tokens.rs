@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde_json::{json, Value};
 
-use crate::pki::Signing;
+use crate::kubernetes::pki::Signing;
 
 /// The leeway the real validator allows on `exp`, `nbf` and `iat`.
 const LEEWAY_SECONDS: u64 = 60;
@@ -364,7 +364,7 @@ mod tests {
 
     fn signer(signing: Signing) -> Signer {
         let dir = tempfile::tempdir().unwrap();
-        let (private, public) = crate::pki::signing_key(signing, dir.path()).unwrap();
+        let (private, public) = crate::kubernetes::pki::signing_key(signing, dir.path()).unwrap();
         Signer::new(signing, &private, &public).unwrap()
     }
 

@@ -11,7 +11,7 @@
 //!   ([`RealClient::CcoreLocalhost`]) or the raw socket path
 //!   ([`RealClient::CcorePath`]). Run with `VCP_PYTHON`.
 //!
-//! Unlike [`driver`](super::driver)'s tonic client, these wait for the
+//! Unlike [`driver`](super)'s tonic client, these wait for the
 //! server's HTTP/2 SETTINGS before sending a request, as real drivers do.
 //! Requests and responses cross the process boundary as proto3 JSON
 //! (lowerCamelCase names, bytes in base64), converted here by hand since the
