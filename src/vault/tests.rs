@@ -139,8 +139,7 @@ const LEADERLESS: Act = Act::Answer(
 );
 
 fn dead_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    format!("http://127.0.0.1:{}", vcp_testbed::ports::free_port().unwrap())
 }
 
 fn client(addrs: &[&str]) -> VaultClient {

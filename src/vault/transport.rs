@@ -482,9 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_server_is_a_connect_error_not_a_hang() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let port = vcp_testbed::ports::free_port().unwrap();
         let ep = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let c = HttpClient::new(&ep, &TlsOptions::default(), Duration::from_secs(2), 1024).unwrap();
         let r = c.send(get_root()).await;

@@ -28,13 +28,15 @@
 //! PostgreSQL server behind OpenBao's database engine, a part outside both
 //! Kubernetes and Vault; [`hostile`] holds a hostile tenant's
 //! SecretProviderClasses, input rather than a part; [`child`] (child
-//! processes that die with the test) serves every group.
+//! processes that die with the test) and [`ports`] (free loopback ports)
+//! serve every group.
 #![forbid(unsafe_code)]
 
 pub mod child;
 pub mod driver;
 pub mod hostile;
 pub mod kubernetes;
+pub mod ports;
 pub mod postgres;
 pub mod vault;
 pub mod world;

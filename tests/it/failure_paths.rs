@@ -10,6 +10,7 @@ use crate::support::*;
 use serde_json::json;
 use tonic::Code;
 use vcp_testbed::driver::PodContext;
+use vcp_testbed::ports::free_port;
 
 const DB_OBJECTS: &str = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: pass, secretPath: database/creds/app, secretKey: password}\n";
 
@@ -31,10 +32,7 @@ async fn a_dead_or_silent_vault_fails_the_mount_in_seconds_naming_the_address() 
     let pod = bed.pod("web-0").await;
 
     // Nothing listens there: every connection is refused.
-    let refusing = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let refusing = format!("http://127.0.0.1:{}", free_port().unwrap());
     let (e, took) = failed_mount(&p, &[("vaultAddress", &refusing)], &pod).await;
     eprintln!(
         "FAULT | refusing address | {:?} | {} ms | {}",
@@ -84,10 +82,7 @@ async fn a_dead_or_silent_vault_fails_the_mount_in_seconds_naming_the_address() 
     );
 
     // A list of two dead addresses names both.
-    let second = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let second = format!("http://127.0.0.1:{}", free_port().unwrap());
     let both = format!("{refusing},{second}");
     let (e, took) = failed_mount(&p, &[("vaultAddress", &both)], &pod).await;
     assert_failed_as(&p, &e, "vault_unavailable");

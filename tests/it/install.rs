@@ -17,6 +17,7 @@ use tonic::Code;
 use vault_csi_provider::spc::names as spc_names;
 use vcp_testbed::driver::{DriverClient, Generation, PodContext};
 use vcp_testbed::kubernetes::deploy;
+use vcp_testbed::ports::free_port;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Kubernetes versions the manifests must be valid for: the oldest still
@@ -603,16 +604,6 @@ async fn mounts_through_the_agent(
     assert_eq!(key["immutable"], true);
 }
 
-/// A free loopback port for the health server (the chart's 8080 may be taken
-/// on a shared test machine; `-health-addr` arrives through `csi.extraArgs`).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET on the health server, as the chart's probes do: the status code.
 async fn probe(port: u16, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -645,7 +636,9 @@ async fn chart_provider(
 ) -> Provider {
     let endpoint = root.join(socket);
     std::fs::create_dir_all(endpoint.parent().unwrap()).unwrap();
-    let health = free_port();
+    // A free port, not the chart's 8080, which may be taken on a shared test
+    // machine; `-health-addr` arrives through `csi.extraArgs`.
+    let health = free_port().unwrap();
     let args = args(&endpoint, health);
     let log = root.join(format!("{}.log", socket.replace('/', "-")));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -700,7 +693,7 @@ async fn vault_helm_arguments_and_agent_socket_vault_addr_mount() {
     let relayed = agent_relay(&agent_socket, upstream).await;
     let kubeconfig = in_cluster_stand_in(&bed, "helm").await;
     chart_key_role(&bed, "my-vault-csi-provider-hmac-key").await;
-    let health = free_port();
+    let health = free_port().unwrap();
 
     // csi-daemonset.yaml with csi.agent.enabled=true (the chart's default),
     // release name `my-vault`, csi.logLevel=info, and csi.extraArgs.
@@ -849,7 +842,7 @@ async fn openbao_helm_arguments_env_and_agent_socket_mount() {
     std::fs::set_permissions(&readonly, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
     let kubeconfig = in_cluster_stand_in(&bed, "openbao-helm").await;
     chart_key_role(&bed, "openbao-csi-provider-hmac-key").await;
-    let health = free_port();
+    let health = free_port().unwrap();
 
     // csi-daemonset.yaml of openbao-helm 0.29.2 with its defaults (chart
     // name `openbao`, csi.agent.enabled=true, csi.debug=false,

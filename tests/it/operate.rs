@@ -253,9 +253,7 @@ async fn readiness_needs_the_key_and_the_socket_and_vault_down_changes_neither_p
     mount.await.unwrap().expect("the drained mount completes");
 
     // 3. Vault down: ready and live, vault_up 0, a log line, UNAVAILABLE.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = format!("http://127.0.0.1:{}", vcp_testbed::ports::free_port().unwrap());
     let p = bed.provider("down", &[&format!("-vault-addr={dead}")]).await;
     let addr = health_addr(&p);
     eventually(Duration::from_secs(10), "the Vault-unreachable log line", || async {

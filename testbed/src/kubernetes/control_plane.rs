@@ -41,6 +41,7 @@ use serde_json::Value;
 use crate::kubernetes::kube_double::{self, KubeDouble};
 pub use crate::kubernetes::pki::Signing;
 use crate::kubernetes::pki::{client_config, identity, leaf_pem, provider, signing_key, Leaf, Pki};
+use crate::ports::free_ports;
 
 /// The variable naming the directory with `kube-apiserver` and `etcd`.
 pub const ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
@@ -415,7 +416,7 @@ impl ControlPlane {
             .tempdir()
             .context("control plane directory")?;
         let dir = scratch.path().to_path_buf();
-        let [api_port, client_port, peer_port] = free_ports()?;
+        let [api_port, client_port, peer_port] = free_ports().context("finding free ports")?;
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), api_port);
         let url = format!("https://{addr}");
         let pki = Pki::generate()?;
@@ -619,16 +620,6 @@ impl ControlPlane {
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         client_config(&self.ca_pem, None)
     }
-}
-
-/// Picks three free loopback ports (bound at once, so distinct).
-fn free_ports() -> Result<[u16; 3]> {
-    let listeners = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free ports")?;
-    let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
-    Ok([port(0)?, port(1)?, port(2)?])
 }
 
 /// A shell word for `s`.

@@ -8,7 +8,6 @@
 //! simpler than a pooled TLS connector and plenty for admin traffic.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
+use crate::ports::free_port_pair;
 use crate::postgres::Postgres;
 
 const NOT_INSTALLED: &str = "OpenBao not installed: run scripts/testbed.sh install";
@@ -693,19 +693,6 @@ pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
         .fill(&mut buf)
         .map_err(|_| anyhow!("system random number generator failed"))?;
     Ok(hex::encode(buf))
-}
-
-/// A loopback port `p` with `p + 1` free too: dev mode also binds its cluster listener on
-/// the next port up.
-pub(crate) fn free_port_pair() -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free pair of loopback ports found")
 }
 
 fn tls_config(ca_path: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {

@@ -25,7 +25,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use super::openbao::{free_port_pair, random_hex, OpenBao};
+use super::openbao::{random_hex, OpenBao};
+use crate::ports::free_port_pair;
 
 /// Bound on one call to a node, so that a hung node fails a test quickly.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
