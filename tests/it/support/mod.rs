@@ -3,7 +3,6 @@
 //! proxy; OpenBao's kubernetes auth reviews through it, so every login is a
 //! genuine TokenReview), and the real provider binary serving a unix socket
 //! as its own ServiceAccount, driven by the driver-like client.
-#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +13,6 @@ use vault_csi_provider::proto::MountResponse;
 use vcp_testbed::driver::PodContext;
 use vcp_testbed::kubernetes::cluster::Cluster;
 
-#[allow(unused_imports)]
 pub use vcp_testbed::vault::fault_proxy::{Fault, Proxy, Seen};
 pub use vcp_testbed::world::{params, Provider, World, APP_SA, KEY_SECRET, PROVIDER_SA, READ_ALL};
 
