@@ -530,18 +530,10 @@ mod tests {
     #[test]
     fn the_plan_lists_each_template_once_and_counts_it_as_a_file() {
         let (problems, out) = check(
-            r#"
-apiVersion: secrets-store.csi.x-k8s.io/v1
-kind: SecretProviderClass
-metadata: {name: app}
-spec:
-  provider: vault
-  parameters:
-    roleName: app
-    objects: |
-      - {objectName: a, secretPath: secret/data/a, secretKey: k}
-      - {objectName: conf, template: "k={{ objects.a.data.k }}", filePermission: 0600}
-"#,
+            &class(
+                "vault",
+                "    roleName: app\n    objects: |\n      - {objectName: a, secretPath: secret/data/a, secretKey: k}\n      - {objectName: conf, template: \"k={{ objects.a.data.k }}\", filePermission: 0600}\n",
+            ),
         );
         assert_eq!(problems, 0, "{out}");
         assert!(out.contains("2 files from 1 Vault request:"), "{out}");
@@ -552,21 +544,20 @@ spec:
         );
     }
 
+    /// A class for `provider` with these `parameters` lines.
+    fn class(provider: &str, parameters: &str) -> String {
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {{name: app}}\nspec:\n  provider: {provider}\n  parameters:\n{parameters}"
+        )
+    }
+
     #[test]
     fn an_openbao_class_is_checked_with_openbao_names_and_defaults() {
         let (problems, out) = check(
-            r#"
-apiVersion: secrets-store.csi.x-k8s.io/v1
-kind: SecretProviderClass
-metadata: {name: bao}
-spec:
-  provider: openbao
-  parameters:
-    baoRoleName: app
-    baoKubernetesMountPath: k8s
-    objects: |
-      - {objectName: a, secretPath: secret/data/a, secretKey: k}
-"#,
+            &class(
+                "openbao",
+                "    baoRoleName: app\n    baoKubernetesMountPath: k8s\n    objects: |\n      - {objectName: a, secretPath: secret/data/a, secretKey: k}\n",
+            ),
         );
         assert_eq!(problems, 0, "{out}");
         assert!(

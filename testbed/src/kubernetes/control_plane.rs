@@ -378,6 +378,29 @@ impl ControlPlane {
         }
     }
 
+    /// A started control plane, with its admin client: either backend's
+    /// last step.
+    fn assemble(
+        backend: Backend,
+        signing: Signing,
+        addr: SocketAddr,
+        pki: Pki,
+        sa_public_pem: String,
+        running: Running,
+    ) -> Result<ControlPlane> {
+        Ok(ControlPlane {
+            backend,
+            signing,
+            addr,
+            admin: Https::new(addr, client_config(&pki.ca_pem, Some(identity(&pki.admin)?))?),
+            admin_pem: pki.admin,
+            ca_pem: pki.ca_pem,
+            ca: pki.ca,
+            sa_public_pem,
+            running,
+        })
+    }
+
     async fn start_double(signing: Signing) -> Result<ControlPlane> {
         let scratch = tempfile::tempdir().context("a scratch directory for the signing key")?;
         let pki = Pki::generate()?;
@@ -393,17 +416,8 @@ impl ControlPlane {
             signing: (signing, sa_key_pem, sa_public_pem.clone()),
         })?;
         let addr = double.addr();
-        let cp = ControlPlane {
-            backend: Backend::Double,
-            signing,
-            addr,
-            admin: Https::new(addr, client_config(&pki.ca_pem, Some(identity(&pki.admin)?))?),
-            admin_pem: pki.admin.clone(),
-            ca_pem: pki.ca_pem.clone(),
-            ca: pki.ca,
-            sa_public_pem,
-            running: Running::Double { _server: double },
-        };
+        let running = Running::Double { _server: double };
+        let cp = Self::assemble(Backend::Double, signing, addr, pki, sa_public_pem, running)?;
         cp.wait_ready(Duration::from_secs(10)).await?;
         Ok(cp)
     }
@@ -490,17 +504,15 @@ impl ControlPlane {
             .context("starting the control plane script")?;
         let _ = scratch.keep();
         let stdin = watchdog.stdin.take();
-        let cp = ControlPlane {
-            backend: Backend::Real(assets.clone()),
+        let running = Running::Processes { dir, watchdog, stdin };
+        let cp = Self::assemble(
+            Backend::Real(assets.clone()),
             signing,
             addr,
-            admin: Https::new(addr, client_config(&pki.ca_pem, Some(identity(&pki.admin)?))?),
-            admin_pem: pki.admin.clone(),
-            ca_pem: pki.ca_pem.clone(),
-            ca: pki.ca,
+            pki,
             sa_public_pem,
-            running: Running::Processes { dir, watchdog, stdin },
-        };
+            running,
+        )?;
         cp.wait_ready(Duration::from_secs(60)).await?;
         Ok(cp)
     }

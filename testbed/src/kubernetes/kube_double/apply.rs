@@ -112,6 +112,20 @@ pub fn fields(value: &Value, maps: bool) -> BTreeSet<Path> {
     out
 }
 
+/// [`collect`] for field `k` of an object, whose value is `child`.
+fn collect_field(
+    k: &str,
+    child: &Value,
+    path: &mut Path,
+    names: &mut Vec<String>,
+    maps: bool,
+    out: &mut BTreeSet<Path>,
+) {
+    path.push(Step::Field(k.to_string()));
+    under(names, k, |names| collect(child, path, names, maps, out));
+    path.pop();
+}
+
 fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, maps: bool, out: &mut BTreeSet<Path>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
@@ -122,11 +136,7 @@ fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, maps: bool, out:
                 if ignored(names, k) || child.is_null() {
                     continue;
                 }
-                path.push(Step::Field(k.clone()));
-                names.push(k.clone());
-                collect(child, path, names, maps, out);
-                names.pop();
-                path.pop();
+                collect_field(k, child, path, names, maps, out);
             }
         }
         Value::Array(items) => match list_type(names) {
@@ -139,11 +149,7 @@ fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, maps: bool, out:
                             if child.is_null() {
                                 continue;
                             }
-                            path.push(Step::Field(k.clone()));
-                            names.push(k.clone());
-                            collect(child, path, names, maps, out);
-                            names.pop();
-                            path.pop();
+                            collect_field(k, child, path, names, maps, out);
                         }
                     }
                     path.pop();
@@ -166,23 +172,54 @@ fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, maps: bool, out:
     }
 }
 
-/// The value at `path`.
-pub fn get<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
+/// One hop along a path: a field of an object, or an item of a list.
+enum Hop<'p> {
+    Field(&'p str),
+    Item(usize),
+}
+
+/// The hops `path` takes through `value`: the fields it names, and the
+/// position of the list item its key or value selects.
+fn locate<'p>(value: &Value, path: &'p [Step]) -> Option<Vec<Hop<'p>>> {
     let mut v = value;
     let mut names: Vec<String> = Vec::new();
+    let mut hops = Vec::with_capacity(path.len());
     for step in path {
-        v = match step {
+        let hop = match step {
             Step::Field(f) => {
                 names.push(f.clone());
-                v.get(f)?
+                Hop::Field(f)
             }
             Step::Key(k) => {
                 let ListType::Map(keys) = list_type(&names) else {
                     return None;
                 };
-                v.as_array()?.iter().find(|item| item_key(item, keys) == *k)?
+                Hop::Item(v.as_array()?.iter().position(|item| item_key(item, keys) == *k)?)
             }
-            Step::Value(s) => v.as_array()?.iter().find(|item| item.to_string() == *s)?,
+            Step::Value(s) => Hop::Item(v.as_array()?.iter().position(|item| is_item_text(item, s))?),
+        };
+        v = match &hop {
+            Hop::Field(f) => v.get(f)?,
+            Hop::Item(i) => v.get(i)?,
+        };
+        hops.push(hop);
+    }
+    Some(hops)
+}
+
+/// Whether a set's `item` is the one whose JSON text is `text`.
+fn is_item_text(item: &Value, text: &str) -> bool {
+    let own = item.to_string();
+    own == text
+}
+
+/// The value at `path`.
+pub fn get<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    let mut v = value;
+    for hop in locate(value, path)? {
+        v = match hop {
+            Hop::Field(f) => v.get(f)?,
+            Hop::Item(i) => v.get(i)?,
         };
     }
     Some(v)
@@ -222,25 +259,26 @@ fn remove(value: &mut Value, path: &[Step]) {
     }
 }
 
+/// The value at `path`, to change.
 fn get_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    let hops = locate(value, path)?;
     let mut v = value;
-    let mut names: Vec<String> = Vec::new();
-    for step in path {
-        v = match step {
-            Step::Field(f) => {
-                names.push(f.clone());
-                v.get_mut(f)?
-            }
-            Step::Key(k) => {
-                let ListType::Map(keys) = list_type(&names) else {
-                    return None;
-                };
-                v.as_array_mut()?.iter_mut().find(|item| item_key(item, keys) == *k)?
-            }
-            Step::Value(s) => v.as_array_mut()?.iter_mut().find(|item| item.to_string() == *s)?,
+    for hop in hops {
+        v = match hop {
+            Hop::Field(f) => v.get_mut(f)?,
+            Hop::Item(i) => v.get_mut(i)?,
         };
     }
     Some(v)
+}
+
+/// `f` run with field `k` on the path of field names (which decides the
+/// list types below it).
+fn under<T>(names: &mut Vec<String>, k: &str, f: impl FnOnce(&mut Vec<String>) -> T) -> T {
+    names.push(k.to_string());
+    let out = f(names);
+    names.pop();
+    out
 }
 
 /// `config` merged over `live`: maps field by field, keyed lists item by
@@ -253,13 +291,8 @@ fn merge(live: &Value, config: &Value, names: &mut Vec<String>) -> Value {
                 if cv.is_null() {
                     continue;
                 }
-                names.push(k.clone());
-                let merged = match l.get(k) {
-                    Some(lv) => merge(lv, cv, names),
-                    None => cv.clone(),
-                };
-                names.pop();
-                out.insert(k.clone(), merged);
+                let merged = l.get(k).map(|lv| under(names, k, |names| merge(lv, cv, names)));
+                out.insert(k.clone(), merged.unwrap_or_else(|| cv.clone()));
             }
             Value::Object(out)
         }
@@ -302,6 +335,19 @@ struct Entry {
     api_version: String,
     time: String,
     fields: BTreeSet<Path>,
+}
+
+impl Entry {
+    /// `w`'s entry for `operation`, owning `fields`, stamped now.
+    fn by(w: &Writer, operation: Operation, fields: BTreeSet<Path>) -> Entry {
+        Entry {
+            manager: w.manager.to_string(),
+            operation,
+            api_version: w.api_version.to_string(),
+            time: w.now.to_string(),
+            fields,
+        }
+    }
 }
 
 fn encode_step(step: &Step) -> String {
@@ -493,13 +539,7 @@ pub fn apply(live: &Value, config: &Value, w: &Writer, force: bool) -> Result<Va
             e.fields = applied;
             e.api_version = w.api_version.to_string();
         }
-        None => entries.push(Entry {
-            manager: w.manager.to_string(),
-            operation: Operation::Apply,
-            api_version: w.api_version.to_string(),
-            time: w.now.to_string(),
-            fields: applied,
-        }),
+        None => entries.push(Entry::by(w, Operation::Apply, applied)),
     }
     write_entries(&mut object, entries);
     Ok(object)
@@ -534,13 +574,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
                 e.time = w.now.to_string();
                 e.api_version = w.api_version.to_string();
             }
-            None => entries.push(Entry {
-                manager: w.manager.to_string(),
-                operation: Operation::Update,
-                api_version: w.api_version.to_string(),
-                time: w.now.to_string(),
-                fields: changed,
-            }),
+            None => entries.push(Entry::by(w, Operation::Update, changed)),
         }
     }
     write_entries(new, entries);
@@ -587,9 +621,7 @@ fn smp(target: &Value, patch: &Value, names: &mut Vec<String>) -> Value {
                     out.remove(k);
                     continue;
                 }
-                names.push(k.clone());
-                let merged = smp(out.get(k).unwrap_or(&Value::Null), v, names);
-                names.pop();
+                let merged = under(names, k, |names| smp(out.get(k).unwrap_or(&Value::Null), v, names));
                 out.insert(k.clone(), merged);
             }
             Value::Object(out)
@@ -659,12 +691,18 @@ fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
 
-fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+/// The value holding what JSON pointer `path` names, and the last
+/// token (unescaped) that names it there.
+fn pointer_parent<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, String), String> {
     let (parent, last) = path.rsplit_once('/').ok_or_else(|| format!("invalid path {path:?}"))?;
     let target = doc
         .pointer_mut(parent)
         .ok_or_else(|| format!("doc is missing path: {path}"))?;
-    let last = unescape(last);
+    Ok((target, unescape(last)))
+}
+
+fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let (target, last) = pointer_parent(doc, path)?;
     match target {
         Value::Object(m) => {
             m.insert(last, value);
@@ -686,11 +724,7 @@ fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> 
 }
 
 fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
-    let (parent, last) = path.rsplit_once('/').ok_or_else(|| format!("invalid path {path:?}"))?;
-    let target = doc
-        .pointer_mut(parent)
-        .ok_or_else(|| format!("doc is missing path: {path}"))?;
-    let last = unescape(last);
+    let (target, last) = pointer_parent(doc, path)?;
     match target {
         Value::Object(m) => m.remove(&last).ok_or_else(|| format!("doc is missing key: {path}")),
         Value::Array(a) => {

@@ -259,18 +259,24 @@ fn set_values(text: &str) -> Option<Vec<String>> {
     )
 }
 
+/// An equality requirement (`a=b`, `a==b`, `a!=b`), if `part` is one.
+fn equality(part: &str) -> Option<Requirement> {
+    if let Some((k, v)) = part.split_once("!=") {
+        Some(Requirement::NotEquals(k.trim().into(), v.trim().into()))
+    } else {
+        let (k, v) = part.split_once("==").or_else(|| part.split_once('='))?;
+        Some(Requirement::Equals(k.trim().into(), v.trim().into()))
+    }
+}
+
 impl Selector {
     /// A `labelSelector`: equality (`a=b`, `a==b`, `a!=b`), sets
     /// (`a in (x,y)`, `a notin (x)`) and existence (`a`, `!a`).
     pub fn labels(text: &str) -> Result<Selector, String> {
         let mut reqs = Vec::new();
         for part in split_top(text) {
-            let req = if let Some((k, v)) = part.split_once("!=") {
-                Requirement::NotEquals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once("==") {
-                Requirement::Equals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once('=') {
-                Requirement::Equals(k.trim().into(), v.trim().into())
+            let req = if let Some(req) = equality(part) {
+                req
             } else if let Some((k, v)) = part.split_once(" notin ") {
                 let values = set_values(v).ok_or_else(|| format!("unable to parse requirement: {part:?}"))?;
                 Requirement::NotIn(k.trim().into(), values)
@@ -294,13 +300,7 @@ impl Selector {
     pub fn fields(text: &str, allowed: impl Fn(&str) -> bool) -> Result<Selector, String> {
         let mut reqs = Vec::new();
         for part in split_top(text) {
-            let req = if let Some((k, v)) = part.split_once("!=") {
-                Requirement::NotEquals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once("==") {
-                Requirement::Equals(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once('=') {
-                Requirement::Equals(k.trim().into(), v.trim().into())
-            } else {
+            let Some(req) = equality(part) else {
                 return Err(format!("invalid selector: '{text}'; can't understand '{part}'"));
             };
             let (Requirement::Equals(k, _) | Requirement::NotEquals(k, _)) = &req else {

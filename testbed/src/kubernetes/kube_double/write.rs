@@ -216,13 +216,7 @@ pub(super) fn update(ctx: &Ctx, r: &'static Resource, ns: Option<&str>, name: &s
     }
     let k = key(r, ns, name);
     let old = ctx.shared.lock().get(&k).ok_or_else(|| Status::not_found(r, name))?;
-    let wanted_rv = new["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !wanted_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(wanted_rv.as_str()) {
-        return Err(Status::stale(r, name));
-    }
+    check_resource_version(r, name, &old, &new)?;
     // An update sent without managedFields keeps the recorded ones.
     if new["metadata"]["managedFields"].is_null() {
         new["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
@@ -272,13 +266,7 @@ pub(super) fn patch(ctx: &Ctx, r: &'static Resource, ns: Option<&str>, name: &st
             "metadata.name: the name of a patched object cannot change",
         ));
     }
-    let wanted_rv = new["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !wanted_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(wanted_rv.as_str()) {
-        return Err(Status::stale(r, name));
-    }
+    check_resource_version(r, name, &old, &new)?;
     validate::update(r, &old, &mut new)?;
     let written = write(ctx, r, k, &old, new)?;
     Ok(json_response(200, &with_kind(r, &written)))
@@ -369,6 +357,16 @@ fn delete_options(ctx: &Ctx) -> Result<Value, Status> {
     Ok(options)
 }
 
+/// Optimistic concurrency: a write naming a resourceVersion is refused
+/// (409) unless the object is still at it; one naming none always goes.
+fn check_resource_version(r: &'static Resource, name: &str, old: &Value, new: &Value) -> Result<(), Status> {
+    let wanted = new["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    if !wanted.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(wanted) {
+        return Err(Status::stale(r, name));
+    }
+    Ok(())
+}
+
 pub(super) fn delete(ctx: &Ctx, r: &'static Resource, ns: Option<&str>, name: &str) -> Result<Response<Body>, Status> {
     ctx.authorize("delete", r, None, ns, Some(name))?;
     let options = delete_options(ctx)?;
@@ -376,26 +374,17 @@ pub(super) fn delete(ctx: &Ctx, r: &'static Resource, ns: Option<&str>, name: &s
     let mut store = ctx.shared.lock();
     let old = store.get(&k).ok_or_else(|| Status::not_found(r, name))?;
     let pre = &options["preconditions"];
-    if let Some(uid) = pre["uid"].as_str() {
-        if old["metadata"]["uid"].as_str() != Some(uid) {
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        let (Some(wanted), held) = (pre[field].as_str(), old["metadata"][field].as_str()) else {
+            continue;
+        };
+        if held != Some(wanted) {
             return Err(Status::conflict(
                 r,
                 name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    old["metadata"]["uid"].as_str().unwrap_or_default()
-                ),
-            ));
-        }
-    }
-    if let Some(rv) = pre["resourceVersion"].as_str() {
-        if old["metadata"]["resourceVersion"].as_str() != Some(rv) {
-            return Err(Status::conflict(
-                r,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    old["metadata"]["resourceVersion"].as_str().unwrap_or_default()
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {}",
+                    held.unwrap_or_default()
                 ),
             ));
         }
