@@ -94,7 +94,7 @@ impl MemoryBudget {
     }
 
     /// A fresh share for one mount.
-    pub fn mount(self: &Arc<Self>) -> MountBudget {
+    pub fn for_mount(self: &Arc<Self>) -> MountBudget {
         MountBudget {
             pool: self.clone(),
             used: AtomicUsize::new(0),
@@ -182,9 +182,9 @@ mod tests {
     #[test]
     fn each_mount_and_all_mounts_are_bounded_and_shares_come_back() {
         let pool = MemoryBudget::new(100, 250);
-        let a = pool.mount();
-        let b = pool.mount();
-        let c = pool.mount();
+        let a = pool.for_mount();
+        let b = pool.for_mount();
+        let c = pool.for_mount();
         a.charge(60).unwrap();
         assert_eq!(a.charge(41), Err(Exceeded::Mount { limit: 100 }));
         a.charge(40).unwrap();

@@ -226,7 +226,7 @@ impl Mounter {
             .until(deadline)
             .waiting_out_elections(spec.operator_vault);
         // Everything this mount holds is counted against it until it ends.
-        let budget = self.memory.mount();
+        let budget = self.memory.for_mount();
         let responses = self.fetch_all(spec, &client, &budget).await?;
         let templated = !spec.templates.is_empty()
             || spec
