@@ -167,6 +167,22 @@ impl Entry {
         self.token.token.expires.is_none_or(|x| x > now)
     }
 
+    /// What letting go of this whole entry leaves to do: its token's
+    /// retirement, due now, if the token is still alive (revoking it takes
+    /// its leases along), and how many certificates issued without a lease
+    /// will outlive it.
+    fn release(&self, now: SystemTime) -> (Option<Retirement>, usize) {
+        let retirement = self.token_alive(now).then(|| {
+            Retirement::new(&self.key, self.token.token.token.clone(), None, now).until(self.token.token.expires)
+        });
+        let certificates = self
+            .credentials
+            .iter()
+            .filter(|c| !c.is_lease() && c.expires > now)
+            .count();
+        (retirement, certificates)
+    }
+
     /// Worth keeping: a live token, or a certificate that is still valid.
     fn alive(&self, now: SystemTime) -> bool {
         self.token_alive(now) || self.credentials.iter().any(|c| !c.is_lease() && c.expires > now)
@@ -771,16 +787,8 @@ impl Ledger {
             };
             let Some(e) = inner.entries.remove(&oldest) else { break };
             tracing::debug!(pod = %oldest.pod.name, namespace = %oldest.pod.namespace, "ledger full for this namespace: dropping its least recently used pod and revoking its token");
-            if e.token_alive(now) {
-                inner.retiring.push(
-                    Retirement::new(&oldest, e.token.token.token.clone(), None, now).until(e.token.token.expires),
-                );
-            }
-            let certificates = e
-                .credentials
-                .iter()
-                .filter(|c| !c.is_lease() && c.expires > now)
-                .count();
+            let (retirement, certificates) = e.release(now);
+            inner.retiring.extend(retirement);
             if certificates > 0 {
                 self.metrics.certificates_left_to_expire(certificates);
             }
@@ -940,15 +948,10 @@ impl Ledger {
         let mut certificates = 0;
         for k in keys {
             let Some(e) = inner.entries.remove(&k) else { continue };
-            certificates += e
-                .credentials
-                .iter()
-                .filter(|c| !c.is_lease() && c.expires > now)
-                .count();
-            if e.token_alive(now) {
-                inner
-                    .retiring
-                    .push(Retirement::new(&k, e.token.token.token.clone(), None, now).until(e.token.token.expires));
+            let (retirement, left) = e.release(now);
+            certificates += left;
+            if let Some(r) = retirement {
+                inner.retiring.push(r);
                 queued += 1;
             }
         }
