@@ -8,7 +8,6 @@
 use peak_alloc::PeakAlloc;
 use serde_json::json;
 use vault_csi_provider::spc::{self, Defaults};
-use vault_csi_provider::{Endpoint, TlsConfig, VaultConfig};
 use vcp_testbed::hostile;
 
 #[global_allocator]
@@ -22,16 +21,7 @@ const FIXED: usize = 1024 * 1024;
 const MAX_ERROR: usize = 64 * 1024;
 
 fn defaults() -> Defaults {
-    Defaults {
-        vault: VaultConfig {
-            addresses: Endpoint::parse("https://127.0.0.1:8200").unwrap().into(),
-            namespace: None,
-            tls: TlsConfig::default(),
-        },
-        auth_mount: "kubernetes".to_string(),
-        policy: vault_csi_provider::policy::ClassPolicy::default(),
-        flavor: vault_csi_provider::flavor::Flavor::Vault,
-    }
+    Defaults::builtin(vault_csi_provider::flavor::Flavor::Vault)
 }
 
 /// The attributes a driver sends for a class with `parameters`.

@@ -5,7 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use vault_csi_provider::spc::{self, Defaults};
-use vault_csi_provider::{Endpoint, TlsConfig, VaultConfig};
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = data.split(|b| *b == 0xFF);
@@ -16,19 +15,7 @@ fuzz_target!(|data: &[u8]| {
     ) else {
         return;
     };
-    let Ok(endpoint) = Endpoint::parse("https://127.0.0.1:8200") else {
-        return;
-    };
-    let defaults = Defaults {
-        vault: VaultConfig {
-            addresses: endpoint.into(),
-            namespace: None,
-            tls: TlsConfig::default(),
-        },
-        auth_mount: "kubernetes".to_string(),
-        policy: vault_csi_provider::policy::ClassPolicy::default(),
-        flavor: vault_csi_provider::flavor::Flavor::Vault,
-    };
+    let defaults = Defaults::builtin(vault_csi_provider::flavor::Flavor::Vault);
     if let Ok(spec) = spc::parse_mount(attributes, secrets, permission, &defaults) {
         assert!(!spec.role.is_empty());
         assert!(!spec.objects.is_empty() || !spec.templates.is_empty());

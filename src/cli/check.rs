@@ -13,11 +13,9 @@ use clap::Parser;
 
 use super::spc_file::{self, Located, SpcDocument};
 use super::{usage_error, EXIT_PROBLEMS};
-use crate::endpoint::Endpoint;
 use crate::flavor::Flavor;
 use crate::spc::Defaults;
 use crate::spc::{self, keys, MountSpec};
-use crate::vault::{TlsConfig, VaultConfig};
 
 /// Arguments of `check`.
 #[derive(Debug, Parser)]
@@ -138,26 +136,6 @@ fn flavor_of(doc: &SpcDocument) -> Flavor {
     }
 }
 
-fn defaults(flavor: Flavor) -> Defaults {
-    Defaults {
-        vault: VaultConfig {
-            // The provider's default; only shown when a class names none.
-            addresses: Endpoint::Tcp {
-                tls: true,
-                host: "127.0.0.1".to_string(),
-                port: 8200,
-                prefix: String::new(),
-            }
-            .into(),
-            namespace: None,
-            tls: TlsConfig::default(),
-        },
-        auth_mount: "kubernetes".to_string(),
-        policy: crate::policy::ClassPolicy::default(),
-        flavor,
-    }
-}
-
 /// The attributes the driver would send for this class, for a stand-in pod.
 fn attributes(doc: &SpcDocument, params: &BTreeMap<String, String>) -> String {
     let mut attrs: BTreeMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -177,7 +155,7 @@ fn strip_prefix(message: String) -> String {
 
 /// Every problem of one class: parameters group by group, then each object.
 fn check_document(doc: &SpcDocument) -> Vec<Located> {
-    let defaults = defaults(flavor_of(doc));
+    let defaults = Defaults::builtin(flavor_of(doc));
     let mut found: Vec<Located> = groups()
         .iter()
         .filter_map(|group| check_group(doc, group, &defaults))
@@ -381,7 +359,12 @@ fn print_document(out: &mut String, doc: &SpcDocument, problems: &[Located]) {
         }
         return;
     }
-    let spec = match spc::parse_mount(&attributes(doc, &doc.parameters), "", "", &defaults(flavor_of(doc))) {
+    let spec = match spc::parse_mount(
+        &attributes(doc, &doc.parameters),
+        "",
+        "",
+        &Defaults::builtin(flavor_of(doc)),
+    ) {
         Ok(s) => s,
         Err(e) => {
             // Every group passed, so this would be a combination the groups

@@ -22,7 +22,8 @@ use clap::Parser;
 use crate::flavor::Flavor;
 use crate::logging::{parse_log_level, LogFormat, LogLevel};
 use crate::policy::ClassPolicy;
-use crate::spc::{parse_go_bool, Defaults};
+pub use crate::spc::DEFAULT_ADDR;
+use crate::spc::{parse_go_bool, Defaults, DEFAULT_AUTH_MOUNT};
 use crate::vault::failover::Addresses;
 use crate::vault::{TlsConfig, VaultConfig};
 
@@ -56,9 +57,6 @@ fn value_error(from: impl Into<String>, problem: impl std::fmt::Display) -> Conf
         problem: problem.to_string(),
     }
 }
-
-/// The address used when no flag, environment variable or class names one.
-pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8200";
 
 /// Flags of the `vault-csi-provider` binary.
 #[derive(Debug, Clone, Parser)]
@@ -637,7 +635,7 @@ impl Flags {
         let addresses = self.default_addresses(flavor, env)?;
         let mount = pick((&self.vault_mount, &self.openbao_mount), "mount", None)?
             .map(|p| p.value)
-            .unwrap_or_else(|| "kubernetes".to_string());
+            .unwrap_or_else(|| DEFAULT_AUTH_MOUNT.to_string());
         let namespace = pick(
             (&self.vault_namespace, &self.openbao_namespace),
             "namespace",

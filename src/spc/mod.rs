@@ -45,6 +45,12 @@ const MAX_SECRET_PATH_LEN: usize = 8192;
 /// none (openbao sockets: [`Flavor::default_audience`]).
 pub const DEFAULT_AUDIENCE: &str = "vault";
 
+/// The Vault address a socket gives when neither a flag nor the
+/// environment names one.
+pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8200";
+/// The auth mount a socket gives when no flag names one.
+pub const DEFAULT_AUTH_MOUNT: &str = "kubernetes";
+
 /// Provider-wide defaults (flags and environment) that SPC parameters
 /// override, and the operator's limits on what they may override them with.
 #[derive(Debug, Clone)]
@@ -58,6 +64,31 @@ pub struct Defaults {
     /// Which provider the socket stands in for: the default audience, and
     /// the product named in messages.
     pub flavor: Flavor,
+}
+
+impl Defaults {
+    /// What a socket of `flavor` gives with no flags and no environment:
+    /// [`DEFAULT_ADDR`], [`DEFAULT_AUTH_MOUNT`], no Vault namespace, the
+    /// system's TLS roots and an open policy. `check` assumes these, and
+    /// tests and fuzz targets parse against them.
+    pub fn builtin(flavor: Flavor) -> Defaults {
+        Defaults {
+            vault: VaultConfig {
+                addresses: crate::endpoint::Endpoint::Tcp {
+                    tls: true,
+                    host: "127.0.0.1".to_string(),
+                    port: 8200,
+                    prefix: String::new(),
+                }
+                .into(),
+                namespace: None,
+                tls: crate::vault::TlsConfig::default(),
+            },
+            auth_mount: DEFAULT_AUTH_MOUNT.to_string(),
+            policy: ClassPolicy::default(),
+            flavor,
+        }
+    }
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does, since users carry

@@ -1,19 +1,16 @@
 use super::objects::{parse_mode, parse_secret_path};
 use super::*;
 use crate::endpoint::Endpoint;
-use crate::vault::TlsConfig;
 
 fn defaults() -> Defaults {
-    Defaults {
-        vault: VaultConfig {
-            addresses: Endpoint::parse("https://127.0.0.1:8200").unwrap().into(),
-            namespace: None,
-            tls: TlsConfig::default(),
-        },
-        auth_mount: "kubernetes".to_string(),
-        policy: crate::policy::ClassPolicy::default(),
-        flavor: Flavor::Vault,
-    }
+    Defaults::builtin(Flavor::Vault)
+}
+
+#[test]
+fn the_builtin_address_is_the_one_the_provider_parses() {
+    let parsed: crate::vault::failover::Addresses = Endpoint::parse(DEFAULT_ADDR).unwrap().into();
+    assert_eq!(defaults().vault.addresses, parsed);
+    assert_eq!(defaults().auth_mount, DEFAULT_AUTH_MOUNT);
 }
 
 fn attrs(extra: &[(&str, &str)], objects: &str) -> String {
