@@ -72,8 +72,8 @@ mod template;
 mod vault;
 mod versions;
 
-/// How to reach a Vault (for the `check` subcommand's callers, tests and
-/// fuzz targets that build a `spc::Defaults`).
+/// How to reach a Vault, for callers that build a `spc::Defaults` of
+/// their own (`spc::Defaults::builtin` gives the provider's).
 pub use endpoint::Endpoint;
 pub use vault::{TlsConfig, VaultConfig};
 /// Generated protocol types and service stubs for the driver contract.
